@@ -1,0 +1,45 @@
+# peft.cpp: the two set-up commands are `make test` and `make demo`.
+BUILD ?= build
+FUZZ_BUILD ?= build-fuzz
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+MODEL_DIR := $(BUILD)/models/stories260K
+
+.PHONY: all deps configure build test demo fuzz-smoke install clean
+
+all: build
+
+deps:
+	@bash scripts/install_deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_BENCH=ON $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Fuzz the safetensors reader under ASan+UBSan (torch-free build with clang's libFuzzer).
+fuzz-smoke: deps
+	@cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DPEFT_WITH_TORCH=OFF \
+	  -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(FUZZ_BUILD) --target fuzz_safetensors -j $(JOBS)
+	@rm -rf $(FUZZ_BUILD)/corpus && mkdir -p $(FUZZ_BUILD)/corpus
+	@cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	@$(FUZZ_BUILD)/tests/fuzz/fuzz_safetensors -runs=100000 -max_len=4096 -seed=1 \
+	  $(FUZZ_BUILD)/corpus 2>&1 | tail -n 3
+
+test: build fuzz-smoke
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+$(MODEL_DIR)/config.json: build
+	@$(BUILD)/peft convert models/stories260K/stories260K.bin $(MODEL_DIR) \
+	  --tokenizer models/stories260K/tok512.bin
+
+demo: build $(MODEL_DIR)/config.json
+	@$(BUILD)/peft info $(MODEL_DIR)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	@rm -rf $(BUILD) $(FUZZ_BUILD)

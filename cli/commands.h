@@ -1,0 +1,12 @@
+#pragma once
+// Subcommand registration for the `peft` tool: each file adds one subcommand.
+namespace CLI {
+class App;
+}
+
+namespace peft::cli {
+
+void add_info_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
+
+}  // namespace peft::cli

@@ -1,0 +1,88 @@
+// peft info: what a checkpoint holds.
+#include <CLI/CLI.hpp>
+
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "peft/io/hf_checkpoint.h"
+
+namespace peft::cli {
+
+namespace {
+
+using nlohmann::json;
+
+// The first of several HF spellings of a config field (GPT-2 uses n_layer, T5 num_layers, ...).
+std::string field(const json& cfg, std::initializer_list<const char*> keys, const std::string& dflt = "-") {
+  for (const char* k : keys) {
+    auto it = cfg.find(k);
+    if (it != cfg.end() && !it->is_null()) return it->is_string() ? it->get<std::string>() : it->dump();
+  }
+  return dflt;
+}
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n), out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+void run_info(const std::string& path, bool list_tensors) {
+  const auto ck = io::HfCheckpoint::open(path);
+  const json& cfg = ck.config();
+  std::cout << "checkpoint:    " << path << "\n";
+  if (!cfg.empty()) {
+    std::string arch = "-";
+    if (auto a = cfg.find("architectures"); a != cfg.end() && a->is_array() && !a->empty())
+      arch = (*a)[0].is_string() ? (*a)[0].get<std::string>() : (*a)[0].dump();
+    const std::string heads = field(cfg, {"num_attention_heads", "n_head", "num_heads"});
+    std::cout << "architecture:  " << arch << " (model_type " << field(cfg, {"model_type"}) << ")\n"
+              << "layers:        " << field(cfg, {"num_hidden_layers", "n_layer", "num_layers"}) << "\n"
+              << "hidden size:   " << field(cfg, {"hidden_size", "n_embd", "d_model"}) << "\n"
+              << "query heads:   " << heads << "\n"
+              << "kv heads:      " << field(cfg, {"num_key_value_heads"}, heads) << "\n"
+              << "vocab size:    " << field(cfg, {"vocab_size"}) << "\n"
+              << "max positions: " << field(cfg, {"max_position_embeddings", "n_positions"}) << "\n";
+  }
+  std::map<std::string, int64_t> per_dtype;
+  int64_t total = 0, bytes = 0;
+  for (const auto& n : ck.tensor_names()) {
+    const auto& t = ck.tensor(n);
+    per_dtype[std::string(dtype_name(t.dtype))] += t.numel();
+    total += t.numel();
+    bytes += static_cast<int64_t>(t.nbytes());
+  }
+  std::cout << "shards:        " << ck.shards().size() << "\n"
+            << "tensors:       " << ck.tensor_names().size() << "\n"
+            << "parameters:    " << with_commas(total) << " (" << with_commas(bytes) << " bytes)\n";
+  for (const auto& [dt, n] : per_dtype)
+    std::cout << "  " << std::left << std::setw(6) << dt << " " << with_commas(n) << "\n";
+  if (list_tensors) {
+    for (const auto& n : ck.tensor_names()) {
+      const auto& t = ck.tensor(n);
+      std::cout << "  " << n << "  " << dtype_name(t.dtype) << " [";
+      for (std::size_t i = 0; i < t.shape.size(); ++i) std::cout << (i ? ", " : "") << t.shape[i];
+      std::cout << "]\n";
+    }
+  }
+}
+
+}  // namespace
+
+void add_info_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder or a .safetensors file");
+  auto path = std::make_shared<std::string>();
+  auto tensors = std::make_shared<bool>(false);
+  cmd->add_option("path", *path, "Model folder (config.json + safetensors) or .safetensors file")
+      ->required();
+  cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
+  cmd->callback([path, tensors] { run_info(*path, *tensors); });
+}
+
+}  // namespace peft::cli

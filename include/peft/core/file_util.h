@@ -1,0 +1,23 @@
+#pragma once
+// Whole-file reads and atomic writes (tier 0: torch-free).
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace peft {
+
+/// Reads a whole file; throws FormatError naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
+/// A sink that appends bytes to the file being written.
+using ByteSink = std::function<void(const void* data, std::size_t n)>;
+
+/// Writes `path` atomically: the body goes to a temp file in the same folder, which is
+/// fsync'ed and renamed over `path` (then the folder is fsync'ed). A crash leaves either the
+/// old file or the new one, never a partial file.
+void write_file_atomic(const std::string& path, const std::function<void(const ByteSink&)>& body);
+
+/// Convenience overload for an in-memory body.
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+}  // namespace peft

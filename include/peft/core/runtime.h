@@ -1,0 +1,19 @@
+#pragma once
+// Process-wide start-up: thread counts and the BLAS sanity probe (tier 0 header; the
+// implementation lives in the LibTorch library).
+#include <string>
+
+namespace peft {
+
+struct RuntimeInfo {
+  std::string blas_library;  ///< shared object that provides sgemm_ ("" when unknown)
+  bool reference_blas = false;
+  int intra_op_threads = 1;
+};
+
+/// Sets LibTorch's intra-op thread count (0 = all cores, unless OMP_NUM_THREADS is set) and
+/// checks which BLAS serves fp32 GEMM. Warns once on stderr when it is the slow reference BLAS.
+/// Idempotent; the CLI calls it first thing.
+RuntimeInfo init_runtime(int threads = 0);
+
+}  // namespace peft

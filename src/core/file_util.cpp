@@ -1,0 +1,80 @@
+#include "peft/core/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "peft/core/check.h"
+
+namespace peft {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  PEFT_CHECK(in.good(), FormatError, "[read_file] cannot open '", path, "': ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  PEFT_CHECK(!in.bad(), FormatError, "[read_file] error while reading '", path, "'");
+  return ss.str();
+}
+
+namespace {
+
+void fsync_dir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::function<void(const ByteSink&)>& body) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.parent_path();
+  std::string tmpl = (dir.empty() ? std::string(".") : dir.string()) + "/." +
+                     target.filename().string() + ".tmp.XXXXXX";
+  int fd = ::mkstemp(tmpl.data());
+  PEFT_CHECK(fd >= 0, std::runtime_error, "[write_file_atomic] cannot create a temp file next to '",
+             path, "': ", std::strerror(errno));
+  const std::string tmp = tmpl;
+  try {
+    ByteSink sink = [&](const void* data, std::size_t n) {
+      const char* p = static_cast<const char*>(data);
+      while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        PEFT_CHECK(w > 0, std::runtime_error, "[write_file_atomic] write to '", tmp,
+                   "' failed: ", std::strerror(errno));
+        p += w;
+        n -= static_cast<std::size_t>(w);
+      }
+    };
+    body(sink);
+    PEFT_CHECK(::fsync(fd) == 0, std::runtime_error, "[write_file_atomic] fsync of '", tmp,
+               "' failed: ", std::strerror(errno));
+    ::fchmod(fd, 0644);
+    ::close(fd);
+    fd = -1;
+    PEFT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, std::runtime_error,
+               "[write_file_atomic] rename '", tmp, "' -> '", path, "' failed: ", std::strerror(errno));
+    fsync_dir(dir);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  write_file_atomic(path, [&](const ByteSink& sink) { sink(contents.data(), contents.size()); });
+}
+
+}  // namespace peft

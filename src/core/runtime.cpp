@@ -1,0 +1,54 @@
+#include "peft/core/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+namespace peft {
+
+namespace {
+
+// Which shared object answers for sgemm_? LibTorch on Debian links libblas.so.3, and the
+// alternatives system decides whether that is OpenBLAS or the ~15x slower reference BLAS.
+std::string sgemm_provider() {
+  void* sym = ::dlsym(RTLD_DEFAULT, "sgemm_");
+  if (sym == nullptr) return "";
+  Dl_info info{};
+  if (::dladdr(sym, &info) == 0 || info.dli_fname == nullptr) return "";
+  char buf[4096];
+  if (::realpath(info.dli_fname, buf) != nullptr) return buf;
+  return info.dli_fname;
+}
+
+bool is_fast_blas(const std::string& lib) {
+  for (const char* k : {"openblas", "mkl", "blis", "atlas", "accelerate", "armpl"})
+    if (lib.find(k) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+RuntimeInfo init_runtime(int threads) {
+  static std::once_flag once;
+  static RuntimeInfo info;
+  std::call_once(once, [&] {
+    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
+      threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (threads > 0) at::set_num_threads(threads);
+    info.intra_op_threads = at::get_num_threads();
+    info.blas_library = sgemm_provider();
+    info.reference_blas = !info.blas_library.empty() && !is_fast_blas(info.blas_library);
+    if (info.reference_blas)
+      std::cerr << "warning: fp32 matrix products use the reference BLAS (" << info.blas_library
+                << "), about 15x slower than OpenBLAS. Run scripts/install_deps.sh or "
+                   "'update-alternatives --set libblas.so.3-x86_64-linux-gnu "
+                   "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3'.\n";
+  });
+  return info;
+}
+
+}  // namespace peft

@@ -1,0 +1,30 @@
+# CLI smoke test: peft convert on the bundled stories260K, then peft info must report its shape.
+file(REMOVE_RECURSE ${OUT})
+execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}
+                        --tokenizer ${SRC}/models/stories260K/tok512.bin
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft convert failed (${rc}): ${out}${err}")
+endif()
+execute_process(COMMAND ${PEFT} info ${OUT} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft info failed (${rc}): ${out}${err}")
+endif()
+foreach(want "LlamaForCausalLM" "parameters:    260,032" "layers:        5" "query heads:   8"
+             "kv heads:      4" "vocab size:    512")
+  string(FIND "${out}" "${want}" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "peft info output lacks '${want}':\n${out}")
+  endif()
+endforeach()
+# Usage errors exit with 2 and one clear line; a broken file exits with 1.
+execute_process(COMMAND ${PEFT} info RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+if(NOT rc EQUAL 2)
+  message(FATAL_ERROR "peft info without a path should exit 2, got ${rc}")
+endif()
+file(WRITE ${OUT}/broken.safetensors "not a safetensors file")
+execute_process(COMMAND ${PEFT} info ${OUT}/broken.safetensors RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "broken.safetensors")
+  message(FATAL_ERROR "peft info on a broken file should exit 1 naming it, got ${rc}: ${err}")
+endif()
+message(STATUS "${out}")
