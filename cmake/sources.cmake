@@ -9,17 +9,33 @@ set(PEFT_CORE_SOURCES
   ${S}/io/safetensors.cpp
   ${S}/io/hf_checkpoint.cpp
   ${S}/io/llama2c.cpp
+  ${S}/models/model_config.cpp
+  ${S}/io/tokenizer/unicode.cpp
+  ${S}/io/tokenizer/normalized.cpp
+  ${S}/io/tokenizer/normalizers.cpp
+  ${S}/io/tokenizer/models.cpp
+  ${S}/io/tokenizer/processors.cpp
+  ${S}/io/tokenizer/hf_tokenizer.cpp
+  ${S}/io/tokenizer/llama2c_tokenizer.cpp
+  ${S}/io/tokenizer/tokenizer.cpp
 )
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
-  ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h)
+  ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
+  ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
+  ${I}/models/t5.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.
 set(PEFT_TORCH_SOURCES
   ${S}/core/runtime.cpp
   ${S}/io/tensor_bridge.cpp
+  ${S}/models/blocks.cpp
+  ${S}/models/adaptable_linear.cpp
+  ${S}/models/auto_model.cpp
+  ${S}/models/llama.cpp
+  ${S}/models/generation.cpp
 )
 
 set(PEFT_CLI_SOURCES

@@ -1,0 +1,12 @@
+#pragma once
+// Factories of the built-in architectures (tier 1). Each lives in its own src/models/<arch>.cpp;
+// src/models/auto_model.cpp maps config.json's model_type to them in one explicit table.
+#include <memory>
+
+#include "peft/models/model.h"
+
+namespace peft::models {
+
+std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead head);
+
+}  // namespace peft::models

@@ -1,0 +1,61 @@
+#pragma once
+// Building blocks shared by the architectures (tier 1: tensors in, tensors out).
+#include <ATen/core/Tensor.h>
+
+#include "peft/models/model.h"
+
+namespace peft::models {
+
+/// Additive attention bias [B, 1, T, P + past + T]: 0 where attending is allowed, the dtype's
+/// lowest value elsewhere (transformers' convention, so fully padded rows stay finite).
+/// `attention_mask` is [B, past + T] or [B, P + past + T] (1 = keep) or undefined.
+at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
+                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device);
+
+/// [prefix ; cached ; new] keys and values for `layer`; appends the new ones to `cache`.
+KeyValue extend_kv(const KeyValue* prefix, KVCache* cache, std::size_t layer, const at::Tensor& k,
+                   const at::Tensor& v);
+
+/// softmax(q·kᵀ·scale + bias)·v. q: [B, H, T, D]; k, v: [B, KVH, S, D] (KVH divides H).
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& bias, double scale, double dropout, bool training);
+
+/// transformers' LlamaRMSNorm / T5LayerNorm: x * rsqrt(mean(x²) + eps) in fp32, then * weight.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+/// Rotary embedding (rotate-half form). cos/sin: [B, T, head_dim] for positions [B, T].
+struct RotaryTables {
+  at::Tensor cos, sin;
+};
+RotaryTables rotary_tables(const at::Tensor& inv_freq, const at::Tensor& position_ids,
+                           at::ScalarType dtype, double attention_scaling = 1.0);
+/// x: [B, H, T, D]; applies x*cos + rotate_half(x)*sin.
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t);
+
+/// Positions past .. past+T-1 for every row: [B, T].
+at::Tensor default_position_ids(int64_t batch, int64_t T, int64_t past, c10::Device device);
+
+/// Mean next-token cross-entropy: logits[:, :-1] against labels[:, 1:], -100 ignored.
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels);
+/// Mean cross-entropy over all positions, -100 ignored (token classification, seq2seq).
+at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels);
+/// Sequence classification loss as transformers picks it: MSE when num_labels == 1
+/// (regression), cross-entropy for integer labels, BCE-with-logits for float multi-label.
+at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
+                                        const std::string& problem_type);
+
+/// Checks a tensor argument's rank/shape and throws std::invalid_argument naming it.
+void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char* where,
+                 const char* what);
+
+}  // namespace peft::models
+
+namespace peft::models {
+
+/// transformers' ACT2FN for the names our architectures use: silu/swish, gelu, gelu_new,
+/// gelu_pytorch_tanh, gelu_fast, relu, tanh. Throws NotSupported naming the activation otherwise.
+at::Tensor activation(const std::string& name, const at::Tensor& x);
+/// Validates an activation name early (at construction) with the same error.
+void check_activation(const std::string& name, const std::string& source);
+
+}  // namespace peft::models

@@ -1,0 +1,112 @@
+#pragma once
+// The model seam every architecture implements and every tuner talks to (tier 2).
+//
+//   auto model = peft::models::load_model("models/stories260K-hf");
+//   peft::models::ModelInputs in;  in.input_ids = ids;
+//   at::Tensor logits = model->forward(in).logits;
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "peft/models/model_config.h"
+
+namespace peft::models {
+
+/// Keys and values for one attention stack layer: [B, kv_heads, S, head_dim].
+struct KeyValue {
+  at::Tensor key;
+  at::Tensor value;
+};
+
+/// Growing key/value cache for incremental decoding; one entry per attention layer.
+/// `length()` counts cached positions (not the key/value prefix).
+struct KVCache {
+  std::vector<KeyValue> layers;
+  int64_t length() const { return layers.empty() || !layers[0].key.defined() ? 0 : layers[0].key.size(2); }
+  void clear() { layers.clear(); }
+};
+
+/// Inputs of a forward pass (the names follow transformers' forward arguments).
+struct ModelInputs {
+  at::Tensor input_ids;       ///< [B, T] int64 (or leave undefined and give inputs_embeds)
+  at::Tensor inputs_embeds;   ///< [B, T, hidden]
+  at::Tensor attention_mask;  ///< [B, S] 1 = attend, 0 = padding; S = T + cached (+ prefix, optional)
+  at::Tensor position_ids;    ///< [B, T]; default: cumulative over the mask (left padding aware)
+  at::Tensor token_type_ids;  ///< [B, T] (BERT)
+  at::Tensor labels;          ///< task labels; -100 = ignored
+  /// Per-layer key/value prefix, [B, kv_heads, P, head_dim] each; concatenated before the
+  /// softmax, never rotated, always visible; the mask is extended by P when it covers T only.
+  std::vector<KeyValue> prefix_kv;
+  KVCache* cache = nullptr;   ///< when set: read past keys/values and append this step's
+
+  // Encoder-decoder models only.
+  at::Tensor decoder_input_ids;
+  at::Tensor decoder_inputs_embeds;
+  at::Tensor decoder_attention_mask;
+  std::vector<KeyValue> decoder_prefix_kv;  ///< decoder self-attention prefix
+  at::Tensor encoder_outputs;               ///< reuse an encoder pass ([B, S, d_model])
+};
+
+struct ModelOutput {
+  at::Tensor logits;             ///< [B, T, vocab] or [B, num_labels] or [B, T, num_labels]
+  at::Tensor loss;               ///< defined when labels were given
+  at::Tensor last_hidden_state;  ///< final hidden states (after the final norm)
+  at::Tensor pooler_output;      ///< BERT pooler
+  at::Tensor encoder_last_hidden_state;
+};
+
+enum class TaskHead { Base, CausalLM, SeqCls, TokenCls, Seq2SeqLM };
+
+/// A transformers-compatible model. Registered parameter names are the HF state-dict keys.
+class PretrainedModel : public torch::nn::Module {
+ public:
+  virtual ModelOutput forward(const ModelInputs& in) = 0;
+  /// Word embeddings only (no positions, no scaling): what prompt methods prepend to.
+  virtual at::Tensor embed(const at::Tensor& input_ids) = 0;
+  /// The word-embedding table [vocab, hidden].
+  virtual at::Tensor word_embeddings() = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual TaskHead head() const = 0;
+  virtual bool is_encoder_decoder() const { return false; }
+  /// Attention layers per stack, key/value heads and head size (what a KV prefix must match).
+  virtual int64_t num_layers() const = 0;
+  virtual int64_t num_kv_heads() const = 0;
+  virtual int64_t head_dim() const = 0;
+  /// The HF prefix of the base model inside task models ("model", "transformer", "bert").
+  virtual std::string base_model_prefix() const = 0;
+  /// Parameter names that alias another one (tied weights): {alias, source}.
+  virtual std::vector<std::pair<std::string, std::string>> tied_weights() const { return {}; }
+  /// Checkpoint keys the model ignores without complaint (regexes, e.g. rotary buffers).
+  virtual std::vector<std::string> ignored_checkpoint_keys() const { return {}; }
+};
+
+/// How load_model builds the model.
+struct LoadOptions {
+  /// Task head; default: the one named by config.json's `architectures[0]`.
+  std::optional<TaskHead> head;
+  /// "float32" (default), "bfloat16", "float16", or "auto" (the checkpoint's dtype).
+  std::string dtype = "float32";
+};
+
+/// Loads config.json + safetensors weights into the matching architecture. Every missing or
+/// unexpected tensor and every shape mismatch is reported in one error naming the tensors and
+/// both shapes; task-head weights absent from a base checkpoint are initialised and reported on
+/// stderr, as transformers does.
+std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts = {});
+
+/// Copies a checkpoint's tensors into `model` by HF key, with the same checks as load_model.
+void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype = "float32");
+
+/// Builds an architecture from a config alone (weights left at their initial values).
+std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead head);
+
+/// The head named by config.json's `architectures[0]` (Base when absent or unknown).
+TaskHead head_from_architectures(const ModelConfig& cfg);
+
+/// The last non-padding position per row, for pooling the last token (HF's SeqCls rule).
+at::Tensor last_token_index(const at::Tensor& input_ids, const at::Tensor& attention_mask, int64_t pad_token_id);
+
+}  // namespace peft::models

@@ -1,0 +1,188 @@
+// Mirrors transformers' AutoModel* dispatch (model_type -> class) and the missing/unexpected key
+// accounting of PreTrainedModel.from_pretrained.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "peft/core/check.h"
+#include "peft/io/hf_checkpoint.h"
+#include "peft/io/tensor_bridge.h"
+#include "peft/models/architectures.h"
+#include "peft/models/model.h"
+
+namespace peft::models {
+
+namespace {
+
+using Factory = std::shared_ptr<PretrainedModel> (*)(const ModelConfig&, TaskHead);
+
+struct ArchitectureRow {
+  const char* model_type;
+  Factory make;
+};
+
+// The one table of supported architectures.
+const ArchitectureRow kArchitectures[] = {
+    {"llama", make_llama},
+};
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream os;
+  os << s;
+  return os.str();
+}
+
+c10::optional<at::ScalarType> parse_load_dtype(const std::string& d) {
+  if (d == "auto") return c10::nullopt;
+  if (d == "float32" || d == "fp32") return at::kFloat;
+  if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
+  if (d == "float16" || d == "fp16") return at::kHalf;
+  throw ConfigError("[load_model] dtype '" + d + "' is not one of float32, bfloat16, float16, auto");
+}
+
+}  // namespace
+
+TaskHead head_from_architectures(const ModelConfig& cfg) {
+  const auto& j = cfg.json();
+  auto it = j.find("architectures");
+  if (it == j.end() || !it->is_array() || it->empty() || !(*it)[0].is_string()) return TaskHead::Base;
+  const std::string a = (*it)[0].get<std::string>();
+  auto ends = [&](const std::string& s) {
+    return a.size() >= s.size() && a.compare(a.size() - s.size(), s.size(), s) == 0;
+  };
+  if (ends("ForCausalLM") || ends("LMHeadModel")) return TaskHead::CausalLM;
+  if (ends("ForSequenceClassification")) return TaskHead::SeqCls;
+  if (ends("ForTokenClassification")) return TaskHead::TokenCls;
+  if (ends("ForConditionalGeneration")) return TaskHead::Seq2SeqLM;
+  return TaskHead::Base;
+}
+
+std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead head) {
+  const std::string mt = cfg.model_type();
+  std::string known;
+  for (const auto& row : kArchitectures) {
+    if (mt == row.model_type) return row.make(cfg, head);
+    known += std::string(known.empty() ? "" : ", ") + row.model_type;
+  }
+  throw NotSupported("[load_model] " + cfg.source() + ": model_type '" + mt +
+                     "' is not supported (supported: " + known + ")");
+}
+
+void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype) {
+  const auto ck = io::HfCheckpoint::open(path);
+  const auto want = parse_load_dtype(dtype);
+  const std::string prefix = model.base_model_prefix() + ".";
+  const bool is_base = model.head() == TaskHead::Base;
+
+  std::set<std::string> used;
+  std::vector<std::string> missing_base, missing_head, mismatched;
+  std::set<std::string> aliases;
+  for (const auto& [alias, src] : model.tied_weights()) aliases.insert(alias);
+
+  auto starts = [](const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; };
+  // Which checkpoint key serves a model key: the same name, or the same name with the base
+  // prefix added (base model from a task checkpoint) or removed (task model from a base one).
+  auto find_key = [&](const std::string& name) -> std::string {
+    if (ck.contains(name)) return name;
+    if (is_base && ck.contains(prefix + name)) return prefix + name;
+    if (!is_base && starts(name, prefix) && ck.contains(name.substr(prefix.size())))
+      return name.substr(prefix.size());
+    return "";
+  };
+  auto in_base = [&](const std::string& name) { return is_base || starts(name, prefix); };
+
+  torch::NoGradGuard ng;
+  auto load_one = [&](const std::string& name, at::Tensor& dst) {
+    const std::string key = find_key(name);
+    if (key.empty()) {
+      if (aliases.count(name)) return;
+      (in_base(name) ? missing_base : missing_head).push_back(name);
+      return;
+    }
+    used.insert(key);
+    const at::Tensor src = io::to_tensor(ck, key);
+    if (src.sizes() != dst.sizes()) {
+      mismatched.push_back("'" + key + "': checkpoint " + shape_str(src.sizes()) + " vs model " +
+                           shape_str(dst.sizes()));
+      return;
+    }
+    if (want && dst.is_floating_point() && dst.scalar_type() != *want) dst.set_data(dst.to(*want));
+    if (!want && dst.is_floating_point() && dst.scalar_type() != src.scalar_type())
+      dst.set_data(dst.to(src.scalar_type()));
+    dst.copy_(src);
+  };
+  for (auto& p : model.named_parameters(/*recurse=*/true)) load_one(p.key(), p.value());
+  for (auto& b : model.named_buffers(/*recurse=*/true)) load_one(b.key(), b.value());
+  if (want) model.to(*want);
+
+  std::set<std::string> top_level;
+  for (const auto& c : model.named_children()) top_level.insert(c.key());
+  for (const auto& p : model.named_parameters(/*recurse=*/false)) top_level.insert(p.key());
+  std::vector<std::string> unexpected_base, unexpected_other;
+  std::vector<std::regex> ignored;
+  for (const auto& r : model.ignored_checkpoint_keys()) ignored.emplace_back(r);
+  for (const auto& key : ck.tensor_names()) {
+    if (used.count(key)) continue;
+    bool skip = false;
+    for (const auto& r : ignored) skip = skip || std::regex_match(key, r);
+    if (skip) continue;
+    // A key inside one of our modules (the base model or our head) means config and weights
+    // disagree; keys of other heads (e.g. a pretraining head) are only reported.
+    const std::string head = key.substr(0, key.find('.'));
+    const bool base_key = starts(key, prefix) || top_level.count(head) != 0;
+    (base_key ? unexpected_base : unexpected_other).push_back(key);
+  }
+
+  std::ostringstream err;
+  auto list = [&](const char* what, const std::vector<std::string>& v) {
+    if (v.empty()) return;
+    err << "\n  " << what << " (" << v.size() << "):";
+    for (std::size_t i = 0; i < v.size() && i < 20; ++i) err << "\n    " << v[i];
+    if (v.size() > 20) err << "\n    ... and " << v.size() - 20 << " more";
+  };
+  list("shape mismatches", mismatched);
+  list("missing from the checkpoint", missing_base);
+  list("in the checkpoint but not in the model", unexpected_base);
+  const std::string e = err.str();
+  PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, " does not fit the ", ck.config().value("model_type", std::string("model")),
+             " built from its config:", e);
+  if (!missing_head.empty()) {
+    std::cerr << "warning: " << path << ": newly initialised (not in the checkpoint):";
+    for (const auto& n : missing_head) std::cerr << " " << n;
+    std::cerr << "\n";
+  }
+  if (!unexpected_other.empty()) {
+    std::cerr << "warning: " << path << ": " << unexpected_other.size()
+              << " checkpoint tensors not used by this task head (e.g. " << unexpected_other.front() << ")\n";
+  }
+}
+
+std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts) {
+  namespace fs = std::filesystem;
+  PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
+             ": expected a model folder with config.json and safetensors weights");
+  const ModelConfig cfg(io::read_json_file((fs::path(path) / "config.json").string()),
+                        (fs::path(path) / "config.json").string());
+  auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
+  load_weights(*model, path, opts.dtype);
+  model->eval();
+  return model;
+}
+
+at::Tensor last_token_index(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                            int64_t pad_token_id) {
+  // transformers: the rightmost token that is not padding (works for left and right padding).
+  const int64_t T = input_ids.size(1);
+  at::Tensor not_pad = pad_token_id >= 0 ? input_ids.ne(pad_token_id).to(at::kLong)
+                                         : at::ones_like(input_ids, at::kLong);
+  at::Tensor idx = at::arange(T, input_ids.options().dtype(at::kLong));
+  return (idx * not_pad).argmax(-1);
+}
+
+}  // namespace peft::models

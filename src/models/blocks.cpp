@@ -1,0 +1,208 @@
+// Mirrors transformers: modeling_attn_mask_utils (additive masks), modeling_llama
+// (LlamaRMSNorm, rotate_half, repeat_kv, eager_attention_forward), loss_utils.
+#include "peft/models/blocks.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "peft/core/check.h"
+
+namespace peft::models {
+
+at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
+                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device) {
+  const int64_t S = prefix + past + T;
+  if (!causal && !attention_mask.defined()) return {};
+  const auto opts = at::TensorOptions().device(device);
+  at::Tensor keep;  // [B, 1, T, S] bool
+  if (causal) {
+    // Query i (absolute position past + i) sees every prefix slot and keys j <= prefix + past + i.
+    auto q = at::arange(T, opts.dtype(at::kLong)).unsqueeze(1) + (prefix + past);
+    auto k = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0);
+    keep = (k <= q).view({1, 1, T, S}).expand({batch, 1, T, S});
+  }
+  if (attention_mask.defined()) {
+    PEFT_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch, std::invalid_argument,
+               "[attention] attention_mask must be [batch=", batch, ", keys], got ",
+               attention_mask.sizes());
+    at::Tensor m = attention_mask.to(device);
+    if (m.size(1) == past + T && prefix > 0)
+      m = at::cat({at::ones({batch, prefix}, m.options()), m}, 1);
+    PEFT_CHECK(m.size(1) == S, std::invalid_argument, "[attention] attention_mask covers ",
+               attention_mask.size(1), " positions; expected ", past + T, " (cached + new) or ", S,
+               " (prefix + cached + new)");
+    auto pad = (m != 0).view({batch, 1, 1, S});
+    keep = keep.defined() ? keep.logical_and(pad) : pad.expand({batch, 1, T, S});
+  }
+  const double lowest = dtype == at::kBFloat16 ? -3.3895313892515355e38
+                        : dtype == at::kHalf   ? -65504.0
+                        : dtype == at::kDouble ? std::numeric_limits<double>::lowest()
+                                               : static_cast<double>(std::numeric_limits<float>::lowest());
+  return at::zeros({batch, 1, T, S}, opts.dtype(dtype)).masked_fill(keep.logical_not(), lowest);
+}
+
+KeyValue extend_kv(const KeyValue* prefix, KVCache* cache, std::size_t layer, const at::Tensor& k,
+                   const at::Tensor& v) {
+  at::Tensor kk = k, vv = v;
+  if (cache != nullptr) {
+    if (cache->layers.size() <= layer) cache->layers.resize(layer + 1);
+    auto& slot = cache->layers[layer];
+    if (slot.key.defined()) {
+      slot.key = at::cat({slot.key, k}, 2);
+      slot.value = at::cat({slot.value, v}, 2);
+    } else {
+      slot.key = k;
+      slot.value = v;
+    }
+    kk = slot.key;
+    vv = slot.value;
+  }
+  if (prefix != nullptr && prefix->key.defined()) {
+    PEFT_CHECK(prefix->key.dim() == 4 && prefix->key.size(0) == k.size(0) &&
+                   prefix->key.size(1) == k.size(1) && prefix->key.size(3) == k.size(3) &&
+                   prefix->value.sizes() == prefix->key.sizes(),
+               std::invalid_argument, "[attention] layer ", layer, ": key/value prefix must be [B=",
+               k.size(0), ", kv_heads=", k.size(1), ", P, head_dim=", k.size(3), "], got ",
+               prefix->key.sizes(), " / ", prefix->value.sizes());
+    kk = at::cat({prefix->key.to(kk.scalar_type()), kk}, 2);
+    vv = at::cat({prefix->value.to(vv.scalar_type()), vv}, 2);
+  }
+  return {kk, vv};
+}
+
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& bias, double scale, double dropout, bool training) {
+  const int64_t H = q.size(1), KVH = k.size(1);
+  at::Tensor kk = k, vv = v;
+  if (KVH != H) {
+    const int64_t rep = H / KVH;
+    auto expand = [&](const at::Tensor& t) {
+      return t.unsqueeze(2).expand({t.size(0), KVH, rep, t.size(2), t.size(3)})
+          .reshape({t.size(0), H, t.size(2), t.size(3)});
+    };
+    kk = expand(k);
+    vv = expand(v);
+  }
+  at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;
+  if (bias.defined()) scores = scores + bias;
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  if (bias.defined()) {
+    // Queries that may attend nowhere (left-padding rows) get a zero output, as PyTorch's SDPA
+    // (transformers' default attention) gives them, rather than eager attention's uniform average.
+    // Masked entries hold the dtype's lowest value (<= -65504); allowed ones a small bias.
+    probs = probs.masked_fill(bias.amax(-1, true) < -1e4, 0);
+  }
+  if (training && dropout > 0) probs = at::dropout(probs, dropout, true);
+  return at::matmul(probs, vv);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const auto in_dtype = x.scalar_type();
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return weight * h.to(in_dtype);
+}
+
+RotaryTables rotary_tables(const at::Tensor& inv_freq, const at::Tensor& position_ids,
+                           at::ScalarType dtype, double attention_scaling) {
+  // freqs [B, T, D/2] in fp32, then cat(freqs, freqs).
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq.to(at::kFloat).view({1, 1, -1});
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {(emb.cos() * attention_scaling).to(dtype), (emb.sin() * attention_scaling).to(dtype)};
+}
+
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  at::Tensor rot = at::cat({-x2, x1}, -1);
+  return x * t.cos.unsqueeze(1) + rot * t.sin.unsqueeze(1);
+}
+
+at::Tensor default_position_ids(int64_t batch, int64_t T, int64_t past, c10::Device device) {
+  return at::arange(past, past + T, at::TensorOptions().dtype(at::kLong).device(device))
+      .unsqueeze(0)
+      .expand({batch, T});
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  PEFT_CHECK(labels.dim() == 2 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(1),
+             std::invalid_argument, "[causal_lm_loss] labels must be [B, T] = ",
+             logits.sizes().slice(0, 2), ", got ", labels.sizes());
+  const int64_t T = logits.size(1);
+  at::Tensor l = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(at::kFloat);
+  at::Tensor y = labels.narrow(1, 1, T - 1).reshape({-1}).to(logits.device());
+  return at::cross_entropy_loss(l, y, {}, at::Reduction::Mean, -100);
+}
+
+at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  at::Tensor l = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
+  return at::cross_entropy_loss(l, labels.reshape({-1}).to(logits.device()), {},
+                                at::Reduction::Mean, -100);
+}
+
+at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
+                                        const std::string& problem_type) {
+  const int64_t n = logits.size(-1);
+  std::string kind = problem_type;
+  if (kind.empty()) {
+    if (n == 1) kind = "regression";
+    else if (labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt) kind = "single_label_classification";
+    else kind = "multi_label_classification";
+  }
+  if (kind == "regression") {
+    return n == 1 ? at::mse_loss(logits.squeeze().to(at::kFloat), labels.squeeze().to(at::kFloat))
+                  : at::mse_loss(logits.to(at::kFloat), labels.to(at::kFloat));
+  }
+  if (kind == "single_label_classification")
+    return at::cross_entropy_loss(logits.view({-1, n}).to(at::kFloat), labels.view({-1}).to(at::kLong),
+                                  {}, at::Reduction::Mean, -100);
+  PEFT_CHECK(kind == "multi_label_classification", ConfigError,
+             "[sequence_classification_loss] problem_type '", problem_type,
+             "' is not one of regression, single_label_classification, multi_label_classification");
+  return at::binary_cross_entropy_with_logits(logits.to(at::kFloat), labels.to(at::kFloat));
+}
+
+void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char* where,
+                 const char* what) {
+  bool ok = t.dim() == static_cast<int64_t>(expected.size());
+  for (std::size_t i = 0; ok && i < expected.size(); ++i)
+    ok = expected[i] < 0 || t.size(static_cast<int64_t>(i)) == expected[i];
+  if (!ok) {
+    std::ostringstream os;
+    os << "[" << where << "] " << what << " must have shape [";
+    for (std::size_t i = 0; i < expected.size(); ++i)
+      os << (i ? ", " : "") << (expected[i] < 0 ? std::string("*") : std::to_string(expected[i]));
+    os << "], got " << t.sizes();
+    throw std::invalid_argument(os.str());
+  }
+}
+
+}  // namespace peft::models
+
+namespace peft::models {
+
+namespace {
+const char* const kActivations[] = {"silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh",
+                                    "gelu_fast", "relu", "tanh", "quick_gelu"};
+}
+
+void check_activation(const std::string& name, const std::string& source) {
+  for (const char* a : kActivations)
+    if (name == a) return;
+  throw NotSupported("[config] " + source + ": activation '" + name +
+                     "' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh, quick_gelu)");
+}
+
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "silu" || name == "swish") return at::silu(x);
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  if (name == "tanh") return at::tanh(x);
+  if (name == "quick_gelu") return x * at::sigmoid(1.702 * x);
+  check_activation(name, "model");
+  return x;
+}
+
+}  // namespace peft::models

@@ -1,0 +1,278 @@
+// Mirrors transformers/models/llama/modeling_llama.py (LlamaRotaryEmbedding, LlamaAttention,
+// LlamaMLP, LlamaDecoderLayer, LlamaModel, LlamaFor{CausalLM,SequenceClassification,
+// TokenClassification}) with eager attention.
+#include "peft/models/llama.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "peft/core/check.h"
+#include "peft/models/adaptable_linear.h"
+#include "peft/models/architectures.h"
+#include "peft/models/blocks.h"
+
+namespace peft::models {
+
+LlamaConfig LlamaConfig::from(const ModelConfig& cfg) {
+  LlamaConfig c;
+  c.vocab_size = cfg.get_positive("vocab_size", c.vocab_size);
+  c.hidden_size = cfg.get_positive("hidden_size", c.hidden_size);
+  c.intermediate_size = cfg.get_positive("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = cfg.get_positive("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = cfg.get_positive("num_attention_heads", c.num_attention_heads);
+  c.num_key_value_heads = cfg.get_positive("num_key_value_heads", c.num_attention_heads);
+  PEFT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, ConfigError, "[config] ",
+             cfg.source(), ": num_attention_heads (", c.num_attention_heads,
+             ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  const bool explicit_hd = cfg.has("head_dim");
+  c.head_dim = cfg.get_positive("head_dim", c.hidden_size / c.num_attention_heads);
+  PEFT_CHECK(explicit_hd || c.hidden_size % c.num_attention_heads == 0, ConfigError, "[config] ",
+             cfg.source(), ": hidden_size (", c.hidden_size,
+             ") must be divisible by num_attention_heads (", c.num_attention_heads, ")");
+  PEFT_CHECK(c.head_dim % 2 == 0, ConfigError, "[config] ", cfg.source(), ": head_dim ", c.head_dim,
+             " must be even for rotary embeddings");
+  c.max_position_embeddings = cfg.get_positive("max_position_embeddings", c.max_position_embeddings);
+  c.rms_norm_eps = cfg.get_double("rms_norm_eps", c.rms_norm_eps);
+  c.rope_theta = cfg.get_double("rope_theta", c.rope_theta);
+  c.attention_dropout = cfg.get_double("attention_dropout", 0.0);
+  c.attention_bias = cfg.get_bool("attention_bias", false);
+  c.mlp_bias = cfg.get_bool("mlp_bias", false);
+  c.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false);
+  c.hidden_act = cfg.get_string("hidden_act", "silu");
+  check_activation(c.hidden_act, cfg.source());
+  c.problem_type = cfg.get_string("problem_type", "");
+  c.pad_token_id = cfg.get_int("pad_token_id", -1);
+  if (cfg.has("id2label")) c.num_labels = static_cast<int64_t>(cfg.json()["id2label"].size());
+  c.num_labels = cfg.get_positive("num_labels", c.num_labels);
+  // transformers 4.x keeps rope_theta at top level and scaling in rope_scaling; 5.x may move
+  // both into rope_parameters.
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!cfg.has(key)) continue;
+    const auto& rs = cfg.json()[key];
+    PEFT_CHECK(rs.is_object(), ConfigError, "[config] ", cfg.source(), ": ", key, " must be an object");
+    std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+    if (rs.contains("rope_theta")) c.rope_theta = rs["rope_theta"].get<double>();
+    PEFT_CHECK(type == "default" || type == "linear" || type == "llama3", NotSupported, "[config] ",
+               cfg.source(), ": ", key, " type '", type, "' is not supported (default, linear, llama3)");
+    c.rope_type = type;
+    c.rope_factor = rs.value("factor", 1.0);
+    c.rope_low_freq_factor = rs.value("low_freq_factor", 1.0);
+    c.rope_high_freq_factor = rs.value("high_freq_factor", 4.0);
+    c.rope_original_max_position = rs.value("original_max_position_embeddings", int64_t{8192});
+  }
+  return c;
+}
+
+namespace {
+
+// transformers' rope init functions: _compute_default/linear/llama3_parameters.
+at::Tensor rope_inv_freq(const LlamaConfig& c) {
+  const int64_t d = c.head_dim;
+  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d));
+  if (c.rope_type == "linear") inv = inv / c.rope_factor;
+  if (c.rope_type == "llama3") {
+    const double low_wl = c.rope_original_max_position / c.rope_low_freq_factor;
+    const double high_wl = c.rope_original_max_position / c.rope_high_freq_factor;
+    at::Tensor wavelen = 2 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > low_wl, inv / c.rope_factor, inv);
+    at::Tensor smooth = (c.rope_original_max_position / wavelen - c.rope_low_freq_factor) /
+                        (c.rope_high_freq_factor - c.rope_low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+    at::Tensor medium = (wavelen >= high_wl).logical_and(wavelen <= low_wl);
+    inv = at::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t n, double eps) : eps_(eps) { weight = register_parameter("weight", at::ones({n})); }
+  at::Tensor forward(const at::Tensor& x) { return rms_norm(x, weight, eps_); }
+  at::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit LlamaAttentionImpl(const LlamaConfig& c) : c_(c) {
+    const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+    q_proj = register_module("q_proj", AdaptableLinear(c.hidden_size, H * D, c.attention_bias));
+    k_proj = register_module("k_proj", AdaptableLinear(c.hidden_size, KV * D, c.attention_bias));
+    v_proj = register_module("v_proj", AdaptableLinear(c.hidden_size, KV * D, c.attention_bias));
+    o_proj = register_module("o_proj", AdaptableLinear(H * D, c.hidden_size, c.attention_bias));
+  }
+  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, const at::Tensor& bias,
+                     const KeyValue* prefix, KVCache* cache, std::size_t layer) {
+    const int64_t B = x.size(0), T = x.size(1), D = c_.head_dim;
+    at::Tensor q = q_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
+    at::Tensor k = k_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
+    at::Tensor v = v_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
+    q = apply_rotary(q, rope);
+    k = apply_rotary(k, rope);
+    const KeyValue kv = extend_kv(prefix, cache, layer, k, v);
+    at::Tensor o = attend(q, kv.key, kv.value, bias, 1.0 / std::sqrt(static_cast<double>(D)),
+                          c_.attention_dropout, is_training());
+    return o_proj->forward(o.transpose(1, 2).reshape({B, T, -1}));
+  }
+  AdaptableLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  LlamaConfig c_;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMLPImpl : public torch::nn::Module {
+ public:
+  explicit LlamaMLPImpl(const LlamaConfig& c) : act_(c.hidden_act) {
+    gate_proj = register_module("gate_proj", AdaptableLinear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    up_proj = register_module("up_proj", AdaptableLinear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    down_proj = register_module("down_proj", AdaptableLinear(c.intermediate_size, c.hidden_size, c.mlp_bias));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
+  }
+  AdaptableLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  std::string act_;
+};
+TORCH_MODULE(LlamaMLP);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& c) {
+    self_attn = register_module("self_attn", LlamaAttention(c));
+    mlp = register_module("mlp", LlamaMLP(c));
+    input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  }
+  at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, const at::Tensor& bias,
+                     const KeyValue* prefix, KVCache* cache, std::size_t layer) {
+    at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope, bias, prefix, cache, layer);
+    return h + mlp->forward(post_attention_layernorm->forward(h));
+  }
+  LlamaAttention self_attn{nullptr};
+  LlamaMLP mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class Llama : public PretrainedModel {
+ public:
+  Llama(const ModelConfig& cfg, TaskHead head) : cfg_(cfg), c_(LlamaConfig::from(cfg)), head_(head) {
+    PEFT_CHECK(head != TaskHead::Seq2SeqLM, NotSupported,
+               "[llama] Llama is decoder-only; a seq2seq head is not available");
+    // The base model's modules sit at the top level for LlamaModel and under "model." otherwise.
+    torch::nn::Module& base = head == TaskHead::Base ? static_cast<torch::nn::Module&>(*this)
+                                                     : *register_module("model", std::make_shared<torch::nn::Module>());
+    torch::nn::EmbeddingOptions eo(c_.vocab_size, c_.hidden_size);
+    if (c_.pad_token_id >= 0 && c_.pad_token_id < c_.vocab_size) eo.padding_idx(c_.pad_token_id);
+    embed_tokens = base.register_module("embed_tokens", torch::nn::Embedding(eo));
+    layers = base.register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
+      decoder_layers.push_back(LlamaDecoderLayer(c_));
+      layers->push_back(decoder_layers.back());
+    }
+    norm = base.register_module("norm", RMSNorm(c_.hidden_size, c_.rms_norm_eps));
+    inv_freq_ = rope_inv_freq(c_);
+    {
+      torch::NoGradGuard ng;
+      embed_tokens->weight.normal_(0.0, 0.02);
+      if (eo.padding_idx()) embed_tokens->weight[*eo.padding_idx()].zero_();
+    }
+    if (head == TaskHead::CausalLM && !c_.tie_word_embeddings)
+      lm_head = register_module("lm_head", AdaptableLinear(c_.hidden_size, c_.vocab_size, false));
+    // LlamaForSequenceClassification's score has no bias; LlamaForTokenClassification's has one.
+    if (head == TaskHead::SeqCls || head == TaskHead::TokenCls)
+      score = register_module("score", AdaptableLinear(c_.hidden_size, c_.num_labels, head == TaskHead::TokenCls));
+  }
+
+  ModelOutput forward(const ModelInputs& in) override {
+    PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
+               "[llama] give exactly one of input_ids and inputs_embeds");
+    at::Tensor h = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
+    check_shape(h, {-1, -1, c_.hidden_size}, "llama", "inputs_embeds");
+    const int64_t B = h.size(0), T = h.size(1);
+    const int64_t past = in.cache ? in.cache->length() : 0;
+    const int64_t P = in.prefix_kv.empty() ? 0 : in.prefix_kv[0].key.size(2);
+    PEFT_CHECK(in.prefix_kv.empty() || static_cast<int64_t>(in.prefix_kv.size()) == c_.num_hidden_layers,
+               std::invalid_argument, "[llama] prefix_kv has ", in.prefix_kv.size(),
+               " layers; the model has ", c_.num_hidden_layers);
+    at::Tensor pos = in.position_ids.defined() ? in.position_ids : default_position_ids(B, T, past, h.device());
+    const RotaryTables rope = rotary_tables(inv_freq_.to(h.device()), pos, h.scalar_type());
+    const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, h.scalar_type(), h.device());
+    for (std::size_t i = 0; i < decoder_layers.size(); ++i)
+      h = decoder_layers[i]->forward(h, rope, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
+    h = norm->forward(h);
+
+    ModelOutput out;
+    out.last_hidden_state = h;
+    if (head_ == TaskHead::CausalLM) {
+      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, embed_tokens->weight);
+      if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
+    } else if (head_ == TaskHead::TokenCls) {
+      out.logits = score->forward(h);
+      if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
+    } else if (head_ == TaskHead::SeqCls) {
+      at::Tensor all = score->forward(h);
+      at::Tensor idx;
+      if (in.input_ids.defined()) {
+        PEFT_CHECK(c_.pad_token_id >= 0 || B == 1, std::invalid_argument,
+                   "[llama] cannot pool batches of more than one sequence without pad_token_id in config.json");
+        idx = last_token_index(in.input_ids, in.attention_mask, c_.pad_token_id);
+      } else {
+        idx = at::full({B}, T - 1, at::TensorOptions().dtype(at::kLong).device(h.device()));
+      }
+      out.logits = all.index({at::arange(B, idx.options()), idx});
+      if (in.labels.defined()) out.loss = sequence_classification_loss(out.logits, in.labels, c_.problem_type);
+    }
+    return out;
+  }
+
+  at::Tensor embed(const at::Tensor& ids) override { return embed_tokens->forward(ids); }
+  at::Tensor word_embeddings() override { return embed_tokens->weight; }
+  const ModelConfig& config() const override { return cfg_; }
+  TaskHead head() const override { return head_; }
+  int64_t num_layers() const override { return c_.num_hidden_layers; }
+  int64_t num_kv_heads() const override { return c_.num_key_value_heads; }
+  int64_t head_dim() const override { return c_.head_dim; }
+  std::string base_model_prefix() const override { return "model"; }
+  std::vector<std::pair<std::string, std::string>> tied_weights() const override {
+    if (head_ == TaskHead::CausalLM && c_.tie_word_embeddings) return {{"lm_head.weight", "model.embed_tokens.weight"}};
+    return {};
+  }
+  std::vector<std::string> ignored_checkpoint_keys() const override {
+    std::vector<std::string> r = {R"(.*rotary_emb\.inv_freq)"};
+    if (c_.tie_word_embeddings || head_ != TaskHead::CausalLM) r.push_back("lm_head\\.weight");
+    return r;
+  }
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<LlamaDecoderLayer> decoder_layers;
+  RMSNorm norm{nullptr};
+  AdaptableLinear lm_head{nullptr}, score{nullptr};
+
+ private:
+  ModelConfig cfg_;
+  LlamaConfig c_;
+  TaskHead head_;
+  at::Tensor inv_freq_;
+};
+
+}  // namespace
+
+std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead head) {
+  return std::make_shared<Llama>(cfg, head);
+}
+
+}  // namespace peft::models

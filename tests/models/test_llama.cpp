@@ -1,0 +1,129 @@
+// Llama against transformers (tests/fixtures/models/llama_*; tools/reference/gen_models_llama.py).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "golden.h"
+#include "peft/models/generation.h"
+#include "peft/models/model.h"
+
+namespace {
+
+using peft::models::ModelInputs;
+using peft::test::close;
+
+std::shared_ptr<peft::models::PretrainedModel> load(const peft::test::GoldenCase& c) {
+  return peft::models::load_model(c.dir);
+}
+
+TEST(Llama, CausalLogitsHiddenLossAndGradients) {
+  const auto c = peft::test::load_case("models/llama_causal");
+  auto m = load(c);
+  ModelInputs in;
+  in.input_ids = c["input_ids"];
+  in.attention_mask = c["attention_mask"];
+  in.labels = c["labels"];
+  auto out = m->forward(in);
+  EXPECT_TRUE(close(out.logits, c["logits"], c.atol));
+  EXPECT_TRUE(close(out.last_hidden_state, c["last_hidden_state"], c.atol));
+  EXPECT_TRUE(close(out.loss.reshape({1}), c["loss"], c.atol));
+  out.loss.backward();
+  int n = 0;
+  for (const auto& p : m->named_parameters()) {
+    ASSERT_TRUE(c.has("grad." + p.key())) << p.key();
+    EXPECT_TRUE(peft::test::grad_close(p.value().grad(), c["grad." + p.key()], c.grad_rtol)) << p.key();
+    ++n;
+  }
+  EXPECT_EQ(n, 2 + 2 * 9 + 1);  // embed, norm, lm_head + 9 per layer
+}
+
+TEST(Llama, InputsEmbedsAndKeyValuePrefix) {
+  const auto c = peft::test::load_case("models/llama_causal");
+  auto m = load(c);
+  torch::NoGradGuard ng;
+  ModelInputs e;
+  e.inputs_embeds = c["inputs_embeds"];
+  e.attention_mask = c["attention_mask"];
+  EXPECT_TRUE(close(m->forward(e).logits, c["logits_embeds"], c.atol));
+
+  ModelInputs p;
+  p.input_ids = c["input_ids"];
+  p.attention_mask = c["attention_mask"];  // covers T only: extended by P inside
+  p.position_ids = c["prefix_position_ids"];
+  for (int i = 0; i < 2; ++i)
+    p.prefix_kv.push_back({c["prefix_key." + std::to_string(i)], c["prefix_value." + std::to_string(i)]});
+  EXPECT_TRUE(close(m->forward(p).logits, c["logits_prefix"], c.atol));
+}
+
+TEST(Llama, IncrementalDecodingEqualsFullForward) {
+  const auto c = peft::test::load_case("models/llama_causal");
+  auto m = load(c);
+  torch::NoGradGuard ng;
+  const at::Tensor ids = c["input_ids"], mask = c["attention_mask"];
+  const at::Tensor pos_all = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
+  ModelInputs full;
+  full.input_ids = ids;
+  full.attention_mask = mask;
+  full.position_ids = pos_all;
+  const at::Tensor ref = m->forward(full).logits;
+  peft::models::KVCache cache;
+  for (int64_t t0 : {0, 4, 5, 6}) {  // a 4-token prefill, then one token at a time
+    const int64_t len = t0 == 0 ? 4 : 1;
+    ModelInputs s;
+    s.input_ids = ids.narrow(1, t0, len);
+    s.attention_mask = mask.narrow(1, 0, t0 + len);
+    s.position_ids = pos_all.narrow(1, t0, len);
+    s.cache = &cache;
+    const at::Tensor got = m->forward(s).logits;
+    // Row 1 is left-padded; compare only its real positions.
+    EXPECT_TRUE(close(got.select(0, 0), ref.select(0, 0).narrow(0, t0, len), c.atol));
+    const int64_t real0 = std::max<int64_t>(t0, 2);
+    if (real0 < t0 + len)
+      EXPECT_TRUE(close(got.select(0, 1).narrow(0, real0 - t0, t0 + len - real0),
+                        ref.select(0, 1).narrow(0, real0, t0 + len - real0), c.atol));
+  }
+  EXPECT_EQ(cache.length(), 7);
+}
+
+TEST(Llama, GreedyGenerationMatchesTransformers) {
+  const auto c = peft::test::load_case("models/llama_causal");
+  auto m = load(c);
+  peft::models::GenerationConfig g;
+  g.max_new_tokens = 8;
+  g.pad_token_id = 0;
+  const at::Tensor out = peft::models::generate(*m, c["input_ids"], c["attention_mask"], g);
+  EXPECT_TRUE(torch::equal(out, c["generated"])) << out << "\nvs\n" << c["generated"];
+}
+
+TEST(Llama, SequenceAndTokenClassification) {
+  for (const char* name : {"models/llama_seqcls", "models/llama_tokcls"}) {
+    const auto c = peft::test::load_case(name);
+    auto m = load(c);
+    ModelInputs in;
+    in.input_ids = c["input_ids"];
+    in.attention_mask = c["attention_mask"];
+    in.labels = c["labels"];
+    auto out = m->forward(in);
+    EXPECT_TRUE(close(out.logits, c["logits"], c.atol)) << name;
+    EXPECT_TRUE(close(out.loss.reshape({1}), c["loss"], c.atol)) << name;
+    out.loss.backward();
+    for (const auto& p : m->named_parameters())
+      EXPECT_TRUE(peft::test::grad_close(p.value().grad(), c["grad." + p.key()], c.grad_rtol)) << name << " " << p.key();
+  }
+}
+
+TEST(Llama, Bf16LogitsWithinBf16ToleranceOfFp32) {
+  const auto c = peft::test::load_case("models/llama_causal");
+  peft::models::LoadOptions o;
+  o.dtype = "bfloat16";
+  auto m = peft::models::load_model(c.dir, o);
+  torch::NoGradGuard ng;
+  ModelInputs in;
+  in.input_ids = c["input_ids"];
+  in.attention_mask = c["attention_mask"];
+  const at::Tensor l = m->forward(in).logits;
+  EXPECT_EQ(l.scalar_type(), at::kBFloat16);
+  const double scale = c["logits"].abs().max().item<double>();
+  EXPECT_TRUE(close(l.to(at::kFloat), c["logits"], 0.05 * scale));
+}
+
+}  // namespace
