@@ -35,6 +35,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
   ${S}/models/llama.cpp
+  ${S}/models/gpt2.cpp
   ${S}/models/generation.cpp
 )
 
