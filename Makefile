@@ -37,6 +37,8 @@ $(MODEL_DIR)/config.json: build
 
 demo: build $(MODEL_DIR)/config.json
 	@$(BUILD)/peft info $(MODEL_DIR)
+	@echo "--- greedy continuation of 'Once upon a time' by stories260K:"
+	@$(BUILD)/peft generate $(MODEL_DIR) --prompt "Once upon a time" --max-new-tokens 60
 
 install: build
 	@cmake --install $(BUILD)

@@ -22,7 +22,7 @@ void add_convert_command(CLI::App& app) {
   cmd->callback([a] {
     io::convert_llama2c(a->model, a->tokenizer, a->out);
     std::cout << "wrote " << a->out << " (config.json, generation_config.json, model.safetensors"
-              << (a->tokenizer.empty() ? "" : ", tokenizer") << ")\n";
+              << (a->tokenizer.empty() ? "" : ", tokenizer.json, tokenizer.bin") << ")\n";
   });
 }
 

@@ -16,7 +16,9 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Print more detail on errors");
   peft::cli::add_info_command(app);
   peft::cli::add_convert_command(app);
+  peft::cli::add_generate_command(app);
   try {
+    peft::init_runtime();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);

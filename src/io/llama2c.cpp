@@ -9,6 +9,7 @@
 #include "peft/core/file_util.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
+#include "peft/io/tokenizer.h"
 
 namespace peft::io {
 
@@ -216,6 +217,7 @@ void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_
                   {{"bos_token_id", 1}, {"eos_token_id", 2}});
   if (!tokenizer_bin.empty()) {
     write_file_atomic((out / "tokenizer.bin").string(), read_file(tokenizer_bin));
+    write_llama2c_tokenizer_json(tokenizer_bin, (out / "tokenizer.json").string());
   }
 }
 

@@ -10,6 +10,7 @@
 #include "peft/core/file_util.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/llama2c.h"
+#include "peft/io/tokenizer.h"
 #include "test_utils.h"
 
 namespace {
@@ -71,6 +72,10 @@ TEST(Llama2c, ConvertWritesHfFolder) {
   EXPECT_EQ(params, 260032);
   EXPECT_EQ(ck.tensor_names().size(), 2u + 5u * 9u);
   EXPECT_TRUE(fs::exists(dir + "/tokenizer.bin"));
+  // The converted tokenizer.json encodes as llama2.c does (GOLDEN.md).
+  const auto tok = peft::io::Tokenizer::from_file(dir + "/tokenizer.json");
+  const auto ids = tok.encode("Once upon a time").ids;
+  EXPECT_EQ(std::vector<int64_t>(ids.begin(), ids.end()), (std::vector<int64_t>{1, 403, 407, 261, 378}));
 }
 
 TEST(Llama2c, BadFilesAreRejected) {

@@ -1,0 +1,62 @@
+// peft generate: text from a prompt with a causal LM folder.
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "commands.h"
+#include "peft/core/check.h"
+#include "peft/io/tokenizer.h"
+#include "peft/models/generation.h"
+#include "peft/models/model.h"
+
+namespace peft::cli {
+
+void add_generate_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text from a prompt with a causal language model");
+  struct Args {
+    std::string model, prompt = "";
+    int64_t max_new_tokens = 64, top_k = 50;
+    double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
+    bool sample = false;
+    uint64_t seed = 0;
+    std::string dtype = "float32";
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("model", a->model, "Model folder (config.json, safetensors, tokenizer)")->required()
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("-p,--prompt", a->prompt, "Prompt text (default: empty, i.e. BOS only)");
+  auto* g = cmd->add_option_group("Decoding");
+  g->add_option("-n,--max-new-tokens", a->max_new_tokens, "Tokens to generate")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  g->add_flag("--sample", a->sample, "Sample instead of greedy decoding");
+  g->add_option("--temperature", a->temperature, "Sampling temperature")->capture_default_str();
+  g->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  g->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();
+  g->add_option("--repetition-penalty", a->repetition_penalty, "Penalty for repeated tokens")
+      ->capture_default_str();
+  g->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "float32 | bfloat16")->capture_default_str();
+  cmd->callback([a] {
+    models::LoadOptions lo;
+    lo.dtype = a->dtype;
+    auto model = models::load_model(a->model, lo);
+    const auto tok = io::Tokenizer::from_pretrained(a->model);
+    const auto enc = tok.encode(a->prompt);
+    PEFT_CHECK(!enc.ids.empty(), ConfigError, "[generate] the prompt encodes to no tokens");
+    auto gc = models::generation_config_from(model->config());
+    gc.max_new_tokens = a->max_new_tokens;
+    gc.do_sample = a->sample;
+    gc.temperature = a->temperature;
+    gc.top_k = a->top_k;
+    gc.top_p = a->top_p;
+    gc.repetition_penalty = a->repetition_penalty;
+    gc.seed = a->seed;
+    const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
+    const at::Tensor out = models::generate(*model, ids, {}, gc)[0].contiguous();
+    std::vector<io::TokenId> all(out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + out.numel());
+    std::cout << tok.decode(all, /*skip_special_tokens=*/true) << "\n";
+  });
+}
+
+}  // namespace peft::cli
