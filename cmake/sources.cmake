@@ -10,6 +10,11 @@ set(PEFT_CORE_SOURCES
   ${S}/io/hf_checkpoint.cpp
   ${S}/io/llama2c.cpp
   ${S}/models/model_config.cpp
+  ${S}/core/regex.cpp
+  ${S}/config/peft_config.cpp
+  ${S}/tuners/registry.cpp
+  ${S}/tuners/target_match.cpp
+  ${S}/tuners/lora/config.cpp
   ${S}/io/tokenizer/unicode.cpp
   ${S}/io/tokenizer/normalized.cpp
   ${S}/io/tokenizer/normalizers.cpp
@@ -24,7 +29,7 @@ set(PEFT_CORE_SOURCES
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
   ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
-  ${I}/models/t5.h)
+  ${I}/models/t5.h ${I}/tuners/target_match.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.
@@ -36,11 +41,16 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/auto_model.cpp
   ${S}/models/llama.cpp
   ${S}/models/gpt2.cpp
+  ${S}/models/bert.cpp
+  ${S}/models/t5.cpp
   ${S}/models/generation.cpp
+  ${S}/tuners/lora/layer.cpp
+  ${S}/tuners/peft_model.cpp
 )
 
 set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/main.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/info.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/convert.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/generate.cpp
 )

@@ -1,3 +1,5 @@
+// Adapter slots. Mirrors the forward/merge/unmerge contract of peft/tuners/lora/layer.py
+// (Linear.forward, merge(safe_merge), unmerge) and tuners_utils.BaseTunerLayer bookkeeping.
 #include "peft/models/adaptable_linear.h"
 
 #include <ATen/ATen.h>
@@ -7,6 +9,64 @@
 #include "peft/core/check.h"
 
 namespace peft::models {
+
+// ---------------------------------------------------------------- routing
+
+namespace {
+thread_local const std::vector<std::string>* g_routing = nullptr;
+}
+
+ScopedAdapterRouting::ScopedAdapterRouting(std::vector<std::string> per_row)
+    : previous_(g_routing), rows_(std::move(per_row)) {
+  g_routing = &rows_;
+}
+ScopedAdapterRouting::~ScopedAdapterRouting() { g_routing = previous_; }
+const std::vector<std::string>* ScopedAdapterRouting::current() { return g_routing; }
+
+// ---------------------------------------------------------------- AdapterSet
+
+template <typename A>
+void AdapterSet<A>::add(const std::string& name, std::shared_ptr<A> a) {
+  PEFT_CHECK(!get(name), std::invalid_argument, "[adapters] adapter '", name, "' already exists on this layer");
+  items_.emplace_back(name, std::move(a));
+}
+template <typename A>
+void AdapterSet<A>::remove(const std::string& name) {
+  PEFT_CHECK(!is_merged(name), std::invalid_argument, "[adapters] adapter '", name,
+             "' is merged; unmerge before deleting it");
+  auto it = std::find_if(items_.begin(), items_.end(), [&](auto& p) { return p.first == name; });
+  PEFT_CHECK(it != items_.end(), std::invalid_argument, "[adapters] no adapter named '", name, "'");
+  items_.erase(it);
+  active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
+}
+template <typename A>
+std::shared_ptr<A> AdapterSet<A>::get(const std::string& name) const {
+  for (const auto& [n, a] : items_)
+    if (n == name) return a;
+  return nullptr;
+}
+template <typename A>
+std::vector<std::string> AdapterSet<A>::names() const {
+  std::vector<std::string> out;
+  for (const auto& p : items_) out.push_back(p.first);
+  return out;
+}
+template <typename A>
+void AdapterSet<A>::set_active(std::vector<std::string> names) {
+  // Names this layer does not hold are skipped: an adapter may target other layers only.
+  std::vector<std::string> keep;
+  for (auto& n : names)
+    if (get(n)) keep.push_back(n);
+  active_ = std::move(keep);
+}
+template <typename A>
+bool AdapterSet<A>::is_merged(const std::string& n) const {
+  return std::find(merged_.begin(), merged_.end(), n) != merged_.end();
+}
+template class AdapterSet<LinearAdapter>;
+template class AdapterSet<EmbeddingAdapter>;
+
+// ---------------------------------------------------------------- AdaptableLinear
 
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
                                          bool fan_in_fan_out)
@@ -24,6 +84,15 @@ at::Tensor AdaptableLinearImpl::weight_out_in() const { return fan_in_fan_out_ ?
 at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
   PEFT_CHECK(x.size(-1) == in_features_, std::invalid_argument, "[AdaptableLinear] input has ",
              x.size(-1), " features, expected ", in_features_);
+  if (x.numel() == in_features_ && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
+    // One row (token-by-token decoding): a matrix-vector product. OpenBLAS's sgemm packs the
+    // whole weight when M = 1, which makes decoding ~3x slower than gemv.
+    auto sizes = x.sizes().vec();
+    sizes.back() = out_features_;
+    at::Tensor v = x.reshape({in_features_});
+    at::Tensor y = bias.defined() ? at::addmv(bias, weight_out_in(), v) : at::mv(weight_out_in(), v);
+    return y.view(sizes);
+  }
   if (fan_in_fan_out_) {
     // GPT-2 Conv1D: addmm(bias, x.view(-1, in), weight).
     auto sizes = x.sizes().vec();
@@ -37,41 +106,170 @@ at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
 
 at::Tensor AdaptableLinearImpl::forward(const at::Tensor& x) {
   at::Tensor y = base_forward(x);
-  if (disabled_ || active_.empty()) return y;
-  for (const auto& name : active_) y = y + adapter(name)->delta(x);
+  if (adapters.disabled) return y;
+  const auto* rows = ScopedAdapterRouting::current();
+  if (rows != nullptr && !adapters.names().empty()) {
+    PEFT_CHECK(adapters.merged().empty(), std::invalid_argument,
+               "[AdaptableLinear] mixed-adapter batches need unmerged adapters; call unmerge_adapter() first");
+    const at::Tensor base_out = bias.defined() ? y - bias : y;
+    return y + routed_delta(x, base_out, *rows);
+  }
+  at::Tensor base_out;
+  for (const auto& name : adapters.active()) {
+    if (adapters.is_merged(name)) continue;
+    if (!base_out.defined()) base_out = bias.defined() ? y - bias : y;
+    y = y + adapters.get(name)->delta(x, base_out).to(y.scalar_type());
+  }
   return y;
 }
 
-void AdaptableLinearImpl::add_adapter(const std::string& name, std::shared_ptr<LinearAdapter> a) {
-  PEFT_CHECK(!adapter(name), std::invalid_argument, "[AdaptableLinear] adapter '", name,
-             "' already exists");
-  adapters_.emplace_back(name, std::move(a));
-  active_.push_back(name);
+// One gathered computation for all rows: per-row A and B are picked from stacked (rank-padded)
+// factors, so the cost does not grow with the number of distinct adapters.
+at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tensor& base_out,
+                                             const std::vector<std::string>& rows) {
+  const int64_t B = x.size(0);
+  PEFT_CHECK(static_cast<int64_t>(rows.size()) == B, std::invalid_argument, "[AdaptableLinear] ",
+             rows.size(), " adapter names for a batch of ", B);
+  std::vector<std::string> used;
+  std::vector<int64_t> slot(B, -1);
+  for (int64_t i = 0; i < B; ++i) {
+    if (rows[i] == "__base__" || !adapters.get(rows[i])) continue;  // not on this layer: base only
+    auto it = std::find(used.begin(), used.end(), rows[i]);
+    if (it == used.end()) {
+      used.push_back(rows[i]);
+      it = used.end() - 1;
+    }
+    slot[i] = it - used.begin();
+  }
+  if (used.empty()) return at::zeros_like(base_out);
+  std::vector<at::Tensor> As, Bs;
+  std::vector<double> scales;
+  int64_t rmax = 0;
+  bool factored = true;
+  for (const auto& n : used) {
+    at::Tensor a, b;
+    double s = 1.0;
+    factored = factored && adapters.get(n)->low_rank_factors(a, b, s);
+    if (!factored) break;
+    As.push_back(a);
+    Bs.push_back(b);
+    scales.push_back(s);
+    rmax = std::max(rmax, a.size(0));
+  }
+  if (!factored) {
+    // DoRA and other non-factored adapters: per-adapter sub-batches.
+    at::Tensor out = at::zeros_like(base_out);
+    for (std::size_t k = 0; k < used.size(); ++k) {
+      std::vector<int64_t> idx;
+      for (int64_t i = 0; i < B; ++i)
+        if (slot[i] == static_cast<int64_t>(k)) idx.push_back(i);
+      const at::Tensor ix = at::tensor(idx, at::TensorOptions().dtype(at::kLong).device(x.device()));
+      out.index_copy_(0, ix, adapters.get(used[k])->delta(x.index_select(0, ix), base_out.index_select(0, ix)).to(out.scalar_type()));
+    }
+    return out;
+  }
+  // Stack [n+1, rmax, in] and [n+1, out, rmax] (slot 0 = zeros for base rows), scale folded into B.
+  const auto dt = As[0].scalar_type();
+  at::Tensor A = at::zeros({static_cast<int64_t>(used.size()) + 1, rmax, in_features_}, x.options().dtype(dt));
+  at::Tensor Bm = at::zeros({static_cast<int64_t>(used.size()) + 1, out_features_, rmax}, x.options().dtype(dt));
+  for (std::size_t k = 0; k < used.size(); ++k) {
+    A[k + 1].narrow(0, 0, As[k].size(0)).copy_(As[k]);
+    Bm[k + 1].narrow(1, 0, Bs[k].size(1)).copy_(Bs[k] * scales[k]);
+  }
+  std::vector<int64_t> sel(B);
+  for (int64_t i = 0; i < B; ++i) sel[i] = slot[i] + 1;
+  const at::Tensor ix = at::tensor(sel, at::TensorOptions().dtype(at::kLong).device(x.device()));
+  const at::Tensor x3 = x.reshape({B, -1, in_features_}).to(dt);
+  at::Tensor h = at::bmm(x3, A.index_select(0, ix).transpose(1, 2));      // [B, T, r]
+  at::Tensor d = at::bmm(h, Bm.index_select(0, ix).transpose(1, 2));      // [B, T, out]
+  return d.view(base_out.sizes()).to(base_out.scalar_type());
 }
 
-void AdaptableLinearImpl::delete_adapter(const std::string& name) {
-  auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](auto& p) { return p.first == name; });
-  PEFT_CHECK(it != adapters_.end(), std::invalid_argument, "[AdaptableLinear] no adapter '", name, "'");
-  adapters_.erase(it);
-  active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
+void AdaptableLinearImpl::merge(const std::vector<std::string>& names_in, bool safe_merge) {
+  const auto names = names_in.empty() ? adapters.active() : names_in;
+  torch::NoGradGuard ng;
+  for (const auto& n : names) {
+    auto a = adapters.get(n);
+    PEFT_CHECK(a != nullptr, std::invalid_argument, "[merge] no adapter named '", n, "' on this layer");
+    if (adapters.is_merged(n)) continue;
+    at::Tensor w = a->merge_into(weight_out_in().to(at::kFloat));
+    at::Tensor db = a->delta_bias();
+    if (safe_merge) {
+      PEFT_CHECK(at::isfinite(w).all().item<bool>() && (!db.defined() || at::isfinite(db).all().item<bool>()),
+                 std::runtime_error, "[merge] NaNs detected in the merged weights. The adapter ", n,
+                 " seems to be broken");
+    }
+    weight.copy_(fan_in_fan_out_ ? w.t() : w);
+    if (db.defined()) {
+      PEFT_CHECK(bias.defined(), std::invalid_argument, "[merge] adapter '", n,
+                 "' has a bias (lora_bias) but the base layer has none");
+      bias.add_(db.to(bias.scalar_type()));
+    }
+    adapters.mark_merged(n);
+  }
 }
 
-std::shared_ptr<LinearAdapter> AdaptableLinearImpl::adapter(const std::string& name) const {
-  for (const auto& [n, a] : adapters_)
-    if (n == name) return a;
-  return nullptr;
+void AdaptableLinearImpl::unmerge() {
+  torch::NoGradGuard ng;
+  auto merged = adapters.merged();
+  for (auto it = merged.rbegin(); it != merged.rend(); ++it) {
+    auto a = adapters.get(*it);
+    at::Tensor w = a->unmerge_from(weight_out_in().to(at::kFloat));
+    weight.copy_(fan_in_fan_out_ ? w.t() : w);
+    at::Tensor db = a->delta_bias();
+    if (db.defined()) bias.sub_(db.to(bias.scalar_type()));
+  }
+  adapters.clear_merged();
 }
 
-std::vector<std::string> AdaptableLinearImpl::adapter_names() const {
-  std::vector<std::string> out;
-  for (const auto& p : adapters_) out.push_back(p.first);
-  return out;
+// ---------------------------------------------------------------- AdaptableEmbedding
+
+AdaptableEmbeddingImpl::AdaptableEmbeddingImpl(int64_t n, int64_t dim, std::optional<int64_t> padding_idx)
+    : padding_idx_(padding_idx) {
+  weight = register_parameter("weight", at::empty({n, dim}));
+  torch::NoGradGuard ng;
+  weight.normal_(0.0, 0.02);
+  if (padding_idx_) weight[*padding_idx_].zero_();
 }
 
-void AdaptableLinearImpl::set_active_adapters(std::vector<std::string> names) {
-  for (const auto& n : names)
-    PEFT_CHECK(adapter(n) != nullptr, std::invalid_argument, "[AdaptableLinear] no adapter '", n, "'");
-  active_ = std::move(names);
+at::Tensor AdaptableEmbeddingImpl::forward(const at::Tensor& ids) {
+  at::Tensor y = at::embedding(weight, ids, padding_idx_ ? *padding_idx_ : -1);
+  if (adapters.disabled) return y;
+  const auto* rows = ScopedAdapterRouting::current();
+  for (const auto& name : adapters.active()) {
+    if (adapters.is_merged(name)) continue;
+    at::Tensor d = adapters.get(name)->delta(ids).to(y.scalar_type());
+    if (rows != nullptr) {
+      std::vector<float> keep(rows->size());
+      for (std::size_t i = 0; i < rows->size(); ++i) keep[i] = (*rows)[i] == name ? 1.f : 0.f;
+      d = d * at::tensor(keep, y.options()).view({-1, 1, 1});
+    }
+    y = y + d;
+  }
+  return y;
+}
+
+void AdaptableEmbeddingImpl::merge(const std::vector<std::string>& names_in, bool safe_merge) {
+  const auto names = names_in.empty() ? adapters.active() : names_in;
+  torch::NoGradGuard ng;
+  for (const auto& n : names) {
+    auto a = adapters.get(n);
+    PEFT_CHECK(a != nullptr, std::invalid_argument, "[merge] no adapter named '", n, "' on this layer");
+    if (adapters.is_merged(n)) continue;
+    at::Tensor w = weight + a->delta_weight().to(weight.scalar_type());
+    PEFT_CHECK(!safe_merge || at::isfinite(w).all().item<bool>(), std::runtime_error,
+               "[merge] NaNs detected in the merged weights. The adapter ", n, " seems to be broken");
+    weight.copy_(w);
+    adapters.mark_merged(n);
+  }
+}
+
+void AdaptableEmbeddingImpl::unmerge() {
+  torch::NoGradGuard ng;
+  auto merged = adapters.merged();
+  for (auto it = merged.rbegin(); it != merged.rend(); ++it)
+    weight.sub_(adapters.get(*it)->delta_weight().to(weight.scalar_type()));
+  adapters.clear_merged();
 }
 
 }  // namespace peft::models

@@ -30,6 +30,9 @@ struct ArchitectureRow {
 // The one table of supported architectures.
 const ArchitectureRow kArchitectures[] = {
     {"llama", make_llama},
+    {"gpt2", make_gpt2},
+    {"bert", make_bert},
+    {"t5", make_t5},
 };
 
 std::string shape_str(at::IntArrayRef s) {
@@ -95,7 +98,11 @@ void load_weights(PretrainedModel& model, const std::string& path, const std::st
       return name.substr(prefix.size());
     return "";
   };
-  auto in_base = [&](const std::string& name) { return is_base || starts(name, prefix); };
+  // Models whose task head sits beside the base modules (T5: encoder/decoder/lm_head at the top)
+  // have no base prefix: every missing tensor is then an error.
+  bool prefixed = false;
+  for (const auto& p : model.named_parameters(true)) prefixed = prefixed || starts(p.key(), prefix);
+  auto in_base = [&](const std::string& name) { return is_base || !prefixed || starts(name, prefix); };
 
   torch::NoGradGuard ng;
   auto load_one = [&](const std::string& name, at::Tensor& dst) {

@@ -28,6 +28,7 @@ GenerationConfig generation_config_from(const ModelConfig& cfg) {
   g.top_k = cfg.get_int("top_k", g.top_k);
   g.top_p = cfg.get_double("top_p", g.top_p);
   g.repetition_penalty = cfg.get_double("repetition_penalty", g.repetition_penalty);
+  g.decoder_start_token_id = cfg.get_int("decoder_start_token_id", g.decoder_start_token_id);
   return g;
 }
 
@@ -101,6 +102,66 @@ at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const a
     next = at::where(unfinished, next, at::full_like(next, pad));
     ids = at::cat({ids, next.unsqueeze(1)}, 1);
     mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
+    if (eos.defined()) unfinished = unfinished.logical_and(at::isin(next, eos).logical_not());
+    if (!unfinished.any().item<bool>()) break;
+    step_ids = next.unsqueeze(1);
+  }
+  return ids;
+}
+
+at::Tensor generate_seq2seq(PretrainedModel& model, const at::Tensor& input_ids,
+                            const at::Tensor& attention_mask_in, const GenerationConfig& cfg,
+                            const std::vector<KeyValue>& prefix_kv,
+                            const std::vector<KeyValue>& decoder_prefix_kv) {
+  // Mirrors GenerationMixin.generate for encoder-decoder models: _prepare_encoder_decoder_kwargs_for_generation,
+  // _prepare_decoder_input_ids_for_generation (_get_decoder_start_token_id), then _sample.
+  PEFT_CHECK(model.is_encoder_decoder() && model.head() == TaskHead::Seq2SeqLM, std::invalid_argument,
+             "[generate_seq2seq] the model is not an encoder-decoder with a language-modelling head; "
+             "decoder-only models use generate");
+  PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
+             "[generate_seq2seq] input_ids must be [batch, length>0], got ", input_ids.sizes());
+  PEFT_CHECK(cfg.max_new_tokens >= 0 && cfg.temperature > 0 && cfg.top_p > 0 && cfg.top_p <= 1 &&
+                 cfg.repetition_penalty > 0,
+             ConfigError, "[generate_seq2seq] invalid settings: max_new_tokens ", cfg.max_new_tokens,
+             ", temperature ", cfg.temperature, ", top_p ", cfg.top_p, ", repetition_penalty ",
+             cfg.repetition_penalty, " (need >= 0, > 0, (0, 1], > 0)");
+  int64_t start = cfg.decoder_start_token_id;
+  if (start < 0) start = model.config().get_int("decoder_start_token_id", -1);
+  if (start < 0) start = model.config().get_int("bos_token_id", -1);
+  PEFT_CHECK(start >= 0, ConfigError, "[generate_seq2seq] ", model.config().source(),
+             ": no decoder_start_token_id (GenerationConfig or config.json) and no bos_token_id");
+  torch::NoGradGuard ng;
+  const int64_t B = input_ids.size(0);
+  const at::Tensor mask =
+      attention_mask_in.defined() ? attention_mask_in.to(at::kLong) : at::ones_like(input_ids, at::kLong);
+  const int64_t pad = cfg.pad_token_id >= 0 ? cfg.pad_token_id : (cfg.eos_token_id.empty() ? 0 : cfg.eos_token_id[0]);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(cfg.seed);
+
+  KVCache cache;
+  at::Tensor ids = at::full({B, 1}, start, input_ids.options().dtype(at::kLong));
+  at::Tensor step_ids = ids;
+  at::Tensor encoder_outputs;
+  at::Tensor unfinished = at::ones({B}, input_ids.options().dtype(at::kBool));
+  at::Tensor eos = cfg.eos_token_id.empty() ? at::Tensor()
+                                            : at::tensor(cfg.eos_token_id, input_ids.options().dtype(at::kLong));
+  for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
+    ModelInputs in;
+    if (encoder_outputs.defined()) {
+      in.encoder_outputs = encoder_outputs;
+    } else {
+      in.input_ids = input_ids;
+      in.prefix_kv = prefix_kv;
+    }
+    in.attention_mask = mask;
+    in.decoder_input_ids = step_ids;
+    in.decoder_prefix_kv = decoder_prefix_kv;
+    in.cache = &cache;
+    const ModelOutput out = model.forward(in);
+    encoder_outputs = out.encoder_last_hidden_state;
+    at::Tensor scores = process_logits(out.logits.select(1, -1), ids, cfg);
+    at::Tensor next = cfg.do_sample ? at::multinomial(scores.softmax(-1), 1, false, gen).squeeze(1) : scores.argmax(-1);
+    next = at::where(unfinished, next, at::full_like(next, pad));
+    ids = at::cat({ids, next.unsqueeze(1)}, 1);
     if (eos.defined()) unfinished = unfinished.logical_and(at::isin(next, eos).logical_not());
     if (!unfinished.any().item<bool>()) break;
     step_ids = next.unsqueeze(1);

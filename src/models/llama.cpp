@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -174,9 +173,9 @@ class Llama : public PretrainedModel {
     // The base model's modules sit at the top level for LlamaModel and under "model." otherwise.
     torch::nn::Module& base = head == TaskHead::Base ? static_cast<torch::nn::Module&>(*this)
                                                      : *register_module("model", std::make_shared<torch::nn::Module>());
-    torch::nn::EmbeddingOptions eo(c_.vocab_size, c_.hidden_size);
-    if (c_.pad_token_id >= 0 && c_.pad_token_id < c_.vocab_size) eo.padding_idx(c_.pad_token_id);
-    embed_tokens = base.register_module("embed_tokens", torch::nn::Embedding(eo));
+    std::optional<int64_t> pad;
+    if (c_.pad_token_id >= 0 && c_.pad_token_id < c_.vocab_size) pad = c_.pad_token_id;
+    embed_tokens = base.register_module("embed_tokens", AdaptableEmbedding(c_.vocab_size, c_.hidden_size, pad));
     layers = base.register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
       decoder_layers.push_back(LlamaDecoderLayer(c_));
@@ -184,11 +183,6 @@ class Llama : public PretrainedModel {
     }
     norm = base.register_module("norm", RMSNorm(c_.hidden_size, c_.rms_norm_eps));
     inv_freq_ = rope_inv_freq(c_);
-    {
-      torch::NoGradGuard ng;
-      embed_tokens->weight.normal_(0.0, 0.02);
-      if (eo.padding_idx()) embed_tokens->weight[*eo.padding_idx()].zero_();
-    }
     if (head == TaskHead::CausalLM && !c_.tie_word_embeddings)
       lm_head = register_module("lm_head", AdaptableLinear(c_.hidden_size, c_.vocab_size, false));
     // LlamaForSequenceClassification's score has no bias; LlamaForTokenClassification's has one.
@@ -256,7 +250,7 @@ class Llama : public PretrainedModel {
     return r;
   }
 
-  torch::nn::Embedding embed_tokens{nullptr};
+  AdaptableEmbedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   std::vector<LlamaDecoderLayer> decoder_layers;
   RMSNorm norm{nullptr};

@@ -1,34 +1,81 @@
 #pragma once
-// AdaptableLinear: every projection of our models. Registers `weight`/`bias` under the HF names,
-// so checkpoints load with no renaming, and adds the output of attached adapters (LoRA, AdaLoRA)
-// to the base output, with no module surgery (tier 2).
+// Adapter slots: every projection of our models is an AdaptableLinear and every token embedding
+// an AdaptableEmbedding. They register `weight`/`bias` under the HF names, so checkpoints load
+// with no renaming, and add the output of attached adapters (LoRA, AdaLoRA) to the base output,
+// with no module surgery (tier 2).
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
-#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace peft::models {
 
-/// What a tuner attaches to a slot. Implementations register their parameters on themselves;
-/// the slot registers the adapter as a child module under the adapter's chosen name.
-class LinearAdapter : public torch::nn::Module {
+/// What a tuner attaches to a linear slot. The tuner registers the adapter's parameters on the
+/// slot under PEFT's names (e.g. `lora_A.<adapter>.weight`); this interface is the math.
+class LinearAdapter {
  public:
-  /// The term added to the base output for input x ([..., in] -> [..., out]).
-  virtual at::Tensor delta(const at::Tensor& x) = 0;
-  /// The same term as a weight update in [out, in] layout (for merging).
+  virtual ~LinearAdapter() = default;
+  /// The term added to the base output for x: [..., in] -> [..., out]. `base_out` is x·Wᵀ
+  /// without the bias (DoRA rescales it); it may be used, never modified.
+  virtual at::Tensor delta(const at::Tensor& x, const at::Tensor& base_out) = 0;
+  /// The weight update in [out, in] layout.
   virtual at::Tensor delta_weight() = 0;
+  /// The bias update (undefined when the adapter has none).
+  virtual at::Tensor delta_bias() { return {}; }
+  /// Merged weight from the current one ([out, in]); DoRA overrides (it rescales rows).
+  virtual at::Tensor merge_into(const at::Tensor& w) { return w + delta_weight().to(w.scalar_type()); }
+  virtual at::Tensor unmerge_from(const at::Tensor& w) { return w - delta_weight().to(w.scalar_type()); }
+  /// Plain low-rank form s·B·A (A: [r, in], B: [out, r]) for batched mixed-adapter routing;
+  /// false when the adapter is not of that form or has active dropout.
+  virtual bool low_rank_factors(at::Tensor& A, at::Tensor& B, double& scaling) { return false; }
+};
+
+/// Per-row adapter routing for mixed-adapter batches ("__base__" = no adapter), set for the
+/// duration of a forward by ScopedAdapterRouting. Inference only.
+class ScopedAdapterRouting {
+ public:
+  explicit ScopedAdapterRouting(std::vector<std::string> per_row);
+  ~ScopedAdapterRouting();
+  ScopedAdapterRouting(const ScopedAdapterRouting&) = delete;
+  ScopedAdapterRouting& operator=(const ScopedAdapterRouting&) = delete;
+  /// The routing in effect on this thread, or nullptr.
+  static const std::vector<std::string>* current();
+
+ private:
+  const std::vector<std::string>* previous_;
+  std::vector<std::string> rows_;
+};
+
+/// Bookkeeping shared by both slot kinds: adapters by name, which are active, merged, disabled.
+template <typename Adapter>
+class AdapterSet {
+ public:
+  void add(const std::string& name, std::shared_ptr<Adapter> a);
+  void remove(const std::string& name);
+  std::shared_ptr<Adapter> get(const std::string& name) const;
+  std::vector<std::string> names() const;
+  void set_active(std::vector<std::string> names);
+  const std::vector<std::string>& active() const { return active_; }
+  const std::vector<std::string>& merged() const { return merged_; }
+  bool is_merged(const std::string& n) const;
+  void mark_merged(const std::string& n) { merged_.push_back(n); }
+  void clear_merged() { merged_.clear(); }
+  bool disabled = false;
+
+ private:
+  std::vector<std::pair<std::string, std::shared_ptr<Adapter>>> items_;
+  std::vector<std::string> active_, merged_;
 };
 
 class AdaptableLinearImpl : public torch::nn::Module {
  public:
   /// fan_in_fan_out: the weight is stored [in, out] (GPT-2 Conv1D), as PEFT's flag of that name.
-  AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool bias,
-                      bool fan_in_fan_out = false);
+  AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool bias, bool fan_in_fan_out = false);
 
-  /// x: [..., in] -> [..., out] = base(x) + Σ active adapters' delta(x) (unless disabled/merged).
+  /// x: [..., in] -> [..., out] = base(x) + Σ active, unmerged adapters' delta(x) (unless disabled).
   at::Tensor forward(const at::Tensor& x);
   /// The base projection alone.
   at::Tensor base_forward(const at::Tensor& x);
@@ -39,28 +86,52 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// The weight in [out, in] layout whatever the storage layout (a view, no copy).
   at::Tensor weight_out_in() const;
 
-  /// Adapter slots, in insertion order. `name` is the adapter name ("default").
-  void add_adapter(const std::string& name, std::shared_ptr<LinearAdapter> adapter);
-  void delete_adapter(const std::string& name);
-  std::shared_ptr<LinearAdapter> adapter(const std::string& name) const;
-  std::vector<std::string> adapter_names() const;
-  /// Which adapters forward() sums (default: the ones added, in order).
-  void set_active_adapters(std::vector<std::string> names);
-  const std::vector<std::string>& active_adapters() const { return active_; }
-  /// When true forward() is the base projection only.
-  void set_adapters_disabled(bool disabled) { disabled_ = disabled; }
-  bool adapters_disabled() const { return disabled_; }
+  AdapterSet<LinearAdapter> adapters;
+
+  /// Adds the named adapters (default: the active ones) into the weight. With safe_merge the
+  /// result is computed on a copy and checked for NaN/Inf first (PEFT's safe_merge).
+  void merge(const std::vector<std::string>& names = {}, bool safe_merge = false);
+  /// Subtracts every merged adapter, newest first.
+  void unmerge();
 
   at::Tensor weight;  ///< [out, in], or [in, out] when fan_in_fan_out
   at::Tensor bias;    ///< [out] or undefined
 
  private:
+  at::Tensor routed_delta(const at::Tensor& x, const at::Tensor& base_out,
+                          const std::vector<std::string>& rows);
   int64_t in_features_, out_features_;
   bool fan_in_fan_out_;
-  bool disabled_ = false;
-  std::vector<std::pair<std::string, std::shared_ptr<LinearAdapter>>> adapters_;
-  std::vector<std::string> active_;
 };
 TORCH_MODULE(AdaptableLinear);
+
+/// What a tuner attaches to an embedding slot.
+class EmbeddingAdapter {
+ public:
+  virtual ~EmbeddingAdapter() = default;
+  /// [..] ids -> [.., dim] term added to the looked-up embeddings.
+  virtual at::Tensor delta(const at::Tensor& ids) = 0;
+  /// The table update [num_embeddings, dim].
+  virtual at::Tensor delta_weight() = 0;
+};
+
+class AdaptableEmbeddingImpl : public torch::nn::Module {
+ public:
+  AdaptableEmbeddingImpl(int64_t num_embeddings, int64_t dim, std::optional<int64_t> padding_idx = std::nullopt);
+  at::Tensor forward(const at::Tensor& ids);
+  int64_t num_embeddings() const { return weight.size(0); }
+  int64_t embedding_dim() const { return weight.size(1); }
+  std::optional<int64_t> padding_idx() const { return padding_idx_; }
+
+  AdapterSet<EmbeddingAdapter> adapters;
+  void merge(const std::vector<std::string>& names = {}, bool safe_merge = false);
+  void unmerge();
+
+  at::Tensor weight;  ///< [num_embeddings, dim]
+
+ private:
+  std::optional<int64_t> padding_idx_;
+};
+TORCH_MODULE(AdaptableEmbedding);
 
 }  // namespace peft::models

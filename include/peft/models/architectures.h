@@ -8,5 +8,8 @@
 namespace peft::models {
 
 std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_gpt2(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_bert(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);
 
 }  // namespace peft::models

@@ -22,6 +22,9 @@ struct GenerationConfig {
   std::vector<int64_t> eos_token_id;  ///< stop tokens (empty = run to max_new_tokens)
   int64_t pad_token_id = -1;          ///< fill after EOS; default: the first eos id
   uint64_t seed = 0;                  ///< sampling RNG seed
+  /// Encoder-decoder models: the first decoder token; default (-1): config.json's
+  /// decoder_start_token_id, else bos_token_id.
+  int64_t decoder_start_token_id = -1;
 };
 
 /// Reads bos/eos/pad ids and sampling defaults from a generation_config.json / config.json.
@@ -33,6 +36,16 @@ GenerationConfig generation_config_from(const ModelConfig& cfg);
 at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids,
                     const at::Tensor& attention_mask, const GenerationConfig& cfg,
                     const std::vector<KeyValue>& prefix_kv = {});
+
+/// Encoder-decoder generation (T5): encodes input_ids once ([B, S], padded rows masked by
+/// attention_mask, undefined = all ones), then decodes from decoder_start_token_id with a KV cache,
+/// greedy or sampling with the same logits processing as generate(); rows that hit EOS are padded.
+/// `prefix_kv` / `decoder_prefix_kv`: encoder / decoder self-attention prefixes given to every step.
+/// Returns the decoder ids [B, 1 + n], starting with the start token (as transformers).
+at::Tensor generate_seq2seq(PretrainedModel& model, const at::Tensor& input_ids,
+                            const at::Tensor& attention_mask, const GenerationConfig& cfg,
+                            const std::vector<KeyValue>& prefix_kv = {},
+                            const std::vector<KeyValue>& decoder_prefix_kv = {});
 
 /// The logits processing of one step (repetition penalty, temperature, top-k, top-p) applied to
 /// scores [B, V] given the ids so far [B, S]; exposed for tests.

@@ -26,7 +26,10 @@ struct KeyValue {
 struct KVCache {
   std::vector<KeyValue> layers;
   int64_t length() const { return layers.empty() || !layers[0].key.defined() ? 0 : layers[0].key.size(2); }
-  void clear() { layers.clear(); }
+  void clear() { layers.clear(); cross_layers.clear(); }
+  /// Encoder-decoder models: cross-attention keys/values per decoder layer, computed from the
+  /// encoder states on the first step and reused (transformers' EncoderDecoderCache).
+  std::vector<KeyValue> cross_layers;
 };
 
 /// Inputs of a forward pass (the names follow transformers' forward arguments).

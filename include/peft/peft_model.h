@@ -1,0 +1,116 @@
+#pragma once
+// PeftModel: a base model plus named adapters, with PEFT's verbs (tier 2).
+// Mirrors peft/peft_model.py (PeftModel) and peft/mapping_func.py (get_peft_model).
+//
+//   peft::LoraConfig cfg;  cfg.r = 8;  cfg.lora_alpha = 16;  cfg.task_type = peft::TaskType::CausalLM;
+//   auto pm = peft::get_peft_model(base, cfg);           // adapter "default", trainable
+//   ... train ...
+//   pm->save_pretrained("out/adapter");                  // adapter_config.json + adapter_model.safetensors
+//   auto again = peft::PeftModel::from_pretrained(base2, "out/adapter");   // frozen
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "peft/config/peft_config.h"
+#include "peft/models/model.h"
+
+namespace peft {
+
+namespace detail {
+struct ModulesToSave;
+}
+
+class PeftModel {
+ public:
+  /// Wraps `base` and adds `config` as adapter `adapter_name` (trainable unless inference_mode).
+  PeftModel(std::shared_ptr<models::PretrainedModel> base, const PeftConfig& config,
+            const std::string& adapter_name = "default");
+  ~PeftModel();
+
+  /// Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors). Frozen
+  /// unless is_trainable. Every missing, unexpected or mis-shaped tensor is an error.
+  static std::shared_ptr<PeftModel> from_pretrained(std::shared_ptr<models::PretrainedModel> base,
+                                                    const std::string& dir,
+                                                    const std::string& adapter_name = "default",
+                                                    bool is_trainable = false);
+  /// Adds another saved adapter under a new name (same peft_type).
+  void load_adapter(const std::string& dir, const std::string& adapter_name, bool is_trainable = false);
+  /// Adds a new, untrained adapter; it is not activated.
+  void add_adapter(const std::string& adapter_name, const PeftConfig& config);
+  /// Makes `name` the only active adapter (trainable unless its config is in inference mode).
+  void set_adapter(const std::string& name);
+  /// Several active adapters, summed (LoRA).
+  void set_adapters(const std::vector<std::string>& names);
+  void delete_adapter(const std::string& name);
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  std::vector<std::string> adapter_names() const;
+  const PeftConfig& peft_config(const std::string& name = "") const;
+
+  /// Base-model forward while the guard lives (adapters bypassed, merged ones unmerged).
+  class DisableGuard {
+   public:
+    explicit DisableGuard(PeftModel& m);
+    ~DisableGuard();
+    DisableGuard(const DisableGuard&) = delete;
+    DisableGuard& operator=(const DisableGuard&) = delete;
+
+   private:
+    PeftModel& m_;
+  };
+  DisableGuard disable_adapter() { return DisableGuard(*this); }
+
+  /// Forward with the active adapters; `adapter_names` (one per row, "__base__" for none) runs a
+  /// mixed-adapter batch (inference only).
+  models::ModelOutput forward(const models::ModelInputs& in, const std::vector<std::string>& adapter_names = {});
+
+  void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false);
+  void unmerge_adapter();
+  /// Merges the adapters into the base weights and removes them; returns the plain base model.
+  std::shared_ptr<models::PretrainedModel> merge_and_unload(bool safe_merge = false,
+                                                            const std::vector<std::string>& names = {});
+  /// Removes every adapter without merging; returns the plain base model.
+  std::shared_ptr<models::PretrainedModel> unload();
+
+  /// Writes adapter "default" into `dir` and any other adapter into `dir/<name>/` (PEFT layout).
+  void save_pretrained(const std::string& dir, const std::vector<std::string>& selected = {}) const;
+  /// The tensors save_pretrained writes for one adapter, under PEFT's keys.
+  std::map<std::string, at::Tensor> adapter_state_dict(const std::string& name) const;
+
+  /// New LoRA adapter from weighted existing ones: "linear", "cat" or "svd" (PEFT's
+  /// add_weighted_adapter; svd_rank 0 = max rank of the inputs).
+  void add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
+                            const std::string& adapter_name, const std::string& combination_type = "svd",
+                            int64_t svd_rank = 0);
+
+  /// {trainable, all} parameter counts (PEFT's get_nb_trainable_parameters).
+  std::pair<int64_t, int64_t> get_nb_trainable_parameters() const;
+  /// "trainable params: X || all params: Y || trainable%: Z" (also printed to stdout).
+  std::string print_trainable_parameters() const;
+  std::vector<at::Tensor> trainable_parameters() const;
+  /// Names of the modules that carry adapter `name`.
+  std::vector<std::string> adapted_modules(const std::string& name) const;
+
+  models::PretrainedModel& base_model() { return *base_; }
+  std::shared_ptr<models::PretrainedModel> base_model_ptr() { return base_; }
+
+ private:
+  void inject(const std::string& name, const PeftConfig& cfg);
+  void update_trainable();
+  void remove_all_adapters();
+  void load_adapter_weights(const std::string& file, const std::string& name);
+
+  std::shared_ptr<models::PretrainedModel> base_;
+  std::map<std::string, std::unique_ptr<PeftConfig>> configs_;
+  std::vector<std::string> order_;     ///< adapters in creation order
+  std::vector<std::string> active_;
+  std::map<std::string, std::vector<std::string>> targets_;  ///< adapter -> adapted module names
+  std::unique_ptr<detail::ModulesToSave> mts_;
+  int disabled_ = 0;
+};
+
+/// PEFT's get_peft_model.
+std::shared_ptr<PeftModel> get_peft_model(std::shared_ptr<models::PretrainedModel> base, const PeftConfig& config,
+                                          const std::string& adapter_name = "default");
+
+}  // namespace peft

@@ -1,0 +1,208 @@
+// Mirrors peft/tuners/lora/config.py (LoraConfig.__post_init__) and peft/utils/other.py
+// (get_pattern_key).
+#include "peft/tuners/lora/config.h"
+
+#include <cmath>
+
+#include "peft/core/check.h"
+#include "peft/core/regex.h"
+
+namespace peft {
+
+using nlohmann::json;
+using detail::take_bool;
+using detail::take_double;
+using detail::take_int;
+using detail::take_opt_string;
+
+namespace {
+
+TargetSpec take_targets(json& rest, const char* key, const std::string& source) {
+  TargetSpec t;
+  auto it = rest.find(key);
+  if (it == rest.end()) return t;
+  json v = *it;
+  rest.erase(it);
+  if (v.is_null()) return t;
+  if (v.is_string()) return TargetSpec(v.get<std::string>());
+  PEFT_CHECK(v.is_array(), ConfigError, "[config] ", source, ": field '", key,
+             "' must be a string (regex) or a list of module names, got ", v.dump());
+  std::vector<std::string> names;
+  for (const auto& e : v) {
+    PEFT_CHECK(e.is_string(), ConfigError, "[config] ", source, ": field '", key,
+               "' must list module names (strings), got ", e.dump());
+    names.push_back(e.get<std::string>());
+  }
+  return TargetSpec(std::move(names));
+}
+
+json targets_json(const TargetSpec& t) {
+  if (t.is_null()) return nullptr;
+  if (t.is_regex()) return t.regex();
+  return t.list();
+}
+
+}  // namespace
+
+void LoraConfig::validate() const {
+  PEFT_CHECK(r > 0, ConfigError, "[LoraConfig] `r` should be a positive integer value but the value passed is ", r);
+  PEFT_CHECK(lora_dropout >= 0 && lora_dropout < 1, ConfigError,
+             "[LoraConfig] `lora_dropout` must be in [0, 1), got ", lora_dropout);
+  PEFT_CHECK(bias == "none" || bias == "all" || bias == "lora_only", ConfigError,
+             "[LoraConfig] Requested bias: ", bias, ", is not implemented. Use 'none', 'all' or 'lora_only'.");
+  PEFT_CHECK(!(target_modules.is_regex() && layers_to_transform), ConfigError,
+             "[LoraConfig] `layers_to_transform` cannot be used when `target_modules` is a str.");
+  PEFT_CHECK(!(target_modules.is_regex() && layers_pattern), ConfigError,
+             "[LoraConfig] `layers_pattern` cannot be used when `target_modules` is a str.");
+  PEFT_CHECK(!(layers_pattern && !layers_pattern->empty() && !layers_to_transform), ConfigError,
+             "[LoraConfig] When `layers_pattern` is specified, `layers_to_transform` must also be specified.");
+  PEFT_CHECK(init_lora_weights == "true" || init_lora_weights == "false" || init_lora_weights == "gaussian",
+             NotSupported, "[LoraConfig] init_lora_weights '", init_lora_weights,
+             "' is not supported (true, false, gaussian)");
+  PEFT_CHECK(!(lora_bias && use_dora), ConfigError,
+             "[LoraConfig] The argument lora_bias=True is not supported for DoRA, please pass use_dora=False");
+  PEFT_CHECK(!(lora_bias && init_lora_weights == "gaussian"), ConfigError,
+             "[LoraConfig] The argument lora_bias=True is only supported with init_lora_weights=True or False, "
+             "got init_lora_weights=gaussian instead.");
+  for (const auto& [k, v] : rank_pattern)
+    PEFT_CHECK(v > 0, ConfigError, "[LoraConfig] rank_pattern['", k, "'] = ", v, " must be a positive integer");
+  if (target_modules.is_regex()) (void)regex_fullmatch(target_modules.regex(), "");  // compiles or throws
+  if (exclude_modules.is_regex()) (void)regex_fullmatch(exclude_modules.regex(), "");
+}
+
+json LoraConfig::to_json() const {
+  json j = PeftConfig::to_json();
+  j["r"] = r;
+  if (lora_alpha == std::floor(lora_alpha)) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
+  else j["lora_alpha"] = lora_alpha;
+  j["lora_dropout"] = lora_dropout;
+  j["target_modules"] = targets_json(target_modules);
+  j["exclude_modules"] = targets_json(exclude_modules);
+  j["fan_in_fan_out"] = fan_in_fan_out;
+  j["bias"] = bias;
+  j["use_rslora"] = use_rslora;
+  j["modules_to_save"] = modules_to_save ? json(*modules_to_save) : json(nullptr);
+  if (init_lora_weights == "true") j["init_lora_weights"] = true;
+  else if (init_lora_weights == "false") j["init_lora_weights"] = false;
+  else j["init_lora_weights"] = init_lora_weights;
+  j["layers_to_transform"] = layers_to_transform ? json(*layers_to_transform) : json(nullptr);
+  j["layers_pattern"] = layers_pattern ? json(*layers_pattern) : json(nullptr);
+  j["rank_pattern"] = rank_pattern;
+  j["alpha_pattern"] = alpha_pattern;
+  j["use_dora"] = use_dora;
+  j["lora_bias"] = lora_bias;
+  return j;
+}
+
+LoraConfig LoraConfig::from_json(const json& in, const std::string& source) {
+  PEFT_CHECK(in.is_object(), ConfigError, "[config] ", source, ": expected a JSON object");
+  json rest = in;
+  LoraConfig c;
+  detail::read_base_fields(c, rest, source);
+  c.r = take_int(rest, "r", c.r, source);
+  c.lora_alpha = take_double(rest, "lora_alpha", c.lora_alpha, source);
+  c.lora_dropout = take_double(rest, "lora_dropout", c.lora_dropout, source);
+  c.target_modules = take_targets(rest, "target_modules", source);
+  c.exclude_modules = take_targets(rest, "exclude_modules", source);
+  c.fan_in_fan_out = take_bool(rest, "fan_in_fan_out", false, source);
+  c.bias = take_opt_string(rest, "bias", source).value_or("none");
+  c.use_rslora = take_bool(rest, "use_rslora", false, source);
+  {
+    TargetSpec m = take_targets(rest, "modules_to_save", source);
+    PEFT_CHECK(!m.is_regex(), ConfigError, "[config] ", source, ": field 'modules_to_save' must be a list");
+    if (m.is_list()) c.modules_to_save = m.list();
+  }
+  if (auto it = rest.find("init_lora_weights"); it != rest.end()) {
+    if (it->is_boolean()) c.init_lora_weights = it->get<bool>() ? "true" : "false";
+    else if (it->is_string()) c.init_lora_weights = it->get<std::string>();
+    else if (!it->is_null())
+      throw ConfigError("[config] " + source + ": field 'init_lora_weights' must be a bool or a string, got " + it->dump());
+    rest.erase(it);
+  }
+  if (auto it = rest.find("layers_to_transform"); it != rest.end()) {
+    if (it->is_number_integer()) c.layers_to_transform = std::vector<int64_t>{it->get<int64_t>()};
+    else if (it->is_array()) c.layers_to_transform = it->get<std::vector<int64_t>>();
+    else if (!it->is_null())
+      throw ConfigError("[config] " + source + ": field 'layers_to_transform' must be an int or a list of ints, got " + it->dump());
+    rest.erase(it);
+  }
+  if (auto it = rest.find("layers_pattern"); it != rest.end()) {
+    if (it->is_string()) c.layers_pattern = std::vector<std::string>{it->get<std::string>()};
+    else if (it->is_array()) c.layers_pattern = it->get<std::vector<std::string>>();
+    else if (!it->is_null())
+      throw ConfigError("[config] " + source + ": field 'layers_pattern' must be a string or a list, got " + it->dump());
+    rest.erase(it);
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    auto it = rest.find(key);
+    if (it == rest.end()) continue;
+    if (!it->is_null()) {
+      PEFT_CHECK(it->is_object(), ConfigError, "[config] ", source, ": field '", key, "' must be an object");
+      for (auto e = it->begin(); e != it->end(); ++e) {
+        PEFT_CHECK(e->is_number(), ConfigError, "[config] ", source, ": ", key, "['", e.key(),
+                   "'] must be a number, got ", e->dump());
+        if (std::string(key) == "rank_pattern") c.rank_pattern[e.key()] = e->get<int64_t>();
+        else c.alpha_pattern[e.key()] = e->get<double>();
+      }
+    }
+    rest.erase(it);
+  }
+  c.use_dora = take_bool(rest, "use_dora", false, source);
+  c.lora_bias = take_bool(rest, "lora_bias", false, source);
+  // Features of PEFT's LoraConfig this library does not implement: refuse non-default values
+  // rather than load an adapter that would silently compute something else.
+  for (const char* k : {"layer_replication", "trainable_token_indices", "target_parameters", "megatron_config",
+                        "alora_invocation_tokens", "use_qalora", "arrow_config", "use_bdlora"}) {
+    auto it = rest.find(k);
+    if (it == rest.end()) continue;
+    const bool set = !(it->is_null() || (it->is_boolean() && !it->get<bool>()) ||
+                       (it->is_array() && it->empty()) || (it->is_object() && it->empty()));
+    PEFT_CHECK(!set, NotSupported, "[config] ", source, ": LoRA option '", k, "' = ", it->dump(),
+               " is not supported by this library");
+  }
+  c.unknown.update(rest);
+  c.validate();
+  return c;
+}
+
+namespace {
+// PEFT's get_pattern_key: the first pattern key k with re.match("(.*\.)?(k)$", module).
+std::optional<std::string> pattern_key(const std::vector<std::string>& keys, const std::string& module) {
+  for (const auto& k : keys)
+    if (regex_fullmatch("(.*\\.)?(" + k + ")", module)) return k;
+  return std::nullopt;
+}
+template <typename M>
+std::vector<std::string> keys_of(const M& m) {
+  std::vector<std::string> k;
+  for (const auto& e : m) k.push_back(e.first);
+  return k;
+}
+}  // namespace
+
+int64_t LoraConfig::rank_for(const std::string& module) const {
+  const auto k = pattern_key(keys_of(rank_pattern), module);
+  return k ? rank_pattern.at(*k) : r;
+}
+
+double LoraConfig::alpha_for(const std::string& module) const {
+  const auto k = pattern_key(keys_of(alpha_pattern), module);
+  return k ? alpha_pattern.at(*k) : lora_alpha;
+}
+
+double LoraConfig::scaling_for(const std::string& module) const {
+  const double rr = static_cast<double>(rank_for(module));
+  return use_rslora ? alpha_for(module) / std::sqrt(rr) : alpha_for(module) / rr;
+}
+
+std::vector<std::string> default_lora_targets(const std::string& mt) {
+  static const std::map<std::string, std::vector<std::string>> kDefaults = {
+      {"llama", {"q_proj", "v_proj"}},   {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
+      {"gpt2", {"c_attn"}},              {"bert", {"query", "value"}},      {"roberta", {"query", "value"}},
+      {"t5", {"q", "v"}},                {"mt5", {"q", "v"}},
+  };
+  auto it = kDefaults.find(mt);
+  return it == kDefaults.end() ? std::vector<std::string>{} : it->second;
+}
+
+}  // namespace peft
