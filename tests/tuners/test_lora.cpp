@@ -11,6 +11,7 @@
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/tuners/lora/config.h"
+#include "peft/core/error.h"
 
 namespace {
 
@@ -70,6 +71,10 @@ TEST_P(LoraMatrix, MatchesPeft) {
   const double atol = g.atol, atol_m = g.meta.value("atol_merged", g.atol);
   auto base = peft::models::load_model(c.base);
   auto pm = peft::PeftModel::from_pretrained(base, g.dir, "default", /*is_trainable=*/true);
+  // Extra adapters saved beside "default" (PEFT's dir/<name>/ layout) load too; "default" stays active.
+  for (const auto& e : fs::directory_iterator(g.dir))
+    if (e.is_directory() && fs::exists(e.path() / "adapter_config.json"))
+      pm->load_adapter(e.path().string(), e.path().filename().string());
 
   // Injection: the same modules, the same parameter counts, PEFT's summary line.
   const auto mods = pm->adapted_modules("default");
@@ -153,5 +158,165 @@ std::vector<std::string> matrix_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Peft, LoraMatrix, ::testing::ValuesIn(matrix_cases()),
                          [](const auto& info) { return info.param; });
+
+// Two adapters: switching, and a mixed batch (one adapter per row) equal to PEFT's and to the
+// per-row single-adapter results.
+TEST(LoraAdapters, SwitchMixedBatchDelete) {
+  const auto c = load_lora_case("llama_two_adapters_mixed");
+  const auto& g = c.g;
+  auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(c.base), g.dir);
+  pm->load_adapter(g.dir + "/other", "other");
+  torch::NoGradGuard ng;
+  const auto in = inputs_of(g, false);
+  EXPECT_TRUE(close(pm->forward(in).logits, g["logits"], g.atol));
+  pm->set_adapter("other");
+  EXPECT_TRUE(close(pm->forward(in).logits, g["logits_other"], g.atol));
+  pm->set_adapter("default");
+
+  peft::models::ModelInputs mixed;
+  mixed.input_ids = g["mixed_input_ids"];
+  mixed.attention_mask = g["mixed_attention_mask"];
+  const std::vector<std::string> names = {"default", "other", "__base__"};
+  const at::Tensor lm = pm->forward(mixed, names).logits;
+  EXPECT_TRUE(close(lm, g["logits_mixed"], g.atol));
+  for (int64_t i = 0; i < 3; ++i) {
+    peft::models::ModelInputs one;
+    one.input_ids = mixed.input_ids.narrow(0, i, 1);
+    one.attention_mask = mixed.attention_mask.narrow(0, i, 1);
+    at::Tensor single;
+    if (names[i] == "__base__") {
+      auto guard = pm->disable_adapter();
+      single = pm->forward(one).logits;
+    } else {
+      pm->set_adapter(names[i]);
+      single = pm->forward(one).logits;
+    }
+    EXPECT_TRUE(close(lm.narrow(0, i, 1), single, 1e-5)) << "row " << i;
+  }
+  pm->set_adapter("default");
+  // Mixed batches are inference-only and need unmerged adapters.
+  pm->base_model().train();
+  EXPECT_THROW(pm->forward(mixed, names), std::invalid_argument);
+  pm->base_model().eval();
+  EXPECT_THROW(pm->forward(mixed, {"default", "nope", "__base__"}), std::invalid_argument);
+
+  pm->delete_adapter("other");
+  EXPECT_EQ(pm->adapter_names(), std::vector<std::string>{"default"});
+  for (const auto& p : pm->base_model().named_parameters())
+    EXPECT_EQ(p.key().find(".other"), std::string::npos) << p.key();
+  EXPECT_TRUE(close(pm->forward(in).logits, g["logits"], g.atol));
+  EXPECT_THROW(pm->set_adapter("other"), std::invalid_argument);
+}
+
+class LoraWeighted : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LoraWeighted, AddWeightedAdapterMatchesPeft) {
+  const auto c = load_lora_case(GetParam());
+  const auto& g = c.g;
+  const auto& w = g.meta["weighted"];
+  auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(c.base), g.dir);
+  pm->load_adapter(g.dir + "/other", "other");
+  pm->add_weighted_adapter(w["adapters"].get<std::vector<std::string>>(), w["weights"].get<std::vector<double>>(),
+                           "combo", w["combination_type"].get<std::string>(), w.value("svd_rank", int64_t{0}));
+  const auto sd = pm->adapter_state_dict("combo");
+  int n = 0;
+  for (const auto& [k, v] : g.t) {
+    if (k.rfind("combo.", 0) != 0) continue;
+    const std::string key = "base_model.model." + k.substr(6);
+    ASSERT_TRUE(sd.count(key)) << key;
+    // SVD factors are unique up to sign per component: compare the products for svd.
+    if (w["combination_type"] == "svd") continue;
+    EXPECT_TRUE(close(sd.at(key), v, 1e-5)) << key;
+    ++n;
+  }
+  pm->set_adapter("combo");
+  torch::NoGradGuard ng;
+  EXPECT_TRUE(close(pm->forward(inputs_of(g, false)).logits, g["logits_combo"], 2e-5));
+  EXPECT_EQ(pm->get_nb_trainable_parameters().second, g.meta["all_params"].get<int64_t>());
+  // The combination saves and loads like any adapter (PEFT's combo/ folder has the same keys).
+  const auto dir = peft::test::tmp_dir("weighted_" + GetParam());
+  pm->save_pretrained(dir, {"combo"});
+  auto theirs = peft::io::SafetensorsFile::open(g.dir + "/combo/adapter_model.safetensors").names();
+  auto ours = peft::io::SafetensorsFile::open(dir + "/combo/adapter_model.safetensors").names();
+  std::sort(theirs.begin(), theirs.end());
+  std::sort(ours.begin(), ours.end());
+  EXPECT_EQ(ours, theirs);
+}
+
+INSTANTIATE_TEST_SUITE_P(Peft, LoraWeighted, ::testing::Values("weighted_linear", "weighted_cat", "weighted_svd"),
+                         [](const auto& info) { return info.param; });
+
+TEST(LoraErrors, PeftRulesAndHostileAdapters) {
+  const auto c = load_lora_case("llama_default");
+  using peft::test::expect_throw_with;
+  // Config rules with PEFT's wording.
+  peft::LoraConfig bad;
+  bad.target_modules = ".*q_proj";
+  bad.layers_to_transform = std::vector<int64_t>{0};
+  expect_throw_with<peft::ConfigError>([&] { bad.validate(); }, {"`layers_to_transform` cannot be used when `target_modules` is a str."});
+  peft::LoraConfig r0;
+  r0.r = 0;
+  expect_throw_with<peft::ConfigError>([&] { r0.validate(); }, {"`r` should be a positive integer"});
+  peft::LoraConfig b;
+  b.bias = "some";
+  expect_throw_with<peft::ConfigError>([&] { b.validate(); }, {"Requested bias: some"});
+  expect_throw_with<peft::ConfigError>(
+      [&] { peft::peft_config_from_json({{"peft_type", "LORA"}, {"r", "eight"}}, "x.json"); }, {"x.json", "'r'", "integer"});
+  expect_throw_with<peft::ConfigError>([&] { peft::peft_config_from_json({{"peft_type", "LORAX"}}, "x.json"); }, {"LORAX"});
+  expect_throw_with<peft::NotSupported>([&] { peft::peft_config_from_json({{"peft_type", "IA3"}}, "x.json"); }, {"IA3"});
+  expect_throw_with<peft::NotSupported>(
+      [&] { peft::peft_config_from_json({{"peft_type", "LORA"}, {"layer_replication", {{0, 1}}}}, "x.json"); },
+      {"layer_replication"});
+
+  // Unknown target modules: the error lists the modules that exist.
+  peft::LoraConfig t;
+  t.target_modules = std::vector<std::string>{"query_key_value"};
+  expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(peft::models::load_model(c.base), t); },
+                                       {"query_key_value", "not found", "model.layers.0.self_attn.q_proj"});
+  peft::LoraConfig norm;
+  norm.target_modules = std::vector<std::string>{"input_layernorm"};
+  expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(peft::models::load_model(c.base), norm); },
+                                       {"input_layernorm", "not supported"});
+
+  // An adapter for another base: a shape mismatch names the tensor and both shapes.
+  expect_throw_with<peft::FormatError>(
+      [&] { peft::PeftModel::from_pretrained(peft::models::load_model(base_dir("stories260k")), c.g.dir); },
+      {"shape mismatches", "q_proj.lora_A.weight", "[4, 32]", "[4, 64]"});
+  // An adapter whose keys match no module would do nothing: refused, naming the keys.
+  const auto dir = peft::test::tmp_dir("lora_hostile");
+  fs::copy_file(c.g.dir + "/adapter_config.json", dir + "/adapter_config.json");
+  auto tensors = peft::io::load_safetensors(c.g.dir + "/adapter_model.safetensors");
+  std::map<std::string, at::Tensor> renamed;
+  for (auto& [k, v] : tensors) renamed["base_model.model.transformer." + k.substr(17)] = v;
+  peft::io::save_safetensors(dir + "/adapter_model.safetensors", renamed);
+  expect_throw_with<peft::FormatError>([&] { peft::PeftModel::from_pretrained(peft::models::load_model(c.base), dir); },
+                                       {"would have no effect", "base_model.model.transformer.", "missing from the file"});
+  // Missing file.
+  fs::remove(dir + "/adapter_model.safetensors");
+  expect_throw_with<peft::FormatError>([&] { peft::PeftModel::from_pretrained(peft::models::load_model(c.base), dir); },
+                                       {"adapter_model.safetensors"});
+}
+
+TEST(LoraConfigJson, RoundTripKeepsUnknownKeysAndDefaults) {
+  const auto cfg = peft::load_peft_config(peft::test::fixture("lora/llama_patterns"));
+  const auto& l = dynamic_cast<const peft::LoraConfig&>(*cfg);
+  EXPECT_TRUE(l.target_modules.is_regex());
+  EXPECT_EQ(l.rank_for("model.layers.0.self_attn.q_proj"), 2);
+  EXPECT_EQ(l.alpha_for("model.layers.1.self_attn.v_proj"), 4);
+  EXPECT_EQ(l.rank_for("model.layers.1.self_attn.v_proj"), 4);
+  const auto j = cfg->to_json();
+  EXPECT_EQ(j["megatron_core"], "megatron.core");  // kept verbatim
+  EXPECT_EQ(j["peft_type"], "LORA");
+  EXPECT_EQ(j["task_type"], "CAUSAL_LM");
+  const auto back = peft::peft_config_from_json(j, "roundtrip");
+  EXPECT_EQ(back->to_json(), j);
+  // Missing keys take PEFT's defaults.
+  const auto minimal = peft::peft_config_from_json({{"peft_type", "LORA"}}, "minimal");
+  const auto& m = dynamic_cast<const peft::LoraConfig&>(*minimal);
+  EXPECT_EQ(m.r, 8);
+  EXPECT_EQ(m.lora_alpha, 8);
+  EXPECT_EQ(m.bias, "none");
+  EXPECT_EQ(m.init_lora_weights, "true");
+}
 
 }  // namespace
