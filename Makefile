@@ -35,10 +35,13 @@ $(MODEL_DIR)/config.json: build
 	@$(BUILD)/peft convert models/stories260K/stories260K.bin $(MODEL_DIR) \
 	  --tokenizer models/stories260K/tok512.bin
 
+# The main job: LoRA fine-tuning of the bundled stories260K on a slice of E2E, about a minute on
+# 2 cores; prints eval loss and BLEU before and after, a sample before and after, and where the
+# adapter, logs and plot went.
 demo: build $(MODEL_DIR)/config.json
 	@$(BUILD)/peft info $(MODEL_DIR)
-	@echo "--- greedy continuation of 'Once upon a time' by stories260K:"
-	@$(BUILD)/peft generate $(MODEL_DIR) --prompt "Once upon a time" --max-new-tokens 60
+	@rm -rf $(BUILD)/demo
+	@$(BUILD)/peft train examples/configs/e2e_lora.yaml model=$(MODEL_DIR) output_dir=$(BUILD)/demo
 
 install: build
 	@cmake --install $(BUILD)

@@ -13,14 +13,13 @@ install(TARGETS ${_targets} EXPORT peftTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The SentencePiece module peft_core dlopens (not part of the export set; see CMakeLists.txt).
+if(TARGET peft_spm)
+  install(TARGETS peft_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/peft)
+endif()
 install(DIRECTORY include/peft DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT peftTargets NAMESPACE peft:: DESTINATION ${PEFT_CMAKE_DIR})
 set(PEFT_INSTALLED_WITH_TORCH ${PEFT_WITH_TORCH})
-if(NOT SENTENCEPIECE_FOUND)
-  set(SENTENCEPIECE_FOUND 0)
-else()
-  set(SENTENCEPIECE_FOUND 1)
-endif()
 configure_package_config_file(cmake/peftConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/peftConfig.cmake INSTALL_DESTINATION ${PEFT_CMAKE_DIR})
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/peftConfigVersion.cmake

@@ -23,11 +23,16 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/hf_tokenizer.cpp
   ${S}/io/tokenizer/llama2c_tokenizer.cpp
   ${S}/io/tokenizer/tokenizer.cpp
+  ${S}/train/data.cpp
+  ${S}/train/metrics.cpp
+  ${S}/train/event_writer.cpp
+  ${S}/train/plot.cpp
 )
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
+  ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
@@ -46,6 +51,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/generation.cpp
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/peft_model.cpp
+  ${S}/train/trainer.cpp
 )
 
 set(PEFT_CLI_SOURCES
@@ -53,4 +59,5 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/info.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/convert.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/generate.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp
 )

@@ -9,6 +9,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgloo-dev
   nlohmann-json3-dev libsentencepiece-dev libcli11-dev libyaml-cpp-dev libhwy-dev
   libutf8proc-dev libpcre2-dev
+  zlib1g-dev
   googletest libgtest-dev libbenchmark-dev
   clang libclang-rt-14-dev
 )

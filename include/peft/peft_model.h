@@ -91,6 +91,9 @@ class PeftModel {
   /// Names of the modules that carry adapter `name`.
   std::vector<std::string> adapted_modules(const std::string& name) const;
 
+  /// Copies a PEFT adapter_model.safetensors into adapter `name` (same checks as from_pretrained).
+  void load_adapter_weights(const std::string& file, const std::string& name);
+
   models::PretrainedModel& base_model() { return *base_; }
   std::shared_ptr<models::PretrainedModel> base_model_ptr() { return base_; }
 
@@ -98,7 +101,6 @@ class PeftModel {
   void inject(const std::string& name, const PeftConfig& cfg);
   void update_trainable();
   void remove_all_adapters();
-  void load_adapter_weights(const std::string& file, const std::string& name);
 
   std::shared_ptr<models::PretrainedModel> base_;
   std::map<std::string, std::unique_ptr<PeftConfig>> configs_;

@@ -218,6 +218,9 @@ void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_
   if (!tokenizer_bin.empty()) {
     write_file_atomic((out / "tokenizer.bin").string(), read_file(tokenizer_bin));
     write_llama2c_tokenizer_json(tokenizer_bin, (out / "tokenizer.json").string());
+    write_json_file((out / "tokenizer_config.json").string(),
+                    {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"add_bos_token", true},
+                     {"add_eos_token", false}, {"model_max_length", m.config.seq_len}});
   }
 }
 

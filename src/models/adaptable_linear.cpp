@@ -104,6 +104,16 @@ at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
   return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
 }
 
+namespace {
+// Plain low-rank adapters whose factors share the dtype of the input and the base output: their
+// term s·(x·Aᵀ)·Bᵀ is added by one GEMM accumulating into the output (no bias-free copy of the
+// base output, no separate scaling and addition passes).
+bool fusable(LinearAdapter& a, const at::Tensor& x, const at::Tensor& y, at::Tensor& A, at::Tensor& B, double& s) {
+  return a.low_rank_factors(A, B, s) && A.scalar_type() == y.scalar_type() && B.scalar_type() == y.scalar_type() &&
+         x.scalar_type() == y.scalar_type();
+}
+}  // namespace
+
 at::Tensor AdaptableLinearImpl::forward(const at::Tensor& x) {
   at::Tensor y = base_forward(x);
   if (adapters.disabled) return y;
@@ -111,21 +121,41 @@ at::Tensor AdaptableLinearImpl::forward(const at::Tensor& x) {
   if (rows != nullptr && !adapters.names().empty()) {
     PEFT_CHECK(adapters.merged().empty(), std::invalid_argument,
                "[AdaptableLinear] mixed-adapter batches need unmerged adapters; call unmerge_adapter() first");
-    const at::Tensor base_out = bias.defined() ? y - bias : y;
-    return y + routed_delta(x, base_out, *rows);
+    return routed_delta(x, y, *rows);
   }
-  at::Tensor base_out;
-  for (const auto& name : adapters.active()) {
-    if (adapters.is_merged(name)) continue;
-    if (!base_out.defined()) base_out = bias.defined() ? y - bias : y;
-    y = y + adapters.get(name)->delta(x, base_out).to(y.scalar_type());
+  std::vector<std::shared_ptr<LinearAdapter>> live;
+  for (const auto& name : adapters.active())
+    if (!adapters.is_merged(name)) live.push_back(adapters.get(name));
+  if (live.empty()) return y;
+  bool fused = true;
+  std::vector<std::tuple<at::Tensor, at::Tensor, double>> factors;
+  for (const auto& a : live) {
+    at::Tensor A, B;
+    double s = 1.0;
+    fused = fused && fusable(*a, x, y, A, B, s);
+    if (!fused) break;
+    factors.emplace_back(A, B, s);
   }
+  if (fused) {
+    const at::Tensor x2 = x.reshape({-1, in_features_});
+    const bool in_place = !at::GradMode::is_enabled() && y.is_contiguous();
+    at::Tensor y2 = y.view({-1, out_features_});
+    for (const auto& [A, B, s] : factors) {
+      const at::Tensor h = at::mm(x2, A.t());  // [N, r]
+      if (in_place) y2.addmm_(h, B.t(), 1.0, s);
+      else y2 = at::addmm(y2, h, B.t(), 1.0, s);
+    }
+    return in_place ? y : y2.view(y.sizes());
+  }
+  const at::Tensor base_out = bias.defined() ? y - bias : y;
+  for (const auto& a : live) y = y + a->delta(x, base_out).to(y.scalar_type());
   return y;
 }
 
 // One gathered computation for all rows: per-row A and B are picked from stacked (rank-padded)
-// factors, so the cost does not grow with the number of distinct adapters.
-at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tensor& base_out,
+// factors, so the cost does not grow with the number of distinct adapters. Takes the base output
+// `y` (bias included) and returns it plus each row's adapter term.
+at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tensor& y,
                                              const std::vector<std::string>& rows) {
   const int64_t B = x.size(0);
   PEFT_CHECK(static_cast<int64_t>(rows.size()) == B, std::invalid_argument, "[AdaptableLinear] ",
@@ -141,7 +171,7 @@ at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tens
     }
     slot[i] = it - used.begin();
   }
-  if (used.empty()) return at::zeros_like(base_out);
+  if (used.empty()) return y;
   std::vector<at::Tensor> As, Bs;
   std::vector<double> scales;
   int64_t rmax = 0;
@@ -158,6 +188,7 @@ at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tens
   }
   if (!factored) {
     // DoRA and other non-factored adapters: per-adapter sub-batches.
+    const at::Tensor base_out = bias.defined() ? y - bias : y;
     at::Tensor out = at::zeros_like(base_out);
     for (std::size_t k = 0; k < used.size(); ++k) {
       std::vector<int64_t> idx;
@@ -166,7 +197,7 @@ at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tens
       const at::Tensor ix = at::tensor(idx, at::TensorOptions().dtype(at::kLong).device(x.device()));
       out.index_copy_(0, ix, adapters.get(used[k])->delta(x.index_select(0, ix), base_out.index_select(0, ix)).to(out.scalar_type()));
     }
-    return out;
+    return y + out;
   }
   // Stack [n+1, rmax, in] and [n+1, out, rmax] (slot 0 = zeros for base rows), scale folded into B.
   const auto dt = As[0].scalar_type();
@@ -180,9 +211,18 @@ at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tens
   for (int64_t i = 0; i < B; ++i) sel[i] = slot[i] + 1;
   const at::Tensor ix = at::tensor(sel, at::TensorOptions().dtype(at::kLong).device(x.device()));
   const at::Tensor x3 = x.reshape({B, -1, in_features_}).to(dt);
-  at::Tensor h = at::bmm(x3, A.index_select(0, ix).transpose(1, 2));      // [B, T, r]
-  at::Tensor d = at::bmm(h, Bm.index_select(0, ix).transpose(1, 2));      // [B, T, out]
-  return d.view(base_out.sizes()).to(base_out.scalar_type());
+  at::Tensor h = at::bmm(x3, A.index_select(0, ix).transpose(1, 2));  // [B, T, r]
+  const at::Tensor Bt = Bm.index_select(0, ix).transpose(1, 2);       // [B, r, out]
+  if (dt == y.scalar_type()) {
+    // Accumulate into the base output: one batched GEMM, no separate addition pass.
+    if (!at::GradMode::is_enabled() && y.is_contiguous()) {
+      y.view({B, -1, out_features_}).baddbmm_(h, Bt);
+      return y;
+    }
+    return at::baddbmm(y.reshape({B, -1, out_features_}), h, Bt).view(y.sizes());
+  }
+  at::Tensor d = at::bmm(h, Bt);  // [B, T, out]
+  return y + d.view(y.sizes()).to(y.scalar_type());
 }
 
 void AdaptableLinearImpl::merge(const std::vector<std::string>& names_in, bool safe_merge) {

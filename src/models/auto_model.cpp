@@ -193,3 +193,22 @@ at::Tensor last_token_index(const at::Tensor& input_ids, const at::Tensor& atten
 }
 
 }  // namespace peft::models
+
+namespace peft::models {
+
+void save_pretrained(PretrainedModel& model, const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& p : model.named_parameters(true)) {
+    PEFT_CHECK(p.key().find("lora_") == std::string::npos, std::invalid_argument,
+               "[save_pretrained] the model still carries adapter weights (", p.key(),
+               "); call merge_and_unload() or unload() first");
+    tensors[p.key()] = p.value().detach().contiguous();
+  }
+  for (const auto& b : model.named_buffers(true)) tensors[b.key()] = b.value().detach().contiguous();
+  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  io::write_json_file((fs::path(dir) / "config.json").string(), model.config().json());
+}
+
+}  // namespace peft::models

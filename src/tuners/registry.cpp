@@ -37,7 +37,8 @@ std::unique_ptr<PeftConfig> peft_config_from_json(const nlohmann::json& j, const
     if (!c->unknown.empty()) {
       std::string keys;
       for (auto u = c->unknown.begin(); u != c->unknown.end(); ++u)
-        if (u.key() != "peft_version" && u.key() != "auto_mapping" && !u->is_null() &&
+        if (u.key() != "peft_version" && u.key() != "auto_mapping" && u.key() != "megatron_core" &&
+            u.key() != "qalora_group_size" && !u->is_null() &&
             !(u->is_boolean() && !u->get<bool>()) && !((u->is_object() || u->is_array()) && u->empty()))
           keys += " " + u.key();  // only keys whose value could change behaviour
       if (!keys.empty()) std::cerr << "warning: " << source << ": unknown keys kept as they are:" << keys << "\n";

@@ -11,7 +11,8 @@ struct RuntimeInfo {
   int intra_op_threads = 1;
 };
 
-/// Sets LibTorch's intra-op thread count (0 = all cores, unless OMP_NUM_THREADS is set) and
+/// Sets LibTorch's intra-op thread count (0 = one thread, unless OMP_NUM_THREADS is set: fp32
+/// matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down) and
 /// checks which BLAS serves fp32 GEMM. Warns once on stderr when it is the slow reference BLAS.
 /// Idempotent; the CLI calls it first thing.
 RuntimeInfo init_runtime(int threads = 0);

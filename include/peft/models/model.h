@@ -113,3 +113,11 @@ TaskHead head_from_architectures(const ModelConfig& cfg);
 at::Tensor last_token_index(const at::Tensor& input_ids, const at::Tensor& attention_mask, int64_t pad_token_id);
 
 }  // namespace peft::models
+
+namespace peft::models {
+
+/// Writes a full Hugging Face folder (config.json + model.safetensors) for `model`, e.g. after
+/// merge_and_unload; transformers loads it as the original architecture.
+void save_pretrained(PretrainedModel& model, const std::string& dir);
+
+}  // namespace peft::models

@@ -1,0 +1,323 @@
+// peft train / peft eval / peft merge. The configuration comes from a YAML file whose keys are
+// PEFT config and transformers TrainingArguments field names, plus `key=value` overrides.
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "commands.h"
+#include "peft/core/check.h"
+#include "peft/io/tokenizer.h"
+#include "peft/models/generation.h"
+#include "peft/models/model.h"
+#include "peft/peft_model.h"
+#include "peft/train/data.h"
+#include "peft/train/metrics.h"
+#include "peft/train/trainer.h"
+#include "peft/tuners/lora/config.h"
+
+namespace peft::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The run configuration, field names as in PEFT / transformers.
+struct RunConfig {
+  std::string model, method = "lora", task = "causal_lm", train_file, eval_file;
+  std::string text_column = "text", text_pair_column, label_column = "label";
+  std::string prompt_template, completion_template, source_column = "source", target_column = "target";
+  int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
+  int64_t eval_generate = 0, max_new_tokens = 48;
+  bool skip_bad_rows = false;
+  LoraConfig lora;
+  train::TrainingArguments args;
+};
+
+// key -> setter; the one table of accepted keys (unknown keys are an error naming the key).
+using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
+
+template <typename T>
+T as(const YAML::Node& n, const std::string& key, const char* what) {
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError("[config] key '" + key + "': expected " + what + ", got '" + YAML::Dump(n) + "'");
+  }
+}
+
+const std::map<std::string, Setter>& setters() {
+  static const std::map<std::string, Setter> t = [] {
+    std::map<std::string, Setter> m;
+#define S_STR(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = n.IsNull() ? std::string() : as<std::string>(n, k, "a string"); }
+#define S_INT(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<int64_t>(n, k, "an integer"); }
+#define S_DBL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<double>(n, k, "a number"); }
+#define S_BOOL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<bool>(n, k, "true or false"); }
+    S_STR("model", model); S_STR("method", method); S_STR("task", task);
+    S_STR("train_file", train_file); S_STR("eval_file", eval_file);
+    S_STR("text_column", text_column); S_STR("text_pair_column", text_pair_column); S_STR("label_column", label_column);
+    S_STR("prompt_template", prompt_template); S_STR("completion_template", completion_template);
+    S_STR("source_column", source_column); S_STR("target_column", target_column);
+    S_INT("max_length", max_length); S_INT("max_train_samples", max_train_samples);
+    S_INT("max_eval_samples", max_eval_samples); S_INT("eval_generate", eval_generate);
+    S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
+    // LoRA (PEFT's LoraConfig names)
+    S_INT("r", lora.r); S_DBL("lora_alpha", lora.lora_alpha); S_DBL("lora_dropout", lora.lora_dropout);
+    S_STR("bias", lora.bias); S_BOOL("use_rslora", lora.use_rslora); S_BOOL("use_dora", lora.use_dora);
+    m["target_modules"] = [](RunConfig& c, const YAML::Node& n) {
+      if (n.IsSequence()) c.lora.target_modules = TargetSpec(as<std::vector<std::string>>(n, "target_modules", "a list of names"));
+      else c.lora.target_modules = TargetSpec(as<std::string>(n, "target_modules", "a list or a regex"));
+    };
+    m["modules_to_save"] = [](RunConfig& c, const YAML::Node& n) {
+      c.lora.modules_to_save = as<std::vector<std::string>>(n, "modules_to_save", "a list of names");
+    };
+    m["init_lora_weights"] = [](RunConfig& c, const YAML::Node& n) { c.lora.init_lora_weights = as<std::string>(n, "init_lora_weights", "true, false or gaussian"); };
+    // TrainingArguments
+    S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
+    S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
+    S_DBL("adam_epsilon", args.adam_epsilon); S_DBL("max_grad_norm", args.max_grad_norm);
+    S_DBL("num_train_epochs", args.num_train_epochs); S_INT("max_steps", args.max_steps);
+    S_INT("per_device_train_batch_size", args.per_device_train_batch_size);
+    S_INT("per_device_eval_batch_size", args.per_device_eval_batch_size);
+    S_INT("gradient_accumulation_steps", args.gradient_accumulation_steps);
+    S_STR("lr_scheduler_type", args.lr_scheduler_type); S_DBL("warmup_ratio", args.warmup_ratio);
+    S_INT("warmup_steps", args.warmup_steps); S_INT("logging_steps", args.logging_steps);
+    S_INT("eval_steps", args.eval_steps); S_INT("save_steps", args.save_steps); S_INT("seed", args.seed);
+    S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
+    S_BOOL("bf16", args.bf16);
+#undef S_STR
+#undef S_INT
+#undef S_DBL
+#undef S_BOOL
+    return m;
+  }();
+  return t;
+}
+
+void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std::string& where) {
+  auto it = setters().find(key);
+  if (it == setters().end()) {
+    std::string valid;
+    for (const auto& [k, f] : setters()) valid += (valid.empty() ? "" : ", ") + k;
+    throw ConfigError("[config] " + where + ": unknown key '" + key + "' (valid keys: " + valid + ")");
+  }
+  it->second(c, v);
+}
+
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  RunConfig c;
+  c.lora.task_type = TaskType::CausalLM;
+  if (!path.empty()) {
+    PEFT_CHECK(fs::exists(path), ConfigError, "[config] ", path, ": no such file");
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(path);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError("[config] " + path + ": not valid YAML: " + e.what());
+    }
+    PEFT_CHECK(root.IsMap() || root.IsNull(), ConfigError, "[config] ", path, ": expected a mapping of key: value");
+    for (const auto& kv : root) apply(c, kv.first.as<std::string>(), kv.second, path);
+  }
+  for (const auto& o : overrides) {
+    const auto eq = o.find('=');
+    PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
+    apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
+  }
+  PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder) is required");
+  PEFT_CHECK(c.method == "lora", NotSupported, "[config] method '", c.method,
+             "' is not available in this build yet (lora)");
+  static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
+      {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
+      {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
+      {"token_cls", {TaskType::TokenCls, train::TaskFormat::TokenCls}},
+      {"seq2seq", {TaskType::Seq2SeqLM, train::TaskFormat::Seq2Seq}}};
+  PEFT_CHECK(kTasks.count(c.task), ConfigError, "[config] key 'task': '", c.task,
+             "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
+  c.lora.task_type = kTasks.at(c.task).first;
+  c.lora.validate();
+  c.args.validate();
+  return c;
+}
+
+// "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
+std::string fill(const std::string& tmpl, const train::Row& r) {
+  std::string out;
+  for (std::size_t i = 0; i < tmpl.size(); ++i) {
+    if (tmpl[i] != '{') {
+      out.push_back(tmpl[i]);
+      continue;
+    }
+    const auto j = tmpl.find('}', i);
+    PEFT_CHECK(j != std::string::npos, ConfigError, "[config] template '", tmpl, "' has an unclosed '{'");
+    const std::string key = tmpl.substr(i + 1, j - i - 1);
+    auto it = r.fields.find(key);
+    PEFT_CHECK(it != r.fields.end(), FormatError, "[train::data] ", r.file, ":", r.line, ": no column '", key,
+               "' (used by the template '", tmpl, "')");
+    out += it->second;
+    i = j;
+  }
+  return out;
+}
+
+struct Loaded {
+  std::vector<train::Row> rows;
+  train::Dataset data;
+};
+
+Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, const io::Tokenizer& tok,
+                  const std::vector<std::string>& labels) {
+  Loaded l;
+  l.rows = train::read_rows(file);
+  if (limit > 0 && static_cast<int64_t>(l.rows.size()) > limit) l.rows.resize(limit);
+  train::DataOptions o;
+  o.max_length = c.max_length;
+  o.skip_bad_rows = c.skip_bad_rows;
+  o.text_column = c.text_column;
+  o.text_pair_column = c.text_pair_column;
+  o.label_column = c.label_column;
+  o.source_column = c.source_column;
+  o.target_column = c.target_column;
+  o.label_names = labels;
+  if (c.task == "causal_lm" && !c.prompt_template.empty()) {
+    for (auto& r : l.rows) {
+      r.fields["__prompt"] = fill(c.prompt_template, r);
+      r.fields["__completion"] = fill(c.completion_template.empty() ? "" : c.completion_template, r);
+    }
+    o.prompt_column = "__prompt";
+    o.completion_column = "__completion";
+  }
+  if (c.task == "seq_cls") o.task = train::TaskFormat::SeqCls;
+  if (c.task == "seq2seq") o.task = train::TaskFormat::Seq2Seq;
+  if (c.task == "token_cls") {
+    o.task = train::TaskFormat::TokenCls;
+    l.data = train::build_token_dataset(train::read_conll(file), tok, o);
+  } else {
+    l.data = train::build_dataset(l.rows, tok, o);
+  }
+  if (l.data.skipped) std::cerr << file << ": skipped " << l.data.skipped << " bad rows\n";
+  return l;
+}
+
+// Greedy generation on the first n distinct prompts of the eval rows; BLEU against all the
+// references of each prompt (E2E has several per meaning representation).
+struct GenEval {
+  double bleu = 0;
+  std::string sample_prompt, sample;
+};
+
+GenEval generation_eval(const RunConfig& c, PeftModel& pm, const io::Tokenizer& tok, const std::vector<train::Row>& rows) {
+  GenEval g;
+  std::vector<std::string> prompts;
+  std::map<std::string, std::vector<std::string>> refs;
+  for (const auto& r : rows) {
+    const std::string p = fill(c.prompt_template, r);
+    std::string ref = fill(c.completion_template, r);
+    while (!ref.empty() && ref.front() == ' ') ref.erase(ref.begin());
+    if (!refs.count(p)) prompts.push_back(p);
+    refs[p].push_back(ref);
+  }
+  if (static_cast<int64_t>(prompts.size()) > c.eval_generate) prompts.resize(c.eval_generate);
+  auto gc = models::generation_config_from(pm.base_model().config());
+  gc.max_new_tokens = c.max_new_tokens;
+  if (auto e = tok.eos_token_id()) gc.eos_token_id = {*e};
+  std::vector<std::string> hyps;
+  std::vector<std::vector<std::string>> all_refs;
+  pm.base_model().eval();
+  for (const auto& p : prompts) {
+    const auto enc = tok.encode(p);
+    const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
+    const at::Tensor out = models::generate(pm.base_model(), ids, {}, gc)[0].contiguous();
+    std::vector<io::TokenId> gen(out.data_ptr<int64_t>() + ids.size(1), out.data_ptr<int64_t>() + out.numel());
+    std::string text = tok.decode(gen, true);
+    if (auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
+    while (!text.empty() && text.front() == ' ') text.erase(text.begin());
+    hyps.push_back(text);
+    all_refs.push_back(refs[p]);
+  }
+  g.bleu = train::corpus_bleu(hyps, all_refs);
+  if (!prompts.empty()) {
+    g.sample_prompt = prompts.front();
+    g.sample = hyps.front();
+  }
+  return g;
+}
+
+void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
+  const RunConfig c = load_config(cfg_path, overrides);
+  PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
+  auto model = models::load_model(c.model);
+  const auto tok = io::Tokenizer::from_pretrained(c.model);
+  std::vector<std::string> labels;
+  auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
+  PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
+  Loaded eval_split;
+  if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
+  at::manual_seed(static_cast<uint64_t>(c.args.seed));
+  auto pm = get_peft_model(model, c.lora);
+  pm->print_trainable_parameters();
+  const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
+  train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);
+
+  std::optional<double> loss0;
+  GenEval g0;
+  if (!c.eval_file.empty()) {
+    loss0 = trainer.evaluate().loss;
+    std::cout << "before: eval loss " << *loss0 << "\n";
+    if (c.eval_generate > 0 && !c.prompt_template.empty()) {
+      g0 = generation_eval(c, *pm, tok, eval_split.rows);
+      std::cout << "before: BLEU " << g0.bleu << " on " << c.eval_generate << " prompts\n"
+                << "before: " << g0.sample_prompt << " " << g0.sample << "\n";
+    }
+  }
+  const auto res = trainer.train(resume);
+  std::cout << "trained " << res.global_step << " steps, mean train loss " << res.train_loss << "\n";
+  if (res.eval_loss) std::cout << "after:  eval loss " << *res.eval_loss << (loss0 ? " (was " + std::to_string(*loss0) + ")" : "") << "\n";
+  if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
+    const auto g1 = generation_eval(c, *pm, tok, eval_split.rows);
+    std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
+              << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";
+  }
+  std::cout << "adapter:     " << res.adapter_dir << "\n"
+            << "checkpoints: " << c.args.output_dir << "/checkpoint-*\n"
+            << "metrics:     " << c.args.output_dir << "/metrics.jsonl, " << c.args.output_dir << "/runs (TensorBoard)\n"
+            << "loss plot:   " << c.args.output_dir << "/loss.png\n";
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Fine-tune a model with an adapter from a YAML config (+ key=value overrides)");
+  auto cfg = std::make_shared<std::string>();
+  auto over = std::make_shared<std::vector<std::string>>();
+  auto resume = std::make_shared<std::string>();
+  cmd->add_option("config", *cfg, "YAML file with PEFT / TrainingArguments keys")->required();
+  cmd->add_option("overrides", *over, "key=value overrides, e.g. learning_rate=1e-3 max_steps=50");
+  cmd->add_option("--resume", *resume, "Continue from a checkpoint folder (output_dir/checkpoint-N)")
+      ->check(CLI::ExistingDirectory);
+  cmd->callback([cfg, over, resume] { run_train(*cfg, *over, *resume); });
+}
+
+void add_merge_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("merge", "Merge an adapter into its base model and write a full HF folder");
+  struct A {
+    std::string model, adapter, out;
+  };
+  auto a = std::make_shared<A>();
+  cmd->add_option("model", a->model, "Base model folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("adapter", a->adapter, "PEFT adapter folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("out", a->out, "Output folder")->required();
+  cmd->callback([a] {
+    auto pm = PeftModel::from_pretrained(models::load_model(a->model), a->adapter);
+    auto merged = pm->merge_and_unload(/*safe_merge=*/true);
+    models::save_pretrained(*merged, a->out);
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})
+      if (fs::exists(fs::path(a->model) / f)) fs::copy_file(fs::path(a->model) / f, fs::path(a->out) / f, fs::copy_options::overwrite_existing);
+    std::cout << "wrote merged model to " << a->out << "\n";
+  });
+}
+
+}  // namespace peft::cli

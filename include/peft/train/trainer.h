@@ -1,0 +1,85 @@
+#pragma once
+// The training loop (tier 2): data -> forward -> loss -> backward -> clip -> AdamW step ->
+// LR schedule -> log / eval / checkpoint. Field names follow transformers' TrainingArguments.
+//
+//   peft::train::TrainingArguments args;  args.learning_rate = 2e-4;  args.max_steps = 100;
+//   peft::train::Trainer t(peft_model, args, train_set, &eval_set, tokenizer.pad_token_id().value_or(0));
+//   auto result = t.train();
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "peft/peft_model.h"
+#include "peft/train/data.h"
+
+namespace peft::train {
+
+struct TrainingArguments {
+  std::string output_dir = "output";
+  double learning_rate = 5e-5;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;  ///< 0 = no clipping
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;  ///< > 0 overrides num_train_epochs
+  int64_t per_device_train_batch_size = 8;
+  int64_t per_device_eval_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  std::string lr_scheduler_type = "linear";  ///< linear | cosine | constant | constant_with_warmup
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;  ///< > 0 overrides warmup_ratio
+  int64_t logging_steps = 10;
+  int64_t eval_steps = 0;  ///< 0 = evaluate only at the end
+  int64_t save_steps = 0;  ///< 0 = checkpoint only at the end
+  int64_t seed = 42;
+  bool group_by_length = false;
+  bool gradient_checkpointing = false;
+  bool bf16 = false;
+  bool shuffle = true;
+  bool progress_bar = true;  ///< on a terminal; plain log lines otherwise
+  bool tensorboard = true;
+
+  /// Rejects impossible values with "[TrainingArguments] field: ..." (ConfigError).
+  void validate() const;
+};
+
+struct TrainResult {
+  int64_t global_step = 0;
+  std::vector<double> step_losses;  ///< one per optimizer step (mean over its micro-batches)
+  double train_loss = 0;            ///< mean of step_losses
+  std::optional<double> eval_loss;
+  std::string adapter_dir;          ///< where the final adapter was saved
+};
+
+struct EvalResult {
+  double loss = 0;
+  double perplexity = 0;
+  int64_t tokens = 0;
+};
+
+/// The learning-rate multiplier at optimizer step `step` (0-based), as transformers'
+/// get_scheduler builds it.
+double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total);
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Dataset train, const Dataset* eval,
+          int64_t pad_token_id);
+  ~Trainer();
+
+  /// Trains to the end; with `resume_from` (a checkpoint folder written by this trainer)
+  /// continues exactly where it stopped (adapter, optimizer, schedule, RNG and data position).
+  TrainResult train(const std::string& resume_from = "");
+  EvalResult evaluate();
+
+  /// Called after every optimizer step with (step, loss, lr); used by tests and the CLI.
+  std::function<void(int64_t, double, double)> on_step;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace peft::train

@@ -1,0 +1,743 @@
+#include "peft/train/data.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <utility>
+
+#include "peft/core/check.h"
+#include "peft/core/file_util.h"
+
+namespace peft::train {
+
+namespace {
+
+constexpr int64_t kIgnore = -100;
+constexpr const char* kTag = "[train::data] ";
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string extension(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const auto dot = path.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
+  return lower(path.substr(dot));
+}
+
+std::string where(const std::string& file, int64_t line) { return file + ":" + std::to_string(line); }
+
+[[noreturn]] void fail(const std::string& file, int64_t line, const std::string& msg) {
+  throw FormatError(kTag + where(file, line) + ": " + msg);
+}
+
+std::string load(const std::string& path) {
+  std::string text = read_file(path);
+  if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);
+  return text;
+}
+
+/// Splits into lines (LF or CRLF), 1-based numbering implied by position.
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    std::string l = text.substr(start, nl - start);
+    if (!l.empty() && l.back() == '\r') l.pop_back();
+    lines.push_back(std::move(l));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+bool blank(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c) != 0; });
+}
+
+// ------------------------------------------------------------------------------------------- JSON
+
+Row json_row(const nlohmann::json& j, const std::string& file, int64_t line) {
+  if (!j.is_object()) fail(file, line, std::string("expected a JSON object, got ") + j.type_name());
+  Row r;
+  r.file = file;
+  r.line = line;
+  for (const auto& [k, v] : j.items()) {
+    if (v.is_null()) continue;
+    r.fields[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return r;
+}
+
+std::vector<Row> read_json(const std::string& path, const std::string& text) {
+  std::vector<Row> rows;
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '[') {  // one JSON array of objects
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, 1, std::string("malformed JSON array: ") + e.what());
+    }
+    int64_t n = 0;
+    for (const auto& v : j) rows.push_back(json_row(v, path, ++n));
+    return rows;
+  }
+  const auto lines = split_lines(text);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (blank(lines[i])) continue;
+    const auto line = static_cast<int64_t>(i + 1);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(lines[i]);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, line, std::string("malformed JSON line (expected one object per line): ") + e.what());
+    }
+    rows.push_back(json_row(j, path, line));
+  }
+  return rows;
+}
+
+// -------------------------------------------------------------------------------------- CSV / TSV
+
+struct Record {
+  std::vector<std::string> fields;
+  int64_t line = 0;
+};
+
+/// RFC 4180 records; blank lines are skipped.
+std::vector<Record> parse_csv(const std::string& path, const std::string& text) {
+  std::vector<Record> out;
+  std::size_t i = 0;
+  int64_t line = 1;
+  const std::size_t n = text.size();
+  while (i < n) {
+    // Blank line (LF or CRLF) between records.
+    if (text[i] == '\n' || (text[i] == '\r' && i + 1 < n && text[i + 1] == '\n')) {
+      i += text[i] == '\r' ? 2 : 1;
+      ++line;
+      continue;
+    }
+    Record rec;
+    rec.line = line;
+    std::string field;
+    bool done = false;
+    while (!done) {
+      field.clear();
+      if (i < n && text[i] == '"') {  // quoted field
+        const int64_t open_line = line;
+        ++i;
+        for (;;) {
+          if (i >= n) fail(path, open_line, "unterminated quoted field (a '\"' opened here is never closed)");
+          const char c = text[i];
+          if (c == '"') {
+            if (i + 1 < n && text[i + 1] == '"') {
+              field += '"';
+              i += 2;
+              continue;
+            }
+            ++i;
+            break;
+          }
+          if (c == '\n') ++line;
+          field += c;
+          ++i;
+        }
+        if (i < n && text[i] == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
+        if (i < n && text[i] != ',' && text[i] != '\n')
+          fail(path, line, std::string("unexpected character '") + text[i] +
+                               "' after a closing quote (quotes inside a quoted field must be doubled: \"\")");
+      } else {
+        while (i < n && text[i] != ',' && text[i] != '\n') field += text[i++];
+        if (!field.empty() && field.back() == '\r' && (i >= n || text[i] == '\n')) field.pop_back();
+      }
+      rec.fields.push_back(field);
+      if (i >= n) {
+        done = true;
+      } else if (text[i] == ',') {
+        ++i;
+      } else {  // '\n'
+        ++i;
+        ++line;
+        done = true;
+      }
+    }
+    out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+std::vector<Record> parse_tsv(const std::string& text) {
+  std::vector<Record> out;
+  const auto lines = split_lines(text);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    Record rec;
+    rec.line = static_cast<int64_t>(i + 1);
+    std::size_t start = 0;
+    for (;;) {
+      const auto tab = lines[i].find('\t', start);
+      rec.fields.push_back(lines[i].substr(start, tab == std::string::npos ? std::string::npos : tab - start));
+      if (tab == std::string::npos) break;
+      start = tab + 1;
+    }
+    out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+std::vector<Row> records_to_rows(const std::string& path, std::vector<Record> recs,
+                                 const std::vector<std::string>& columns) {
+  std::vector<std::string> header = columns;
+  std::size_t first = 0;
+  if (header.empty()) {
+    if (recs.empty()) fail(path, 1, "empty file (expected a header row)");
+    header = recs[0].fields;
+    first = 1;
+    std::set<std::string> seen;
+    for (const auto& h : header)
+      if (!seen.insert(h).second) fail(path, recs[0].line, "duplicate column '" + h + "' in the header row");
+  }
+  std::vector<Row> rows;
+  for (std::size_t r = first; r < recs.size(); ++r) {
+    auto& rec = recs[r];
+    if (rec.fields.size() != header.size())
+      fail(path, rec.line, "row has " + std::to_string(rec.fields.size()) + " fields; the header has " +
+                               std::to_string(header.size()));
+    Row row;
+    row.file = path;
+    row.line = rec.line;
+    for (std::size_t c = 0; c < header.size(); ++c) row.fields[header[c]] = std::move(rec.fields[c]);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// ------------------------------------------------------------------------------- tokenisation
+
+std::vector<int64_t> widen(const std::vector<io::TokenId>& v) { return {v.begin(), v.end()}; }
+
+std::string join(const std::vector<std::string>& v, std::size_t max_items = 20) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size() && i < max_items; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > max_items) s += ", ... (" + std::to_string(v.size()) + " in all)";
+  return s;
+}
+
+/// A per-row failure: carries the message without location; the caller adds file:line.
+struct RowError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const std::string& field(const Row& r, const std::string& col) {
+  auto it = r.fields.find(col);
+  if (it == r.fields.end()) {
+    std::vector<std::string> cols;
+    for (const auto& [k, v] : r.fields) cols.push_back(k);
+    throw RowError("missing column '" + col + "' (columns: " + join(cols) + ")");
+  }
+  return it->second;
+}
+
+/// Drops content (non-special) tokens so that the encoding has at most max_length ids, keeping the
+/// special tokens: single sequences lose their tail, pairs are truncated longest_first (HF default).
+void truncate_encoding(io::Encoding& e, std::size_t n_a, std::size_t n_b, int64_t max_length) {
+  if (max_length <= 0 || e.size() <= static_cast<std::size_t>(max_length)) return;
+  std::vector<std::size_t> content;
+  for (std::size_t i = 0; i < e.size(); ++i)
+    if (e.special_tokens_mask.empty() || e.special_tokens_mask[i] == 0) content.push_back(i);
+  std::size_t to_remove = e.size() - static_cast<std::size_t>(max_length);
+  std::vector<bool> drop(e.size(), false);
+  if (content.size() != n_a + n_b) {  // unknown layout: cut the content tail
+    n_a = content.size();
+    n_b = 0;
+  }
+  std::size_t keep_a = n_a, keep_b = n_b;
+  while (to_remove > 0 && keep_a + keep_b > 0) {
+    if (keep_a > keep_b) --keep_a; else --keep_b;
+    --to_remove;
+  }
+  for (std::size_t k = keep_a; k < n_a; ++k) drop[content[k]] = true;
+  for (std::size_t k = n_a + keep_b; k < n_a + n_b; ++k) drop[content[k]] = true;
+  io::Encoding out;
+  for (std::size_t i = 0; i < e.size(); ++i) {
+    if (drop[i]) continue;
+    out.ids.push_back(e.ids[i]);
+    if (i < e.type_ids.size()) out.type_ids.push_back(e.type_ids[i]);
+    if (i < e.special_tokens_mask.size()) out.special_tokens_mask.push_back(e.special_tokens_mask[i]);
+  }
+  // Only ids, type_ids and the special mask are used past this point.
+  e = std::move(out);
+}
+
+bool parse_int(const std::string& s, int64_t& v) {
+  if (s.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end != s.c_str() + s.size()) return false;
+  v = x;
+  return true;
+}
+
+bool parse_double(const std::string& s, double& v) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s.front()))) return false;
+  errno = 0;
+  char* end = nullptr;
+  const double x = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end != s.c_str() + s.size()) return false;
+  v = x;
+  return true;
+}
+
+/// Sorted label set (numerically when every label is an integer, as Python sorts ints).
+std::vector<std::string> sorted_labels(const std::set<std::string>& seen) {
+  std::vector<std::string> v(seen.begin(), seen.end());
+  bool all_int = !v.empty();
+  for (const auto& s : v) {
+    int64_t x;
+    all_int = all_int && parse_int(s, x);
+  }
+  if (all_int)
+    std::stable_sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) {
+      return std::strtoll(a.c_str(), nullptr, 10) < std::strtoll(b.c_str(), nullptr, 10);
+    });
+  return v;
+}
+
+int64_t label_index(const std::vector<std::string>& names, const std::map<std::string, int64_t>& index,
+                    const std::string& value, bool allow_int) {
+  auto it = index.find(value);
+  if (it != index.end()) return it->second;
+  int64_t k;
+  if (allow_int && parse_int(value, k) && k >= 0 && k < static_cast<int64_t>(names.size())) return k;
+  throw RowError("label '" + value + "' is not in label_names [" + join(names) + "]");
+}
+
+std::map<std::string, int64_t> make_index(const std::vector<std::string>& names) {
+  std::map<std::string, int64_t> m;
+  for (std::size_t i = 0; i < names.size(); ++i) m.emplace(names[i], static_cast<int64_t>(i));
+  return m;
+}
+
+void check_options(const DataOptions& opt) {
+  PEFT_CHECK(opt.max_length > 0, ConfigError, kTag, "max_length must be > 0, got ", opt.max_length);
+  PEFT_CHECK(opt.max_target_length >= 0, ConfigError, kTag, "max_target_length must be >= 0, got ",
+             opt.max_target_length);
+}
+
+void finish(Dataset& d, std::size_t n_inputs, const std::string& file) {
+  if (!d.examples.empty()) return;
+  std::string msg = "no examples";
+  if (n_inputs == 0) msg += ": the input is empty";
+  else msg += ": all " + std::to_string(n_inputs) + " rows were skipped (first: " + d.skipped_reasons.front() + ")";
+  throw FormatError(kTag + (file.empty() ? std::string() : file + ": ") + msg);
+}
+
+Example causal_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt) {
+  const auto eos = tok.eos_token_id();
+  PEFT_CHECK(!opt.add_eos || eos.has_value(), ConfigError, kTag,
+             "add_eos is set but the tokenizer has no eos token; load it with Tokenizer::from_pretrained on a "
+             "folder whose tokenizer_config.json names eos_token, or set add_eos = false");
+  const bool want_eos = opt.add_eos;
+  Example ex;
+  if (!opt.prompt_column.empty() && !opt.completion_column.empty()) {
+    const auto prompt = widen(tok.encode(field(r, opt.prompt_column) + opt.prompt_suffix, true).ids);
+    auto completion = widen(tok.encode(field(r, opt.completion_column), false).ids);
+    if (want_eos && (completion.empty() || completion.back() != *eos)) completion.push_back(*eos);
+    if (completion.empty()) throw RowError("empty completion in column '" + opt.completion_column + "'");
+    ex.input_ids = prompt;
+    ex.input_ids.insert(ex.input_ids.end(), completion.begin(), completion.end());
+    ex.labels.assign(prompt.size(), kIgnore);
+    ex.labels.insert(ex.labels.end(), completion.begin(), completion.end());
+    const auto n = static_cast<int64_t>(ex.input_ids.size());
+    if (n > opt.max_length) {  // keep the end of the completion
+      ex.input_ids.erase(ex.input_ids.begin(), ex.input_ids.begin() + (n - opt.max_length));
+      ex.labels.erase(ex.labels.begin(), ex.labels.begin() + (n - opt.max_length));
+    }
+    return ex;
+  }
+  const std::string& text = field(r, opt.text_column);
+  ex.input_ids = widen(tok.encode(text, true).ids);
+  if (want_eos && (ex.input_ids.empty() || ex.input_ids.back() != *eos)) ex.input_ids.push_back(*eos);
+  if (static_cast<int64_t>(ex.input_ids.size()) > opt.max_length) ex.input_ids.resize(opt.max_length);
+  if (ex.input_ids.empty()) throw RowError("empty text in column '" + opt.text_column + "'");
+  ex.labels = ex.input_ids;
+  return ex;
+}
+
+Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt,
+                       const std::vector<std::string>& names, const std::map<std::string, int64_t>& index,
+                       bool regression) {
+  const std::string& a = field(r, opt.text_column);
+  const std::string* b = opt.text_pair_column.empty() ? nullptr : &field(r, opt.text_pair_column);
+  const std::string& label = field(r, opt.label_column);
+  Example ex;
+  if (regression) {
+    if (!parse_double(label, ex.label_value))
+      throw RowError("regression label '" + label + "' in column '" + opt.label_column + "' is not a number");
+  } else {
+    ex.label = label_index(names, index, label, true);
+  }
+  io::Encoding e = b ? tok.encode_pair(a, *b, true) : tok.encode(a, true);
+  if (static_cast<int64_t>(e.size()) > opt.max_length) {
+    const std::size_t na = tok.encode(a, false).size();
+    const std::size_t nb = b ? tok.encode(*b, false).size() : 0;
+    truncate_encoding(e, na, nb, opt.max_length);
+  }
+  ex.input_ids = widen(e.ids);
+  ex.token_type_ids = widen(e.type_ids);
+  if (ex.token_type_ids.size() != ex.input_ids.size()) ex.token_type_ids.assign(ex.input_ids.size(), 0);
+  return ex;
+}
+
+Example seq2seq_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt) {
+  const std::string& src = field(r, opt.source_column);
+  const std::string& tgt = field(r, opt.target_column);
+  io::Encoding s = tok.encode(src, true);
+  truncate_encoding(s, tok.encode(src, false).size(), 0, opt.max_length);
+  io::Encoding t = tok.encode(tgt, true);
+  const int64_t max_t = opt.max_target_length > 0 ? opt.max_target_length : opt.max_length;
+  truncate_encoding(t, tok.encode(tgt, false).size(), 0, max_t);
+  Example ex;
+  ex.input_ids = widen(s.ids);
+  ex.labels = widen(t.ids);
+  if (ex.input_ids.empty()) throw RowError("empty source in column '" + opt.source_column + "'");
+  if (ex.labels.empty()) throw RowError("empty target in column '" + opt.target_column + "'");
+  int64_t start = opt.decoder_start_token_id;
+  if (start < 0) {
+    if (!tok.pad_token_id()) throw RowError("Seq2Seq needs decoder_start_token_id or a tokenizer pad token");
+    start = *tok.pad_token_id();
+  }
+  ex.decoder_input_ids.push_back(start);
+  ex.decoder_input_ids.insert(ex.decoder_input_ids.end(), ex.labels.begin(), ex.labels.end() - 1);
+  return ex;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------- readers
+
+std::vector<Row> read_rows(const std::string& path, const std::vector<std::string>& columns) {
+  const std::string ext = extension(path);
+  PEFT_CHECK(ext == ".jsonl" || ext == ".json" || ext == ".csv" || ext == ".tsv", ConfigError, kTag, "'", path,
+             "': unknown data file extension '", ext, "'; expected .jsonl, .json, .csv or .tsv");
+  const std::string text = load(path);
+  std::vector<Row> rows;
+  if (ext == ".jsonl" || ext == ".json") rows = read_json(path, text);
+  else if (ext == ".csv") rows = records_to_rows(path, parse_csv(path, text), columns);
+  else rows = records_to_rows(path, parse_tsv(text), columns);
+  if (rows.empty()) fail(path, 1, "no data rows");
+  return rows;
+}
+
+std::vector<TaggedSentence> read_conll(const std::string& path, int tag_column) {
+  PEFT_CHECK(tag_column >= -1, ConfigError, kTag, "tag_column must be >= 0 or -1 (last), got ", tag_column);
+  const auto lines = split_lines(load(path));
+  std::vector<TaggedSentence> out;
+  TaggedSentence cur;
+  auto flush = [&] {
+    if (!cur.tokens.empty()) out.push_back(std::move(cur));
+    cur = TaggedSentence{};
+  };
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const auto line = static_cast<int64_t>(i + 1);
+    std::vector<std::string> cols;
+    std::size_t p = 0;
+    const std::string& l = lines[i];
+    while (p < l.size()) {
+      while (p < l.size() && (l[p] == ' ' || l[p] == '\t')) ++p;
+      const std::size_t s = p;
+      while (p < l.size() && l[p] != ' ' && l[p] != '\t') ++p;
+      if (p > s) cols.push_back(l.substr(s, p - s));
+    }
+    if (cols.empty()) {
+      flush();
+      continue;
+    }
+    if (cols[0] == "-DOCSTART-") {
+      flush();
+      continue;
+    }
+    const std::size_t tc = tag_column < 0 ? cols.size() - 1 : static_cast<std::size_t>(tag_column);
+    if (cols.size() < 2 || tc >= cols.size() || tc == 0)
+      fail(path, line, "expected 'token ... tag' columns (tag column " + std::to_string(tag_column) + "), got " +
+                           std::to_string(cols.size()) + " column(s): '" + l + "'");
+    if (cur.tokens.empty()) {
+      cur.file = path;
+      cur.line = line;
+    }
+    cur.tokens.push_back(cols[0]);
+    cur.tags.push_back(cols[tc]);
+  }
+  flush();
+  if (out.empty()) fail(path, 1, "no sentences");
+  return out;
+}
+
+std::string to_string(TaskFormat t) {
+  switch (t) {
+    case TaskFormat::CausalLM: return "CAUSAL_LM";
+    case TaskFormat::SeqCls: return "SEQ_CLS";
+    case TaskFormat::TokenCls: return "TOKEN_CLS";
+    case TaskFormat::Seq2Seq: return "SEQ_2_SEQ_LM";
+  }
+  return "?";
+}
+
+TaskFormat task_format_from_string(const std::string& s) {
+  for (auto t : {TaskFormat::CausalLM, TaskFormat::SeqCls, TaskFormat::TokenCls, TaskFormat::Seq2Seq})
+    if (s == to_string(t)) return t;
+  throw ConfigError(std::string(kTag) + "unknown task '" + s +
+                    "'; expected one of CAUSAL_LM, SEQ_CLS, TOKEN_CLS, SEQ_2_SEQ_LM");
+}
+
+// ------------------------------------------------------------------------------------ datasets
+
+Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, const DataOptions& opt) {
+  check_options(opt);
+  PEFT_CHECK(opt.task != TaskFormat::TokenCls, ConfigError, kTag,
+             "TokenCls data comes from read_conll + build_token_dataset, not build_dataset");
+  Dataset d;
+  const bool regression = opt.task == TaskFormat::SeqCls && opt.label_names.size() == 1 &&
+                          opt.label_names[0] == kRegressionLabel;
+  if (opt.task == TaskFormat::SeqCls) {
+    d.label_names = opt.label_names;
+    if (d.label_names.empty()) {
+      std::set<std::string> seen;
+      for (const auto& r : rows) {
+        auto it = r.fields.find(opt.label_column);
+        if (it != r.fields.end()) seen.insert(it->second);
+      }
+      d.label_names = sorted_labels(seen);
+    }
+  }
+  const auto index = make_index(d.label_names);
+  for (const auto& r : rows) {
+    try {
+      switch (opt.task) {
+        case TaskFormat::CausalLM: d.examples.push_back(causal_example(r, tok, opt)); break;
+        case TaskFormat::SeqCls: d.examples.push_back(seqcls_example(r, tok, opt, d.label_names, index, regression)); break;
+        case TaskFormat::Seq2Seq: d.examples.push_back(seq2seq_example(r, tok, opt)); break;
+        case TaskFormat::TokenCls: break;
+      }
+    } catch (const RowError& e) {
+      const std::string msg = where(r.file, r.line) + ": " + e.what();
+      if (!opt.skip_bad_rows) throw FormatError(kTag + msg);
+      ++d.skipped;
+      d.skipped_reasons.push_back(msg);
+    }
+  }
+  finish(d, rows.size(), rows.empty() ? std::string() : rows.front().file);
+  return d;
+}
+
+Dataset build_token_dataset(const std::vector<TaggedSentence>& sents, const io::Tokenizer& tok,
+                            const DataOptions& opt) {
+  check_options(opt);
+  Dataset d;
+  d.label_names = opt.label_names;
+  if (d.label_names.empty()) {
+    std::set<std::string> seen;
+    for (const auto& s : sents) seen.insert(s.tags.begin(), s.tags.end());
+    d.label_names = sorted_labels(seen);
+  }
+  const auto index = make_index(d.label_names);
+  // The special tokens the tokenizer puts around a single sequence ([CLS] ... [SEP], <s> ..., none).
+  std::vector<int64_t> prefix, suffix;
+  {
+    const io::Encoding probe = tok.encode("a", true);
+    std::size_t first = probe.size(), last = 0;
+    for (std::size_t i = 0; i < probe.size(); ++i)
+      if (probe.special_tokens_mask.empty() || probe.special_tokens_mask[i] == 0) {
+        first = std::min(first, i);
+        last = i + 1;
+      }
+    for (std::size_t i = 0; i < first && i < probe.size(); ++i) prefix.push_back(probe.ids[i]);
+    for (std::size_t i = std::max(last, first); i < probe.size(); ++i) suffix.push_back(probe.ids[i]);
+  }
+  const auto n_special = static_cast<int64_t>(prefix.size() + suffix.size());
+  PEFT_CHECK(opt.max_length > n_special, ConfigError, kTag, "max_length ", opt.max_length,
+             " leaves no room next to ", n_special, " special tokens");
+  for (const auto& s : sents) {
+    try {
+      if (s.tokens.size() != s.tags.size())
+        throw RowError(std::to_string(s.tokens.size()) + " tokens but " + std::to_string(s.tags.size()) + " tags");
+      Example ex;
+      ex.input_ids = prefix;
+      ex.labels.assign(prefix.size(), kIgnore);
+      const auto budget = static_cast<std::size_t>(opt.max_length - static_cast<int64_t>(suffix.size()));
+      for (std::size_t w = 0; w < s.tokens.size(); ++w) {
+        int64_t tag;
+        try {
+          tag = label_index(d.label_names, index, s.tags[w], false);
+        } catch (const RowError& e) {  // name the token's own line
+          throw FormatError(kTag + where(s.file, s.line + static_cast<int64_t>(w)) + ": " + e.what());
+        }
+        const auto pieces = tok.encode(opt.add_prefix_space ? " " + s.tokens[w] : s.tokens[w], false).ids;
+        for (std::size_t k = 0; k < pieces.size() && ex.input_ids.size() < budget; ++k) {
+          ex.input_ids.push_back(pieces[k]);
+          ex.labels.push_back(k == 0 ? tag : kIgnore);
+        }
+      }
+      ex.input_ids.insert(ex.input_ids.end(), suffix.begin(), suffix.end());
+      ex.labels.resize(ex.input_ids.size(), kIgnore);
+      ex.token_type_ids.assign(ex.input_ids.size(), 0);
+      if (ex.input_ids.size() == prefix.size() + suffix.size()) throw RowError("sentence has no tokens after tokenisation");
+      d.examples.push_back(std::move(ex));
+    } catch (const FormatError& e) {
+      if (!opt.skip_bad_rows) throw;
+      ++d.skipped;
+      d.skipped_reasons.push_back(std::string(e.what()).substr(std::string(kTag).size()));
+    } catch (const RowError& e) {
+      const std::string msg = where(s.file, s.line) + ": " + e.what();
+      if (!opt.skip_bad_rows) throw FormatError(kTag + msg);
+      ++d.skipped;
+      d.skipped_reasons.push_back(msg);
+    }
+  }
+  finish(d, sents.size(), sents.empty() ? std::string() : sents.front().file);
+  return d;
+}
+
+// ------------------------------------------------------------------------------------- batching
+
+namespace {
+
+/// Uniform integer in [0, bound] from a 64-bit engine, by rejection (no implementation-defined distribution).
+uint64_t uniform_upto(std::mt19937_64& rng, uint64_t bound) {
+  if (bound == 0) return 0;
+  if (bound == ~uint64_t{0}) return rng();
+  const uint64_t range = bound + 1;
+  const uint64_t rem = (~uint64_t{0} % range + 1) % range;  // 2^64 mod range
+  for (;;) {
+    const uint64_t x = rng();
+    if (x <= ~uint64_t{0} - rem) return x % range;
+  }
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> make_batches(const Dataset& d, int64_t batch_size, bool shuffle, uint64_t seed,
+                                               bool group_by_length, bool drop_last) {
+  PEFT_CHECK(batch_size > 0, ConfigError, kTag, "batch_size must be > 0, got ", batch_size);
+  const auto n = static_cast<int64_t>(d.examples.size());
+  std::vector<int64_t> order(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  if (shuffle) {
+    std::mt19937_64 rng(seed);
+    for (int64_t i = n - 1; i > 0; --i) {
+      const auto j = static_cast<int64_t>(uniform_upto(rng, static_cast<uint64_t>(i)));
+      std::swap(order[i], order[j]);
+    }
+  }
+  if (group_by_length && n > 0) {
+    auto len = [&](int64_t i) { return d.examples[i].input_ids.size(); };
+    const int64_t mega = 50 * batch_size;
+    std::vector<std::size_t> mega_starts;
+    for (int64_t s = 0; s < n; s += mega) {
+      const auto e = std::min(n, s + mega);
+      std::stable_sort(order.begin() + s, order.begin() + e,
+                       [&](int64_t a, int64_t b) { return len(a) > len(b); });
+      mega_starts.push_back(static_cast<std::size_t>(s));
+    }
+    // Each megabatch starts with its longest; move the overall longest to the very front.
+    std::size_t best = 0;
+    for (auto s : mega_starts)
+      if (len(order[s]) > len(order[best])) best = s;
+    std::swap(order[0], order[best]);
+  }
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t s = 0; s < n; s += batch_size) {
+    const auto e = std::min(n, s + batch_size);
+    if (drop_last && e - s < batch_size) break;
+    batches.emplace_back(order.begin() + s, order.begin() + e);
+  }
+  return batches;
+}
+
+Batch collate(const Dataset& d, const std::vector<int64_t>& idx, int64_t pad_id, int64_t pad_to_multiple_of) {
+  PEFT_CHECK(!idx.empty(), std::invalid_argument, kTag, "collate: empty batch");
+  PEFT_CHECK(pad_to_multiple_of >= 0, ConfigError, kTag, "pad_to_multiple_of must be >= 0, got ", pad_to_multiple_of);
+  const auto round = [&](int64_t c) {
+    return pad_to_multiple_of > 1 ? (c + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of : c;
+  };
+  Batch b;
+  b.rows = static_cast<int64_t>(idx.size());
+  bool any_labels = false, any_types = false, any_dec = false, any_label = false;
+  for (auto i : idx) {
+    PEFT_CHECK(i >= 0 && i < static_cast<int64_t>(d.examples.size()), std::out_of_range, kTag,
+               "collate: example index ", i, " out of range [0, ", d.examples.size(), ")");
+    const auto& ex = d.examples[i];
+    b.cols = std::max(b.cols, static_cast<int64_t>(ex.input_ids.size()));
+    any_labels |= !ex.labels.empty();
+    any_types |= !ex.token_type_ids.empty();
+    any_dec |= !ex.decoder_input_ids.empty();
+    any_label |= ex.label != kIgnore;
+    if (!ex.decoder_input_ids.empty())
+      b.decoder_cols = std::max(b.decoder_cols, static_cast<int64_t>(ex.decoder_input_ids.size()));
+  }
+  b.cols = round(b.cols);
+  if (any_dec) b.decoder_cols = round(b.decoder_cols);
+  const auto R = static_cast<std::size_t>(b.rows), C = static_cast<std::size_t>(b.cols);
+  const auto LC = any_dec ? static_cast<std::size_t>(b.decoder_cols) : C;
+  b.input_ids.assign(R * C, pad_id);
+  b.attention_mask.assign(R * C, 0);
+  if (any_labels) b.labels.assign(R * LC, kIgnore);
+  if (any_types) b.token_type_ids.assign(R * C, 0);
+  if (any_dec) b.decoder_input_ids.assign(R * LC, pad_id);
+  const bool regression = d.label_names.size() == 1 && d.label_names[0] == kRegressionLabel;
+  for (std::size_t r = 0; r < R; ++r) {
+    const auto& ex = d.examples[idx[r]];
+    std::copy(ex.input_ids.begin(), ex.input_ids.end(), b.input_ids.begin() + r * C);
+    std::fill_n(b.attention_mask.begin() + r * C, ex.input_ids.size(), 1);
+    b.n_tokens += static_cast<int64_t>(ex.input_ids.size());
+    if (any_labels) std::copy(ex.labels.begin(), ex.labels.begin() + std::min(ex.labels.size(), LC),
+                              b.labels.begin() + r * LC);
+    for (auto l : ex.labels) b.n_label_tokens += l != kIgnore;
+    if (any_types) std::copy(ex.token_type_ids.begin(), ex.token_type_ids.end(), b.token_type_ids.begin() + r * C);
+    if (any_dec) std::copy(ex.decoder_input_ids.begin(), ex.decoder_input_ids.end(), b.decoder_input_ids.begin() + r * LC);
+    if (regression) b.seq_values.push_back(ex.label_value);
+    else if (any_label) b.seq_labels.push_back(ex.label);
+  }
+  return b;
+}
+
+Dataset pack(const Dataset& d, int64_t block_size) {
+  PEFT_CHECK(block_size > 0, ConfigError, kTag, "pack: block_size must be > 0, got ", block_size);
+  std::vector<int64_t> ids, labels;
+  for (std::size_t i = 0; i < d.examples.size(); ++i) {
+    const auto& ex = d.examples[i];
+    PEFT_CHECK(ex.decoder_input_ids.empty() && ex.label == kIgnore, ConfigError, kTag,
+               "pack: only causal-LM examples can be packed (example ", i, " has a class label or decoder ids)");
+    ids.insert(ids.end(), ex.input_ids.begin(), ex.input_ids.end());
+    if (ex.labels.size() == ex.input_ids.size()) labels.insert(labels.end(), ex.labels.begin(), ex.labels.end());
+    else labels.insert(labels.end(), ex.input_ids.begin(), ex.input_ids.end());
+  }
+  Dataset out;
+  out.label_names = d.label_names;
+  out.skipped = d.skipped;
+  out.skipped_reasons = d.skipped_reasons;
+  const std::size_t bs = static_cast<std::size_t>(block_size);
+  const std::size_t n_blocks = ids.size() / bs;
+  PEFT_CHECK(n_blocks > 0, FormatError, kTag, "pack: the dataset has ", ids.size(),
+             " tokens, fewer than one block of ", block_size, "; lower block_size or add data");
+  for (std::size_t k = 0; k < n_blocks; ++k) {
+    Example ex;
+    ex.input_ids.assign(ids.begin() + k * bs, ids.begin() + (k + 1) * bs);
+    ex.labels.assign(labels.begin() + k * bs, labels.begin() + (k + 1) * bs);
+    out.examples.push_back(std::move(ex));
+  }
+  return out;
+}
+
+}  // namespace peft::train

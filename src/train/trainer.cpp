@@ -1,0 +1,342 @@
+// The training loop. Mirrors transformers' Trainer (optimizer grouping, get_scheduler,
+// gradient accumulation, clipping, checkpoint layout) in one readable file.
+#include "peft/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "peft/core/check.h"
+#include "peft/core/file_util.h"
+#include "peft/io/hf_checkpoint.h"
+#include "peft/io/tensor_bridge.h"
+#include "peft/train/event_writer.h"
+#include "peft/train/metrics.h"
+#include "peft/train/plot.h"
+
+namespace peft::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+void TrainingArguments::validate() const {
+  auto need = [](bool ok, const char* field, const std::string& what) {
+    PEFT_CHECK(ok, ConfigError, "[TrainingArguments] ", field, ": ", what);
+  };
+  need(learning_rate > 0, "learning_rate", "must be > 0, got " + std::to_string(learning_rate));
+  need(weight_decay >= 0, "weight_decay", "must be >= 0");
+  need(per_device_train_batch_size > 0, "per_device_train_batch_size", "must be > 0");
+  need(per_device_eval_batch_size > 0, "per_device_eval_batch_size", "must be > 0");
+  need(gradient_accumulation_steps > 0, "gradient_accumulation_steps", "must be > 0");
+  need(max_steps > 0 || num_train_epochs > 0, "num_train_epochs", "must be > 0 when max_steps is not set");
+  need(warmup_ratio >= 0 && warmup_ratio <= 1, "warmup_ratio", "must be in [0, 1]");
+  need(max_grad_norm >= 0, "max_grad_norm", "must be >= 0");
+  need(lr_scheduler_type == "linear" || lr_scheduler_type == "cosine" || lr_scheduler_type == "constant" ||
+           lr_scheduler_type == "constant_with_warmup",
+       "lr_scheduler_type", "'" + lr_scheduler_type + "' is not one of linear, cosine, constant, constant_with_warmup");
+  need(logging_steps >= 0 && eval_steps >= 0 && save_steps >= 0, "logging_steps/eval_steps/save_steps", "must be >= 0");
+  PEFT_CHECK(!gradient_checkpointing, NotSupported,
+             "[TrainingArguments] gradient_checkpointing is not implemented yet in this build");
+}
+
+double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total) {
+  if (type == "constant") return 1.0;
+  if (step < warmup) return static_cast<double>(step) / std::max<int64_t>(1, warmup);
+  if (type == "constant_with_warmup") return 1.0;
+  const double progress = static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup);
+  if (type == "cosine") return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  return std::max(0.0, static_cast<double>(total - step) / std::max<int64_t>(1, total - warmup));
+}
+
+struct Trainer::State {
+  std::shared_ptr<PeftModel> model;
+  TrainingArguments args;
+  Dataset train, eval;
+  bool has_eval = false;
+  int64_t pad = 0;
+  std::unique_ptr<torch::optim::AdamW> opt;
+  std::vector<at::Tensor> params;
+  std::unique_ptr<TensorBoardWriter> tb;
+  std::ofstream metrics;
+  std::vector<std::pair<int64_t, double>> train_curve, eval_curve;
+};
+
+namespace {
+
+models::ModelInputs to_inputs(const Batch& b, TaskFormat task) {
+  const auto L = at::TensorOptions().dtype(at::kLong);
+  models::ModelInputs in;
+  in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
+  in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
+  if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
+  switch (task) {
+    case TaskFormat::SeqCls:
+      in.labels = b.seq_values.empty() || b.seq_labels.empty() == false ? at::tensor(b.seq_labels, L)
+                                                                         : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
+      break;
+    case TaskFormat::Seq2Seq:
+      in.labels = at::tensor(b.labels, L).view({b.rows, -1});
+      if (!b.decoder_input_ids.empty()) in.decoder_input_ids = at::tensor(b.decoder_input_ids, L).view({b.rows, b.decoder_cols});
+      break;
+    default:
+      in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
+  }
+  return in;
+}
+
+TaskFormat task_of(const models::PretrainedModel& m) {
+  switch (m.head()) {
+    case models::TaskHead::SeqCls: return TaskFormat::SeqCls;
+    case models::TaskHead::TokenCls: return TaskFormat::TokenCls;
+    case models::TaskHead::Seq2SeqLM: return TaskFormat::Seq2Seq;
+    default: return TaskFormat::CausalLM;
+  }
+}
+
+// Tokens that carry loss in a batch (the weight of its mean loss).
+int64_t loss_tokens(const Batch& b, TaskFormat task) {
+  if (task == TaskFormat::SeqCls) return b.rows;
+  int64_t n = 0;
+  const int64_t shift = task == TaskFormat::CausalLM ? 1 : 0;
+  const int64_t cols = task == TaskFormat::Seq2Seq ? static_cast<int64_t>(b.labels.size()) / std::max<int64_t>(1, b.rows) : b.cols;
+  for (int64_t r = 0; r < b.rows; ++r)
+    for (int64_t c = shift; c < cols; ++c) n += b.labels[r * cols + c] != -100;
+  return n;
+}
+
+void write_rng(const std::string& path) {
+  at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
+  io::save_safetensors(path, {{"cpu_rng", state}});
+}
+
+void read_rng(const std::string& path) {
+  auto t = io::load_safetensors(path);
+  at::Generator g = at::detail::getDefaultCPUGenerator();  // shares the global generator
+  g.set_state(t.at("cpu_rng"));
+}
+
+}  // namespace
+
+Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Dataset train, const Dataset* eval,
+                 int64_t pad_token_id)
+    : s_(std::make_unique<State>()) {
+  args.validate();
+  PEFT_CHECK(!train.examples.empty(), ConfigError, "[Trainer] the training dataset is empty");
+  s_->model = std::move(model);
+  s_->args = std::move(args);
+  s_->train = std::move(train);
+  if (eval) {
+    s_->eval = *eval;
+    s_->has_eval = !eval->examples.empty();
+  }
+  s_->pad = pad_token_id;
+  // AdamW over trainable parameters only; no weight decay on biases and norm weights.
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& p : s_->model->base_model().named_parameters()) {
+    if (!p.value().requires_grad()) continue;
+    const std::string& n = p.key();
+    const bool nd = n.size() >= 5 && (n.compare(n.size() - 5, 5, ".bias") == 0 || n.find("norm") != std::string::npos ||
+                                      n.find("LayerNorm") != std::string::npos);
+    (nd ? no_decay : decay).push_back(p.value());
+    s_->params.push_back(p.value());
+  }
+  PEFT_CHECK(!s_->params.empty(), ConfigError, "[Trainer] the model has no trainable parameters (is the adapter in inference mode?)");
+  auto opts = torch::optim::AdamWOptions(s_->args.learning_rate)
+                  .betas({s_->args.adam_beta1, s_->args.adam_beta2})
+                  .eps(s_->args.adam_epsilon)
+                  .weight_decay(s_->args.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts));
+  if (!no_decay.empty()) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(opts);
+    o->weight_decay(0.0);
+    groups.emplace_back(no_decay, std::move(o));
+  }
+  s_->opt = std::make_unique<torch::optim::AdamW>(groups, opts);
+}
+
+Trainer::~Trainer() = default;
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  if (!s_->has_eval) return r;
+  auto& m = s_->model->base_model();
+  const bool was_training = m.is_training();
+  m.eval();
+  torch::NoGradGuard ng;
+  const TaskFormat task = task_of(m);
+  double total = 0;
+  for (const auto& idx : make_batches(s_->eval, s_->args.per_device_eval_batch_size, false, 0, false)) {
+    const Batch b = collate(s_->eval, idx, s_->pad);
+    const int64_t n = loss_tokens(b, task);
+    if (n == 0) continue;
+    total += s_->model->forward(to_inputs(b, task)).loss.item<double>() * static_cast<double>(n);
+    r.tokens += n;
+  }
+  r.loss = r.tokens ? total / static_cast<double>(r.tokens) : 0.0;
+  r.perplexity = perplexity(r.loss);
+  if (was_training) m.train();
+  return r;
+}
+
+TrainResult Trainer::train(const std::string& resume_from) {
+  auto& a = s_->args;
+  auto& m = s_->model->base_model();
+  const TaskFormat task = task_of(m);
+  fs::create_directories(a.output_dir);
+  const int64_t batches_per_epoch = static_cast<int64_t>(
+      make_batches(s_->train, a.per_device_train_batch_size, false, 0, false).size());
+  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / a.gradient_accumulation_steps);
+  const int64_t total = a.max_steps > 0 ? a.max_steps
+                                        : static_cast<int64_t>(std::ceil(a.num_train_epochs * steps_per_epoch));
+  const int64_t warmup = a.warmup_steps > 0 ? a.warmup_steps : static_cast<int64_t>(std::ceil(a.warmup_ratio * total));
+
+  TrainResult res;
+  int64_t step = 0, epoch = 0, batch_pos = 0;
+  at::manual_seed(static_cast<uint64_t>(a.seed));
+  if (!resume_from.empty()) {
+    const json st = io::read_json_file((fs::path(resume_from) / "trainer_state.json").string());
+    step = st.at("global_step").get<int64_t>();
+    epoch = st.at("epoch").get<int64_t>();
+    batch_pos = st.at("batch_pos").get<int64_t>();
+    res.step_losses = st.at("step_losses").get<std::vector<double>>();
+    s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
+                                    s_->model->active_adapters().front());
+    torch::load(*s_->opt, (fs::path(resume_from) / "optimizer.pt").string());
+    read_rng((fs::path(resume_from) / "rng_state.safetensors").string());
+  }
+  if (a.tensorboard) s_->tb = std::make_unique<TensorBoardWriter>((fs::path(a.output_dir) / "runs").string());
+  s_->metrics.open((fs::path(a.output_dir) / "metrics.jsonl"), std::ios::app);
+  const bool tty = a.progress_bar && ::isatty(2);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens_seen = 0;
+
+  auto log = [&](const json& j) {
+    s_->metrics << j.dump() << "\n";
+    s_->metrics.flush();
+  };
+  auto save_checkpoint = [&](int64_t at_step) {
+    // Written into a temp folder, then renamed: a kill leaves either the old state or the new.
+    const fs::path dst = fs::path(a.output_dir) / ("checkpoint-" + std::to_string(at_step));
+    const fs::path tmp = fs::path(a.output_dir) / (".checkpoint-" + std::to_string(at_step) + ".tmp");
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    s_->model->save_pretrained(tmp.string(), {s_->model->active_adapters().front()});
+    if (s_->model->active_adapters().front() != "default") {
+      const fs::path sub = tmp / s_->model->active_adapters().front();
+      for (const auto& f : {"adapter_model.safetensors", "adapter_config.json"}) fs::rename(sub / f, tmp / f);
+      fs::remove_all(sub);
+    }
+    torch::save(*s_->opt, (tmp / "optimizer.pt").string());
+    write_rng((tmp / "rng_state.safetensors").string());
+    io::write_json_file((tmp / "trainer_state.json").string(),
+                        {{"global_step", at_step}, {"epoch", epoch}, {"batch_pos", batch_pos},
+                         {"step_losses", res.step_losses}, {"total_steps", total}});
+    fs::remove_all(dst);
+    fs::rename(tmp, dst);
+  };
+
+  m.train();
+  if (a.bf16) {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  while (step < total) {
+    const auto batches = make_batches(s_->train, a.per_device_train_batch_size, a.shuffle,
+                                      static_cast<uint64_t>(a.seed) + static_cast<uint64_t>(epoch), a.group_by_length);
+    while (step < total && batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
+      const double lr = a.learning_rate * lr_lambda(a.lr_scheduler_type, step, warmup, total);
+      for (auto& g : s_->opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      // Micro-batches weighted by their loss tokens, so accumulation equals one big batch.
+      std::vector<Batch> micro;
+      int64_t n_all = 0;
+      for (int64_t k = 0; k < a.gradient_accumulation_steps; ++k) {
+        micro.push_back(collate(s_->train, batches[batch_pos + k], s_->pad));
+        n_all += loss_tokens(micro.back(), task);
+      }
+      double step_loss = 0;
+      for (const auto& b : micro) {
+        const int64_t n = loss_tokens(b, task);
+        if (n == 0) continue;
+        at::Tensor loss = s_->model->forward(to_inputs(b, task)).loss;
+        const double w = static_cast<double>(n) / static_cast<double>(std::max<int64_t>(1, n_all));
+        (loss * w).backward();
+        step_loss += loss.item<double>() * w;
+        tokens_seen += b.n_tokens;
+      }
+      if (a.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(s_->params, a.max_grad_norm);
+      s_->opt->step();
+      s_->opt->zero_grad();
+      batch_pos += a.gradient_accumulation_steps;
+      ++step;
+      res.step_losses.push_back(step_loss);
+      s_->train_curve.emplace_back(step, step_loss);
+      if (on_step) on_step(step, step_loss, lr);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (a.logging_steps > 0 && (step % a.logging_steps == 0 || step == total)) {
+        log({{"step", step}, {"loss", step_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tokens_seen / std::max(secs, 1e-9)}});
+        if (s_->tb) {
+          s_->tb->add_scalar("train/loss", step_loss, step);
+          s_->tb->add_scalar("train/learning_rate", lr, step);
+        }
+        if (!tty)
+          std::cerr << "step " << step << "/" << total << "  loss " << std::fixed << std::setprecision(4) << step_loss
+                    << "  lr " << std::scientific << std::setprecision(2) << lr << std::defaultfloat << "  "
+                    << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9)) << " tok/s\n";
+      }
+      if (tty) {
+        const double eta = secs / step * (total - step);
+        const int width = 30, done = static_cast<int>(width * step / total);
+        std::cerr << "\r[" << std::string(done, '#') << std::string(width - done, '.') << "] " << step << "/" << total
+                  << " loss " << std::fixed << std::setprecision(4) << step_loss << " lr " << std::scientific
+                  << std::setprecision(2) << lr << std::defaultfloat << " " << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9))
+                  << " tok/s ETA " << static_cast<int64_t>(eta) << "s   " << std::flush;
+      }
+      if (a.eval_steps > 0 && step % a.eval_steps == 0 && s_->has_eval) {
+        const auto e = evaluate();
+        s_->eval_curve.emplace_back(step, e.loss);
+        log({{"step", step}, {"eval_loss", e.loss}, {"eval_perplexity", e.perplexity}});
+        if (s_->tb) s_->tb->add_scalar("eval/loss", e.loss, step);
+      }
+      if (a.save_steps > 0 && step % a.save_steps == 0 && step < total) save_checkpoint(step);
+    }
+    if (step < total) {
+      ++epoch;
+      batch_pos = 0;
+    }
+  }
+  if (tty) std::cerr << "\n";
+  if (a.bf16) at::autocast::set_cpu_enabled(false);
+  m.eval();
+  save_checkpoint(step);
+  res.global_step = step;
+  double sum = 0;
+  for (double l : res.step_losses) sum += l;
+  res.train_loss = res.step_losses.empty() ? 0 : sum / static_cast<double>(res.step_losses.size());
+  if (s_->has_eval) {
+    const auto e = evaluate();
+    res.eval_loss = e.loss;
+    s_->eval_curve.emplace_back(step, e.loss);
+    log({{"step", step}, {"eval_loss", e.loss}, {"eval_perplexity", e.perplexity}});
+    if (s_->tb) s_->tb->add_scalar("eval/loss", e.loss, step);
+  }
+  res.adapter_dir = (fs::path(a.output_dir) / "adapter").string();
+  s_->model->save_pretrained(res.adapter_dir, {s_->model->active_adapters().front()});
+  if (s_->tb) s_->tb->flush();
+  write_loss_curve_png((fs::path(a.output_dir) / "loss.png").string(), s_->train_curve, s_->eval_curve, "loss");
+  return res;
+}
+
+}  // namespace peft::train

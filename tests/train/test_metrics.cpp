@@ -1,0 +1,349 @@
+// Metrics against the Python references (tests/fixtures/metrics/metrics.json from
+// tools/reference/gen_metrics.py), plus the TensorBoard event writer and the PNG plot.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "peft/core/file_util.h"
+#include "peft/train/event_writer.h"
+#include "peft/train/metrics.h"
+#include "peft/train/plot.h"
+#include "test_utils.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace pt = peft::train;
+using nlohmann::json;
+
+const json& fixture() {
+  static const json j = json::parse(peft::read_file(peft::test::fixture("metrics/metrics.json")));
+  return j;
+}
+
+::testing::AssertionResult rel_close(double actual, double expected, double rtol) {
+  if (actual == expected || std::fabs(actual - expected) <= rtol * std::fabs(expected))
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "actual " << actual << " vs expected " << expected << " (rel diff "
+                                       << std::fabs(actual - expected) / std::fabs(expected) << ", rtol " << rtol
+                                       << ")";
+}
+
+// ------------------------------------------------------------------ golden values
+
+TEST(Metrics, Tokenize13aMatchesSacrebleu) {
+  const auto& cases = fixture().at("tokenize_13a");
+  ASSERT_GT(cases.size(), 100u);
+  for (const auto& c : cases)
+    EXPECT_EQ(pt::detail::tokenize_13a(c.at("in").get<std::string>()), c.at("out").get<std::string>())
+        << "input: " << c.at("in").get<std::string>();
+}
+
+TEST(Metrics, TokenizeRougeMatchesRougeScore) {
+  for (const auto& c : fixture().at("tokenize_rouge"))
+    EXPECT_EQ(pt::detail::tokenize_rouge(c.at("in").get<std::string>()), c.at("out").get<std::vector<std::string>>())
+        << "input: " << c.at("in").get<std::string>();
+}
+
+TEST(Metrics, CorpusBleuAndRougeLMatchReference) {
+  const auto& cases = fixture().at("text");
+  ASSERT_GE(cases.size(), 20u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto hyps = c.at("hyps").get<std::vector<std::string>>();
+    const auto refs = c.at("refs").get<std::vector<std::vector<std::string>>>();
+    EXPECT_TRUE(rel_close(pt::corpus_bleu(hyps, refs), c.at("bleu").get<double>(), 1e-6));
+    EXPECT_TRUE(rel_close(pt::rouge_l(hyps, refs), c.at("rouge_l").get<double>(), 1e-6));
+  }
+  // The main E2E case really is 50 real examples with variable reference counts.
+  const auto& e2e = cases.at(0);
+  EXPECT_EQ(e2e.at("name"), "e2e_ref_as_hyp");
+  EXPECT_EQ(e2e.at("hyps").size(), 50u);
+}
+
+TEST(Metrics, EntityF1MatchesSeqeval) {
+  for (const auto& c : fixture().at("entity_f1")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto gold = c.at("gold").get<std::vector<std::vector<std::string>>>();
+    const auto pred = c.at("pred").get<std::vector<std::vector<std::string>>>();
+    const pt::EntityScores s = pt::entity_f1(gold, pred);
+    EXPECT_EQ(s.n_gold, c.at("n_gold").get<int64_t>());
+    EXPECT_EQ(s.n_pred, c.at("n_pred").get<int64_t>());
+    EXPECT_EQ(s.n_correct, c.at("n_correct").get<int64_t>());
+    EXPECT_TRUE(rel_close(s.precision, c.at("precision").get<double>(), 1e-9));
+    EXPECT_TRUE(rel_close(s.recall, c.at("recall").get<double>(), 1e-9));
+    EXPECT_TRUE(rel_close(s.f1, c.at("f1").get<double>(), 1e-9));
+  }
+}
+
+TEST(Metrics, AccuracyAndMacroF1MatchSklearn) {
+  for (const auto& c : fixture().at("labels")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto gold = c.at("gold").get<std::vector<int64_t>>();
+    const auto pred = c.at("pred").get<std::vector<int64_t>>();
+    EXPECT_TRUE(rel_close(pt::accuracy(pred, gold), c.at("accuracy").get<double>(), 1e-9));
+    EXPECT_TRUE(rel_close(pt::macro_f1(pred, gold), c.at("macro_f1").get<double>(), 1e-9));
+  }
+}
+
+TEST(Metrics, Perplexity) {
+  for (const auto& c : fixture().at("perplexity"))
+    EXPECT_TRUE(rel_close(pt::perplexity(c.at("loss").get<double>()), c.at("expected").get<double>(), 1e-12));
+  EXPECT_TRUE(std::isinf(pt::perplexity(1000.0)));
+}
+
+TEST(Metrics, LengthMismatchNamesBothSizes) {
+  using peft::test::expect_throw_with;
+  expect_throw_with<std::invalid_argument>([] { pt::accuracy({1, 2, 3}, {1, 2}); },
+                                           {"[train::accuracy]", "pred has 3", "gold has 2"});
+  expect_throw_with<std::invalid_argument>([] { pt::macro_f1({1}, {1, 2, 3, 4}); },
+                                           {"[train::macro_f1]", "pred has 1", "gold has 4"});
+  expect_throw_with<std::invalid_argument>([] { pt::corpus_bleu({"a", "b"}, {{"a"}}); },
+                                           {"[train::corpus_bleu]", "hyps has 2", "refs_per_hyp has 1"});
+  expect_throw_with<std::invalid_argument>([] { pt::rouge_l({"a"}, {{"a"}, {"b"}, {"c"}}); },
+                                           {"[train::rouge_l]", "hyps has 1", "refs_per_hyp has 3"});
+  expect_throw_with<std::invalid_argument>([] { pt::entity_f1({{"O"}}, {}); },
+                                           {"[train::entity_f1]", "gold has 1", "pred has 0"});
+  expect_throw_with<std::invalid_argument>([] { pt::entity_f1({{"O", "B-PER"}}, {{"O"}}); },
+                                           {"[train::entity_f1]", "sentence 0", "2 gold", "1 predicted"});
+  expect_throw_with<std::invalid_argument>([] { pt::corpus_bleu({"a"}, {{}}); }, {"hypothesis 0 has no references"});
+  EXPECT_THROW(pt::accuracy({}, {}), std::invalid_argument);
+}
+
+// ------------------------------------------------------------------ TensorBoard event file
+
+// Independent bit-at-a-time CRC-32C, so the table version in the library is checked against it.
+uint32_t crc32c_bitwise(const std::string& s) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+uint32_t masked(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
+
+template <typename T>
+T read_le(const std::string& s, size_t off) {
+  T v;
+  std::memcpy(&v, s.data() + off, sizeof(T));
+  return v;
+}
+
+struct Field {
+  uint32_t number, wire;
+  uint64_t varint = 0;  // wire 0, and the raw bits of wire 1 / 5
+  std::string bytes;    // wire 2
+};
+
+std::vector<Field> parse_proto(const std::string& s) {
+  std::vector<Field> out;
+  size_t i = 0;
+  auto varint = [&] {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      if (i >= s.size()) throw std::runtime_error("truncated varint");
+      const auto b = static_cast<unsigned char>(s[i++]);
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (i < s.size()) {
+    const uint64_t key = varint();
+    Field f{static_cast<uint32_t>(key >> 3), static_cast<uint32_t>(key & 7)};
+    if (f.wire == 0) {
+      f.varint = varint();
+    } else if (f.wire == 1) {
+      f.varint = read_le<uint64_t>(s, i);
+      i += 8;
+    } else if (f.wire == 5) {
+      f.varint = read_le<uint32_t>(s, i);
+      i += 4;
+    } else if (f.wire == 2) {
+      const uint64_t n = varint();
+      f.bytes = s.substr(i, n);
+      i += n;
+    } else {
+      throw std::runtime_error("unexpected wire type");
+    }
+    out.push_back(f);
+  }
+  if (i != s.size()) throw std::runtime_error("overrun");
+  return out;
+}
+
+struct ParsedEvent {
+  double wall_time = 0;
+  int64_t step = 0;
+  std::string file_version, tag;
+  float value = std::numeric_limits<float>::quiet_NaN();
+};
+
+std::vector<ParsedEvent> read_event_file(const std::string& path) {
+  const std::string data = peft::read_file(path);
+  std::vector<ParsedEvent> events;
+  size_t off = 0;
+  while (off < data.size()) {
+    EXPECT_LE(off + 12, data.size());
+    const auto len = read_le<uint64_t>(data, off);
+    EXPECT_EQ(read_le<uint32_t>(data, off + 8), masked(crc32c_bitwise(data.substr(off, 8)))) << "length CRC";
+    EXPECT_LE(off + 12 + len + 4, data.size());
+    const std::string body = data.substr(off + 12, len);
+    EXPECT_EQ(read_le<uint32_t>(data, off + 12 + len), masked(crc32c_bitwise(body))) << "data CRC";
+    off += 12 + len + 4;
+    ParsedEvent ev;
+    for (const auto& f : parse_proto(body)) {
+      if (f.number == 1 && f.wire == 1) std::memcpy(&ev.wall_time, &f.varint, 8);
+      else if (f.number == 2 && f.wire == 0) ev.step = static_cast<int64_t>(f.varint);
+      else if (f.number == 3 && f.wire == 2) ev.file_version = f.bytes;
+      else if (f.number == 5 && f.wire == 2) {
+        for (const auto& v : parse_proto(f.bytes)) {  // Summary
+          EXPECT_EQ(v.number, 1u);
+          for (const auto& x : parse_proto(v.bytes)) {  // Summary.Value
+            if (x.number == 1) ev.tag = x.bytes;
+            if (x.number == 2 && x.wire == 5) {
+              const auto bits = static_cast<uint32_t>(x.varint);
+              std::memcpy(&ev.value, &bits, 4);
+            }
+          }
+        }
+      } else {
+        ADD_FAILURE() << "unexpected Event field " << f.number << " wire " << f.wire;
+      }
+    }
+    events.push_back(ev);
+  }
+  return events;
+}
+
+TEST(EventWriter, Crc32cKnownValue) {
+  EXPECT_EQ(pt::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(pt::crc32c("", 0), 0u);
+  const std::string s = "The quick brown fox jumps over the lazy dog";
+  EXPECT_EQ(pt::crc32c(s.data(), s.size()), crc32c_bitwise(s));
+  EXPECT_EQ(pt::masked_crc32c(s.data(), s.size()), masked(crc32c_bitwise(s)));
+}
+
+TEST(EventWriter, WritesParsableTfRecordEvents) {
+  // A fixed folder in the build tree, so tools/reference/verify_tensorboard.py can read it after the run.
+  const std::string dir = std::string(PEFT_TEST_OUTPUT_DIR) + "/tb_event_writer_test";
+  fs::remove_all(dir);
+  std::string path;
+  {
+    pt::TensorBoardWriter w(dir);
+    path = w.path();
+    EXPECT_EQ(fs::path(path).parent_path(), fs::path(dir));
+    EXPECT_EQ(fs::path(path).filename().string().rfind("events.out.tfevents.", 0), 0u);
+    for (int64_t step = 0; step < 5; ++step) {
+      w.add_scalar("train/loss", 2.5 / (step + 1), step * 10, 1700000000.0 + step);
+      if (step % 2 == 0) w.add_scalar("eval/loss", 3.0 - 0.25 * step, step * 10, 1700000000.5 + step);
+    }
+    w.add_scalar("train/learning_rate", 3e-4, 40);  // wall_time = now
+    w.add_scalar("misc/negative_step", -1.5, -7, 1700000100.0);
+    w.flush();
+    EXPECT_GT(fs::file_size(path), 0u);
+  }
+  const auto events = read_event_file(path);
+  ASSERT_EQ(events.size(), 1u + 5 + 3 + 2);
+  EXPECT_EQ(events[0].file_version, "brain.Event:2");
+  EXPECT_GT(events[0].wall_time, 1.6e9);
+  EXPECT_EQ(events[1].tag, "train/loss");
+  EXPECT_EQ(events[1].step, 0);
+  EXPECT_EQ(events[1].value, 2.5f);
+  EXPECT_EQ(events[1].wall_time, 1700000000.0);
+  EXPECT_EQ(events[2].tag, "eval/loss");
+  EXPECT_EQ(events[2].value, 3.0f);
+  EXPECT_EQ(events[2].wall_time, 1700000000.5);
+  EXPECT_EQ(events[3].tag, "train/loss");
+  EXPECT_EQ(events[3].step, 10);
+  EXPECT_EQ(events[3].value, static_cast<float>(2.5 / 2));
+  EXPECT_EQ(events[9].tag, "train/learning_rate");
+  EXPECT_EQ(events[9].value, 3e-4f);
+  EXPECT_GT(events[9].wall_time, 1.6e9);
+  EXPECT_EQ(events[10].step, -7);
+  EXPECT_EQ(events[10].value, -1.5f);
+}
+
+TEST(EventWriter, TwoWritersInOneFolderUseDistinctFiles) {
+  const auto dir = peft::test::tmp_dir("tb_two");
+  pt::TensorBoardWriter a(dir), b(dir);
+  EXPECT_NE(a.path(), b.path());
+}
+
+// ------------------------------------------------------------------ PNG
+
+uint32_t crc32_bitwise(const std::string& s) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+uint32_t be32(const std::string& s, size_t off) {
+  return (uint32_t(uint8_t(s[off])) << 24) | (uint32_t(uint8_t(s[off + 1])) << 16) |
+         (uint32_t(uint8_t(s[off + 2])) << 8) | uint32_t(uint8_t(s[off + 3]));
+}
+
+void check_png(const std::string& path, const std::string& title) {
+  const std::string png = peft::read_file(path);
+  ASSERT_GE(png.size(), 8u);
+  ASSERT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  std::vector<std::string> types;
+  size_t off = 8;
+  while (off < png.size()) {
+    ASSERT_LE(off + 12, png.size());
+    const uint32_t len = be32(png, off);
+    ASSERT_LE(off + 12 + len, png.size());
+    const std::string type = png.substr(off + 4, 4);
+    const std::string data = png.substr(off + 8, len);
+    EXPECT_EQ(be32(png, off + 8 + len), crc32_bitwise(type + data)) << "CRC of chunk " << type;
+    if (type == "IHDR") {
+      ASSERT_EQ(len, 13u);
+      EXPECT_EQ(be32(data, 0), 800u);
+      EXPECT_EQ(be32(data, 4), 500u);
+      EXPECT_EQ(data.substr(8, 5), std::string("\x08\x02\x00\x00\x00", 5));
+    }
+    if (type == "tEXt") EXPECT_EQ(data, std::string("Title\0", 6) + title);
+    if (type == "IDAT") EXPECT_GT(len, 100u);
+    if (type == "IEND") EXPECT_EQ(len, 0u);
+    types.push_back(type);
+    off += 12 + len;
+  }
+  ASSERT_GE(types.size(), 3u);
+  EXPECT_EQ(types.front(), "IHDR");
+  EXPECT_EQ(types.back(), "IEND");
+  EXPECT_EQ(std::count(types.begin(), types.end(), "IDAT"), 1);
+}
+
+TEST(Plot, WritesValidPng) {
+  const auto dir = peft::test::tmp_dir("plot");
+  std::vector<std::pair<int64_t, double>> train, eval;
+  for (int64_t s = 0; s <= 500; s += 5) train.push_back({s, 3.0 * std::exp(-s / 150.0) + 0.4 + 0.05 * std::sin(s)});
+  for (int64_t s = 0; s <= 500; s += 100) eval.push_back({s, 3.1 * std::exp(-s / 160.0) + 0.5});
+  train[7].second = std::numeric_limits<double>::quiet_NaN();  // skipped, breaks the line
+  const std::string path = dir + "/loss.png";
+  pt::write_loss_curve_png(path, train, eval, "gpt2 lora e2e");
+  check_png(path, "gpt2 lora e2e");
+  // Atomic write: nothing but the PNG is left in the folder.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+  // Copy into the build tree for a human look.
+  fs::copy_file(path, std::string(PEFT_TEST_OUTPUT_DIR) + "/loss_curve_example.png",
+                fs::copy_options::overwrite_existing);
+
+  // Degenerate inputs still give a valid chart.
+  pt::write_loss_curve_png(dir + "/empty.png", {}, {}, "");
+  check_png(dir + "/empty.png", "");
+  pt::write_loss_curve_png(dir + "/one.png", {{3, 1.25}}, {}, "one point");
+  check_png(dir + "/one.png", "one point");
+  pt::write_loss_curve_png(dir + "/flat.png", {{0, 2.0}, {10, 2.0}}, {{10, -1e6}}, "flat");
+  check_png(dir + "/flat.png", "flat");
+}
+
+}  // namespace

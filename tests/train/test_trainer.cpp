@@ -1,0 +1,151 @@
+// The Trainer against a Python PEFT + torch AdamW loop (tests/fixtures/train/trajectory,
+// tools/reference/gen_train.py), and exact resume after SIGKILL.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+
+#include "golden.h"
+#include "peft/core/file_util.h"
+#include "peft/models/model.h"
+#include "peft/peft_model.h"
+#include "peft/train/trainer.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using peft::test::close;
+
+struct Setup {
+  std::shared_ptr<peft::PeftModel> pm;
+  peft::train::Dataset data;
+  peft::train::TrainingArguments args;
+};
+
+Setup setup(const std::string& out) {
+  const auto g = peft::test::load_case("train/trajectory");
+  Setup s;
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  s.pm = peft::PeftModel::from_pretrained(base, g.dir + "/init", "default", /*is_trainable=*/true);
+  for (const auto& seq : g.meta["sequences"]) {
+    peft::train::Example e;
+    e.input_ids = seq.get<std::vector<int64_t>>();
+    e.labels = e.input_ids;
+    s.data.examples.push_back(e);
+  }
+  s.args.output_dir = out;
+  s.args.learning_rate = g.meta["learning_rate"];
+  s.args.warmup_steps = g.meta["warmup_steps"];
+  s.args.max_steps = g.meta["steps"];
+  s.args.per_device_train_batch_size = g.meta["batch_size"];
+  s.args.max_grad_norm = g.meta["max_grad_norm"];
+  s.args.weight_decay = g.meta["weight_decay"];
+  s.args.lr_scheduler_type = g.meta["lr_scheduler_type"];
+  s.args.shuffle = false;
+  s.args.logging_steps = 1;
+  s.args.progress_bar = false;
+  return s;
+}
+
+TEST(Trainer, TrajectoryMatchesPeftAndTorchAdamW) {
+  const auto g = peft::test::load_case("train/trajectory");
+  auto s = setup(peft::test::tmp_dir("trajectory"));
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  const auto r = t.train();
+  ASSERT_EQ(r.step_losses.size(), 10u);
+  EXPECT_TRUE(close(torch::tensor(r.step_losses, at::kDouble), g["losses"], g.atol));
+  int n = 0;
+  for (const auto& p : s.pm->base_model().named_parameters()) {
+    if (p.key().find("lora_") == std::string::npos) continue;
+    EXPECT_TRUE(close(p.value(), g["final." + p.key()], g.atol)) << p.key();
+    ++n;
+  }
+  EXPECT_EQ(n, 8);
+  EXPECT_TRUE(fs::exists(s.args.output_dir + "/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(s.args.output_dir + "/metrics.jsonl"));
+  EXPECT_TRUE(fs::exists(s.args.output_dir + "/loss.png"));
+}
+
+TEST(Trainer, LrSchedules) {
+  using peft::train::lr_lambda;
+  EXPECT_DOUBLE_EQ(lr_lambda("linear", 0, 2, 10), 0.0);
+  EXPECT_DOUBLE_EQ(lr_lambda("linear", 1, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(lr_lambda("linear", 2, 2, 10), 1.0);
+  EXPECT_DOUBLE_EQ(lr_lambda("linear", 6, 2, 10), 0.5);
+  EXPECT_NEAR(lr_lambda("cosine", 6, 2, 10), 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(lr_lambda("constant_with_warmup", 1, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(lr_lambda("constant", 0, 2, 10), 1.0);
+  peft::train::TrainingArguments a;
+  a.lr_scheduler_type = "exponential";
+  peft::test::expect_throw_with<peft::ConfigError>([&] { a.validate(); }, {"lr_scheduler_type", "exponential"});
+}
+
+// The child half of the kill test: trains with checkpoints every 2 steps and SIGKILLs itself
+// after step PEFT_TRAIN_KILL_AT (only when run by KillAndResume below).
+TEST(TrainerChild, RunUntilKilled) {
+  const char* dir = std::getenv("PEFT_TRAIN_CHILD_DIR");
+  if (dir == nullptr) GTEST_SKIP() << "runs only as the child of Trainer.KillAndResume";
+  const int kill_at = std::atoi(std::getenv("PEFT_TRAIN_KILL_AT"));
+  auto s = setup(dir);
+  s.args.save_steps = 2;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  t.on_step = [&](int64_t step, double, double) {
+    if (step == kill_at) ::raise(SIGKILL);
+  };
+  t.train();
+}
+
+TEST(Trainer, KillAndResumeIsByteIdentical) {
+  // Uninterrupted reference run.
+  const auto ref_dir = peft::test::tmp_dir("resume_ref");
+  {
+    auto s = setup(ref_dir);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    t.train();
+  }
+  // A child process killed with SIGKILL at a random step, then resumed here.
+  std::random_device rd;
+  const int kill_at = 3 + static_cast<int>(rd() % 6);  // 3..8: at least one checkpoint exists
+  const auto dir = peft::test::tmp_dir("resume_killed");
+  const std::string env_dir = "PEFT_TRAIN_CHILD_DIR=" + dir, env_kill = "PEFT_TRAIN_KILL_AT=" + std::to_string(kill_at);
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  envp.push_back(const_cast<char*>(env_dir.c_str()));
+  envp.push_back(const_cast<char*>(env_kill.c_str()));
+  envp.push_back(nullptr);
+  std::string self = fs::read_symlink("/proc/self/exe").string(), filter = "--gtest_filter=TrainerChild.RunUntilKilled";
+  char* argv[] = {self.data(), filter.data(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, envp.data()), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child was not killed (status " << status << ")";
+  // The newest complete checkpoint; temp folders of an interrupted save are ignored.
+  int64_t best = -1;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) == 0) best = std::max<int64_t>(best, std::stoll(n.substr(11)));
+  }
+  ASSERT_GE(best, 2) << "killed at step " << kill_at;
+  {
+    auto s = setup(dir);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    const auto r = t.train(dir + "/checkpoint-" + std::to_string(best));
+    EXPECT_EQ(r.global_step, 10);
+  }
+  EXPECT_EQ(peft::read_file(dir + "/adapter/adapter_model.safetensors"),
+            peft::read_file(ref_dir + "/adapter/adapter_model.safetensors"))
+      << "killed at step " << kill_at << ", resumed from checkpoint-" << best;
+  std::cout << "killed at step " << kill_at << ", resumed from checkpoint-" << best << ": adapter byte-identical\n";
+}
+
+}  // namespace
