@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   peft::cli::add_convert_command(app);
   peft::cli::add_generate_command(app);
   peft::cli::add_train_command(app);
+  peft::cli::add_eval_command(app);
   peft::cli::add_merge_command(app);
   try {
     peft::init_runtime();

@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 // The run configuration, field names as in PEFT / transformers.
 struct RunConfig {
-  std::string model, method = "lora", task = "causal_lm", train_file, eval_file;
+  std::string model, adapter, method = "lora", task = "causal_lm", train_file, eval_file;
   std::string text_column = "text", text_pair_column, label_column = "label";
   std::string prompt_template, completion_template, source_column = "source", target_column = "target";
   int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
@@ -57,7 +57,7 @@ const std::map<std::string, Setter>& setters() {
 #define S_INT(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<int64_t>(n, k, "an integer"); }
 #define S_DBL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<double>(n, k, "a number"); }
 #define S_BOOL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<bool>(n, k, "true or false"); }
-    S_STR("model", model); S_STR("method", method); S_STR("task", task);
+    S_STR("model", model); S_STR("adapter", adapter); S_STR("method", method); S_STR("task", task);
     S_STR("train_file", train_file); S_STR("eval_file", eval_file);
     S_STR("text_column", text_column); S_STR("text_pair_column", text_pair_column); S_STR("label_column", label_column);
     S_STR("prompt_template", prompt_template); S_STR("completion_template", completion_template);
@@ -209,7 +209,8 @@ struct GenEval {
   std::string sample_prompt, sample;
 };
 
-GenEval generation_eval(const RunConfig& c, PeftModel& pm, const io::Tokenizer& tok, const std::vector<train::Row>& rows) {
+GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, const io::Tokenizer& tok,
+                        const std::vector<train::Row>& rows) {
   GenEval g;
   std::vector<std::string> prompts;
   std::map<std::string, std::vector<std::string>> refs;
@@ -221,16 +222,16 @@ GenEval generation_eval(const RunConfig& c, PeftModel& pm, const io::Tokenizer& 
     refs[p].push_back(ref);
   }
   if (static_cast<int64_t>(prompts.size()) > c.eval_generate) prompts.resize(c.eval_generate);
-  auto gc = models::generation_config_from(pm.base_model().config());
+  auto gc = models::generation_config_from(model.config());
   gc.max_new_tokens = c.max_new_tokens;
   if (auto e = tok.eos_token_id()) gc.eos_token_id = {*e};
   std::vector<std::string> hyps;
   std::vector<std::vector<std::string>> all_refs;
-  pm.base_model().eval();
+  model.eval();
   for (const auto& p : prompts) {
     const auto enc = tok.encode(p);
     const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
-    const at::Tensor out = models::generate(pm.base_model(), ids, {}, gc)[0].contiguous();
+    const at::Tensor out = models::generate(model, ids, {}, gc)[0].contiguous();
     std::vector<io::TokenId> gen(out.data_ptr<int64_t>() + ids.size(1), out.data_ptr<int64_t>() + out.numel());
     std::string text = tok.decode(gen, true);
     if (auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
@@ -268,7 +269,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
     loss0 = trainer.evaluate().loss;
     std::cout << "before: eval loss " << *loss0 << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-      g0 = generation_eval(c, *pm, tok, eval_split.rows);
+      g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
       std::cout << "before: BLEU " << g0.bleu << " on " << c.eval_generate << " prompts\n"
                 << "before: " << g0.sample_prompt << " " << g0.sample << "\n";
     }
@@ -277,7 +278,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   std::cout << "trained " << res.global_step << " steps, mean train loss " << res.train_loss << "\n";
   if (res.eval_loss) std::cout << "after:  eval loss " << *res.eval_loss << (loss0 ? " (was " + std::to_string(*loss0) + ")" : "") << "\n";
   if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
-    const auto g1 = generation_eval(c, *pm, tok, eval_split.rows);
+    const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
               << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";
   }
@@ -287,7 +288,54 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
             << "loss plot:   " << c.args.output_dir << "/loss.png\n";
 }
 
+// peft eval: loss / perplexity (and BLEU with templates) of a model, with an optional adapter.
+void run_eval(const std::string& cfg_path, const std::vector<std::string>& overrides) {
+  const RunConfig c = load_config(cfg_path, overrides);
+  PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
+  PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
+  auto model = models::load_model(c.model);
+  std::shared_ptr<PeftModel> pm;
+  if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
+  const auto tok = io::Tokenizer::from_pretrained(c.model);
+  const auto split = load_split(c, c.eval_file, c.max_eval_samples, tok, {});
+  PEFT_CHECK(!split.data.examples.empty(), FormatError, "[eval] ", c.eval_file, ": the dataset is empty");
+  const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
+  torch::NoGradGuard ng;
+  model->eval();
+  double total = 0;
+  int64_t n = 0;
+  for (const auto& idx : train::make_batches(split.data, c.args.per_device_eval_batch_size, false, 0, false)) {
+    const train::Batch b = train::collate(split.data, idx, pad);
+    models::ModelInputs in;
+    const auto L = at::TensorOptions().dtype(at::kLong);
+    in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
+    in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
+    in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
+    int64_t k = 0;
+    for (int64_t r = 0; r < b.rows; ++r)
+      for (int64_t t = 1; t < b.cols; ++t) k += b.labels[r * b.cols + t] != -100;
+    if (k == 0) continue;
+    total += model->forward(in).loss.item<double>() * static_cast<double>(k);
+    n += k;
+  }
+  const double loss = n ? total / static_cast<double>(n) : 0.0;
+  std::cout << "eval loss " << loss << ", perplexity " << train::perplexity(loss) << " over " << n << " tokens\n";
+  if (c.eval_generate > 0 && !c.prompt_template.empty()) {
+    const auto g = generation_eval(c, *model, tok, split.rows);
+    std::cout << "BLEU " << g.bleu << "\n" << g.sample_prompt << " " << g.sample << "\n";
+  }
+}
+
 }  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Evaluate a model (and an adapter: adapter=DIR) on eval_file from a YAML config");
+  auto cfg = std::make_shared<std::string>();
+  auto over = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("config", *cfg, "YAML file (same keys as peft train)")->required();
+  cmd->add_option("overrides", *over, "key=value overrides, e.g. adapter=build/demo/adapter");
+  cmd->callback([cfg, over] { run_eval(*cfg, *over); });
+}
 
 void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Fine-tune a model with an adapter from a YAML config (+ key=value overrides)");

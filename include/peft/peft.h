@@ -1,8 +1,17 @@
 #pragma once
 // Umbrella header for users of peft.cpp; never included inside the library itself.
+#include "peft/config/peft_config.h"
 #include "peft/core/error.h"
 #include "peft/core/runtime.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/llama2c.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/io/tokenizer.h"
+#include "peft/models/generation.h"
+#include "peft/models/model.h"
+#include "peft/peft_model.h"
+#include "peft/train/data.h"
+#include "peft/train/metrics.h"
+#include "peft/train/trainer.h"
+#include "peft/tuners/lora/config.h"

@@ -304,7 +304,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
                   << std::setprecision(2) << lr << std::defaultfloat << " " << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9))
                   << " tok/s ETA " << static_cast<int64_t>(eta) << "s   " << std::flush;
       }
-      if (a.eval_steps > 0 && step % a.eval_steps == 0 && s_->has_eval) {
+      if (a.eval_steps > 0 && step % a.eval_steps == 0 && step < total && s_->has_eval) {
         const auto e = evaluate();
         s_->eval_curve.emplace_back(step, e.loss);
         log({{"step", step}, {"eval_loss", e.loss}, {"eval_perplexity", e.perplexity}});

@@ -4,6 +4,8 @@
 
 #include "golden.h"
 #include "peft/models/generation.h"
+#include "peft/core/error.h"
+#include "peft/core/runtime.h"
 #include "peft/models/model.h"
 
 namespace {
@@ -124,6 +126,31 @@ TEST(Llama, Bf16LogitsWithinBf16ToleranceOfFp32) {
   EXPECT_EQ(l.scalar_type(), at::kBFloat16);
   const double scale = c["logits"].abs().max().item<double>();
   EXPECT_TRUE(close(l.to(at::kFloat), c["logits"], 0.05 * scale));
+}
+
+TEST(Llama, BadConfigsAreNamed) {
+  nlohmann::json j = {{"model_type", "llama"}, {"hidden_size", 32}, {"num_attention_heads", 4},
+                      {"num_key_value_heads", 3}, {"num_hidden_layers", 1}, {"intermediate_size", 8}, {"vocab_size", 16}};
+  peft::test::expect_throw_with<peft::ConfigError>(
+      [&] { peft::models::create_model(peft::models::ModelConfig(j, "cfg.json"), peft::models::TaskHead::CausalLM); },
+      {"cfg.json", "num_attention_heads (4)", "num_key_value_heads (3)"});
+  j["model_type"] = "mamba";
+  peft::test::expect_throw_with<peft::NotSupported>(
+      [&] { peft::models::create_model(peft::models::ModelConfig(j, "cfg.json"), peft::models::TaskHead::CausalLM); },
+      {"model_type 'mamba'", "llama", "gpt2", "bert", "t5"});
+  j["model_type"] = "llama";
+  j["num_key_value_heads"] = 2;
+  j["hidden_act"] = "swishy";
+  peft::test::expect_throw_with<peft::NotSupported>(
+      [&] { peft::models::create_model(peft::models::ModelConfig(j, "cfg.json"), peft::models::TaskHead::CausalLM); },
+      {"activation 'swishy'"});
+}
+
+TEST(Runtime, OpenBlasServesGemm) {
+  const auto info = peft::init_runtime();
+  // The machines this suite runs on select OpenBLAS (scripts/install_deps.sh); the probe must see it.
+  EXPECT_FALSE(info.reference_blas) << info.blas_library;
+  EXPECT_NE(info.blas_library.find("openblas"), std::string::npos) << info.blas_library;
 }
 
 }  // namespace

@@ -139,10 +139,13 @@ TEST_P(LoraMatrix, MatchesPeft) {
   const at::Tensor l2 = again->forward(in).logits;
   EXPECT_TRUE(close(l2, g["logits"], atol));
   peft::io::save_safetensors(dir + "/cpp_logits.safetensors", {{"logits", l2}});
-  // merge_and_unload gives a plain model with the merged behaviour.
+  // merge_and_unload gives a plain model with the merged behaviour, exported as a full HF folder
+  // that loads as the original architecture.
   auto plain = again->merge_and_unload();
   for (const auto& p : plain->named_parameters()) EXPECT_EQ(p.key().find("lora_"), std::string::npos) << p.key();
   EXPECT_TRUE(close(plain->forward(in).logits, g["logits_merged"], atol_m));
+  peft::models::save_pretrained(*plain, dir + "/merged");
+  EXPECT_TRUE(close(peft::models::load_model(dir + "/merged")->forward(in).logits, g["logits_merged"], atol_m));
 }
 
 std::vector<std::string> matrix_cases() {
