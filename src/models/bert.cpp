@@ -199,9 +199,16 @@ class BertEncoderImpl : public torch::nn::Module {
       layer->push_back(layers.back());
     }
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& bias, const std::vector<KeyValue>& prefix_kv) {
-    for (std::size_t i = 0; i < layers.size(); ++i)
-      h = layers[i]->forward(h, bias, prefix_kv.empty() ? nullptr : &prefix_kv[i], i);
+  at::Tensor forward(at::Tensor h, const at::Tensor& bias, const std::vector<KeyValue>& prefix_kv,
+                     bool checkpointed = false) {
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const KeyValue prefix = prefix_kv.empty() ? KeyValue{} : prefix_kv[i];
+      const bool has_prefix = !prefix_kv.empty();
+      auto l = layers[i];
+      h = checkpoint([l, bias, prefix, has_prefix, i](const at::Tensor& x) mutable {
+        return l->forward(x, bias, has_prefix ? &prefix : nullptr, i);
+      }, h, checkpointed);
+    }
     return h;
   }
   torch::nn::ModuleList layer{nullptr};
@@ -281,7 +288,7 @@ class Bert : public PretrainedModel {
 
     at::Tensor h = embeddings->forward(x, types.to(x.device()), pos.to(x.device()));
     const at::Tensor bias = attention_bias(in.attention_mask, B, T, 0, P, /*causal=*/false, h.scalar_type(), h.device());
-    h = encoder->forward(h, bias, in.prefix_kv);
+    h = encoder->forward(h, bias, in.prefix_kv, gradient_checkpointing());
 
     ModelOutput out;
     out.last_hidden_state = h;

@@ -4,7 +4,14 @@
 
 #include <ATen/ATen.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "peft/core/check.h"
 
@@ -161,6 +168,67 @@ at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tens
              "[sequence_classification_loss] problem_type '", problem_type,
              "' is not one of regression, single_label_classification, multi_label_classification");
   return at::binary_cross_entropy_with_logits(logits.to(at::kFloat), labels.to(at::kFloat));
+}
+
+namespace {
+
+// Reentrant checkpoint (torch.utils.checkpoint with use_reentrant=True): the layer function lives
+// in a table until its backward has run.
+std::mutex g_ckpt_mu;
+std::map<int64_t, std::function<at::Tensor(const at::Tensor&)>> g_ckpt_fns;
+int64_t g_ckpt_next = 0;
+
+struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, int64_t id) {
+    ctx->saved_data["id"] = id;
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->save_for_backward({x});
+    std::function<at::Tensor(const at::Tensor&)> fn;
+    {
+      std::lock_guard<std::mutex> lock(g_ckpt_mu);
+      fn = g_ckpt_fns.at(id);
+    }
+    torch::NoGradGuard ng;
+    return {fn(x)};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const int64_t id = ctx->saved_data["id"].toInt();
+    std::function<at::Tensor(const at::Tensor&)> fn;
+    {
+      std::lock_guard<std::mutex> lock(g_ckpt_mu);
+      fn = g_ckpt_fns.at(id);
+      g_ckpt_fns.erase(id);
+    }
+    at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    const at::Tensor now = gen.get_state();
+    gen.set_state(ctx->saved_data["rng"].toTensor());
+    at::Tensor y;
+    {
+      torch::AutoGradMode on(true);
+      y = fn(x);
+    }
+    gen.set_state(now);
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor checkpoint(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x, bool enabled) {
+  if (!enabled || !at::GradMode::is_enabled()) return fn(x);
+  int64_t id;
+  {
+    std::lock_guard<std::mutex> lock(g_ckpt_mu);
+    id = g_ckpt_next++;
+    g_ckpt_fns.emplace(id, std::move(fn));
+  }
+  // With frozen embeddings the input carries no grad, and the node would be dropped from the
+  // graph with the adapter gradients inside it (PEFT's enable_input_require_grads problem).
+  const at::Tensor xin = x.requires_grad() ? x : x.detach().requires_grad_(true);
+  return CheckpointFn::apply(xin, id)[0];
 }
 
 void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char* where,

@@ -198,8 +198,17 @@ class GPT2 : public PretrainedModel {
     if (in.token_type_ids.defined()) x = x + embed(in.token_type_ids);
     x = at::dropout(x, c_.embd_pdrop, is_training());
     const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, x.scalar_type(), x.device());
-    for (std::size_t i = 0; i < blocks.size(); ++i)
-      x = blocks[i]->forward(x, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      if (!gradient_checkpointing() || in.cache) {
+        x = blocks[i]->forward(x, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
+        continue;
+      }
+      const KeyValue prefix = P ? in.prefix_kv[i] : KeyValue{};
+      auto block = blocks[i];
+      x = checkpoint([block, bias, prefix, i, P](const at::Tensor& h) mutable {
+        return block->forward(h, bias, P ? &prefix : nullptr, nullptr, i);
+      }, x, true);
+    }
     x = ln_f->forward(x);
 
     ModelOutput out;

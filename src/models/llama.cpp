@@ -204,8 +204,18 @@ class Llama : public PretrainedModel {
     at::Tensor pos = in.position_ids.defined() ? in.position_ids : default_position_ids(B, T, past, h.device());
     const RotaryTables rope = rotary_tables(inv_freq_.to(h.device()), pos, h.scalar_type());
     const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, h.scalar_type(), h.device());
-    for (std::size_t i = 0; i < decoder_layers.size(); ++i)
-      h = decoder_layers[i]->forward(h, rope, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
+    for (std::size_t i = 0; i < decoder_layers.size(); ++i) {
+      if (!gradient_checkpointing() || in.cache) {
+        h = decoder_layers[i]->forward(h, rope, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
+        continue;
+      }
+      // Captured by value: backward may run after this forward has returned.
+      const KeyValue prefix = P ? in.prefix_kv[i] : KeyValue{};
+      auto layer = decoder_layers[i];
+      h = checkpoint([layer, rope, bias, prefix, i, P](const at::Tensor& x) mutable {
+        return layer->forward(x, rope, bias, P ? &prefix : nullptr, nullptr, i);
+      }, h, true);
+    }
     h = norm->forward(h);
 
     ModelOutput out;

@@ -356,7 +356,7 @@ class T5StackImpl : public torch::nn::Module {
   /// h: [B, T, d_model] embeddings. mask: [B, past + T] or [B, P + past + T]. For the decoder,
   /// `enc`/`enc_mask` are the encoder states and mask, `cache` the self-/cross-attention cache.
   at::Tensor forward(at::Tensor h, const at::Tensor& mask, const std::vector<KeyValue>& prefix,
-                     KVCache* cache, const at::Tensor& enc, const at::Tensor& enc_mask) {
+                     KVCache* cache, const at::Tensor& enc, const at::Tensor& enc_mask, bool checkpointed = false) {
     const int64_t B = h.size(0), T = h.size(1);
     const char* what = is_decoder_ ? "decoder_prefix_kv" : "prefix_kv";
     PEFT_CHECK(prefix.empty() || prefix.size() == blocks.size(), std::invalid_argument, "[t5] ", what,
@@ -374,8 +374,20 @@ class T5StackImpl : public torch::nn::Module {
     if (enc.defined()) cross_bias = cross_attention_bias(enc_mask, B, enc.size(1), h.scalar_type(), h.device());
 
     h = maybe_dropout(h, c_.dropout_rate, is_training());
-    for (std::size_t i = 0; i < blocks.size(); ++i)
-      h = blocks[i]->forward(h, bias, prefix.empty() ? nullptr : &prefix[i], self_cache, i, enc, cross_bias);
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      // Only encoder blocks are recomputed: a decoder block's recompute would backpropagate into
+      // the encoder output once per block.
+      if (!checkpointed || is_decoder_) {
+        h = blocks[i]->forward(h, bias, prefix.empty() ? nullptr : &prefix[i], self_cache, i, enc, cross_bias);
+        continue;
+      }
+      const KeyValue pk = prefix.empty() ? KeyValue{} : prefix[i];
+      const bool has_prefix = !prefix.empty();
+      auto b = blocks[i];
+      h = checkpoint([b, bias, pk, has_prefix, i](const at::Tensor& x) mutable {
+        return b->forward(x, bias, has_prefix ? &pk : nullptr, nullptr, i, at::Tensor(), at::Tensor());
+      }, h, true);
+    }
     return maybe_dropout(final_layer_norm->forward(h), c_.dropout_rate, is_training());
   }
 
@@ -425,7 +437,7 @@ class T5 : public PretrainedModel {
                  "[t5] give exactly one of input_ids and inputs_embeds (or encoder_outputs)");
       at::Tensor h = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
       check_shape(h, {-1, -1, c_.d_model}, "t5", "inputs_embeds");
-      enc = encoder->forward(h, in.attention_mask, in.prefix_kv, nullptr, {}, {});
+      enc = encoder->forward(h, in.attention_mask, in.prefix_kv, nullptr, {}, {}, gradient_checkpointing());
     }
     out.encoder_last_hidden_state = enc;
     if (encoder_only_) {

@@ -47,8 +47,6 @@ void TrainingArguments::validate() const {
            lr_scheduler_type == "constant_with_warmup",
        "lr_scheduler_type", "'" + lr_scheduler_type + "' is not one of linear, cosine, constant, constant_with_warmup");
   need(logging_steps >= 0 && eval_steps >= 0 && save_steps >= 0, "logging_steps/eval_steps/save_steps", "must be >= 0");
-  PEFT_CHECK(!gradient_checkpointing, NotSupported,
-             "[TrainingArguments] gradient_checkpointing is not implemented yet in this build");
 }
 
 double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total) {
@@ -249,6 +247,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   };
 
   m.train();
+  m.set_gradient_checkpointing(a.gradient_checkpointing);
   if (a.bf16) {
     at::autocast::set_cpu_enabled(true);
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);

@@ -2,6 +2,8 @@
 // Building blocks shared by the architectures (tier 1: tensors in, tensors out).
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 #include "peft/models/model.h"
 
 namespace peft::models {
@@ -43,6 +45,11 @@ at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels);
 /// (regression), cross-entropy for integer labels, BCE-with-logits for float multi-label.
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
                                         const std::string& problem_type);
+
+/// Gradient checkpointing: y = fn(x) computed without keeping fn's activations when `enabled`
+/// and autograd is recording; backward reruns fn (with the CPU RNG state of the forward, so
+/// dropout masks repeat) and accumulates the parameter gradients. `fn` must capture by value.
+at::Tensor checkpoint(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x, bool enabled);
 
 /// Checks a tensor argument's rank/shape and throws std::invalid_argument naming it.
 void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char* where,

@@ -84,6 +84,12 @@ class PretrainedModel : public torch::nn::Module {
   virtual std::vector<std::pair<std::string, std::string>> tied_weights() const { return {}; }
   /// Checkpoint keys the model ignores without complaint (regexes, e.g. rotary buffers).
   virtual std::vector<std::string> ignored_checkpoint_keys() const { return {}; }
+  /// Recompute each layer in backward instead of keeping its activations (training only).
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_ && is_training(); }
+
+ private:
+  bool gradient_checkpointing_ = false;
 };
 
 /// How load_model builds the model.
