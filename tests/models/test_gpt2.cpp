@@ -6,6 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "decoder_checks.h"
 #include "golden.h"
 #include "peft/core/error.h"
 #include "peft/io/tensor_bridge.h"
@@ -103,41 +104,13 @@ TEST(Gpt2, BaseModelFromCausalCheckpoint) {
 TEST(Gpt2, IncrementalDecodingEqualsFullForward) {
   const auto c = peft::test::load_case("models/gpt2_causal");
   auto m = load(c);
-  torch::NoGradGuard ng;
-  const at::Tensor ids = c["input_ids"], mask = c["attention_mask"];
-  const at::Tensor pos_all = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
-  ModelInputs full;
-  full.input_ids = ids;
-  full.attention_mask = mask;
-  full.position_ids = pos_all;
-  const at::Tensor ref = m->forward(full).logits;
-  peft::models::KVCache cache;
-  for (int64_t t0 : {0, 4, 5, 6}) {  // a 4-token prefill, then one token at a time
-    const int64_t len = t0 == 0 ? 4 : 1;
-    ModelInputs s;
-    s.input_ids = ids.narrow(1, t0, len);
-    s.attention_mask = mask.narrow(1, 0, t0 + len);
-    s.position_ids = pos_all.narrow(1, t0, len);
-    s.cache = &cache;
-    const at::Tensor got = m->forward(s).logits;
-    // Row 1 is left-padded; compare only its real positions.
-    EXPECT_TRUE(close(got.select(0, 0), ref.select(0, 0).narrow(0, t0, len), c.atol));
-    const int64_t real0 = std::max<int64_t>(t0, 2);
-    if (real0 < t0 + len)
-      EXPECT_TRUE(close(got.select(0, 1).narrow(0, real0 - t0, t0 + len - real0),
-                        ref.select(0, 1).narrow(0, real0, t0 + len - real0), c.atol));
-  }
-  EXPECT_EQ(cache.length(), 7);
+  peft::test::check_incremental_decoding(*m, c);
 }
 
 TEST(Gpt2, GreedyGenerationMatchesTransformers) {
   const auto c = peft::test::load_case("models/gpt2_causal");
   auto m = load(c);
-  peft::models::GenerationConfig g;
-  g.max_new_tokens = 8;
-  g.pad_token_id = 0;
-  const at::Tensor out = peft::models::generate(*m, c["input_ids"], c["attention_mask"], g);
-  EXPECT_TRUE(torch::equal(out, c["generated"])) << out << "\nvs\n" << c["generated"];
+  peft::test::check_greedy_generation(*m, c);
 }
 
 TEST(Gpt2, SequenceAndTokenClassification) {
