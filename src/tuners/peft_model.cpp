@@ -509,13 +509,13 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
     }
     const at::Tensor src = io::to_tensor(f, key);
     at::Tensor dst = it->second;
+    seen.insert(key);  // present: a shape mismatch is reported as such, not as missing
     if (src.sizes() != dst.sizes()) {
       std::ostringstream os;
       os << "'" << key << "': file " << src.sizes() << " vs model " << dst.sizes();
       mismatched.push_back(os.str());
       continue;
     }
-    seen.insert(key);
     // modules_to_save values go to the adapter's copy (and to the live module if it is live);
     // ".original_module." entries are the untouched base values and are only checked for shape.
     bool done = false;
