@@ -81,8 +81,8 @@ models::ModelInputs to_inputs(const Batch& b, TaskFormat task) {
   if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
   switch (task) {
     case TaskFormat::SeqCls:
-      in.labels = b.seq_values.empty() || b.seq_labels.empty() == false ? at::tensor(b.seq_labels, L)
-                                                                         : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
+      // Class ids for classification; float targets for regression (seq_values).
+      in.labels = !b.seq_labels.empty() ? at::tensor(b.seq_labels, L) : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
       break;
     case TaskFormat::Seq2Seq:
       in.labels = at::tensor(b.labels, L).view({b.rows, -1});
