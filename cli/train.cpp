@@ -206,6 +206,7 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
 // references of each prompt (E2E has several per meaning representation).
 struct GenEval {
   double bleu = 0;
+  std::size_t prompts = 0;
   std::string sample_prompt, sample;
 };
 
@@ -240,6 +241,7 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
     all_refs.push_back(refs[p]);
   }
   g.bleu = train::corpus_bleu(hyps, all_refs);
+  g.prompts = prompts.size();
   if (!prompts.empty()) {
     g.sample_prompt = prompts.front();
     g.sample = hyps.front();
@@ -270,7 +272,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
     std::cout << "before: eval loss " << *loss0 << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
       g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
-      std::cout << "before: BLEU " << g0.bleu << " on " << c.eval_generate << " prompts\n"
+      std::cout << "before: BLEU " << g0.bleu << " on " << g0.prompts << " prompts\n"
                 << "before: " << g0.sample_prompt << " " << g0.sample << "\n";
     }
   }
