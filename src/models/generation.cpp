@@ -57,6 +57,43 @@ at::Tensor process_logits(const at::Tensor& scores_in, const at::Tensor& ids, co
   return scores;
 }
 
+namespace {
+
+// What both decoding loops share: settings checks, the pad/EOS rules, the sampling RNG, and one
+// step of token choice (process_logits, argmax or sampling, padding of finished rows).
+class TokenChooser {
+ public:
+  TokenChooser(const GenerationConfig& cfg, int64_t batch, const at::TensorOptions& opts, const char* where)
+      : cfg_(cfg), gen_(at::make_generator<at::CPUGeneratorImpl>(cfg.seed)) {
+    PEFT_CHECK(cfg.max_new_tokens >= 0 && cfg.temperature > 0 && cfg.top_p > 0 && cfg.top_p <= 1 &&
+                   cfg.repetition_penalty > 0,
+               ConfigError, "[", where, "] invalid settings: max_new_tokens ", cfg.max_new_tokens,
+               ", temperature ", cfg.temperature, ", top_p ", cfg.top_p, ", repetition_penalty ",
+               cfg.repetition_penalty, " (need >= 0, > 0, (0, 1], > 0)");
+    pad_ = cfg.pad_token_id >= 0 ? cfg.pad_token_id : (cfg.eos_token_id.empty() ? 0 : cfg.eos_token_id[0]);
+    unfinished_ = at::ones({batch}, opts.dtype(at::kBool));
+    if (!cfg.eos_token_id.empty()) eos_ = at::tensor(cfg.eos_token_id, opts.dtype(at::kLong));
+  }
+  /// The next token per row from last-position logits [B, V] given the ids so far [B, S].
+  at::Tensor next(const at::Tensor& logits, const at::Tensor& ids) {
+    const at::Tensor scores = process_logits(logits, ids, cfg_);
+    at::Tensor t = cfg_.do_sample ? at::multinomial(scores.softmax(-1), 1, false, gen_).squeeze(1) : scores.argmax(-1);
+    t = at::where(unfinished_, t, at::full_like(t, pad_));
+    if (eos_.defined()) unfinished_ = unfinished_.logical_and(at::isin(t, eos_).logical_not());
+    return t;
+  }
+  /// True once every row has produced an EOS.
+  bool done() const { return !unfinished_.any().item<bool>(); }
+
+ private:
+  const GenerationConfig& cfg_;
+  at::Generator gen_;
+  int64_t pad_ = 0;
+  at::Tensor unfinished_, eos_;
+};
+
+}  // namespace
+
 at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask_in,
                     const GenerationConfig& cfg, const std::vector<KeyValue>& prefix_kv) {
   PEFT_CHECK(!model.is_encoder_decoder(), NotSupported,
@@ -65,23 +102,14 @@ at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const a
              "[generate] the model has no language-modelling head");
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
              "[generate] input_ids must be [batch, length>0], got ", input_ids.sizes());
-  PEFT_CHECK(cfg.max_new_tokens >= 0 && cfg.temperature > 0 && cfg.top_p > 0 && cfg.top_p <= 1 &&
-                 cfg.repetition_penalty > 0,
-             ConfigError, "[generate] invalid settings: max_new_tokens ", cfg.max_new_tokens,
-             ", temperature ", cfg.temperature, ", top_p ", cfg.top_p, ", repetition_penalty ",
-             cfg.repetition_penalty, " (need >= 0, > 0, (0, 1], > 0)");
-  torch::NoGradGuard ng;
   const int64_t B = input_ids.size(0);
+  TokenChooser chooser(cfg, B, input_ids.options(), "generate");
+  torch::NoGradGuard ng;
   at::Tensor mask = attention_mask_in.defined() ? attention_mask_in.to(at::kLong) : at::ones_like(input_ids, at::kLong);
-  const int64_t pad = cfg.pad_token_id >= 0 ? cfg.pad_token_id : (cfg.eos_token_id.empty() ? 0 : cfg.eos_token_id[0]);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(cfg.seed);
 
   KVCache cache;
   at::Tensor ids = input_ids;
   at::Tensor step_ids = input_ids;
-  at::Tensor unfinished = at::ones({B}, input_ids.options().dtype(at::kBool));
-  at::Tensor eos = cfg.eos_token_id.empty() ? at::Tensor()
-                                            : at::tensor(cfg.eos_token_id, input_ids.options().dtype(at::kLong));
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     // Positions count only real tokens (left padding aware), as prepare_inputs_for_generation does.
     at::Tensor pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
@@ -91,19 +119,10 @@ at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const a
     in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1));
     in.prefix_kv = prefix_kv;
     in.cache = &cache;
-    at::Tensor logits = model.forward(in).logits.select(1, -1);
-    at::Tensor scores = process_logits(logits, ids, cfg);
-    at::Tensor next;
-    if (cfg.do_sample) {
-      next = at::multinomial(scores.softmax(-1), 1, false, gen).squeeze(1);
-    } else {
-      next = scores.argmax(-1);
-    }
-    next = at::where(unfinished, next, at::full_like(next, pad));
+    const at::Tensor next = chooser.next(model.forward(in).logits.select(1, -1), ids);
     ids = at::cat({ids, next.unsqueeze(1)}, 1);
     mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
-    if (eos.defined()) unfinished = unfinished.logical_and(at::isin(next, eos).logical_not());
-    if (!unfinished.any().item<bool>()) break;
+    if (chooser.done()) break;
     step_ids = next.unsqueeze(1);
   }
   return ids;
@@ -120,30 +139,21 @@ at::Tensor generate_seq2seq(PretrainedModel& model, const at::Tensor& input_ids,
              "decoder-only models use generate");
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
              "[generate_seq2seq] input_ids must be [batch, length>0], got ", input_ids.sizes());
-  PEFT_CHECK(cfg.max_new_tokens >= 0 && cfg.temperature > 0 && cfg.top_p > 0 && cfg.top_p <= 1 &&
-                 cfg.repetition_penalty > 0,
-             ConfigError, "[generate_seq2seq] invalid settings: max_new_tokens ", cfg.max_new_tokens,
-             ", temperature ", cfg.temperature, ", top_p ", cfg.top_p, ", repetition_penalty ",
-             cfg.repetition_penalty, " (need >= 0, > 0, (0, 1], > 0)");
   int64_t start = cfg.decoder_start_token_id;
   if (start < 0) start = model.config().get_int("decoder_start_token_id", -1);
   if (start < 0) start = model.config().get_int("bos_token_id", -1);
   PEFT_CHECK(start >= 0, ConfigError, "[generate_seq2seq] ", model.config().source(),
              ": no decoder_start_token_id (GenerationConfig or config.json) and no bos_token_id");
-  torch::NoGradGuard ng;
   const int64_t B = input_ids.size(0);
+  TokenChooser chooser(cfg, B, input_ids.options(), "generate_seq2seq");
+  torch::NoGradGuard ng;
   const at::Tensor mask =
       attention_mask_in.defined() ? attention_mask_in.to(at::kLong) : at::ones_like(input_ids, at::kLong);
-  const int64_t pad = cfg.pad_token_id >= 0 ? cfg.pad_token_id : (cfg.eos_token_id.empty() ? 0 : cfg.eos_token_id[0]);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(cfg.seed);
 
   KVCache cache;
   at::Tensor ids = at::full({B, 1}, start, input_ids.options().dtype(at::kLong));
   at::Tensor step_ids = ids;
   at::Tensor encoder_outputs;
-  at::Tensor unfinished = at::ones({B}, input_ids.options().dtype(at::kBool));
-  at::Tensor eos = cfg.eos_token_id.empty() ? at::Tensor()
-                                            : at::tensor(cfg.eos_token_id, input_ids.options().dtype(at::kLong));
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     ModelInputs in;
     if (encoder_outputs.defined()) {
@@ -158,12 +168,9 @@ at::Tensor generate_seq2seq(PretrainedModel& model, const at::Tensor& input_ids,
     in.cache = &cache;
     const ModelOutput out = model.forward(in);
     encoder_outputs = out.encoder_last_hidden_state;
-    at::Tensor scores = process_logits(out.logits.select(1, -1), ids, cfg);
-    at::Tensor next = cfg.do_sample ? at::multinomial(scores.softmax(-1), 1, false, gen).squeeze(1) : scores.argmax(-1);
-    next = at::where(unfinished, next, at::full_like(next, pad));
+    const at::Tensor next = chooser.next(out.logits.select(1, -1), ids);
     ids = at::cat({ids, next.unsqueeze(1)}, 1);
-    if (eos.defined()) unfinished = unfinished.logical_and(at::isin(next, eos).logical_not());
-    if (!unfinished.any().item<bool>()) break;
+    if (chooser.done()) break;
     step_ids = next.unsqueeze(1);
   }
   return ids;
