@@ -63,6 +63,17 @@ template <typename A>
 bool AdapterSet<A>::is_merged(const std::string& n) const {
   return std::find(merged_.begin(), merged_.end(), n) != merged_.end();
 }
+template <typename A>
+std::vector<std::pair<std::string, std::shared_ptr<A>>> AdapterSet<A>::pending_merge(
+    const std::vector<std::string>& names_in) const {
+  std::vector<std::pair<std::string, std::shared_ptr<A>>> out;
+  for (const auto& n : names_in.empty() ? active_ : names_in) {
+    auto a = get(n);
+    PEFT_CHECK(a != nullptr, std::invalid_argument, "[merge] no adapter named '", n, "' on this layer");
+    if (!is_merged(n)) out.emplace_back(n, a);
+  }
+  return out;
+}
 template class AdapterSet<LinearAdapter>;
 template class AdapterSet<EmbeddingAdapter>;
 
@@ -226,12 +237,8 @@ at::Tensor AdaptableLinearImpl::routed_delta(const at::Tensor& x, const at::Tens
 }
 
 void AdaptableLinearImpl::merge(const std::vector<std::string>& names_in, bool safe_merge) {
-  const auto names = names_in.empty() ? adapters.active() : names_in;
   torch::NoGradGuard ng;
-  for (const auto& n : names) {
-    auto a = adapters.get(n);
-    PEFT_CHECK(a != nullptr, std::invalid_argument, "[merge] no adapter named '", n, "' on this layer");
-    if (adapters.is_merged(n)) continue;
+  for (const auto& [n, a] : adapters.pending_merge(names_in)) {
     at::Tensor w = a->merge_into(weight_out_in().to(at::kFloat));
     at::Tensor db = a->delta_bias();
     if (safe_merge) {
@@ -290,12 +297,8 @@ at::Tensor AdaptableEmbeddingImpl::forward(const at::Tensor& ids) {
 }
 
 void AdaptableEmbeddingImpl::merge(const std::vector<std::string>& names_in, bool safe_merge) {
-  const auto names = names_in.empty() ? adapters.active() : names_in;
   torch::NoGradGuard ng;
-  for (const auto& n : names) {
-    auto a = adapters.get(n);
-    PEFT_CHECK(a != nullptr, std::invalid_argument, "[merge] no adapter named '", n, "' on this layer");
-    if (adapters.is_merged(n)) continue;
+  for (const auto& [n, a] : adapters.pending_merge(names_in)) {
     at::Tensor w = weight + a->delta_weight().to(weight.scalar_type());
     PEFT_CHECK(!safe_merge || at::isfinite(w).all().item<bool>(), std::runtime_error,
                "[merge] NaNs detected in the merged weights. The adapter ", n, " seems to be broken");

@@ -62,6 +62,9 @@ class AdapterSet {
   const std::vector<std::string>& merged() const { return merged_; }
   bool is_merged(const std::string& n) const;
   void mark_merged(const std::string& n) { merged_.push_back(n); }
+  /// The adapters a merge of `names` (default: the active ones) still has to fold in, in order;
+  /// throws naming an adapter this layer does not hold.
+  std::vector<std::pair<std::string, std::shared_ptr<Adapter>>> pending_merge(const std::vector<std::string>& names) const;
   void clear_merged() { merged_.clear(); }
   bool disabled = false;
 
