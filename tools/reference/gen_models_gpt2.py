@@ -6,10 +6,10 @@ transformers' default attention (SDPA) is used, as users get it; the C++ side ma
 (including zero outputs for fully masked left-padding query rows).
 """
 import torch
-from transformers import (DynamicCache, GPT2Config, GPT2ForSequenceClassification, GPT2ForTokenClassification,
+from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2ForTokenClassification,
                           GPT2LMHeadModel)
 
-from model_fixtures import grads_of, pattern, save_case
+from model_fixtures import decoder_causal_case, grads_of, save_case
 
 # n_inner=64 keeps the causal fixture small; the classification cases use the default (4 * n_embd).
 CFG = dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
@@ -18,46 +18,11 @@ IDS = torch.tensor([[5, 17, 33, 9, 41, 12, 7], [0, 0, 23, 8, 50, 3, 19]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
 
 
-def prefix_cache(cfg, P=3, B=2):
-    hd = cfg.n_embd // cfg.n_head
-    keys = [pattern((B, cfg.n_head, P, hd), 0.5, phase=i) for i in range(cfg.n_layer)]
-    vals = [pattern((B, cfg.n_head, P, hd), 0.5, phase=10 + i) for i in range(cfg.n_layer)]
-    return keys, vals
-
-
 def causal():
     torch.manual_seed(0)
     cfg = GPT2Config(**CFG, n_inner=64)
     model = GPT2LMHeadModel(cfg).eval()
-    labels = IDS.masked_fill(MASK == 0, -100)
-    t = {"input_ids": IDS, "attention_mask": MASK, "labels": labels}
-    out = model(input_ids=IDS, attention_mask=MASK, labels=labels, output_hidden_states=True)
-    t["logits"] = out.logits
-    t["last_hidden_state"] = out.hidden_states[-1]
-    t["loss"] = out.loss.reshape(1)
-    out.loss.backward()
-    t.update(grads_of(model))
-    model.zero_grad()
-    with torch.no_grad():
-        emb = pattern((2, 7, cfg.n_embd), 0.8)
-        t["inputs_embeds"] = emb
-        t["logits_embeds"] = model(inputs_embeds=emb, attention_mask=MASK).logits
-        # Key/value prefix of P=3 positions; the real tokens take positions P.. as transformers
-        # gives them when a cache of length P is passed.
-        keys, vals = prefix_cache(cfg)
-        cache = DynamicCache()
-        for i, (k, v) in enumerate(zip(keys, vals)):
-            cache.update(k, v, i)
-            t[f"prefix_key.{i}"] = k
-            t[f"prefix_value.{i}"] = v
-        pmask = torch.cat([torch.ones(2, 3, dtype=MASK.dtype), MASK], 1)
-        pos = torch.arange(3, 10).unsqueeze(0).expand(2, -1)
-        t["prefix_position_ids"] = pos
-        t["logits_prefix"] = model(input_ids=IDS, attention_mask=pmask, past_key_values=cache,
-                                   position_ids=pos).logits
-        # Greedy generation from the batch (left padded), 8 new tokens, no EOS stop.
-        t["generated"] = model.generate(input_ids=IDS, attention_mask=MASK, max_new_tokens=8, do_sample=False,
-                                        eos_token_id=None, pad_token_id=0)
+    t = decoder_causal_case(model, IDS, MASK, cfg.n_embd, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.n_layer)
     save_case("gpt2_causal", model, t)
 
 

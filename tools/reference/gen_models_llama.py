@@ -3,10 +3,10 @@
     /root/peft-venv/bin/python tools/reference/gen_models_llama.py
 """
 import torch
-from transformers import (DynamicCache, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
+from transformers import (LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
                           LlamaForTokenClassification)
 
-from model_fixtures import grads_of, pattern, save_case
+from model_fixtures import decoder_causal_case, grads_of, save_case
 
 torch.manual_seed(0)
 CFG = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -21,46 +21,11 @@ def base_inputs(cfg):
     return {"input_ids": IDS, "attention_mask": MASK}
 
 
-def prefix_cache(cfg, P=3, B=2):
-    kv, hd = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
-    keys = [pattern((B, kv, P, hd), 0.5, phase=i) for i in range(cfg.num_hidden_layers)]
-    vals = [pattern((B, kv, P, hd), 0.5, phase=10 + i) for i in range(cfg.num_hidden_layers)]
-    return keys, vals
-
-
 def causal():
     cfg = LlamaConfig(**CFG)
     model = LlamaForCausalLM(cfg).eval()
-    t = {"input_ids": IDS, "attention_mask": MASK}
-    labels = IDS.masked_fill(MASK == 0, -100)
-    t["labels"] = labels
-    out = model(input_ids=IDS, attention_mask=MASK, labels=labels, output_hidden_states=True)
-    t["logits"] = out.logits
-    t["last_hidden_state"] = out.hidden_states[-1]
-    t["loss"] = out.loss.reshape(1)
-    out.loss.backward()
-    t.update(grads_of(model))
-    model.zero_grad()
-    with torch.no_grad():
-        emb = pattern((2, 7, cfg.hidden_size), 0.8)
-        t["inputs_embeds"] = emb
-        t["logits_embeds"] = model(inputs_embeds=emb, attention_mask=MASK).logits
-        # Key/value prefix of P=3 positions; the real tokens take positions P.. as transformers
-        # gives them when a cache of length P is passed.
-        keys, vals = prefix_cache(cfg)
-        cache = DynamicCache()
-        for i, (k, v) in enumerate(zip(keys, vals)):
-            cache.update(k, v, i)
-            t[f"prefix_key.{i}"] = k
-            t[f"prefix_value.{i}"] = v
-        pmask = torch.cat([torch.ones(2, 3, dtype=MASK.dtype), MASK], 1)
-        pos = torch.arange(3, 10).unsqueeze(0).expand(2, -1)
-        t["prefix_position_ids"] = pos
-        t["logits_prefix"] = model(input_ids=IDS, attention_mask=pmask, past_key_values=cache, position_ids=pos).logits
-        # Greedy generation from the batch (left padded), 8 new tokens, no EOS stop.
-        gen = model.generate(input_ids=IDS, attention_mask=MASK, max_new_tokens=8, do_sample=False,
-                             eos_token_id=None, pad_token_id=0)
-        t["generated"] = gen
+    t = decoder_causal_case(model, IDS, MASK, cfg.hidden_size, cfg.num_key_value_heads,
+                            cfg.hidden_size // cfg.num_attention_heads, cfg.num_hidden_layers)
     save_case("llama_causal", model, t)
 
 

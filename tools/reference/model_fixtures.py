@@ -44,3 +44,40 @@ def save_case(name, model, tensors, meta=None):
 
 def grads_of(model, prefix="grad."):
     return {prefix + n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def decoder_causal_case(model, ids, mask, hidden, kv_heads, head_dim, n_layers, P=3):
+    """The shared decoder-only causal-LM case: logits, last hidden state, loss and gradients;
+    an inputs_embeds forward; a key/value prefix of P positions (the real tokens take positions
+    P.. as transformers gives them when a cache of length P is passed); greedy generation of 8
+    tokens from the left-padded batch with no EOS stop."""
+    from transformers import DynamicCache
+
+    labels = ids.masked_fill(mask == 0, -100)
+    t = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+    t["logits"] = out.logits
+    t["last_hidden_state"] = out.hidden_states[-1]
+    t["loss"] = out.loss.reshape(1)
+    out.loss.backward()
+    t.update(grads_of(model))
+    model.zero_grad()
+    B, T = ids.shape
+    with torch.no_grad():
+        emb = pattern((B, T, hidden), 0.8)
+        t["inputs_embeds"] = emb
+        t["logits_embeds"] = model(inputs_embeds=emb, attention_mask=mask).logits
+        cache = DynamicCache()
+        for i in range(n_layers):
+            k = pattern((B, kv_heads, P, head_dim), 0.5, phase=i)
+            v = pattern((B, kv_heads, P, head_dim), 0.5, phase=10 + i)
+            cache.update(k, v, i)
+            t[f"prefix_key.{i}"] = k
+            t[f"prefix_value.{i}"] = v
+        pmask = torch.cat([torch.ones(B, P, dtype=mask.dtype), mask], 1)
+        pos = torch.arange(P, P + T).unsqueeze(0).expand(B, -1)
+        t["prefix_position_ids"] = pos
+        t["logits_prefix"] = model(input_ids=ids, attention_mask=pmask, past_key_values=cache, position_ids=pos).logits
+        t["generated"] = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                                        eos_token_id=None, pad_token_id=0)
+    return t
