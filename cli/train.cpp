@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "commands.h"
 #include "peft/core/check.h"
+#include "peft/core/file_util.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
@@ -279,15 +281,34 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   const auto res = trainer.train(resume);
   std::cout << "trained " << res.global_step << " steps, mean train loss " << res.train_loss << "\n";
   if (res.eval_loss) std::cout << "after:  eval loss " << *res.eval_loss << (loss0 ? " (was " + std::to_string(*loss0) + ")" : "") << "\n";
+  // The run's summary for tools (peft compare): parameters, speed, metrics before and after.
+  const auto [trainable, all] = pm->get_nb_trainable_parameters();
+  nlohmann::json summary = {{"method", c.method},
+                            {"task", c.task},
+                            {"trainable_params", trainable},
+                            {"all_params", all},
+                            {"steps", res.global_step},
+                            {"train_loss", res.train_loss},
+                            {"train_tokens", res.train_tokens},
+                            {"train_seconds", res.train_seconds},
+                            {"train_tokens_per_second", res.train_seconds > 0 ? res.train_tokens / res.train_seconds : 0.0},
+                            {"metrics", nlohmann::json::object()},
+                            {"metrics_before", nlohmann::json::object()}};
+  if (res.eval_loss) summary["metrics"]["eval_loss"] = *res.eval_loss;
+  if (loss0) summary["metrics_before"]["eval_loss"] = *loss0;
   if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
     const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
               << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";
+    summary["metrics"]["bleu"] = g1.bleu;
+    summary["metrics_before"]["bleu"] = g0.bleu;
   }
+  write_file_atomic((fs::path(c.args.output_dir) / "results.json").string(), summary.dump(1) + "\n");
   std::cout << "adapter:     " << res.adapter_dir << "\n"
             << "checkpoints: " << c.args.output_dir << "/checkpoint-*\n"
             << "metrics:     " << c.args.output_dir << "/metrics.jsonl, " << c.args.output_dir << "/runs (TensorBoard)\n"
-            << "loss plot:   " << c.args.output_dir << "/loss.png\n";
+            << "loss plot:   " << c.args.output_dir << "/loss.png\n"
+            << "summary:     " << c.args.output_dir << "/results.json\n";
 }
 
 // peft eval: loss / perplexity (and BLEU with templates) of a model, with an optional adapter.

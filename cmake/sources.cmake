@@ -60,4 +60,5 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/convert.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/compare.cpp
 )

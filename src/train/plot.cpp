@@ -70,7 +70,8 @@ class Canvas {
   int clip_x0_ = 0, clip_y0_ = 0, clip_x1_ = 0, clip_y1_ = 0;
 };
 
-// ---- 3x5 pixel font: digits, number punctuation and the legend's letters.
+// ---- 3x5 pixel font: digits, number punctuation, lowercase letters (upper case is drawn as
+// lower case) and a few symbols for labels.
 struct Glyph {
   char ch;
   uint8_t rows[5];  // 3 bits per row, MSB = left column
@@ -79,9 +80,15 @@ constexpr Glyph kFont[] = {
     {'0', {7, 5, 5, 5, 7}}, {'1', {2, 6, 2, 2, 7}}, {'2', {7, 1, 7, 4, 7}}, {'3', {7, 1, 7, 1, 7}},
     {'4', {5, 5, 7, 1, 1}}, {'5', {7, 4, 7, 1, 7}}, {'6', {7, 4, 7, 5, 7}}, {'7', {7, 1, 1, 1, 1}},
     {'8', {7, 5, 7, 5, 7}}, {'9', {7, 5, 7, 1, 7}}, {'.', {0, 0, 0, 0, 2}}, {'-', {0, 0, 7, 0, 0}},
-    {'+', {0, 2, 7, 2, 0}}, {'e', {7, 5, 7, 4, 7}}, {'t', {2, 7, 2, 2, 3}}, {'r', {0, 6, 5, 4, 4}},
-    {'a', {0, 3, 5, 5, 3}}, {'i', {2, 0, 2, 2, 2}}, {'n', {0, 6, 5, 5, 5}}, {'v', {0, 5, 5, 5, 2}},
-    {'l', {6, 2, 2, 2, 7}},
+    {'+', {0, 2, 7, 2, 0}}, {'_', {0, 0, 0, 0, 7}}, {'%', {5, 1, 2, 4, 5}}, {'/', {1, 1, 2, 4, 4}},
+    {':', {0, 2, 0, 2, 0}}, {'(', {1, 2, 2, 2, 1}}, {')', {4, 2, 2, 2, 4}}, {',', {0, 0, 0, 2, 4}},
+    {'a', {0, 3, 5, 5, 3}}, {'b', {4, 6, 5, 5, 6}}, {'c', {0, 3, 4, 4, 3}}, {'d', {1, 3, 5, 5, 3}},
+    {'e', {7, 5, 7, 4, 7}}, {'f', {3, 4, 6, 4, 4}}, {'g', {3, 5, 3, 1, 6}}, {'h', {4, 6, 5, 5, 5}},
+    {'i', {2, 0, 2, 2, 2}}, {'j', {1, 0, 1, 5, 2}}, {'k', {4, 5, 6, 5, 5}}, {'l', {6, 2, 2, 2, 7}},
+    {'m', {0, 7, 7, 5, 5}}, {'n', {0, 6, 5, 5, 5}}, {'o', {0, 2, 5, 5, 2}}, {'p', {0, 6, 5, 6, 4}},
+    {'q', {0, 3, 5, 3, 1}}, {'r', {0, 6, 5, 4, 4}}, {'s', {0, 3, 6, 1, 6}}, {'t', {2, 7, 2, 2, 3}},
+    {'u', {0, 5, 5, 5, 3}}, {'v', {0, 5, 5, 5, 2}}, {'w', {0, 5, 5, 7, 7}}, {'x', {0, 5, 2, 2, 5}},
+    {'y', {5, 5, 3, 1, 6}}, {'z', {7, 1, 2, 4, 7}},
 };
 constexpr int kScale = 2;                    // font pixel size
 constexpr int kAdvance = 4 * kScale;         // glyph width + 1 column of spacing
@@ -91,6 +98,7 @@ int text_width(const std::string& s) { return s.empty() ? 0 : static_cast<int>(s
 
 void draw_text(Canvas& cv, int x, int y, const std::string& s, Rgb c) {  // (x, y) = top-left
   for (char ch : s) {
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
     for (const auto& g : kFont) {
       if (g.ch != ch) continue;
       for (int r = 0; r < 5; ++r)
@@ -259,6 +267,51 @@ void write_loss_curve_png(const std::string& path, const std::vector<std::pair<i
     draw_text(cv, lx0 + 8 + 13 + 6, y + 2, label, kBlack);
   }
 
+  write_file_atomic(path, encode_png(cv, title));
+}
+
+void write_bar_chart_png(const std::string& path, const std::vector<std::string>& labels,
+                         const std::vector<BarSeries>& panels, const std::string& title) {
+  for (const auto& p : panels)
+    PEFT_CHECK(p.values.size() == labels.size(), std::invalid_argument, "[train::write_bar_chart_png] panel '",
+               p.name, "' has ", p.values.size(), " values for ", labels.size(), " labels");
+  constexpr int W = 800, kRow = 22, kPanelGap = 30, kTop = 40;
+  int label_w = 0;
+  for (const auto& l : labels) label_w = std::max(label_w, text_width(l));
+  const int px0 = 20 + label_w + 10, px1 = W - 90;
+  const int panel_h = kGlyphH + 10 + static_cast<int>(labels.size()) * kRow;
+  const int H = kTop + static_cast<int>(panels.size()) * (panel_h + kPanelGap);
+  Canvas cv(W, std::max(H, kTop + 20));
+  draw_text(cv, 20, 14, title, kBlack);
+  int y0 = kTop;
+  for (std::size_t p = 0; p < panels.size(); ++p) {
+    const auto& panel = panels[p];
+    draw_text(cv, 20, y0, panel.name, kAxis);
+    double vmax = 0;
+    for (double v : panel.values)
+      if (std::isfinite(v)) vmax = std::max(vmax, v);
+    if (vmax <= 0) vmax = 1;
+    const Rgb colour = p % 2 ? kEval : kTrain;
+    const int top = y0 + kGlyphH + 10;
+    cv.line(px0, top - 2, px0, top + static_cast<int>(labels.size()) * kRow, kAxis, 1);
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      const int y = top + static_cast<int>(i) * kRow;
+      draw_text(cv, px0 - 10 - text_width(labels[i]), y + (kRow - kGlyphH) / 2 - 2, labels[i], kBlack);
+      const double v = panel.values[i];
+      std::string shown = "n/a";
+      if (std::isfinite(v)) {
+        const int len = static_cast<int>(std::lround(std::max(0.0, v) / vmax * (px1 - px0)));
+        if (len > 0) cv.fill_rect(px0 + 1, y + 2, px0 + len, y + kRow - 6, colour);
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%.4g", v);
+        shown = buf;
+        draw_text(cv, px0 + len + 6, y + (kRow - kGlyphH) / 2 - 2, shown, kBlack);
+      } else {
+        draw_text(cv, px0 + 6, y + (kRow - kGlyphH) / 2 - 2, shown, kAxis);
+      }
+    }
+    y0 += panel_h + kPanelGap;
+  }
   write_file_atomic(path, encode_png(cv, title));
 }
 

@@ -256,6 +256,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
     const auto batches = make_batches(s_->train, a.per_device_train_batch_size, a.shuffle,
                                       static_cast<uint64_t>(a.seed) + static_cast<uint64_t>(epoch), a.group_by_length);
     while (step < total && batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
+      const auto step_t0 = std::chrono::steady_clock::now();
       const double lr = a.learning_rate * lr_lambda(a.lr_scheduler_type, step, warmup, total);
       for (auto& g : s_->opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
       // Micro-batches weighted by their loss tokens, so accumulation equals one big batch.
@@ -280,6 +281,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
       s_->opt->zero_grad();
       batch_pos += a.gradient_accumulation_steps;
       ++step;
+      res.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
       res.step_losses.push_back(step_loss);
       s_->train_curve.emplace_back(step, step_loss);
       if (on_step) on_step(step, step_loss, lr);
@@ -321,6 +323,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   m.eval();
   save_checkpoint(step);
   res.global_step = step;
+  res.train_tokens = tokens_seen;
   double sum = 0;
   for (double l : res.step_losses) sum += l;
   res.train_loss = res.step_losses.empty() ? 0 : sum / static_cast<double>(res.step_losses.size());

@@ -14,6 +14,8 @@
 #include "peft/train/event_writer.h"
 #include "peft/train/metrics.h"
 #include "peft/train/plot.h"
+
+#include <zlib.h>
 #include "test_utils.h"
 
 namespace {
@@ -291,7 +293,7 @@ uint32_t be32(const std::string& s, size_t off) {
          (uint32_t(uint8_t(s[off + 2])) << 8) | uint32_t(uint8_t(s[off + 3]));
 }
 
-void check_png(const std::string& path, const std::string& title) {
+void check_png(const std::string& path, const std::string& title, uint32_t width = 800, uint32_t height = 500) {
   const std::string png = peft::read_file(path);
   ASSERT_GE(png.size(), 8u);
   ASSERT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
@@ -306,8 +308,8 @@ void check_png(const std::string& path, const std::string& title) {
     EXPECT_EQ(be32(png, off + 8 + len), crc32_bitwise(type + data)) << "CRC of chunk " << type;
     if (type == "IHDR") {
       ASSERT_EQ(len, 13u);
-      EXPECT_EQ(be32(data, 0), 800u);
-      EXPECT_EQ(be32(data, 4), 500u);
+      EXPECT_EQ(be32(data, 0), width);
+      EXPECT_EQ(be32(data, 4), height);
       EXPECT_EQ(data.substr(8, 5), std::string("\x08\x02\x00\x00\x00", 5));
     }
     if (type == "tEXt") EXPECT_EQ(data, std::string("Title\0", 6) + title);
@@ -344,6 +346,60 @@ TEST(Plot, WritesValidPng) {
   check_png(dir + "/one.png", "one point");
   pt::write_loss_curve_png(dir + "/flat.png", {{0, 2.0}, {10, 2.0}}, {{10, -1e6}}, "flat");
   check_png(dir + "/flat.png", "flat");
+}
+
+// The RGB rows of a PNG written by the plot module (one IDAT, filter None on every row).
+std::vector<std::vector<uint8_t>> png_rows(const std::string& path, uint32_t& w) {
+  const std::string png = peft::read_file(path);
+  w = be32(png, 16);
+  const uint32_t h = be32(png, 20);
+  std::string idat;
+  for (size_t off = 8; off + 12 <= png.size();) {
+    const uint32_t len = be32(png, off);
+    if (png.substr(off + 4, 4) == "IDAT") idat = png.substr(off + 8, len);
+    off += 12 + len;
+  }
+  std::vector<uint8_t> raw(static_cast<size_t>(h) * (w * 3 + 1));
+  uLongf n = raw.size();
+  EXPECT_EQ(uncompress(raw.data(), &n, reinterpret_cast<const Bytef*>(idat.data()), idat.size()), Z_OK);
+  std::vector<std::vector<uint8_t>> rows(h);
+  for (uint32_t y = 0; y < h; ++y) {
+    EXPECT_EQ(raw[y * (w * 3 + 1)], 0) << "filter byte of row " << y;
+    rows[y].assign(raw.begin() + y * (w * 3 + 1) + 1, raw.begin() + (y + 1) * (w * 3 + 1));
+  }
+  return rows;
+}
+
+TEST(Plot, BarChartBarsAreProportional) {
+  const auto dir = peft::test::tmp_dir("plot_bars");
+  const std::string path = dir + "/bars.png";
+  const std::vector<std::string> labels = {"lora", "prompt_tuning", "p_tuning_v2"};
+  pt::write_bar_chart_png(path, labels,
+                          {{"eval loss", {1.0, 2.0, std::nan("")}}, {"tokens/s", {300.0, 150.0, 75.0}}},
+                          "Compare (E2E)");
+  uint32_t w = 0;
+  const auto rows = png_rows(path, w);
+  // Longest run of the first panel's bar colour (31,119,180) and the second's (255,127,14) per row.
+  auto longest = [&](int r, int g, int b) {
+    std::vector<int> runs;
+    for (const auto& row : rows) {
+      int n = 0;
+      for (uint32_t x = 0; x < w; ++x) n += row[3 * x] == r && row[3 * x + 1] == g && row[3 * x + 2] == b;
+      if (n > 0 && (runs.empty() || runs.back() != n)) runs.push_back(n);
+    }
+    return runs;
+  };
+  const auto blue = longest(31, 119, 180), orange = longest(255, 127, 14);
+  // Panel 1: bars 1 and 2 (the n/a row has none), lengths in ratio 1:2.
+  ASSERT_EQ(blue.size(), 2u);
+  EXPECT_NEAR(static_cast<double>(blue[0]) / blue[1], 0.5, 0.01);
+  // Panel 2: three bars, 4:2:1.
+  ASSERT_EQ(orange.size(), 3u);
+  EXPECT_NEAR(static_cast<double>(orange[1]) / orange[0], 0.5, 0.01);
+  EXPECT_NEAR(static_cast<double>(orange[2]) / orange[0], 0.25, 0.01);
+  check_png(path, "Compare (E2E)", w, static_cast<uint32_t>(rows.size()));
+  fs::copy_file(path, std::string(PEFT_TEST_OUTPUT_DIR) + "/bar_chart_example.png", fs::copy_options::overwrite_existing);
+  EXPECT_THROW(pt::write_bar_chart_png(dir + "/bad.png", labels, {{"x", {1.0}}}, ""), std::invalid_argument);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 #pragma once
-// Loss-curve chart as a PNG, with no plotting library (tier 0: torch-free; uses zlib).
+// Loss curves and bar charts as PNG, with no plotting library (tier 0: torch-free; uses zlib).
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -14,5 +14,18 @@ namespace peft::train {
 /// (peft::write_file_atomic).
 void write_loss_curve_png(const std::string& path, const std::vector<std::pair<int64_t, double>>& train,
                           const std::vector<std::pair<int64_t, double>>& eval, const std::string& title);
+
+/// One panel of a bar chart: a name (drawn above it) and one value per label.
+struct BarSeries {
+  std::string name;
+  std::vector<double> values;  ///< non-finite = "n/a"
+};
+
+/// Writes an 800-pixel-wide RGB PNG with one horizontal bar panel per series, sharing the row
+/// labels (e.g. methods), each bar annotated with its value and each panel scaled to its own
+/// maximum; `title` is drawn at the top. Atomic write. Throws if a series' length differs from
+/// the labels'.
+void write_bar_chart_png(const std::string& path, const std::vector<std::string>& labels,
+                         const std::vector<BarSeries>& panels, const std::string& title);
 
 }  // namespace peft::train

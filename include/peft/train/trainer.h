@@ -51,6 +51,8 @@ struct TrainResult {
   double train_loss = 0;            ///< mean of step_losses
   std::optional<double> eval_loss;
   std::string adapter_dir;          ///< where the final adapter was saved
+  int64_t train_tokens = 0;         ///< tokens (padding excluded) fed to training in this call
+  double train_seconds = 0;         ///< time in optimizer steps (no evaluation, no checkpoints)
 };
 
 struct EvalResult {
