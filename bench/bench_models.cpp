@@ -1,7 +1,8 @@
 // Model forward and greedy-generation throughput; compare with bench/python/bench_models.py
 // (same workloads in transformers), which also runs this binary and prints the ratios.
 //
-//   bench_models <stories260K-hf folder>   (from: peft convert models/stories260K/stories260K.bin <dir>)
+//   bench_models <stories260K-hf folder> [stories260K|gpt2-124M]
+//   (folder from: peft convert models/stories260K/stories260K.bin <dir>; a model name runs only that one)
 //
 // Workloads: forward of a [4, 128] batch (no grad), and greedy generation of 64 new tokens from
 // a 16-token prompt, batch 1 (KV cache, no EOS stop). Output lines: "RESULT <model> <metric> <value>".
@@ -58,17 +59,18 @@ void run(const std::string& name, peft::models::PretrainedModel& m, int64_t voca
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << "usage: bench_models <stories260K-hf folder>\n";
+  if (argc < 2 || argc > 3) {
+    std::cerr << "usage: bench_models <stories260K-hf folder> [stories260K|gpt2-124M]\n";
     return 2;
   }
   const auto rt = peft::init_runtime();
   std::cout << "threads " << rt.intra_op_threads << ", BLAS " << rt.blas_library << "\n";
-  {
+  const std::string only = argc > 2 ? argv[2] : "";
+  if (only.empty() || only == "stories260K") {
     auto m = peft::models::load_model(argv[1]);
     run("stories260K", *m, m->config().json().value("vocab_size", int64_t{512}), 20, 5);
   }
-  {
+  if (only.empty() || only == "gpt2-124M") {
     const nlohmann::json j = {{"model_type", "gpt2"}, {"n_embd", 768},     {"n_layer", 12},
                               {"n_head", 12},         {"vocab_size", 50257}, {"n_positions", 1024}};
     auto m = peft::models::create_model(peft::models::ModelConfig(j), peft::models::TaskHead::CausalLM);

@@ -42,6 +42,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/core/runtime.cpp
   ${S}/io/tensor_bridge.cpp
   ${S}/models/blocks.cpp
+  ${S}/models/cpu_kernels.cpp
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
   ${S}/models/llama.cpp

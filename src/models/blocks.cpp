@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 
+#include "cpu_kernels.h"
 #include "peft/core/check.h"
 
 namespace peft::models {
@@ -80,6 +81,10 @@ KeyValue extend_kv(const KeyValue* prefix, KVCache* cache, std::size_t layer, co
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& bias, double scale, double dropout, bool training) {
+  // Inference on fp32 CPU tensors: one fused pass per query row (same operation order, no
+  // [B, H, T, S] intermediates, masked keys skipped).
+  if (!(training && dropout > 0) && kernels::attention_f32_applicable(q, k, v, bias))
+    return kernels::attention_f32(q, k, v, bias, scale);
   const int64_t H = q.size(1), KVH = k.size(1);
   at::Tensor kk = k, vv = v;
   if (KVH != H) {

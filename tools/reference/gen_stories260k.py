@@ -71,6 +71,10 @@ def main(model_dir, data_path):
     # to ~18); both are stored: eager for the 1e-5 check, SDPA for the default path.
     model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
     sdpa = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    # The same model in fp64: the rounding-free values both fp32 implementations approximate
+    # (transformers' fp32 eager and SDPA logits are themselves 1.1e-5 / 1.5e-5 away from them).
+    # SDPA, because fp64 eager turns the fully padded query rows into NaN that reach the real rows.
+    exact = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float64).eval()
     pieces, scores = read_tok512(os.path.join(ROOT, "models", "stories260K", "tok512.bin"))
     t = {}
     with torch.no_grad():
@@ -79,6 +83,7 @@ def main(model_dir, data_path):
         t["prompt_ids"] = prompt
         t["prompt_logits"] = model(prompt).logits
         t["prompt_logits_sdpa"] = sdpa(prompt).logits
+        t["prompt_logits_fp64"] = exact(prompt).logits
         b = [encode_llama2c(s, pieces, scores) for s in ("Lily saw a big red ball.", "Tom went to the park with his dog and")]
         L = max(map(len, b))
         ids = torch.tensor([[0] * (L - len(x)) + x for x in b])
@@ -86,6 +91,7 @@ def main(model_dir, data_path):
         t["batch_ids"], t["batch_mask"] = ids, mask
         t["batch_logits"] = model(input_ids=ids, attention_mask=mask).logits
         t["batch_logits_sdpa"] = sdpa(input_ids=ids, attention_mask=mask).logits
+        t["batch_logits_fp64"] = exact(input_ids=ids, attention_mask=mask).logits
         gen = model.generate(torch.tensor([[1]]), max_new_tokens=32, do_sample=False, eos_token_id=None)
         t["greedy_from_bos"] = gen[0, 1:]
         sts = stories(data_path)
