@@ -70,3 +70,4 @@ list(APPEND PEFT_CORE_SOURCES
 )
 list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/sampler.h ${I}/distributed/launcher.h)
 list(APPEND PEFT_TORCH_SOURCES ${S}/distributed/env.cpp)
+list(APPEND PEFT_CLI_SOURCES ${CMAKE_CURRENT_LIST_DIR}/../cli/launch.cpp)
