@@ -11,6 +11,8 @@
 #include <set>
 
 #include "commands.h"
+#include "launch.h"
+#include "peft/distributed/collective.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
 #include "peft/io/tokenizer.h"
@@ -36,6 +38,7 @@ struct RunConfig {
   int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
   int64_t eval_generate = 0, max_new_tokens = 48;
   bool skip_bad_rows = false;
+  double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
   LoraConfig lora;
   train::TrainingArguments args;
 };
@@ -91,6 +94,7 @@ const std::map<std::string, Setter>& setters() {
     S_INT("eval_steps", args.eval_steps); S_INT("save_steps", args.save_steps); S_INT("seed", args.seed);
     S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
     S_BOOL("bf16", args.bf16);
+    S_DBL("ddp_timeout", ddp_timeout);
 #undef S_STR
 #undef S_INT
 #undef S_DBL
@@ -253,6 +257,9 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
 
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
   const RunConfig c = load_config(cfg_path, overrides);
+  // A rank of a data-parallel run (RANK/WORLD_SIZE set by the launcher or torchrun): only rank 0 prints.
+  const auto denv = distributed::env_from_environment();
+  if (denv.rank != 0) std::cout.setstate(std::ios_base::badbit);
   PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
   auto model = models::load_model(c.model);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
@@ -266,6 +273,13 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
   train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);
+  if (denv.world_size > 1) {
+    distributed::ProcessGroupOptions po;
+    po.timeout_seconds = c.ddp_timeout;
+    trainer.set_collective(distributed::init_process_group(denv, po));
+    std::cout << "data-parallel: " << denv.world_size << " ranks, global batch "
+              << denv.world_size * c.args.per_device_train_batch_size * c.args.gradient_accumulation_steps << "\n";
+  }
 
   std::optional<double> loss0;
   GenEval g0;
@@ -369,7 +383,14 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("overrides", *over, "key=value overrides, e.g. learning_rate=1e-3 max_steps=50");
   cmd->add_option("--resume", *resume, "Continue from a checkpoint folder (output_dir/checkpoint-N)")
       ->check(CLI::ExistingDirectory);
-  cmd->callback([cfg, over, resume] { run_train(*cfg, *over, *resume); });
+  auto launch = std::make_shared<LaunchFlags>();
+  add_launch_options(*cmd, *launch);
+  cmd->callback([cfg, over, resume, launch] {
+    std::vector<std::string> rank_args = {"train", *cfg};
+    rank_args.insert(rank_args.end(), over->begin(), over->end());
+    if (!resume->empty()) rank_args.insert(rank_args.end(), {"--resume", *resume});
+    if (!launch_if_asked(*launch, rank_args)) run_train(*cfg, *over, *resume);
+  });
 }
 
 void add_merge_command(CLI::App& app) {

@@ -63,3 +63,13 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/compare.cpp
 )
+
+# Data-parallel training (src/distributed): the sampler and launcher are torch-free; the process
+# group (c10d + Gloo) is added in CMakeLists.txt, or its stub when the gloo headers are missing.
+list(APPEND PEFT_CORE_SOURCES
+  ${S}/distributed/sampler.cpp
+  ${S}/distributed/launcher.cpp
+)
+list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/sampler.h ${I}/distributed/launcher.h)
+list(APPEND PEFT_TORCH_SOURCES ${S}/distributed/env.cpp)
+list(APPEND PEFT_CLI_SOURCES ${CMAKE_CURRENT_LIST_DIR}/../cli/launch.cpp)

@@ -20,6 +20,8 @@
 
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/distributed/collective.h"
+#include "peft/distributed/sampler.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/train/event_writer.h"
@@ -69,6 +71,9 @@ struct Trainer::State {
   std::unique_ptr<TensorBoardWriter> tb;
   std::ofstream metrics;
   std::vector<std::pair<int64_t, double>> train_curve, eval_curve;
+  std::shared_ptr<distributed::Collective> dist;  // null: a single process
+  int rank() const { return dist ? dist->rank() : 0; }
+  int world() const { return dist ? dist->world_size() : 1; }
 };
 
 namespace {
@@ -112,6 +117,27 @@ int64_t loss_tokens(const Batch& b, TaskFormat task) {
   for (int64_t r = 0; r < b.rows; ++r)
     for (int64_t c = shift; c < cols; ++c) n += b.labels[r * cols + c] != -100;
   return n;
+}
+
+// Sums the trainable parameters' gradients and the step loss over the ranks, in one bucketed
+// all-reduce. A presence flag per parameter keeps "no gradient on any rank" undefined, as in a
+// single process (AdamW skips such parameters); a rank with an empty batch contributes zeros.
+void all_reduce_grads(distributed::Collective& dist, const std::vector<at::Tensor>& params, double& step_loss) {
+  at::Tensor extra = at::zeros({static_cast<int64_t>(params.size()) + 1}, at::kDouble);
+  auto* e = extra.data_ptr<double>();
+  std::vector<at::Tensor> grads;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    at::Tensor p = params[i];
+    e[i] = p.grad().defined() ? 1.0 : 0.0;
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  e[params.size()] = step_loss;
+  grads.push_back(extra);
+  dist.all_reduce_sum(grads);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (e[i] == 0.0) at::Tensor(params[i]).mutable_grad() = at::Tensor();
+  step_loss = e[params.size()];
 }
 
 void write_rng(const std::string& path) {
@@ -167,6 +193,8 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
 
 Trainer::~Trainer() = default;
 
+void Trainer::set_collective(std::shared_ptr<distributed::Collective> collective) { s_->dist = std::move(collective); }
+
 EvalResult Trainer::evaluate() {
   EvalResult r;
   if (!s_->has_eval) return r;
@@ -176,12 +204,20 @@ EvalResult Trainer::evaluate() {
   torch::NoGradGuard ng;
   const TaskFormat task = task_of(m);
   double total = 0;
+  int64_t i = -1;
   for (const auto& idx : make_batches(s_->eval, s_->args.per_device_eval_batch_size, false, 0, false)) {
+    if (++i % s_->world() != s_->rank()) continue;  // eval batches are dealt out over the ranks
     const Batch b = collate(s_->eval, idx, s_->pad);
     const int64_t n = loss_tokens(b, task);
     if (n == 0) continue;
     total += s_->model->forward(to_inputs(b, task)).loss.item<double>() * static_cast<double>(n);
     r.tokens += n;
+  }
+  if (s_->dist) {
+    at::Tensor sums = at::tensor({total, static_cast<double>(r.tokens)}, at::kDouble);
+    s_->dist->all_reduce_sum({sums});
+    total = sums[0].item<double>();
+    r.tokens = static_cast<int64_t>(sums[1].item<double>());
   }
   r.loss = r.tokens ? total / static_cast<double>(r.tokens) : 0.0;
   r.perplexity = perplexity(r.loss);
@@ -193,9 +229,15 @@ TrainResult Trainer::train(const std::string& resume_from) {
   auto& a = s_->args;
   auto& m = s_->model->base_model();
   const TaskFormat task = task_of(m);
-  fs::create_directories(a.output_dir);
-  const int64_t batches_per_epoch = static_cast<int64_t>(
-      make_batches(s_->train, a.per_device_train_batch_size, false, 0, false).size());
+  // Rank 0 alone writes (logs, checkpoints, adapter). Every rank draws the same epoch order and
+  // takes its slice of each global batch (world x per-device batch), so one process is world 1.
+  const bool main_rank = s_->rank() == 0;
+  if (main_rank) fs::create_directories(a.output_dir);
+  const distributed::DistributedSampler sampler(a.per_device_train_batch_size, s_->rank(), s_->world(), a.shuffle,
+                                                static_cast<uint64_t>(a.seed), a.group_by_length);
+  const int64_t global_batch = sampler.global_batch();
+  const auto n_examples = static_cast<int64_t>(s_->train.examples.size());
+  const int64_t batches_per_epoch = (n_examples + global_batch - 1) / global_batch;
   const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / a.gradient_accumulation_steps);
   const int64_t total = a.max_steps > 0 ? a.max_steps
                                         : static_cast<int64_t>(std::ceil(a.num_train_epochs * steps_per_epoch));
@@ -203,29 +245,40 @@ TrainResult Trainer::train(const std::string& resume_from) {
 
   TrainResult res;
   int64_t step = 0, epoch = 0, batch_pos = 0;
+  // The epoch's batches start after epoch_start examples of an order drawn with order_batch; both
+  // are saved, so a resume with another world size continues the same order.
+  int64_t epoch_start = 0, order_batch = global_batch;
   at::manual_seed(static_cast<uint64_t>(a.seed));
   if (!resume_from.empty()) {
     const json st = io::read_json_file((fs::path(resume_from) / "trainer_state.json").string());
     step = st.at("global_step").get<int64_t>();
     epoch = st.at("epoch").get<int64_t>();
-    batch_pos = st.at("batch_pos").get<int64_t>();
+    if (st.contains("epoch_samples")) {
+      epoch_start = st.at("epoch_samples").get<int64_t>();
+      order_batch = st.at("epoch_order_batch").get<int64_t>();
+    } else {  // written before data-parallel support: a single process
+      epoch_start = st.at("batch_pos").get<int64_t>() * a.per_device_train_batch_size;
+      order_batch = a.per_device_train_batch_size;
+    }
     res.step_losses = st.at("step_losses").get<std::vector<double>>();
     s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
                                     s_->model->active_adapters().front());
     torch::load(*s_->opt, (fs::path(resume_from) / "optimizer.pt").string());
     read_rng((fs::path(resume_from) / "rng_state.safetensors").string());
   }
-  if (a.tensorboard) s_->tb = std::make_unique<TensorBoardWriter>((fs::path(a.output_dir) / "runs").string());
-  s_->metrics.open((fs::path(a.output_dir) / "metrics.jsonl"), std::ios::app);
-  const bool tty = a.progress_bar && ::isatty(2);
+  if (a.tensorboard && main_rank) s_->tb = std::make_unique<TensorBoardWriter>((fs::path(a.output_dir) / "runs").string());
+  if (main_rank) s_->metrics.open((fs::path(a.output_dir) / "metrics.jsonl"), std::ios::app);
+  const bool tty = a.progress_bar && main_rank && ::isatty(2);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
 
   auto log = [&](const json& j) {
+    if (!main_rank) return;
     s_->metrics << j.dump() << "\n";
     s_->metrics.flush();
   };
   auto save_checkpoint = [&](int64_t at_step) {
+    if (!main_rank) return;
     // Written into a temp folder, then renamed: a kill leaves either the old state or the new.
     const fs::path dst = fs::path(a.output_dir) / ("checkpoint-" + std::to_string(at_step));
     const fs::path tmp = fs::path(a.output_dir) / (".checkpoint-" + std::to_string(at_step) + ".tmp");
@@ -241,6 +294,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
     write_rng((tmp / "rng_state.safetensors").string());
     io::write_json_file((tmp / "trainer_state.json").string(),
                         {{"global_step", at_step}, {"epoch", epoch}, {"batch_pos", batch_pos},
+                         {"epoch_samples", std::min(n_examples, epoch_start + batch_pos * global_batch)},
+                         {"epoch_order_batch", order_batch}, {"world_size", s_->world()},
                          {"step_losses", res.step_losses}, {"total_steps", total}});
     fs::remove_all(dst);
     fs::rename(tmp, dst);
@@ -253,8 +308,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
   }
   while (step < total) {
-    const auto batches = make_batches(s_->train, a.per_device_train_batch_size, a.shuffle,
-                                      static_cast<uint64_t>(a.seed) + static_cast<uint64_t>(epoch), a.group_by_length);
+    const auto batches = sampler.rank_batches(s_->train, epoch, order_batch, epoch_start);
     while (step < total && batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
       const auto step_t0 = std::chrono::steady_clock::now();
       const double lr = a.learning_rate * lr_lambda(a.lr_scheduler_type, step, warmup, total);
@@ -262,9 +316,18 @@ TrainResult Trainer::train(const std::string& resume_from) {
       // Micro-batches weighted by their loss tokens, so accumulation equals one big batch.
       std::vector<Batch> micro;
       int64_t n_all = 0;
+      int64_t step_tokens = 0;
       for (int64_t k = 0; k < a.gradient_accumulation_steps; ++k) {
-        micro.push_back(collate(s_->train, batches[batch_pos + k], s_->pad));
+        const auto& idx = batches[batch_pos + k];  // empty on a rank past the end of a short last batch
+        micro.push_back(idx.empty() ? Batch{} : collate(s_->train, idx, s_->pad));
         n_all += loss_tokens(micro.back(), task);
+        step_tokens += micro.back().n_tokens;
+      }
+      if (s_->dist) {  // weights over the loss tokens of all ranks: N ranks x b equals 1 x N*b
+        at::Tensor counts = at::tensor({n_all, step_tokens}, at::kLong);
+        s_->dist->all_reduce_sum({counts});
+        n_all = counts[0].item<int64_t>();
+        step_tokens = counts[1].item<int64_t>();
       }
       double step_loss = 0;
       for (const auto& b : micro) {
@@ -274,8 +337,9 @@ TrainResult Trainer::train(const std::string& resume_from) {
         const double w = static_cast<double>(n) / static_cast<double>(std::max<int64_t>(1, n_all));
         (loss * w).backward();
         step_loss += loss.item<double>() * w;
-        tokens_seen += b.n_tokens;
       }
+      tokens_seen += step_tokens;
+      if (s_->dist) all_reduce_grads(*s_->dist, s_->params, step_loss);
       if (a.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(s_->params, a.max_grad_norm);
       s_->opt->step();
       s_->opt->zero_grad();
@@ -292,7 +356,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
           s_->tb->add_scalar("train/loss", step_loss, step);
           s_->tb->add_scalar("train/learning_rate", lr, step);
         }
-        if (!tty)
+        if (!tty && main_rank)
           std::cerr << "step " << step << "/" << total << "  loss " << std::fixed << std::setprecision(4) << step_loss
                     << "  lr " << std::scientific << std::setprecision(2) << lr << std::defaultfloat << "  "
                     << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9)) << " tok/s\n";
@@ -316,11 +380,14 @@ TrainResult Trainer::train(const std::string& resume_from) {
     if (step < total) {
       ++epoch;
       batch_pos = 0;
+      epoch_start = 0;
+      order_batch = global_batch;
     }
   }
   if (tty) std::cerr << "\n";
   if (a.bf16) at::autocast::set_cpu_enabled(false);
   m.eval();
+  if (s_->dist) s_->dist->barrier();  // every rank finished: nothing is written after a lost rank
   save_checkpoint(step);
   res.global_step = step;
   res.train_tokens = tokens_seen;
@@ -335,7 +402,13 @@ TrainResult Trainer::train(const std::string& resume_from) {
     if (s_->tb) s_->tb->add_scalar("eval/loss", e.loss, step);
   }
   res.adapter_dir = (fs::path(a.output_dir) / "adapter").string();
-  s_->model->save_pretrained(res.adapter_dir, {s_->model->active_adapters().front()});
+  if (!main_rank) return res;
+  // Written into a temp folder, then renamed, as checkpoints are.
+  const fs::path tmp = fs::path(a.output_dir) / ".adapter.tmp";
+  fs::remove_all(tmp);
+  s_->model->save_pretrained(tmp.string(), {s_->model->active_adapters().front()});
+  fs::remove_all(res.adapter_dir);
+  fs::rename(tmp, res.adapter_dir);
   if (s_->tb) s_->tb->flush();
   write_loss_curve_png((fs::path(a.output_dir) / "loss.png").string(), s_->train_curve, s_->eval_curve, "loss");
   return res;

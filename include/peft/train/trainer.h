@@ -14,6 +14,10 @@
 #include "peft/peft_model.h"
 #include "peft/train/data.h"
 
+namespace peft::distributed {
+class Collective;
+}
+
 namespace peft::train {
 
 struct TrainingArguments {
@@ -78,6 +82,11 @@ class Trainer {
 
   /// Called after every optimizer step with (step, loss, lr); used by tests and the CLI.
   std::function<void(int64_t, double, double)> on_step;
+
+  /// Data-parallel training (docs/distributed.md): per_device_train_batch_size becomes the per-rank
+  /// batch, gradients of trainable parameters are summed over ranks, and rank 0 alone logs and writes
+  /// checkpoints and the adapter. Call before train()/evaluate(); nullptr = a single process.
+  void set_collective(std::shared_ptr<distributed::Collective> collective);
 
  private:
   struct State;
