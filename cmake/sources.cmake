@@ -15,6 +15,7 @@ set(PEFT_CORE_SOURCES
   ${S}/tuners/registry.cpp
   ${S}/tuners/target_match.cpp
   ${S}/tuners/lora/config.cpp
+  ${S}/tuners/adalora/config.cpp
   ${S}/io/tokenizer/unicode.cpp
   ${S}/io/tokenizer/normalized.cpp
   ${S}/io/tokenizer/normalizers.cpp
@@ -51,6 +52,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/t5.cpp
   ${S}/models/generation.cpp
   ${S}/tuners/lora/layer.cpp
+  ${S}/tuners/adalora/layer.cpp
   ${S}/tuners/peft_model.cpp
   ${S}/train/trainer.cpp
 )

@@ -20,6 +20,9 @@ namespace peft {
 namespace detail {
 struct ModulesToSave;
 }
+namespace adalora {
+class RankAllocator;
+}
 
 class PeftModel {
  public:
@@ -94,6 +97,13 @@ class PeftModel {
   /// Copies a PEFT adapter_model.safetensors into adapter `name` (same checks as from_pretrained).
   void load_adapter_weights(const std::string& file, const std::string& name);
 
+  /// Tuner work after each optimizer step, before zero_grad, with the 1-based step (AdaLoRA:
+  /// update_and_allocate: importance scores, budget, masking). Returns named scalars to log
+  /// (AdaLoRA: "adalora/budget" and "adalora/rank/<module>"); empty for tuners with no such step.
+  std::vector<std::pair<std::string, double>> on_optimizer_step(int64_t global_step);
+  /// AdaLoRA's rank allocator for the trainable adapter (created on first use; nullptr for other tuners).
+  adalora::RankAllocator* rank_allocator();
+
   models::PretrainedModel& base_model() { return *base_; }
   std::shared_ptr<models::PretrainedModel> base_model_ptr() { return base_; }
 
@@ -109,6 +119,8 @@ class PeftModel {
   std::map<std::string, std::vector<std::string>> targets_;  ///< adapter -> adapted module names
   std::unique_ptr<detail::ModulesToSave> mts_;
   int disabled_ = 0;
+  std::unique_ptr<adalora::RankAllocator> allocator_;  ///< AdaLoRA only
+  std::map<std::string, at::Tensor> live_state_dict(const std::string& name) const;
 };
 
 /// PEFT's get_peft_model.

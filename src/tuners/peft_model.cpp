@@ -23,6 +23,8 @@
 #include "peft/models/adaptable_linear.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/tuners/lora/layer.h"
+#include "peft/tuners/adalora/config.h"
+#include "peft/tuners/adalora/layer.h"
 #include "peft/tuners/target_match.h"
 
 namespace peft {
@@ -83,6 +85,56 @@ const LoraConfig& as_lora(const PeftConfig& c) {
   return *l;
 }
 
+const AdaLoraConfig* as_adalora(const PeftConfig& c) { return dynamic_cast<const AdaLoraConfig*>(&c); }
+
+// Removes adapter `n` from a slot, whichever tuner put it there.
+void remove_from_slot(AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e, const std::string& n, bool adalora) {
+  if (l && l->adapters.get(n)) {
+    if (adalora) adalora::remove_adalora(*l, n);
+    else lora::remove_lora(*l, n);
+  }
+  if (e && e->adapters.get(n)) lora::remove_lora(*e, n);
+}
+
+// AdaLoraModel.resize_modules_by_rank_pattern: before loading a saved AdaLoRA adapter, every
+// module named in rank_pattern is rebuilt with its kept rank (the kept triplets carried over) and
+// ranknum left at init_r, so the scale is the one of training.
+void rebuild_saved_ranks(torch::nn::Module& root, const std::string& name, const AdaLoraConfig& cfg) {
+  if (!cfg.adalora_rank_pattern) return;
+  std::set<std::string> named;
+  for (const auto& [key, keep] : *cfg.adalora_rank_pattern)
+    named.insert(key.size() > 7 && key.compare(key.size() - 7, 7, ".lora_E") == 0 ? key.substr(0, key.size() - 7) : key);
+  std::set<std::string> seen;
+  for_each_slot(root, [&](const std::string& mod, AdaptableLinearImpl* l, AdaptableEmbeddingImpl*) {
+    if (!l || !l->adapters.get(name) || !named.count(mod)) return;
+    seen.insert(mod);
+    const auto& keep = cfg.adalora_rank_pattern->at(mod + ".lora_E");
+    const auto old = adalora::adalora_tensors(*l, name);
+    std::vector<int64_t> idx;
+    for (std::size_t i = 0; i < keep.size(); ++i)
+      if (keep[i]) idx.push_back(static_cast<int64_t>(i));
+    if (static_cast<int64_t>(idx.size()) == old.A.size(0)) return;
+    const at::Tensor index = at::tensor(idx, at::kLong);
+    const at::Tensor A = old.A.detach().index_select(0, index), E = old.E.detach().index_select(0, index),
+                     B = old.B.detach().index_select(1, index);
+    adalora::remove_adalora(*l, name);
+    adalora::AdaLoraSettings s;
+    s.r = static_cast<int64_t>(idx.size());
+    s.alpha = cfg.lora_alpha;
+    s.dropout = cfg.lora_dropout;
+    s.ranknum = static_cast<double>(cfg.init_r);
+    adalora::add_adalora(*l, name, s);
+    const auto now = adalora::adalora_tensors(*l, name);
+    torch::NoGradGuard ng;
+    now.A.copy_(A);
+    now.E.copy_(E);
+    now.B.copy_(B);
+  });
+  for (const auto& m : named)
+    PEFT_CHECK(seen.count(m), FormatError, "[from_pretrained] rank_pattern names '", m,
+               ".lora_E' but adapter '", name, "' has no such module in this model");
+}
+
 // Our parameter name -> PEFT's saved key for adapter `name` (empty when not the adapter's).
 std::string saved_key(const std::string& p, const std::string& name) {
   for (const char* d : {".lora_A.", ".lora_B."}) {
@@ -91,7 +143,7 @@ std::string saved_key(const std::string& p, const std::string& name) {
     if (pos != std::string::npos && p.find('.', pos + mid.size()) == std::string::npos)
       return p.substr(0, pos) + d + p.substr(pos + mid.size());
   }
-  for (const char* d : {".lora_embedding_A.", ".lora_embedding_B."}) {
+  for (const char* d : {".lora_embedding_A.", ".lora_embedding_B.", ".lora_A.", ".lora_B.", ".lora_E."}) {
     const std::string tail = std::string(d) + name;
     if (p.size() > tail.size() && p.compare(p.size() - tail.size(), tail.size(), tail) == 0)
       return p.substr(0, p.size() - name.size() - 1);
@@ -135,6 +187,19 @@ void PeftModel::inject(const std::string& name, const PeftConfig& cfg_in) {
   (void)as_lora(cfg_in);
   auto owned = cfg_in.clone();
   auto& cfg = dynamic_cast<LoraConfig&>(*owned);
+  const AdaLoraConfig* ada = as_adalora(cfg);
+  if (ada) {
+    // AdaLoraModel: one trainable adapter at most; its own default targets.
+    if (!cfg.inference_mode)
+      for (const auto& [n, c] : configs_)
+        PEFT_CHECK(c->inference_mode, std::invalid_argument,
+                   "[PeftModel] AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
+                   "inference_mode to True for all adapters except the one you want to train.");
+    if (cfg.target_modules.is_null()) {
+      auto d = default_adalora_targets(base_->config().model_type());
+      if (!d.empty()) cfg.target_modules = TargetSpec(d);
+    }
+  }
 
   // Candidates in model order; "all-linear" drops the LM head.
   std::vector<std::string> all, linear, embedding;
@@ -172,8 +237,20 @@ void PeftModel::inject(const std::string& name, const PeftConfig& cfg_in) {
                   << ". Setting fan_in_fan_out to " << (it->second->fan_in_fan_out() ? "True" : "False") << ".\n";
         cfg.fan_in_fan_out = it->second->fan_in_fan_out();
       }
-      lora::add_lora(*it->second, name, s);
+      if (ada) {
+        adalora::AdaLoraSettings as;
+        as.r = ada->init_r;
+        as.alpha = ada->lora_alpha;
+        as.dropout = ada->lora_dropout;
+        as.ranknum = static_cast<double>(ada->init_r);
+        as.random_init = ada->init_lora_weights != "false";
+        adalora::add_adalora(*it->second, name, as);
+      } else {
+        lora::add_lora(*it->second, name, s);
+      }
     } else {
+      PEFT_CHECK(!ada, NotSupported, "[PeftModel] Target module ", t,
+                 " is not supported by AdaLoRA: only linear layers can be adapted");
       lora::add_lora(*emb_slots.at(t), name, s);
     }
   }
@@ -282,10 +359,11 @@ void PeftModel::update_trainable() {
 
 void PeftModel::delete_adapter(const std::string& name) {
   PEFT_CHECK(configs_.count(name), std::invalid_argument, "[delete_adapter] Adapter ", name, " does not exist");
+  const bool ada = as_adalora(*configs_.at(name)) != nullptr;
   for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
-    if (l && l->adapters.get(name)) lora::remove_lora(*l, name);
-    if (e && e->adapters.get(name)) lora::remove_lora(*e, name);
+    remove_from_slot(l, e, name, ada);
   });
+  allocator_.reset();
   for (auto& [mod, e] : mts_->modules) {
     if (e.live == name) swap_in(*base_, e, "");
     e.copies.erase(name);
@@ -328,7 +406,22 @@ PeftModel::DisableGuard::~DisableGuard() {
 }
 
 models::ModelOutput PeftModel::forward(const models::ModelInputs& in, const std::vector<std::string>& adapter_names) {
-  if (adapter_names.empty()) return base_->forward(in);
+  if (adapter_names.empty()) {
+    models::ModelOutput out = base_->forward(in);
+    // AdaLoraModel.forward: the trainable adapter's orthogonal regularisation joins the loss
+    // (only when gradients are recorded, so evaluation losses stay the task loss).
+    if (out.loss.defined() && at::GradMode::is_enabled() && !disabled_)
+      for (const auto& [n, c] : configs_) {
+        const auto* ada = as_adalora(*c);
+        if (!ada || c->inference_mode || ada->orth_reg_weight == 0) continue;
+        std::vector<adalora::AdaLoraTensors> mods;
+        for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl*) {
+          if (l && l->adapters.get(n)) mods.push_back(adalora::adalora_tensors(*l, n));
+        });
+        out.loss = out.loss + ada->orth_reg_weight * adalora::orthogonal_regularization(mods);
+      }
+    return out;
+  }
   PEFT_CHECK(!base_->is_training(), std::invalid_argument,
              "[PeftModel::forward] Cannot pass `adapter_names` when the model is in training mode.");
   for (const auto& n : adapter_names)
@@ -380,17 +473,14 @@ std::shared_ptr<models::PretrainedModel> PeftModel::unload() {
 void PeftModel::remove_all_adapters() {
   // Adapter parameters go; merged weights (if any) stay in the base.
   for (const auto& n : std::vector<std::string>(order_)) {
+    const bool ada = as_adalora(*configs_.at(n)) != nullptr;
     for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
-      if (l && l->adapters.get(n)) {
-        l->adapters.clear_merged();
-        lora::remove_lora(*l, n);
-      }
-      if (e && e->adapters.get(n)) {
-        e->adapters.clear_merged();
-        lora::remove_lora(*e, n);
-      }
+      if (l && l->adapters.get(n)) l->adapters.clear_merged();
+      if (e && e->adapters.get(n)) e->adapters.clear_merged();
+      remove_from_slot(l, e, n, ada);
     });
   }
+  allocator_.reset();
   configs_.clear();
   targets_.clear();
   order_.clear();
@@ -401,6 +491,34 @@ void PeftModel::remove_all_adapters() {
 // ---------------------------------------------------------------- save / load
 
 std::map<std::string, at::Tensor> PeftModel::adapter_state_dict(const std::string& name) const {
+  auto out = live_state_dict(name);
+  const auto* ada = as_adalora(*configs_.at(name));
+  if (!ada || !ada->adalora_rank_pattern) return out;
+  // AdaLoraModel.resize_state_dict_by_rank_pattern: only the kept triplets are saved.
+  for (const auto& [key, keep] : *ada->adalora_rank_pattern) {
+    const std::string mod = key.size() > 7 && key.compare(key.size() - 7, 7, ".lora_E") == 0
+                                ? key.substr(0, key.size() - 7)
+                                : key;
+    std::vector<int64_t> idx;
+    for (std::size_t i = 0; i < keep.size(); ++i)
+      if (keep[i]) idx.push_back(static_cast<int64_t>(i));
+    const at::Tensor index = at::tensor(idx, at::kLong);
+    for (const char* part : {".lora_A", ".lora_E", ".lora_B"}) {
+      auto it = out.find(kPrefix + mod + part);
+      PEFT_CHECK(it != out.end(), std::invalid_argument, "[save_pretrained] rank_pattern names '", key,
+                 "' but the adapter has no module '", mod, "'");
+      const int dim = std::string(part) == ".lora_B" ? 1 : 0;
+      PEFT_CHECK(it->second.size(dim) == static_cast<int64_t>(keep.size()) ||
+                     it->second.size(dim) == static_cast<int64_t>(idx.size()),
+                 std::invalid_argument, "[save_pretrained] rank_pattern['", key, "'] has ", keep.size(),
+                 " entries but ", mod, part, " has rank ", it->second.size(dim));
+      if (it->second.size(dim) != static_cast<int64_t>(idx.size())) it->second = it->second.index_select(dim, index);
+    }
+  }
+  return out;
+}
+
+std::map<std::string, at::Tensor> PeftModel::live_state_dict(const std::string& name) const {
   PEFT_CHECK(configs_.count(name), std::invalid_argument, "[save_pretrained] no adapter named '", name, "'");
   const auto& cfg = as_lora(*configs_.at(name));
   std::map<std::string, at::Tensor> out;
@@ -475,6 +593,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
+  if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(pm->base_model(), adapter_name, *ada);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
   pm->set_adapter(adapter_name);
   return pm;
@@ -484,6 +603,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
   inject(name, *cfg);
+  if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(*base_, name, *ada);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
   set_adapters(active_);
 }
@@ -495,7 +615,7 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   // Every key this adapter expects, by saved name -> our tensor (mirrors the inverse of
   // get_peft_model_state_dict, as set_peft_model_state_dict derives it).
   std::map<std::string, at::Tensor> expected;
-  for (const auto& [k, v] : adapter_state_dict(name)) expected[k] = v;
+  for (const auto& [k, v] : live_state_dict(name)) expected[k] = v;
   std::map<std::string, std::pair<std::string, at::Tensor>> mts_targets;  // key -> (module, live tensor)
   auto params = base_->named_parameters(true);
   std::vector<std::string> unexpected, mismatched;
@@ -601,6 +721,9 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
              "[add_weighted_adapter] combination_type '", combination_type, "' is not supported (linear, cat, svd)");
   std::set<std::string> target_set;
   std::vector<int64_t> ranks;
+  for (const auto& a : adapters)
+    PEFT_CHECK(!as_adalora(peft_config(a)), NotSupported,
+               "[add_weighted_adapter] AdaLoraModel does not support add_weighted_adapter method.");
   for (const auto& a : adapters) {
     const auto& c = as_lora(peft_config(a));
     PEFT_CHECK(!c.use_dora, NotSupported, "[add_weighted_adapter] DoRA adapters cannot be combined");
@@ -673,6 +796,47 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
       off += r;
     }
   });
+}
+
+// ---------------------------------------------------------------- per-step tuner work
+
+adalora::RankAllocator* PeftModel::rank_allocator() {
+  if (allocator_) return allocator_.get();
+  for (const auto& n : order_) {
+    const auto* ada = as_adalora(*configs_.at(n));
+    if (!ada || ada->inference_mode) continue;
+    std::vector<adalora::RankAllocator::Module> mods;
+    for_each_slot(*base_, [&](const std::string& mod, AdaptableLinearImpl* l, AdaptableEmbeddingImpl*) {
+      if (!l || !l->adapters.get(n)) return;
+      const auto t = adalora::adalora_tensors(*l, n);
+      mods.push_back({mod, t.A, t.E, t.B});
+    });
+    allocator_ = std::make_unique<adalora::RankAllocator>(*ada, std::move(mods));
+    return allocator_.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::pair<std::string, double>> PeftModel::on_optimizer_step(int64_t global_step) {
+  std::vector<std::pair<std::string, double>> out;
+  auto* alloc = rank_allocator();
+  if (!alloc) return out;
+  std::string trainable;
+  for (const auto& n : order_)
+    if (as_adalora(*configs_.at(n)) && !configs_.at(n)->inference_mode) trainable = n;
+  auto& cfg = dynamic_cast<AdaLoraConfig&>(*configs_.at(trainable));
+  const auto r = alloc->update_and_allocate(global_step, cfg);
+  out.emplace_back("adalora/budget", static_cast<double>(r.budget));
+  for (const auto& m : alloc->modules()) {
+    int64_t rank = m.E.size(0);
+    if (cfg.adalora_rank_pattern) {
+      auto it = cfg.adalora_rank_pattern->find(m.name + ".lora_E");
+      if (it != cfg.adalora_rank_pattern->end())
+        rank = static_cast<int64_t>(std::count(it->second.begin(), it->second.end(), true));
+    }
+    out.emplace_back("adalora/rank/" + m.name, static_cast<double>(rank));
+  }
+  return out;
 }
 
 }  // namespace peft

@@ -4,6 +4,7 @@
 #include "peft/config/peft_config.h"
 #include "peft/core/check.h"
 #include "peft/tuners/lora/config.h"
+#include "peft/tuners/adalora/config.h"
 
 namespace peft {
 
@@ -15,12 +16,17 @@ std::unique_ptr<PeftConfig> parse_lora(const nlohmann::json& j, const std::strin
   return std::make_unique<LoraConfig>(LoraConfig::from_json(j, src));
 }
 
+std::unique_ptr<PeftConfig> parse_adalora(const nlohmann::json& j, const std::string& src) {
+  return std::make_unique<AdaLoraConfig>(AdaLoraConfig::from_json(j, src));
+}
+
 struct Row {
   PeftType type;
   Parser parse;
 };
 const Row kTuners[] = {
     {PeftType::Lora, parse_lora},
+    {PeftType::AdaLora, parse_adalora},
 };
 
 }  // namespace

@@ -1,0 +1,250 @@
+// Mirrors peft/tuners/adalora/layer.py (AdaLoraLayer.update_layer/reset_lora_parameters,
+// SVDLinear.forward/get_delta_weight, RankAllocator) and peft/tuners/adalora/model.py
+// (AdaLoraModel.forward's orthogonal regularisation, update_and_allocate).
+#include "peft/tuners/adalora/layer.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <cmath>
+#include <limits>
+
+#include "peft/core/check.h"
+
+namespace peft::adalora {
+
+namespace {
+
+// A named child module used as a parameter dict: slot.<dict>.<adapter>.
+std::shared_ptr<torch::nn::Module> dict_of(torch::nn::Module& slot, const std::string& dict) {
+  for (const auto& c : slot.named_children())
+    if (c.key() == dict) return c.value();
+  return slot.register_module(dict, std::make_shared<torch::nn::Module>());
+}
+
+// Drops one parameter of a dict module (LibTorch cannot unregister one, so the dict is rebuilt).
+void erase_entry(torch::nn::Module& slot, const std::string& dict, const std::string& name) {
+  std::shared_ptr<torch::nn::Module> d;
+  for (const auto& c : slot.named_children())
+    if (c.key() == dict) d = c.value();
+  if (!d) return;
+  auto fresh = std::make_shared<torch::nn::Module>();
+  for (const auto& p : d->named_parameters(false))
+    if (p.key() != name) fresh->register_parameter(p.key(), p.value(), p.value().requires_grad());
+  slot.unregister_module(dict);
+  if (!fresh->named_parameters(false).is_empty()) slot.register_module(dict, fresh);
+}
+
+at::Tensor find_param(torch::nn::Module& slot, const std::string& key) {
+  auto params = slot.named_parameters(true);
+  if (auto* p = params.find(key)) return *p;
+  return {};
+}
+
+class SvdLinear : public models::LinearAdapter {
+ public:
+  SvdLinear(models::AdaptableLinearImpl& slot, at::Tensor A, at::Tensor E, at::Tensor B, at::Tensor ranknum,
+            AdaLoraSettings s)
+      : slot_(slot), A_(std::move(A)), E_(std::move(E)), B_(std::move(B)), ranknum_(std::move(ranknum)),
+        s_(std::move(s)) {}
+
+  // alpha (or r when alpha <= 0) / (ranknum + 1e-5), with ranknum + 1e-5 rounded to float as PEFT's tensor.
+  double scaling() const {
+    const double num = s_.alpha > 0 ? s_.alpha : static_cast<double>(s_.r);
+    const float den = ranknum_.item<float>() + 1e-5f;
+    return num / static_cast<double>(den);
+  }
+
+  at::Tensor delta(const at::Tensor& x_in, const at::Tensor&) override {
+    at::Tensor x = x_in.to(A_.scalar_type());
+    if (s_.dropout > 0 && slot_.is_training()) x = at::dropout(x, s_.dropout, true);
+    const double num = s_.alpha > 0 ? s_.alpha : static_cast<double>(s_.r);
+    return at::matmul(at::matmul(x, (A_ * E_).t()), B_.t()) * num / (ranknum_ + 1e-5);
+  }
+  at::Tensor delta_weight() override {
+    return at::matmul(B_.to(at::kFloat), (A_ * E_).to(at::kFloat)) * scaling();
+  }
+  bool low_rank_factors(at::Tensor& A, at::Tensor& B, double& s) override {
+    if (s_.dropout > 0 && slot_.is_training()) return false;
+    A = A_ * E_;
+    B = B_;
+    s = scaling();
+    return true;
+  }
+
+ private:
+  models::AdaptableLinearImpl& slot_;
+  at::Tensor A_, E_, B_, ranknum_;
+  AdaLoraSettings s_;
+};
+
+}  // namespace
+
+void add_adalora(models::AdaptableLinearImpl& slot, const std::string& name, const AdaLoraSettings& s) {
+  PEFT_CHECK(s.r >= 0, ConfigError, "[adalora] `r` should be a positive integer or 0, but the value passed is ", s.r);
+  at::Tensor A = at::randn({s.r, slot.in_features()});
+  at::Tensor E = at::randn({s.r, 1});
+  at::Tensor B = at::randn({slot.out_features(), s.r});
+  if (s.random_init) {
+    E.zero_();
+    A.normal_(0.0, 0.02);
+    B.normal_(0.0, 0.02);
+  }
+  // Registration order follows PEFT's named_parameters: lora_A, lora_B, lora_E, ranknum.
+  A = dict_of(slot, "lora_A")->register_parameter(name, A);
+  B = dict_of(slot, "lora_B")->register_parameter(name, B);
+  E = dict_of(slot, "lora_E")->register_parameter(name, E);
+  at::Tensor rn = dict_of(slot, "ranknum")->register_parameter(name, at::full({1}, s.ranknum), /*requires_grad=*/false);
+  slot.adapters.add(name, std::make_shared<SvdLinear>(slot, A, E, B, rn, s));
+}
+
+void remove_adalora(models::AdaptableLinearImpl& slot, const std::string& name) {
+  slot.adapters.remove(name);
+  for (const char* d : {"lora_A", "lora_B", "lora_E", "ranknum"}) erase_entry(slot, d, name);
+}
+
+AdaLoraTensors adalora_tensors(models::AdaptableLinearImpl& slot, const std::string& name) {
+  AdaLoraTensors t;
+  t.A = find_param(slot, "lora_A." + name);
+  t.E = find_param(slot, "lora_E." + name);
+  t.B = find_param(slot, "lora_B." + name);
+  t.ranknum = find_param(slot, "ranknum." + name);
+  return t;
+}
+
+at::Tensor orthogonal_regularization(const std::vector<AdaLoraTensors>& modules) {
+  at::Tensor sum;
+  int64_t n = 0;
+  for (const auto& m : modules) {
+    for (int which = 0; which < 2; ++which) {
+      const at::Tensor& p = which == 0 ? m.A : m.B;
+      const at::Tensor cov = which == 0 ? at::matmul(p, p.t()) : at::matmul(p.t(), p);
+      const at::Tensor I = at::eye(cov.size(0), cov.options());
+      const at::Tensor term = at::frobenius_norm(cov - I);
+      sum = sum.defined() ? sum + term : term;
+      ++n;
+    }
+  }
+  if (n == 0) return at::zeros({});
+  return sum / static_cast<double>(n);
+}
+
+// ---------------------------------------------------------------- RankAllocator
+
+RankAllocator::RankAllocator(const AdaLoraConfig& cfg, std::vector<Module> modules)
+    : cfg_(cfg), modules_(std::move(modules)) {
+  PEFT_CHECK(cfg_.beta1 > 0 && cfg_.beta1 < 1 && cfg_.beta2 > 0 && cfg_.beta2 < 1, ConfigError,
+             "[RankAllocator] beta1 and beta2 must be in (0, 1), got ", cfg_.beta1, " and ", cfg_.beta2);
+  for (const auto& m : modules_) init_bgt_ += m.A.size(0);
+  target_bgt_ = cfg_.target_r * static_cast<int64_t>(modules_.size());
+  ema_.resize(modules_.size());
+}
+
+std::pair<int64_t, bool> RankAllocator::budget_schedule(int64_t step) const {
+  const int64_t tinit = cfg_.tinit, tfinal = cfg_.tfinal, total = *cfg_.total_step;
+  if (step <= tinit) return {init_bgt_, false};
+  if (step > total - tfinal) return {target_bgt_, true};
+  const double mul = 1.0 - static_cast<double>(step - tinit) / static_cast<double>(total - tfinal - tinit);
+  // Python's int() truncates toward zero; ** is C pow.
+  const double b = static_cast<double>(init_bgt_ - target_bgt_) * std::pow(mul, 3.0) + static_cast<double>(target_bgt_);
+  return {static_cast<int64_t>(b), step % cfg_.deltaT == 0};
+}
+
+void RankAllocator::update_ipt() {
+  at::NoGradGuard ng;
+  const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    const at::Tensor* ps[3] = {&modules_[i].A, &modules_[i].E, &modules_[i].B};
+    for (int k = 0; k < 3; ++k) {
+      const at::Tensor& p = *ps[k];
+      Ema& e = ema_[i][k];
+      if (!e.ipt.defined()) {
+        e.ipt = at::zeros_like(p);
+        e.unc = at::zeros_like(p);
+      }
+      const at::Tensor g = p.grad().defined() ? p.grad() : at::zeros_like(p);
+      const at::Tensor ipt = (p * g).abs();
+      e.ipt = b1 * e.ipt + (1 - b1) * ipt;                 // sensitivity smoothing
+      e.unc = b2 * e.unc + (1 - b2) * (ipt - e.ipt).abs(); // uncertainty
+    }
+  }
+  have_scores_ = true;
+}
+
+std::map<std::string, at::Tensor> RankAllocator::triplet_scores() const {
+  std::map<std::string, at::Tensor> out;
+  if (!have_scores_) return out;
+  at::NoGradGuard ng;
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    const auto score = [&](int k) { return ema_[i][k].ipt * ema_[i][k].unc; };
+    const at::Tensor a = at::mean(score(0), {1}, /*keepdim=*/true);       // [r, 1]
+    const at::Tensor b = at::mean(score(2), {0}, /*keepdim=*/false).view({-1, 1});
+    const at::Tensor ab = at::cat({a, b}, 1).sum(1);
+    out[modules_[i].name] = score(1).view(-1) + ab.view(-1);
+  }
+  return out;
+}
+
+std::map<std::string, std::vector<bool>> RankAllocator::mask_to_budget(int64_t budget) {
+  PEFT_CHECK(have_scores_, std::logic_error,
+             "[RankAllocator] no importance scores yet: the budget phase needs at least one step before "
+             "total_step - tfinal");
+  const auto scores = triplet_scores();
+  std::vector<at::Tensor> all;
+  for (const auto& m : modules_) all.push_back(scores.at(m.name));
+  const int64_t k = init_bgt_ - budget;
+  // PEFT's kthvalue needs k >= 1; a budget that keeps everything masks nothing.
+  const double threshold = k >= 1 ? std::get<0>(at::kthvalue(at::cat(all), k)).item<double>()
+                                  : -std::numeric_limits<double>::infinity();
+  std::map<std::string, std::vector<bool>> pattern;
+  at::NoGradGuard ng;
+  for (const auto& m : modules_) {
+    const at::Tensor drop = scores.at(m.name).view({-1, 1}) <= threshold;
+    m.E.masked_fill_(drop, 0.0);
+    const at::Tensor keep = drop.logical_not().view(-1).contiguous();
+    std::vector<bool> v(static_cast<std::size_t>(keep.numel()));
+    const bool* d = keep.data_ptr<bool>();
+    for (int64_t j = 0; j < keep.numel(); ++j) v[static_cast<std::size_t>(j)] = d[j];
+    pattern[m.name + ".lora_E"] = std::move(v);
+  }
+  return pattern;
+}
+
+void RankAllocator::mask_using_rank_pattern(const std::map<std::string, std::vector<bool>>& pattern) {
+  at::NoGradGuard ng;
+  for (const auto& m : modules_) {
+    auto it = pattern.find(m.name + ".lora_E");
+    PEFT_CHECK(it != pattern.end() && static_cast<int64_t>(it->second.size()) == m.E.size(0), ConfigError,
+               "[RankAllocator] rank_pattern has no ", m.E.size(0), "-entry list for '", m.name, ".lora_E'");
+    at::Tensor mask = at::empty({m.E.size(0), 1}, at::kBool);
+    bool* d = mask.data_ptr<bool>();
+    for (std::size_t j = 0; j < it->second.size(); ++j) d[j] = !it->second[j];
+    m.E.masked_fill_(mask, 0.0);
+  }
+}
+
+RankAllocator::StepResult RankAllocator::update_and_allocate(int64_t step, AdaLoraConfig& cfg) {
+  const int64_t freeze_at = *cfg_.total_step - cfg_.tfinal;
+  StepResult r;
+  r.budget = budget_schedule(step).first;
+  if (step < freeze_at) {
+    update_ipt();
+    const auto [budget, mask_now] = budget_schedule(step);
+    if (mask_now) {
+      cfg.adalora_rank_pattern = mask_to_budget(budget);
+      r.masked = true;
+    }
+  } else if (step == freeze_at) {
+    // The final allocation from the last scores (no update at this step), then the scores go.
+    cfg.adalora_rank_pattern = mask_to_budget(budget_schedule(step).first);
+    r.masked = true;
+    for (auto& m : ema_)
+      for (auto& e : m) e = Ema{};
+    have_scores_ = false;
+  } else if (cfg.adalora_rank_pattern) {
+    mask_using_rank_pattern(*cfg.adalora_rank_pattern);
+  }
+  return r;
+}
+
+}  // namespace peft::adalora
