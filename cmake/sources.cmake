@@ -28,6 +28,8 @@ set(PEFT_CORE_SOURCES
   ${S}/train/metrics.cpp
   ${S}/train/event_writer.cpp
   ${S}/train/plot.cpp
+  # QLoRA: torch-free 4-bit quantisation (bitsandbytes format).
+  ${S}/quant/quantize.cpp
 )
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
@@ -35,7 +37,8 @@ file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
   ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
-  ${I}/models/t5.h ${I}/tuners/target_match.h)
+  ${I}/models/t5.h ${I}/tuners/target_match.h
+  ${I}/quant/quantize.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.
