@@ -9,6 +9,8 @@
 
 #include "golden.h"
 #include "peft/core/error.h"
+#include "peft/io/llama2c.h"
+#include "peft/io/tokenizer.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/tuners/p_tuning/config.h"
@@ -130,5 +132,207 @@ TEST_P(PromptMatrix, MatchesPeft) {
 
 INSTANTIATE_TEST_SUITE_P(Peft, PromptMatrix, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return info.param; });
+
+// ---------------------------------------------------------------- configs
+
+TEST(PromptConfig, JsonRoundTripAndDefaults) {
+  peft::PromptEncoderConfig c;
+  c.task_type = peft::TaskType::SeqCls;
+  c.num_virtual_tokens = 7;
+  c.encoder_reparameterization_type = "LSTM";
+  const auto j = c.to_json();
+  EXPECT_EQ(j["peft_type"], "P_TUNING");
+  EXPECT_EQ(j["encoder_num_layers"], 2);
+  EXPECT_TRUE(j["token_dim"].is_null());
+  auto back = peft::peft_config_from_json(j, "mem");
+  EXPECT_EQ(back->to_json(), j);
+  // PEFT's defaults for missing keys.
+  auto p = peft::peft_config_from_json({{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}}, "mem");
+  const auto& pc = dynamic_cast<const peft::PrefixTuningConfig&>(*p);
+  EXPECT_FALSE(pc.prefix_projection);
+  EXPECT_FALSE(pc.init_weights.has_value());
+  auto t = peft::peft_config_from_json({{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 4}}, "mem");
+  EXPECT_EQ(dynamic_cast<const peft::PromptTuningConfig&>(*t).prompt_tuning_init, "RANDOM");
+  // The P-Tuning v2 preset saves as PREFIX_TUNING and keeps its prefix dropout.
+  auto v2 = peft::p_tuning_v2_config(peft::TaskType::TokenCls, 11);
+  EXPECT_EQ(v2.to_json()["peft_type"], "PREFIX_TUNING");
+  EXPECT_DOUBLE_EQ(v2.to_json()["prefix_dropout"].get<double>(), 0.1);
+}
+
+TEST(PromptConfig, InvalidCombinationsAreClearErrors) {
+  using peft::test::expect_throw_with;
+  expect_throw_with<peft::ConfigError>(
+      [] { peft::peft_config_from_json({{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 0}}, "a.json"); },
+      {"num_virtual_tokens must be a positive integer", "got 0"});
+  expect_throw_with<peft::ConfigError>(
+      [] {
+        peft::peft_config_from_json({{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 3},
+                                     {"prompt_tuning_init", "TEXT"}, {"tokenizer_name_or_path", "tok"}},
+                                    "a.json");
+      },
+      {"prompt_tuning_init_text can't be None"});
+  expect_throw_with<peft::ConfigError>(
+      [] {
+        peft::peft_config_from_json({{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 3},
+                                     {"prompt_tuning_init", "TEXT"}, {"prompt_tuning_init_text", "hi"}},
+                                    "a.json");
+      },
+      {"tokenizer_name_or_path can't be None"});
+  expect_throw_with<peft::ConfigError>(
+      [] {
+        peft::peft_config_from_json({{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 3},
+                                     {"tokenizer_kwargs", {{"use_fast", true}}}},
+                                    "a.json");
+      },
+      {"tokenizer_kwargs only valid"});
+  expect_throw_with<peft::ConfigError>(
+      [] {
+        peft::peft_config_from_json({{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 3},
+                                     {"encoder_reparameterization_type", "GRU"}},
+                                    "a.json");
+      },
+      {"Prompt encoder type not recognized", "GRU"});
+  expect_throw_with<peft::ConfigError>(
+      [] {
+        peft::peft_config_from_json({{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}, {"init_weights", "ones"}},
+                                    "a.json");
+      },
+      {"init_weights", "ones"});
+  expect_throw_with<peft::ConfigError>(
+      [] { peft::peft_config_from_json({{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", "3"}}, "a.json"); },
+      {"a.json", "num_virtual_tokens", "integer"});
+
+  // Prefix tuning refuses gradient checkpointing, as PEFT.
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  base->set_gradient_checkpointing(true);
+  peft::PrefixTuningConfig pc;
+  pc.task_type = peft::TaskType::CausalLM;
+  pc.num_virtual_tokens = 2;
+  expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(base, pc); }, {"gradient checkpointing"});
+  // The task type must match the model's head.
+  auto base2 = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  pc.task_type = peft::TaskType::SeqCls;
+  expect_throw_with<std::invalid_argument>([&] { peft::get_peft_model(base2, pc); }, {"SEQ_CLS", "head"});
+  // A prefix built for another model does not load.
+  pc.task_type = peft::TaskType::CausalLM;
+  pc.num_layers = 5;
+  expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(base2, pc); }, {"num_layers=5", "2 layers"});
+}
+
+TEST(PromptConfig, GqaOverrideAndModelFields) {
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  peft::PrefixTuningConfig pc;
+  pc.task_type = peft::TaskType::CausalLM;
+  pc.num_virtual_tokens = 4;
+  auto pm = peft::get_peft_model(base, pc);
+  const auto j = pm->peft_config().to_json();
+  // hidden 32, 4 query heads, 2 key/value heads of 8: the prefix is KV-sized.
+  EXPECT_EQ(j["token_dim"], 16);
+  EXPECT_EQ(j["num_attention_heads"], 2);
+  EXPECT_EQ(j["encoder_hidden_size"], 16);
+  EXPECT_EQ(j["num_layers"], 2);
+  EXPECT_EQ(j["num_transformer_submodules"], 1);
+  EXPECT_EQ(pm->prompt_embeddings().sizes(), (std::vector<int64_t>{4, 2 * 2 * 16}));
+}
+
+// ---------------------------------------------------------------- encoders
+
+TEST(PromptEncoder, TextAndSampleVocabInit) {
+  const std::string dir = peft::test::tmp_dir("prompt_stories260k");
+  if (!fs::exists(dir + "/config.json"))
+    peft::io::convert_llama2c(peft::test::source_path("models/stories260K/stories260K.bin"),
+                              peft::test::source_path("models/stories260K/tok512.bin"), dir);
+  peft::PromptTuningConfig c;
+  c.task_type = peft::TaskType::CausalLM;
+  c.num_virtual_tokens = 9;
+  c.prompt_tuning_init = "TEXT";
+  c.prompt_tuning_init_text = "Once upon";
+  c.tokenizer_name_or_path = dir;
+  auto pm = peft::get_peft_model(peft::models::load_model(dir), c);
+  const auto tok = peft::io::Tokenizer::from_pretrained(dir);
+  const auto ids = tok.encode("Once upon", true).ids;
+  ASSERT_FALSE(ids.empty());
+  ASSERT_LT(ids.size(), 9u);
+  const at::Tensor words = pm->base_model().word_embeddings();
+  const at::Tensor table = pm->prompt_embeddings();
+  for (int64_t i = 0; i < 9; ++i)  // the id list repeated, then truncated to 9
+    EXPECT_TRUE(at::equal(table[i], words[ids[i % ids.size()]])) << "row " << i;
+  EXPECT_EQ(peft::prompt::repeat_or_truncate({1, 2, 3, 4}, 2), (std::vector<int64_t>{1, 2}));
+
+  peft::PromptTuningConfig s;
+  s.task_type = peft::TaskType::CausalLM;
+  s.num_virtual_tokens = 5;
+  s.prompt_tuning_init = "SAMPLE_VOCAB";
+  auto pm2 = peft::get_peft_model(peft::models::load_model(dir), s);
+  const at::Tensor t2 = pm2->prompt_embeddings();
+  for (int64_t i = 0; i < 5; ++i) {  // every row is some vocabulary row
+    const at::Tensor hit = (words - t2[i]).abs().amax(1).eq(0);
+    EXPECT_TRUE(hit.any().item<bool>()) << "row " << i;
+  }
+}
+
+TEST(PromptEncoder, ResumeFromSidecarAndPeftLimit) {
+  const GoldenCase g = peft::test::load_case("prompt/llama_causal_ptuning_lstm");
+  auto pm = peft::get_peft_model(base_of(g), *config_of(g));
+  load_encoder(*pm, g.dir + "/encoder.safetensors");
+  const std::string dir = peft::test::tmp_dir("prompt_resume");
+  fs::remove_all(dir);
+  pm->save_pretrained(dir);
+  ASSERT_TRUE(fs::exists(dir + "/prompt_encoder.safetensors"));
+  // Trainable load rebuilds the full LSTM encoder from the sidecar: same output, same gradients.
+  auto again = peft::PeftModel::from_pretrained(base_of(g), dir, "default", /*is_trainable=*/true);
+  EXPECT_EQ(again->get_nb_trainable_parameters(), pm->get_nb_trainable_parameters());
+  const auto in = inputs_of(g);
+  auto out = again->forward(in);
+  EXPECT_TRUE(close(out.logits, g["logits"], g.atol, g.rtol));
+  out.loss.backward();
+  const auto st = again->prompt_encoder_state();
+  EXPECT_TRUE(grad_close(st.at("lstm_head.weight_ih_l0").grad(), g["grad.lstm_head.weight_ih_l0"], g.grad_rtol));
+  // PEFT's own files carry only the output: resuming them is a clear error, frozen use works.
+  peft::test::expect_throw_with<peft::FormatError>(
+      [&] { peft::PeftModel::from_pretrained(base_of(g), g.dir + "/adapter", "default", true); },
+      {"prompt_encoder.safetensors", "is missing"});
+  EXPECT_NO_THROW(peft::PeftModel::from_pretrained(base_of(g), g.dir + "/adapter"));
+}
+
+TEST(PromptEncoder, TokenClassificationLabelsAndTrim) {
+  const GoldenCase g = peft::test::load_case("prompt/bert_tokcls_prompt");
+  auto pm = peft::get_peft_model(base_of(g), *config_of(g));
+  load_encoder(*pm, g.dir + "/encoder.safetensors");
+  const auto in = inputs_of(g);  // labels of length T: padded for the virtual tokens here
+  const int64_t T = in.input_ids.size(1);
+  {
+    torch::NoGradGuard ng;
+    auto full = pm->forward(in);
+    EXPECT_EQ(full.logits.size(1), T + 3);
+    EXPECT_TRUE(close(full.loss.reshape({1}), g["loss"], g.atol, g.rtol));
+    pm->trim_prompt_logits = true;
+    auto trimmed = pm->forward(in);
+    EXPECT_EQ(trimmed.logits.size(1), T);
+    EXPECT_TRUE(close(trimmed.logits, g["logits"].narrow(1, 3, T), g.atol, g.rtol));
+  }
+}
+
+TEST(PromptEncoder, PrefixDropoutOnlyWhileTraining) {
+  auto base = peft::models::load_model(peft::test::fixture("models/bert_seqcls"));
+  auto cfg = peft::p_tuning_v2_config(peft::TaskType::SeqCls, 4);
+  cfg.prefix_dropout = 0.5;
+  auto pm = peft::get_peft_model(base, cfg);
+  peft::models::ModelInputs in;
+  in.input_ids = at::tensor({5, 9, 13, 2}, at::kLong).unsqueeze(0);
+  torch::NoGradGuard ng;
+  base->eval();
+  const at::Tensor a = pm->forward(in).logits, b = pm->forward(in).logits;
+  EXPECT_TRUE(at::equal(a, b));
+  base->train();
+  torch::manual_seed(0);
+  const at::Tensor c = pm->forward(in).logits;
+  EXPECT_FALSE(at::allclose(a, c));
+  // Only the prefix and the classifier train (P-Tuning v2).
+  base->eval();
+  int64_t n = 0;
+  for (const auto& t : pm->trainable_parameters()) n += t.numel();
+  EXPECT_EQ(n, 4 * 2 * 2 * 32 + 3 * 32 + 3);
+}
 
 }  // namespace
