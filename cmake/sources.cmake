@@ -16,6 +16,10 @@ set(PEFT_CORE_SOURCES
   ${S}/tuners/target_match.cpp
   ${S}/tuners/lora/config.cpp
   ${S}/tuners/adalora/config.cpp
+  ${S}/tuners/prompt_learning/config.cpp
+  ${S}/tuners/prompt_tuning/config.cpp
+  ${S}/tuners/p_tuning/config.cpp
+  ${S}/tuners/prefix_tuning/config.cpp
   ${S}/io/tokenizer/unicode.cpp
   ${S}/io/tokenizer/normalized.cpp
   ${S}/io/tokenizer/normalizers.cpp
@@ -57,6 +61,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/adalora/layer.cpp
   ${S}/tuners/peft_model.cpp
+  ${S}/tuners/prompt_learning/encoder.cpp
+  ${S}/tuners/prompt_learning/prompt_model.cpp
   ${S}/train/trainer.cpp
 )
 

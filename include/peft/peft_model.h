@@ -9,16 +9,19 @@
 //   auto again = peft::PeftModel::from_pretrained(base2, "out/adapter");   // frozen
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "peft/config/peft_config.h"
+#include "peft/models/generation.h"
 #include "peft/models/model.h"
 
 namespace peft {
 
 namespace detail {
 struct ModulesToSave;
+struct PromptState;
 }
 namespace adalora {
 class RankAllocator;
@@ -103,6 +106,21 @@ class PeftModel {
   std::vector<std::pair<std::string, double>> on_optimizer_step(int64_t global_step);
   /// AdaLoRA's rank allocator for the trainable adapter (created on first use; nullptr for other tuners).
   adalora::RankAllocator* rank_allocator();
+  // ---- prompt learning (Prompt Tuning, P-Tuning, Prefix Tuning / P-Tuning v2)
+  /// Greedy or sampled generation with the active adapter: the prompt or key/value prefix is
+  /// added at prefill and the mask grows by P at every step, as PEFT's generate. Returns [B, T + n]
+  /// (decoder-only) or the decoder ids [B, 1 + n] (encoder-decoder).
+  at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                      const models::GenerationConfig& cfg);
+  /// What PEFT saves as `prompt_embeddings` for a prompt-learning adapter (the encoder output).
+  at::Tensor prompt_embeddings(const std::string& name = "") const;
+  /// The parameters of a prompt-learning adapter's full encoder (what prompt_encoder.safetensors
+  /// holds), under PEFT's module names (embedding.weight, mlp_head.0.weight, ...).
+  std::map<std::string, at::Tensor> prompt_encoder_state(const std::string& name = "") const;
+  /// TOKEN_CLS with Prompt Tuning / P-Tuning: drop the P virtual-token positions from the logits
+  /// so they line up with the user's labels (PEFT issue #1974). Labels of length T are always
+  /// padded with -100 for the virtual tokens.
+  bool trim_prompt_logits = false;
 
   models::PretrainedModel& base_model() { return *base_; }
   std::shared_ptr<models::PretrainedModel> base_model_ptr() { return base_; }
@@ -111,6 +129,13 @@ class PeftModel {
   void inject(const std::string& name, const PeftConfig& cfg);
   void update_trainable();
   void remove_all_adapters();
+  void setup_modules_to_save(const std::string& name, std::optional<std::vector<std::string>>& modules, TaskType task);
+  // Prompt learning (src/tuners/prompt_learning/prompt_model.cpp).
+  void inject_prompt(const std::string& name, PeftConfig& cfg);
+  models::ModelOutput prompt_forward(const models::ModelInputs& in);
+  void prompt_set_trainable(const std::string& name, bool trainable);
+  void load_prompt_weights(const std::string& dir, const std::string& name, bool is_trainable);
+  std::vector<at::Tensor> prompt_parameters() const;
 
   std::shared_ptr<models::PretrainedModel> base_;
   std::map<std::string, std::unique_ptr<PeftConfig>> configs_;
@@ -121,6 +146,7 @@ class PeftModel {
   int disabled_ = 0;
   std::unique_ptr<adalora::RankAllocator> allocator_;  ///< AdaLoRA only
   std::map<std::string, at::Tensor> live_state_dict(const std::string& name) const;
+  std::shared_ptr<detail::PromptState> prompt_;
 };
 
 /// PEFT's get_peft_model.

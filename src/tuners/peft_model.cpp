@@ -26,6 +26,7 @@
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/layer.h"
 #include "peft/tuners/target_match.h"
+#include "prompt_learning/prompt_state.h"
 
 namespace peft {
 
@@ -184,6 +185,16 @@ void PeftModel::inject(const std::string& name, const PeftConfig& cfg_in) {
                "[PeftModel] all adapters of a model must have the same peft_type; have ",
                to_string(configs_.begin()->second->peft_type), ", got ", to_string(cfg_in.peft_type));
   cfg_in.validate();
+  if (cfg_in.is_prompt_learning()) {
+    auto owned = cfg_in.clone();
+    inject_prompt(name, *owned);
+    auto& pc = dynamic_cast<PromptLearningConfig&>(*owned);
+    setup_modules_to_save(name, pc.modules_to_save, pc.task_type);
+    targets_[name] = {};
+    order_.push_back(name);
+    configs_[name] = std::move(owned);
+    return;
+  }
   (void)as_lora(cfg_in);
   auto owned = cfg_in.clone();
   auto& cfg = dynamic_cast<LoraConfig&>(*owned);
@@ -255,21 +266,27 @@ void PeftModel::inject(const std::string& name, const PeftConfig& cfg_in) {
     }
   }
   targets_[name] = targets;
+  setup_modules_to_save(name, cfg.modules_to_save, cfg.task_type);
+  order_.push_back(name);
+  configs_[name] = std::move(owned);
+}
 
+void PeftModel::setup_modules_to_save(const std::string& name, std::optional<std::vector<std::string>>& modules,
+                                      TaskType task) {
   // Classification heads are trained and saved in full (PeftModelForSequenceClassification /
   // ForTokenClassification add them after injection).
-  if (cfg.task_type == TaskType::SeqCls || cfg.task_type == TaskType::TokenCls) {
-    std::vector<std::string> m = cfg.modules_to_save.value_or(std::vector<std::string>{});
+  if (task == TaskType::SeqCls || task == TaskType::TokenCls) {
+    std::vector<std::string> m = modules.value_or(std::vector<std::string>{});
     for (const char* h : {"classifier", "score"})
       if (std::find(m.begin(), m.end(), h) == m.end()) m.push_back(h);
-    cfg.modules_to_save = m;
+    modules = m;
   }
-  if (cfg.modules_to_save) {
+  if (modules) {
     auto params = base_->named_parameters(true);
     for (const auto& item : base_->named_modules("", false)) {
       const std::string& mod = item.key();
       bool hit = false;
-      for (const auto& s : *cfg.modules_to_save)
+      for (const auto& s : *modules)
         hit = hit || mod == s || (mod.size() > s.size() && mod.compare(mod.size() - s.size(), s.size(), s) == 0 &&
                                   mod[mod.size() - s.size() - 1] == '.');
       if (!hit) continue;
@@ -286,8 +303,6 @@ void PeftModel::inject(const std::string& name, const PeftConfig& cfg_in) {
       e.copies[name] = std::move(copy);
     }
   }
-  order_.push_back(name);
-  configs_[name] = std::move(owned);
 }
 
 // ---------------------------------------------------------------- adapter management
@@ -317,6 +332,8 @@ void PeftModel::set_adapters(const std::vector<std::string>& names) {
                  for (const auto& o : order_) s += (s.empty() ? "" : ", ") + o;
                  return s;
                }());
+  PEFT_CHECK(names.size() == 1 || !configs_.at(names.front())->is_prompt_learning(), std::invalid_argument,
+             "[set_adapter] prompt-learning methods take one active adapter at a time, got ", names.size());
   active_ = names;
   for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
     if (l) l->adapters.set_active(names);
@@ -334,10 +351,18 @@ void PeftModel::set_adapters(const std::vector<std::string>& names) {
 void PeftModel::update_trainable() {
   // Mirrors LoraModel._mark_only_adapters_as_trainable + set_adapter's requires_grad handling.
   for (auto& p : base_->parameters()) p.set_requires_grad(false);
+  for (const auto& n : order_) prompt_set_trainable(n, false);
   auto params = base_->named_parameters(true);
   for (const auto& a : active_) {
     const auto& cfg = *configs_.at(a);
     if (cfg.inference_mode) continue;
+    if (cfg.is_prompt_learning()) {
+      prompt_set_trainable(a, true);
+      for (auto& [mod, e] : mts_->modules)
+        if (e.live == a)
+          for (const auto& n : e.params) params[n].set_requires_grad(true);
+      continue;
+    }
     const auto& lc = as_lora(cfg);
     for (const auto& p : params) {
       if (!saved_key(p.key(), a).empty()) p.value().set_requires_grad(true);
@@ -368,6 +393,7 @@ void PeftModel::delete_adapter(const std::string& name) {
     if (e.live == name) swap_in(*base_, e, "");
     e.copies.erase(name);
   }
+  if (prompt_) prompt_->encoders.erase(name);
   configs_.erase(name);
   targets_.erase(name);
   order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
@@ -406,6 +432,11 @@ PeftModel::DisableGuard::~DisableGuard() {
 }
 
 models::ModelOutput PeftModel::forward(const models::ModelInputs& in, const std::vector<std::string>& adapter_names) {
+  if (!active_.empty() && configs_.at(active_.front())->is_prompt_learning()) {
+    PEFT_CHECK(adapter_names.empty(), NotSupported,
+               "[PeftModel::forward] mixed-adapter batches are for LoRA; prompt learning runs one adapter");
+    if (!disabled_) return prompt_forward(in);
+  }
   if (adapter_names.empty()) {
     models::ModelOutput out = base_->forward(in);
     // AdaLoraModel.forward: the trainable adapter's orthogonal regularisation joins the loss
@@ -439,6 +470,10 @@ models::ModelOutput PeftModel::forward(const models::ModelInputs& in, const std:
 
 void PeftModel::merge_adapter(const std::vector<std::string>& names, bool safe_merge) {
   const auto use = names.empty() ? active_ : names;
+  for (const auto& n : use)
+    PEFT_CHECK(!configs_.count(n) || !configs_.at(n)->is_prompt_learning(), NotSupported,
+               "[merge_adapter] ", to_string(configs_.at(n)->peft_type),
+               " adapters add virtual tokens or a key/value prefix and cannot be merged into the weights");
   for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
     std::vector<std::string> here;
     for (const auto& n : use)
@@ -481,6 +516,7 @@ void PeftModel::remove_all_adapters() {
     });
   }
   allocator_.reset();
+  if (prompt_) prompt_->encoders.clear();
   configs_.clear();
   targets_.clear();
   order_.clear();
@@ -520,6 +556,19 @@ std::map<std::string, at::Tensor> PeftModel::adapter_state_dict(const std::strin
 
 std::map<std::string, at::Tensor> PeftModel::live_state_dict(const std::string& name) const {
   PEFT_CHECK(configs_.count(name), std::invalid_argument, "[save_pretrained] no adapter named '", name, "'");
+  if (configs_.at(name)->is_prompt_learning()) {
+    // One `prompt_embeddings` tensor (the encoder output) plus modules_to_save under "base_model.".
+    std::map<std::string, at::Tensor> out;
+    out["prompt_embeddings"] = prompt_embeddings(name).detach();
+    const auto params = base_->named_parameters(true);
+    for (const auto& [mod, e] : mts_->modules) {
+      auto it = e.copies.find(name);
+      if (it == e.copies.end()) continue;
+      for (std::size_t i = 0; i < e.params.size(); ++i)
+        out["base_model." + e.params[i]] = e.live == name ? params[e.params[i]].detach() : it->second[i];
+    }
+    return out;
+  }
   const auto& cfg = as_lora(*configs_.at(name));
   std::map<std::string, at::Tensor> out;
   const auto params = base_->named_parameters(true);
@@ -579,6 +628,12 @@ void PeftModel::save_pretrained(const std::string& dir, const std::vector<std::s
     std::map<std::string, at::Tensor> tensors;
     for (const auto& [k, v] : adapter_state_dict(n)) tensors[k] = v.contiguous().clone();
     io::save_safetensors((out / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+    if (prompt_ && prompt_->encoders.count(n) && !prompt_->encoders.at(n)->table_only()) {
+      // The full encoder (MLP / LSTM / projection), so training can resume (PEFT issue #1247).
+      std::map<std::string, at::Tensor> enc;
+      for (const auto& [k, v] : prompt_encoder_state(n)) enc[k] = v.detach().contiguous().clone();
+      io::save_safetensors((out / "prompt_encoder.safetensors").string(), enc, {{"format", "pt"}});
+    }
     nlohmann::json j = configs_.at(n)->to_json();
     j["inference_mode"] = true;
     if (j["base_model_name_or_path"].is_null() && !base_->config().source().empty())
@@ -595,6 +650,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
   if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(pm->base_model(), adapter_name, *ada);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
+  if (cfg->is_prompt_learning()) pm->load_prompt_weights(dir, adapter_name, is_trainable);
   pm->set_adapter(adapter_name);
   return pm;
 }
@@ -605,6 +661,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   inject(name, *cfg);
   if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(*base_, name, *ada);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
+  if (cfg->is_prompt_learning()) load_prompt_weights(dir, name, is_trainable);
   set_adapters(active_);
 }
 
@@ -618,6 +675,7 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   for (const auto& [k, v] : live_state_dict(name)) expected[k] = v;
   std::map<std::string, std::pair<std::string, at::Tensor>> mts_targets;  // key -> (module, live tensor)
   auto params = base_->named_parameters(true);
+  const std::string pre = configs_.at(name)->is_prompt_learning() ? "base_model." : kPrefix;
   std::vector<std::string> unexpected, mismatched;
   std::set<std::string> seen;
   torch::NoGradGuard ng;
@@ -642,8 +700,8 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
     for (auto& [mod, e] : mts_->modules) {
       for (std::size_t i = 0; i < e.params.size(); ++i) {
         const std::string leaf = e.params[i].substr(mod.size() + 1);
-        if (key == kPrefix + mod + ".original_module." + leaf) done = true;
-        if ((kPrefix + e.params[i] == key || key == kPrefix + mod + ".modules_to_save." + leaf) &&
+        if (key == pre + mod + ".original_module." + leaf) done = true;
+        if ((pre + e.params[i] == key || key == pre + mod + ".modules_to_save." + leaf) &&
             e.copies.count(name)) {
           e.copies[name][i].copy_(src);
           if (e.live == name) params[e.params[i]].copy_(src);
@@ -655,7 +713,7 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   }
   std::vector<std::string> missing;
   for (const auto& [k, v] : expected)
-    if (!seen.count(k) && k.find("lora_") != std::string::npos) missing.push_back(k);
+    if (!seen.count(k) && (k.find("lora_") != std::string::npos || k == "prompt_embeddings")) missing.push_back(k);
   std::ostringstream err;
   auto list = [&](const char* what, const std::vector<std::string>& v) {
     if (v.empty()) return;
@@ -683,6 +741,10 @@ std::pair<int64_t, int64_t> PeftModel::get_nb_trainable_parameters() const {
   for (const auto& [mod, e] : mts_->modules)
     for (const auto& [name, values] : e.copies)
       for (const auto& v : values) all += v.numel();
+  for (const auto& p : prompt_parameters()) {
+    all += p.numel();
+    if (p.requires_grad()) trainable += p.numel();
+  }
   return {trainable, all};
 }
 
@@ -706,6 +768,8 @@ std::string PeftModel::print_trainable_parameters() const {
 std::vector<at::Tensor> PeftModel::trainable_parameters() const {
   std::vector<at::Tensor> out;
   for (const auto& p : base_->parameters())
+    if (p.requires_grad()) out.push_back(p);
+  for (const auto& p : prompt_parameters())
     if (p.requires_grad()) out.push_back(p);
   return out;
 }

@@ -5,6 +5,9 @@
 #include "peft/core/check.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/tuners/adalora/config.h"
+#include "peft/tuners/p_tuning/config.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
 
 namespace peft {
 
@@ -19,6 +22,15 @@ std::unique_ptr<PeftConfig> parse_lora(const nlohmann::json& j, const std::strin
 std::unique_ptr<PeftConfig> parse_adalora(const nlohmann::json& j, const std::string& src) {
   return std::make_unique<AdaLoraConfig>(AdaLoraConfig::from_json(j, src));
 }
+std::unique_ptr<PeftConfig> parse_prompt_tuning(const nlohmann::json& j, const std::string& src) {
+  return std::make_unique<PromptTuningConfig>(PromptTuningConfig::from_json(j, src));
+}
+std::unique_ptr<PeftConfig> parse_p_tuning(const nlohmann::json& j, const std::string& src) {
+  return std::make_unique<PromptEncoderConfig>(PromptEncoderConfig::from_json(j, src));
+}
+std::unique_ptr<PeftConfig> parse_prefix_tuning(const nlohmann::json& j, const std::string& src) {
+  return std::make_unique<PrefixTuningConfig>(PrefixTuningConfig::from_json(j, src));
+}
 
 struct Row {
   PeftType type;
@@ -27,6 +39,9 @@ struct Row {
 const Row kTuners[] = {
     {PeftType::Lora, parse_lora},
     {PeftType::AdaLora, parse_adalora},
+    {PeftType::PromptTuning, parse_prompt_tuning},
+    {PeftType::PTuning, parse_p_tuning},
+    {PeftType::PrefixTuning, parse_prefix_tuning},
 };
 
 }  // namespace

@@ -1,0 +1,328 @@
+// PeftModel's prompt-learning paths. Mirrors peft/peft_model.py: PeftModel._setup_prompt_encoder,
+// get_prompt, get_prompt_embedding_to_save, _adjust_prompt_learning_kwargs, and the forward /
+// generate / prepare_inputs_for_generation of PeftModelForCausalLM, ForSequenceClassification,
+// ForTokenClassification and ForSeq2SeqLM; peft/utils/save_and_load.py for prompt_embeddings.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "peft/core/check.h"
+#include "peft/io/safetensors.h"
+#include "peft/io/tensor_bridge.h"
+#include "peft/io/tokenizer.h"
+#include "peft/peft_model.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
+#include "prompt_state.h"
+
+namespace peft {
+
+namespace fs = std::filesystem;
+using models::ModelInputs;
+using models::ModelOutput;
+using models::TaskHead;
+
+namespace {
+
+const char* kSidecar = "prompt_encoder.safetensors";
+
+TaskHead head_for(TaskType t) {
+  switch (t) {
+    case TaskType::CausalLM: return TaskHead::CausalLM;
+    case TaskType::SeqCls: return TaskHead::SeqCls;
+    case TaskType::TokenCls: return TaskHead::TokenCls;
+    case TaskType::Seq2SeqLM: return TaskHead::Seq2SeqLM;
+    default:
+      throw NotSupported("[prompt learning] task_type '" + to_string(t) +
+                         "' is not supported; use CAUSAL_LM, SEQ_CLS, TOKEN_CLS or SEQ_2_SEQ_LM");
+  }
+}
+
+std::vector<int64_t> text_init_ids(const PromptTuningConfig& c) {
+  const std::string& path = *c.tokenizer_name_or_path;
+  PEFT_CHECK(fs::exists(path), ConfigError, "[PROMPT_TUNING] tokenizer_name_or_path '", path,
+             "' does not exist (give a model folder with a tokenizer, or a tokenizer file)");
+  const io::Tokenizer tok = fs::is_directory(path) ? io::Tokenizer::from_pretrained(path) : io::Tokenizer::from_file(path);
+  const auto enc = tok.encode(*c.prompt_tuning_init_text, /*add_special_tokens=*/true);
+  return std::vector<int64_t>(enc.ids.begin(), enc.ids.end());
+}
+
+bool gradient_checkpointing_on(models::PretrainedModel& m) {
+  const bool was = m.is_training();
+  m.train(true);
+  const bool on = m.gradient_checkpointing();
+  m.train(was);
+  return on;
+}
+
+}  // namespace
+
+void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
+  auto& cfg = dynamic_cast<PromptLearningConfig&>(cfg_any);
+  const std::string who = "[" + to_string(cfg.peft_type) + "] ";
+  const TaskHead want = head_for(cfg.task_type);
+  PEFT_CHECK(base_->head() == want, std::invalid_argument, who, "task_type ", to_string(cfg.task_type),
+             " needs a model with the matching head; this model (", base_->config().source(), ") has another one");
+  cfg.fill_from_model(base_->config());
+  cfg.validate();
+  if (cfg.peft_type == PeftType::PrefixTuning) {
+    PEFT_CHECK(!gradient_checkpointing_on(*base_), ConfigError, who,
+               "PREFIX_TUNING does not work with gradient checkpointing (turn it off in the model or trainer)");
+    const int64_t H = cfg.num_attention_heads;
+    PEFT_CHECK(cfg.num_layers == base_->num_layers() && H == base_->num_kv_heads() &&
+                   cfg.token_dim / H == base_->head_dim(),
+               ConfigError, who, "the prefix shape (num_layers=", cfg.num_layers, ", num_attention_heads=", H,
+               ", head_dim=token_dim/heads=", cfg.token_dim / H, ") does not fit the model (", base_->num_layers(),
+               " layers, ", base_->num_kv_heads(), " key/value heads of size ", base_->head_dim(), ")");
+  } else {
+    const int64_t hidden = base_->word_embeddings().size(1);
+    PEFT_CHECK(cfg.token_dim == hidden, ConfigError, who, "token_dim ", cfg.token_dim,
+               " differs from the model's embedding width ", hidden);
+  }
+  std::vector<int64_t> ids;
+  if (auto* pt = dynamic_cast<PromptTuningConfig*>(&cfg); pt && pt->prompt_tuning_init == "TEXT" && !pt->inference_mode)
+    ids = text_init_ids(*pt);
+  if (!prompt_) prompt_ = std::make_shared<detail::PromptState>();
+  auto enc = prompt::make_prompt_encoder(cfg, base_->word_embeddings(), ids);
+  enc->to(base_->word_embeddings().device());
+  prompt_->encoders[name] = enc;
+}
+
+void PeftModel::prompt_set_trainable(const std::string& name, bool trainable) {
+  if (!prompt_) return;
+  auto it = prompt_->encoders.find(name);
+  if (it == prompt_->encoders.end()) return;
+  for (auto& p : it->second->parameters()) p.set_requires_grad(trainable);
+}
+
+std::vector<at::Tensor> PeftModel::prompt_parameters() const {
+  std::vector<at::Tensor> out;
+  if (!prompt_) return out;
+  for (const auto& n : order_) {
+    auto it = prompt_->encoders.find(n);
+    if (it == prompt_->encoders.end()) continue;
+    for (const auto& p : it->second->parameters()) out.push_back(p);
+  }
+  return out;
+}
+
+at::Tensor PeftModel::prompt_embeddings(const std::string& name_in) const {
+  const std::string name = name_in.empty() ? active_.front() : name_in;
+  PEFT_CHECK(prompt_ && prompt_->encoders.count(name), std::invalid_argument, "[prompt learning] adapter '", name,
+             "' is not a prompt-learning adapter");
+  auto& enc = *prompt_->encoders.at(name);
+  return enc.forward();
+}
+
+std::map<std::string, at::Tensor> PeftModel::prompt_encoder_state(const std::string& name_in) const {
+  const std::string name = name_in.empty() ? active_.front() : name_in;
+  PEFT_CHECK(prompt_ && prompt_->encoders.count(name), std::invalid_argument, "[prompt learning] adapter '", name,
+             "' is not a prompt-learning adapter");
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : prompt_->encoders.at(name)->named_parameters(true)) out[p.key()] = p.value();
+  return out;
+}
+
+void PeftModel::load_prompt_weights(const std::string& dir, const std::string& name, bool is_trainable) {
+  auto& enc = *prompt_->encoders.at(name);
+  if (enc.table_only()) return;  // prompt_embeddings went straight into the table
+  const std::string side = (fs::path(dir) / kSidecar).string();
+  PEFT_CHECK(fs::exists(side), FormatError, "[from_pretrained] ", dir, ": is_trainable=", is_trainable,
+             " needs the full prompt encoder, but ", kSidecar,
+             " is missing (PEFT saves only its output; load with is_trainable=false to use the adapter)");
+  const auto f = io::SafetensorsFile::open(side);
+  auto params = enc.named_parameters(true);
+  std::vector<std::string> problems;
+  torch::NoGradGuard ng;
+  for (const auto& p : params) {
+    if (!f.contains(p.key())) {
+      problems.push_back("missing " + p.key());
+      continue;
+    }
+    const at::Tensor t = io::to_tensor(f, p.key());
+    if (t.sizes() != p.value().sizes()) {
+      std::ostringstream os;
+      os << p.key() << ": file " << t.sizes() << " vs encoder " << p.value().sizes();
+      problems.push_back(os.str());
+      continue;
+    }
+    p.value().copy_(t);
+  }
+  for (const auto& k : f.names())
+    if (!params.contains(k)) problems.push_back("unexpected " + k);
+  std::string msg;
+  for (const auto& p : problems) msg += "\n  " + p;
+  PEFT_CHECK(problems.empty(), FormatError, "[from_pretrained] ", side, " does not fit this adapter's encoder:", msg);
+}
+
+// ---------------------------------------------------------------- forward
+
+ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
+  const std::string& name = active_.front();
+  const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(name));
+  auto& enc = *prompt_->encoders.at(name);
+  const int64_t P = cfg.num_virtual_tokens;
+  PEFT_CHECK(in.input_ids.defined() || in.inputs_embeds.defined(), std::invalid_argument,
+             "[PeftModel::forward] give input_ids or inputs_embeds");
+  const int64_t B = in.input_ids.defined() ? in.input_ids.size(0) : in.inputs_embeds.size(0);
+  const int64_t T = in.input_ids.defined() ? in.input_ids.size(1) : in.inputs_embeds.size(1);
+  const TaskType task = cfg.task_type;
+  const bool seq2seq = task == TaskType::Seq2SeqLM;
+  ModelInputs x = in;
+  auto ones = [&](const at::Tensor& like) { return at::ones({B, P}, like.options()); };
+
+  // _adjust_prompt_learning_kwargs: token_type_ids only survive for classification tasks.
+  if ((task == TaskType::CausalLM || seq2seq) && x.token_type_ids.defined()) {
+    if (!prompt_->warned_token_type_ids)
+      std::cerr << "warning: Token type ids are not supported for parameter efficient tuning. Ignoring token type ids\n";
+    prompt_->warned_token_type_ids = true;
+    x.token_type_ids = at::Tensor();
+  }
+
+  if (cfg.peft_type == PeftType::PrefixTuning) {
+    PEFT_CHECK(!base_->gradient_checkpointing(), ConfigError,
+               "[PREFIX_TUNING] PREFIX_TUNING does not work with gradient checkpointing");
+    const auto& pc = dynamic_cast<const PrefixTuningConfig&>(cfg);
+    if (!seq2seq && x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
+    if (seq2seq && x.decoder_attention_mask.defined())
+      x.decoder_attention_mask = at::cat({ones(x.decoder_attention_mask), x.decoder_attention_mask}, 1);
+    // The real tokens sit after the P cached prefix positions.
+    if (x.position_ids.defined()) x.position_ids = x.position_ids + P;
+    else if (!seq2seq)
+      x.position_ids = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+    const auto dtype = base_->word_embeddings().scalar_type();
+    at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
+    if (pc.prefix_dropout > 0 && base_->is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
+    auto kv = prompt::prefix_key_values(flat, cfg.num_layers, cfg.num_attention_heads, cfg.token_dim,
+                                        cfg.num_transformer_submodules);
+    if (seq2seq) x.decoder_prefix_kv = std::move(kv);
+    else x.prefix_kv = std::move(kv);
+    return base_->forward(x);
+  }
+
+  // Prompt Tuning / P-Tuning: virtual-token embeddings before the real ones.
+  if (x.position_ids.defined()) {
+    if (!prompt_->warned_position_ids)
+      std::cerr << "warning: Position ids are not supported for parameter efficient tuning. Ignoring position ids.\n";
+    prompt_->warned_position_ids = true;
+    x.position_ids = at::Tensor();
+  }
+  if (x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
+  if ((task == TaskType::SeqCls || task == TaskType::TokenCls) && x.token_type_ids.defined())
+    x.token_type_ids = at::cat({at::zeros({B, P}, x.token_type_ids.options()), x.token_type_ids}, 1);
+  at::Tensor embeds = x.inputs_embeds.defined() ? x.inputs_embeds : base_->embed(x.input_ids);
+  at::Tensor prompts = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(embeds.scalar_type());
+  if (seq2seq) prompts = prompts.narrow(1, 0, P);
+  x.input_ids = at::Tensor();
+  x.inputs_embeds = at::cat({prompts, embeds}, 1);
+  if (x.labels.defined() && (task == TaskType::CausalLM || (task == TaskType::TokenCls && x.labels.size(1) == T)))
+    x.labels = at::cat({at::full({B, P}, -100, x.labels.options()), x.labels}, 1);
+  ModelOutput out = base_->forward(x);
+  if (task == TaskType::TokenCls && trim_prompt_logits) out.logits = out.logits.narrow(1, P, T);
+  return out;
+}
+
+// ---------------------------------------------------------------- generation
+
+at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                               const models::GenerationConfig& gc) {
+  const bool prompt = prompt_ && !disabled_ && !active_.empty() && configs_.at(active_.front())->is_prompt_learning();
+  if (!prompt) {
+    return base_->is_encoder_decoder() ? models::generate_seq2seq(*base_, input_ids, attention_mask, gc)
+                                       : models::generate(*base_, input_ids, attention_mask, gc);
+  }
+  const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(active_.front()));
+  auto& enc = *prompt_->encoders.at(active_.front());
+  PEFT_CHECK(cfg.task_type == TaskType::CausalLM || cfg.task_type == TaskType::Seq2SeqLM, std::invalid_argument,
+             "[generate] generation needs a CAUSAL_LM or SEQ_2_SEQ_LM adapter, got ", to_string(cfg.task_type));
+  PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
+             "[generate] input_ids must be [batch, length>0], got ", input_ids.sizes());
+  const bool prefix = cfg.peft_type == PeftType::PrefixTuning;
+  const int64_t P = cfg.num_virtual_tokens, B = input_ids.size(0), T = input_ids.size(1);
+  torch::NoGradGuard ng;
+  const at::Tensor mask0 = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids, at::kLong);
+  const at::Tensor onesP = at::ones({B, P}, mask0.options());
+  std::vector<models::KeyValue> kv;
+  at::Tensor prompts;
+  const auto dtype = base_->word_embeddings().scalar_type();
+  if (prefix) {
+    kv = prompt::prefix_key_values(enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype), cfg.num_layers,
+                                   cfg.num_attention_heads, cfg.token_dim, cfg.num_transformer_submodules);
+  } else {
+    prompts = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype).narrow(1, 0, P);
+  }
+
+  std::vector<int64_t> eos = gc.eos_token_id;
+  const int64_t pad = gc.pad_token_id >= 0 ? gc.pad_token_id : (eos.empty() ? 0 : eos.front());
+  at::Generator gen = at::detail::createCPUGenerator(gc.seed);
+  at::Tensor unfinished = at::ones({B}, at::TensorOptions().dtype(at::kBool));
+  auto choose = [&](const at::Tensor& logits, const at::Tensor& ids) {
+    at::Tensor scores = models::process_logits(logits.to(at::kFloat), ids, gc);
+    at::Tensor next = gc.do_sample ? at::multinomial(at::softmax(scores, -1), 1, false, gen).squeeze(1)
+                                   : scores.argmax(-1);
+    next = at::where(unfinished, next, at::full_like(next, pad));
+    for (int64_t e : eos) unfinished = unfinished.logical_and(next != e);
+    return next;
+  };
+
+  models::KVCache cache;
+  if (!base_->is_encoder_decoder()) {
+    PEFT_CHECK(base_->head() == TaskHead::CausalLM, std::invalid_argument, "[generate] the model has no LM head");
+    at::Tensor ids = input_ids, mask = mask0;
+    // transformers creates position ids from the mask once and counts on; PEFT adds P for a prefix
+    // and drops them for prompt tuning (the model then counts cache positions).
+    at::Tensor pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0);
+    at::Tensor step_ids = input_ids;
+    for (int64_t step = 0; step < gc.max_new_tokens; ++step) {
+      ModelInputs in;
+      in.cache = &cache;
+      in.attention_mask = at::cat({onesP, mask}, 1);
+      if (prefix) {
+        in.input_ids = step_ids;
+        in.prefix_kv = kv;
+        in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + P;
+      } else if (step == 0) {
+        in.inputs_embeds = at::cat({prompts, base_->embed(step_ids)}, 1);
+      } else {
+        in.input_ids = step_ids;
+      }
+      const at::Tensor next = choose(base_->forward(in).logits.select(1, -1), ids);
+      ids = at::cat({ids, next.unsqueeze(1)}, 1);
+      mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
+      pos = at::cat({pos, pos.narrow(1, pos.size(1) - 1, 1) + 1}, 1);
+      if (!unfinished.any().item<bool>()) break;
+      step_ids = next.unsqueeze(1);
+    }
+    return ids;
+  }
+
+  int64_t start = gc.decoder_start_token_id;
+  if (start < 0) start = base_->config().get_int("decoder_start_token_id", -1);
+  if (start < 0) start = base_->config().get_int("bos_token_id", -1);
+  PEFT_CHECK(start >= 0, ConfigError, "[generate] ", base_->config().source(), ": no decoder_start_token_id");
+  const at::Tensor enc_mask = prefix ? mask0 : at::cat({onesP, mask0}, 1);
+  at::Tensor ids = at::full({B, 1}, start, input_ids.options().dtype(at::kLong));
+  at::Tensor step_ids = ids, encoder_outputs;
+  for (int64_t step = 0; step < gc.max_new_tokens; ++step) {
+    ModelInputs in;
+    if (encoder_outputs.defined()) in.encoder_outputs = encoder_outputs;
+    else if (prefix) in.input_ids = input_ids;
+    else in.inputs_embeds = at::cat({prompts, base_->embed(input_ids)}, 1);
+    in.attention_mask = enc_mask;
+    in.decoder_input_ids = step_ids;
+    if (prefix) in.decoder_prefix_kv = kv;
+    in.cache = &cache;
+    const ModelOutput out = base_->forward(in);
+    encoder_outputs = out.encoder_last_hidden_state;
+    const at::Tensor next = choose(out.logits.select(1, -1), ids);
+    ids = at::cat({ids, next.unsqueeze(1)}, 1);
+    if (!unfinished.any().item<bool>()) break;
+    step_ids = next.unsqueeze(1);
+  }
+  (void)T;
+  return ids;
+}
+
+}  // namespace peft
