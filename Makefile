@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 MODEL_DIR := $(BUILD)/models/stories260K
 
-.PHONY: all deps configure build test demo fuzz-smoke install clean
+.PHONY: all deps configure build test demo fuzz-smoke install clean bench compare
 
 all: build
 
@@ -42,6 +42,17 @@ demo: build $(MODEL_DIR)/config.json
 	@$(BUILD)/peft info $(MODEL_DIR)
 	@rm -rf $(BUILD)/demo
 	@$(BUILD)/peft train examples/configs/e2e_lora.yaml model=$(MODEL_DIR) output_dir=$(BUILD)/demo
+
+# Side-by-side training benchmark of every method against Python PEFT (needs the reference venv,
+# tools/reference/README.md); prints tokens/s, step times, peak RSS, MFU and the ratios.
+PEFT_PY ?= /root/peft-venv/bin/python
+BENCH_ARGS ?=
+bench: build $(MODEL_DIR)/config.json
+	@$(PEFT_PY) bench/python/bench_train.py --stories $(MODEL_DIR) --cpp $(BUILD)/bench/bench_train $(BENCH_ARGS)
+
+# The seven methods on the bundled E2E task: writes build/compare/compare.md and compare.png.
+compare: build $(MODEL_DIR)/config.json
+	@$(BUILD)/peft compare examples/configs/compare_e2e.yaml model=$(MODEL_DIR)
 
 install: build
 	@cmake --install $(BUILD)

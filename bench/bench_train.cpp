@@ -12,7 +12,6 @@
 // optimizer steps as seen by Trainer::on_step (forward, backward, clipping, AdamW, schedule and,
 // for AdaLoRA, the rank allocator). The first `warmup` steps are not timed.
 // Output lines: "RESULT <metric> <value>".
-#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -30,12 +29,6 @@
 #include "peft/train/trainer.h"
 
 namespace {
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
@@ -167,7 +160,7 @@ int main(int argc, char** argv) {
               << "RESULT step_ms_median " << 1e3 * percentile(step_s, 0.5) << "\n"
               << "RESULT step_ms_p90 " << 1e3 * percentile(step_s, 0.9) << "\n"
               << "RESULT final_loss " << result.step_losses.back() << "\n"
-              << "RESULT peak_rss_mb " << peak_rss_mb() << std::endl;
+              << "RESULT peak_rss_mb " << peft::peak_rss_mb() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "bench_train: " << e.what() << "\n";
     return 1;

@@ -171,6 +171,8 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     const fs::path res = dir / "results.json";
     if (o.exit_code == 0 && fs::exists(res)) {
       o.results = nlohmann::json::parse(read_file(res.string()));
+      // The run's own high-water mark (ru_maxrss would include this process's image, forked before exec).
+      o.peak_rss_mb = o.results.value("peak_rss_mb", o.peak_rss_mb);
     } else {
       o.error = last_line((dir / "train.log").string());
       if (o.error.empty()) o.error = "exit code " + std::to_string(o.exit_code);

@@ -15,6 +15,7 @@
 #include "peft/distributed/collective.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/runtime.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
@@ -306,6 +307,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
                             {"train_tokens", res.train_tokens},
                             {"train_seconds", res.train_seconds},
                             {"train_tokens_per_second", res.train_seconds > 0 ? res.train_tokens / res.train_seconds : 0.0},
+                            {"peak_rss_mb", peak_rss_mb()},
                             {"metrics", nlohmann::json::object()},
                             {"metrics_before", nlohmann::json::object()}};
   if (res.eval_loss) summary["metrics"]["eval_loss"] = *res.eval_loss;

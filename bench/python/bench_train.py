@@ -16,7 +16,7 @@ default runtime (LibTorch one thread, OpenBLAS its own pool over all cores) unle
 given to both.
 
 Printed per run: tokens/s (timed steps after the warm-up), step time median and p90, peak RSS of the
-process (ru_maxrss, model load included) and MFU = achieved FLOP/s / the fp32 GEMM peak measured by
+process (VmHWM, model load included) and MFU = achieved FLOP/s / the fp32 GEMM peak measured by
 `bench_train --gemm-peak`. FLOPs per step = 2 x forward FLOPs (forward + input gradients; frozen
 weights get no weight gradient) + 2 x tokens x trainable parameters, forward FLOPs =
 2 x tokens x linear-layer parameters + 4 x batch x seq x (seq + virtual tokens) x hidden x layers.
@@ -25,7 +25,6 @@ Medians over rounds; ratio = peft.cpp / Python (> 1: peft.cpp faster, or for RSS
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,16 @@ def make_config(method, model_type, total_steps):
     if method == "prompt_tuning":
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=VIRTUAL_TOKENS)
     raise SystemExit(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def peak_rss_mb():
+    """VmHWM: the peak resident set of this process image (ru_maxrss would also count the parent's
+    image this process was forked from, before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def ids_for(batch_rows, seq, vocab, first_row):
@@ -126,7 +135,7 @@ def worker(a):
     print(f"RESULT tokens_per_s {a.batch * a.seq * len(times) / sum(times)}")
     print(f"RESULT step_ms_median {1e3 * statistics.median(times)}\nRESULT step_ms_p90 {1e3 * p90}")
     print(f"RESULT final_loss {loss}")
-    print(f"RESULT peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}")
+    print(f"RESULT peak_rss_mb {peak_rss_mb()}")
 
 
 def results_of(cmd):

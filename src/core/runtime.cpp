@@ -4,6 +4,8 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <iostream>
 #include <mutex>
 
@@ -51,6 +53,14 @@ RuntimeInfo init_runtime(int threads) {
                    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3'.\n";
   });
   return info;
+}
+
+double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  1234 kB"
+  return 0;
 }
 
 }  // namespace peft

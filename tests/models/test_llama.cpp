@@ -1,4 +1,7 @@
 // Llama against transformers (tests/fixtures/models/llama_*; tools/reference/gen_models_llama.py).
+#include <fstream>
+#include <string>
+#include <vector>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -124,6 +127,24 @@ TEST(Runtime, OpenBlasServesGemm) {
   // The machines this suite runs on select OpenBLAS (scripts/install_deps.sh); the probe must see it.
   EXPECT_FALSE(info.reference_blas) << info.blas_library;
   EXPECT_NE(info.blas_library.find("openblas"), std::string::npos) << info.blas_library;
+}
+
+TEST(Runtime, PeakRssSeesTouchedMemory) {
+  // The current resident set (the high-water mark may be higher from earlier tests in this process).
+  double before = 0;
+  {
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+      if (line.rfind("VmRSS:", 0) == 0) before = std::stod(line.substr(6)) / 1024.0;
+  }
+  ASSERT_GT(before, 1.0);
+  ASSERT_GE(peft::peak_rss_mb(), before);
+  {
+    std::vector<char> block(std::size_t(96) << 20);
+    for (std::size_t i = 0; i < block.size(); i += 4096) block[i] = static_cast<char>(i);
+    EXPECT_GE(peft::peak_rss_mb(), before + 90.0) << "96 MiB touched";
+  }
+  EXPECT_GE(peft::peak_rss_mb(), before + 90.0) << "a high-water mark does not go down";
 }
 
 }  // namespace

@@ -17,4 +17,8 @@ struct RuntimeInfo {
 /// Idempotent; the CLI calls it first thing.
 RuntimeInfo init_runtime(int threads = 0);
 
+/// This process's peak resident set in MiB (Linux VmHWM; 0 where unavailable). Unlike
+/// getrusage's ru_maxrss it starts afresh at exec, so a child of a large parent reports its own peak.
+double peak_rss_mb();
+
 }  // namespace peft
