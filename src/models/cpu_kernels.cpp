@@ -35,10 +35,12 @@ struct AttnArgs {
 };
 
 // exp(x) for x <= 0 (Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n through the
-// exponent bits); about 1 ulp. Inputs below -87.3 give 0, as expf underflows there. Written
-// without floor() or branches (rounding through the 1.5 * 2^23 shifter) so loops over it vectorise.
+// exponent bits); about 1 ulp. Inputs below -86 give 0: e^-86 < 1e-37 vanishes next to the
+// softmax sum (>= 1), and stopping there keeps every result a normal number (denormal
+// products cost a microcode assist each; masked keys and padding lanes arrive as -inf).
+// Written without floor() or branches (rounding through the 1.5 * 2^23 shifter).
 inline float exp_nonpositive(float x) {
-  const float lo = -87.3365447505531f, shifter = 12582912.0f;
+  const float lo = -86.0f, shifter = 12582912.0f;
   const float xc = x < lo ? lo : x;
   const float t = xc * 1.44269504088896341f + shifter;
   int32_t n;
