@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -97,26 +99,56 @@ namespace baseline {
 #include "cpu_attention.inc"
 }  // namespace baseline
 
-using AttendFn = void (*)(const AttnArgs&, const Buffers&, int64_t, int64_t);
-AttendFn pick_attend() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    return &avx512::attend_range;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::attend_range;
-  return &baseline::attend_range;
+// The loops of one instruction set.
+struct Loops {
+  void (*attend)(const AttnArgs&, const Buffers&, int64_t, int64_t);
+  void (*rms_norm)(const float*, const float*, float*, int64_t, int64_t, float);
+  void (*silu_mul)(const float*, const float*, float*, int64_t);
+  void (*rotary)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                 const float*, int64_t, float*);
+};
+#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all}
+
+const Loops& loops() {
+  static const Loops l = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      return PEFT_LOOPS(avx512);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PEFT_LOOPS(avx2);
+    return PEFT_LOOPS(baseline);
+  }();
+  return l;
+}
+#undef PEFT_LOOPS
+
+bool fp32_cpu(const at::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat; }
+
+// No autograd graph is wanted for these inputs.
+bool no_grad_needed(std::initializer_list<const at::Tensor*> ts) {
+  if (!at::GradMode::is_enabled()) return true;
+  for (const at::Tensor* t : ts)
+    if (t->requires_grad()) return false;
+  return true;
 }
 
 bool rows_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.stride(3) == 1; }
 
 }  // namespace
 
+namespace {
+thread_local int g_disabled = 0;
+}
+
+ScopedPlainAten::ScopedPlainAten() { ++g_disabled; }
+ScopedPlainAten::~ScopedPlainAten() { --g_disabled; }
+
 bool enabled() {
   static const bool on = [] {
     const char* e = std::getenv("PEFT_FUSED_KERNELS");
     return e == nullptr || std::string(e) != "0";
   }();
-  return on;
+  return on && g_disabled == 0;
 }
 
 bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -142,7 +174,7 @@ bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at
 
 at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                          const at::Tensor& bias_in, double scale) {
-  static const AttendFn attend_fn = pick_attend();
+  const auto attend_fn = loops().attend;
   const at::Tensor q = rows_contiguous(q_in) ? q_in : q_in.contiguous();
   const at::Tensor k = rows_contiguous(k_in) ? k_in : k_in.contiguous();
   const at::Tensor v = rows_contiguous(v_in) ? v_in : v_in.contiguous();
@@ -197,6 +229,50 @@ at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const a
     attend_fn(a, w, begin, end);
   });
   return out.permute({0, 2, 1, 3});
+}
+
+bool elementwise_f32_applicable(std::initializer_list<const at::Tensor*> ts) {
+  if (!enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (!fp32_cpu(*t)) return false;
+  return no_grad_needed(ts);
+}
+
+at::Tensor rms_norm_f32(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
+  const at::Tensor x = x_in.contiguous(), w = weight_in.contiguous();
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  at::Tensor y = at::empty_like(x);
+  const auto fn = loops().rms_norm;
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    fn(xp + begin * n, wp, yp + begin * n, end - begin, n, static_cast<float>(eps));
+  });
+  return y;
+}
+
+at::Tensor silu_mul_f32(const at::Tensor& g_in, const at::Tensor& u_in) {
+  const at::Tensor g = g_in.contiguous(), u = u_in.contiguous();
+  at::Tensor y = at::empty_like(g);
+  const auto fn = loops().silu_mul;
+  const float* gp = g.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t begin, int64_t end) {
+    fn(gp + begin, up + begin, yp + begin, end - begin);
+  });
+  return y;
+}
+
+at::Tensor rotary_f32(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
+  const at::Tensor c = cos_in.contiguous(), s = sin_in.contiguous();
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  at::Tensor y = at::empty({B, T, H, D}, x.options());
+  loops().rotary(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), B, H, T, D, c.data_ptr<float>(),
+                 s.data_ptr<float>(), c.size(0) == 1 ? 0 : T * D, y.data_ptr<float>());
+  return y.permute({0, 2, 1, 3});
 }
 
 }  // namespace peft::models::kernels
