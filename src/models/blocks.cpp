@@ -110,6 +110,9 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (kernels::elementwise_f32_applicable({&x, &weight}) && weight.dim() == 1 && x.dim() >= 1 &&
+      weight.size(0) == x.size(-1))
+    return kernels::rms_norm_f32(x, weight, eps);
   const auto in_dtype = x.scalar_type();
   at::Tensor h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
@@ -125,6 +128,10 @@ RotaryTables rotary_tables(const at::Tensor& inv_freq, const at::Tensor& positio
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
+  if (kernels::elementwise_f32_applicable({&x, &t.cos, &t.sin}) && x.dim() == 4 && x.size(3) % 2 == 0 &&
+      t.cos.dim() == 3 && t.cos.sizes() == t.sin.sizes() && (t.cos.size(0) == x.size(0) || t.cos.size(0) == 1) &&
+      t.cos.size(1) == x.size(2) && t.cos.size(2) == x.size(3))
+    return kernels::rotary_f32(x, t.cos, t.sin);
   const int64_t half = x.size(-1) / 2;
   at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   at::Tensor rot = at::cat({-x2, x1}, -1);
@@ -194,6 +201,7 @@ struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
       fn = g_ckpt_fns.at(id);
     }
     torch::NoGradGuard ng;
+    kernels::ScopedPlainAten same_rounding_as_recompute;
     return {fn(x)};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,

@@ -1,15 +1,17 @@
-// Fused CPU attention for inference. Plain loops the compiler vectorises, compiled three times
-// (AVX-512, AVX2, baseline x86-64) and picked at run time; the project builds with ISO C++ (no
-// floating-point contraction), so every variant rounds the same way.
+// Fused CPU attention for inference: the loop of cpu_attention.inc, compiled for AVX-512, AVX2
+// and baseline x86-64 and picked at run time from the CPU's features.
 #include "cpu_kernels.h"
 
 #include <ATen/ATen.h>
+#include <immintrin.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -35,11 +37,18 @@ struct AttnArgs {
 };
 
 // exp(x) for x <= 0 (Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n through the
-// exponent bits); about 1 ulp. Inputs below -87.3 give 0, as expf underflows there.
+// exponent bits); about 1 ulp. Inputs below -86 give 0: e^-86 < 1e-37 vanishes next to the
+// softmax sum (>= 1), and stopping there keeps every result a normal number (denormal
+// products cost a microcode assist each; masked keys and padding lanes arrive as -inf).
+// Written without floor() or branches (rounding through the 1.5 * 2^23 shifter).
 inline float exp_nonpositive(float x) {
-  const float lo = -87.3365447505531f;
+  const float lo = -86.0f, shifter = 12582912.0f;
   const float xc = x < lo ? lo : x;
-  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float t = xc * 1.44269504088896341f + shifter;
+  int32_t n;
+  std::memcpy(&n, &t, sizeof n);
+  n -= 0x4B400000;  // the bits of the shifter: what is left is round(x / ln 2)
+  const float fx = t - shifter;
   float r = xc - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
   float y = 1.9875691500e-4f;
@@ -49,130 +58,97 @@ inline float exp_nonpositive(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * (r * r) + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
+  const int32_t bits = (n + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return x < lo ? 0.0f : y * scale;
 }
 
-// One (batch, kv head) task: every query row of the heads sharing that key/value head.
-// D > 0 fixes the head size at compile time (fully unrolled accumulators); D == 0 reads a.D.
-template <int kD>
-inline __attribute__((always_inline)) void attend_task(const AttnArgs& a, int64_t b, int64_t g, float* kt,
-                                                       float* sc) {
-  const int64_t D = kD > 0 ? kD : a.D, S = a.S, rep = a.H / a.KVH;
-  // Keys transposed to [D, S] so the scores of one query are D passes of a = a + q_d * k_d.
-  const float* kb = a.k + b * a.k0 + g * a.k1;
-  for (int64_t j = 0; j < S; ++j)
-    for (int64_t d = 0; d < D; ++d) kt[d * S + j] = kb[j * a.k2 + d];
-  const float* vb = a.v + b * a.v0 + g * a.v1;
-  float acc[kD > 0 ? kD : 1];
-  std::vector<float> acc_dyn(kD > 0 ? 0 : D);
-  float* accp = kD > 0 ? acc : acc_dyn.data();
-  for (int64_t r = 0; r < rep; ++r) {
-    const int64_t h = g * rep + r;
-    for (int64_t i = 0; i < a.T; ++i) {
-      float* o = a.out + ((b * a.T + i) * a.H + h) * D;
-      int64_t lo = 0, hi = S;
-      const float* br = nullptr;
-      if (a.bias != nullptr) {
-        const int64_t row = (b * a.bias_heads + (a.bias_heads == 1 ? 0 : h)) * a.T + i;
-        lo = a.lo[row];
-        hi = a.hi[row];
-        if (lo >= hi) {
-          for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-          continue;
-        }
-        br = a.bias + b * a.b0 + (a.bias_heads == 1 ? 0 : h * a.b1) + i * a.b2 + lo;
-      }
-      const int64_t n = hi - lo;
-      const float* qr = a.q + b * a.q0 + h * a.q1 + i * a.q2;
-      for (int64_t j = 0; j < n; ++j) sc[j] = 0.0f;
-      for (int64_t d = 0; d < D; ++d) {
-        const float qd = qr[d];
-        const float* kr = kt + d * S + lo;
-        for (int64_t j = 0; j < n; ++j) sc[j] += qd * kr[j];
-      }
-      const float scale = a.scale;
-      if (br != nullptr) {
-        for (int64_t j = 0; j < n; ++j) {
-          const float s = sc[j] * scale + br[j];
-          sc[j] = br[j] < kMasked ? -std::numeric_limits<float>::infinity() : s;
-        }
-      } else {
-        for (int64_t j = 0; j < n; ++j) sc[j] *= scale;
-      }
-      float mx[8];
-      for (int l = 0; l < 8; ++l) mx[l] = -std::numeric_limits<float>::infinity();
-      int64_t j = 0;
-      for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; ++l) mx[l] = mx[l] < sc[j + l] ? sc[j + l] : mx[l];
-      for (; j < n; ++j) mx[0] = mx[0] < sc[j] ? sc[j] : mx[0];
-      float m = mx[0];
-      for (int l = 1; l < 8; ++l) m = m < mx[l] ? mx[l] : m;
-      for (j = 0; j < n; ++j) sc[j] = exp_nonpositive(sc[j] - m);
-      float sm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (j = 0; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; ++l) sm[l] += sc[j + l];
-      for (; j < n; ++j) sm[0] += sc[j];
-      const float inv = 1.0f / (((sm[0] + sm[1]) + (sm[2] + sm[3])) + ((sm[4] + sm[5]) + (sm[6] + sm[7])));
-      for (j = 0; j < n; ++j) sc[j] *= inv;
-      for (int64_t d = 0; d < D; ++d) accp[d] = 0.0f;
-      const float* vr = vb + lo * a.v2;
-      for (j = 0; j < n; ++j, vr += a.v2) {
-        const float p = sc[j];
-        for (int64_t d = 0; d < D; ++d) accp[d] += p * vr[d];
-      }
-      for (int64_t d = 0; d < D; ++d) o[d] = accp[d];
-    }
-  }
-}
+constexpr int64_t kRowBlock = 32;  // query rows per pass of the attention loop
 
-inline __attribute__((always_inline)) void attend_range(const AttnArgs& a, int64_t begin, int64_t end) {
-  std::vector<float> kt(static_cast<std::size_t>(a.D * a.S)), sc(static_cast<std::size_t>(a.S));
-  for (int64_t t = begin; t < end; ++t) {
-    const int64_t b = t / a.KVH, g = t % a.KVH;
-    switch (a.D) {
-      case 8: attend_task<8>(a, b, g, kt.data(), sc.data()); break;
-      case 16: attend_task<16>(a, b, g, kt.data(), sc.data()); break;
-      case 32: attend_task<32>(a, b, g, kt.data(), sc.data()); break;
-      case 64: attend_task<64>(a, b, g, kt.data(), sc.data()); break;
-      case 128: attend_task<128>(a, b, g, kt.data(), sc.data()); break;
-      default: attend_task<0>(a, b, g, kt.data(), sc.data()); break;
-    }
-  }
-}
+// Scratch of one worker: keys and values of one (batch, kv head) transposed to [D, Sp]
+// (Sp = S rounded up to 16, plus 16; zero past S), kRowBlock rows of scores, one row of bias.
+struct Buffers {
+  float *kt, *vt, *sc, *bb;
+  int64_t Sp;
+};
 
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))) void attend_avx512(const AttnArgs& a,
-                                                                                         int64_t begin,
-                                                                                         int64_t end) {
-  attend_range(a, begin, end);
-}
-__attribute__((target("avx2,fma"))) void attend_avx2(const AttnArgs& a, int64_t begin, int64_t end) {
-  attend_range(a, begin, end);
-}
-void attend_baseline(const AttnArgs& a, int64_t begin, int64_t end) { attend_range(a, begin, end); }
+// One copy of the attention loop per instruction set (see cpu_attention.inc).
+namespace avx512 {
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own avx512fintrin.h casts
+#define PEFT_VEC_AVX512
+#include "cpu_attention.inc"
+#undef PEFT_VEC_AVX512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+}  // namespace avx512
 
-using AttendFn = void (*)(const AttnArgs&, int64_t, int64_t);
-AttendFn pick_attend() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    return attend_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return attend_avx2;
-  return attend_baseline;
+namespace avx2 {
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define PEFT_VEC_AVX2
+#include "cpu_attention.inc"
+#undef PEFT_VEC_AVX2
+#pragma GCC pop_options
+}  // namespace avx2
+
+namespace baseline {
+#include "cpu_attention.inc"
+}  // namespace baseline
+
+// The loops of one instruction set.
+struct Loops {
+  void (*attend)(const AttnArgs&, const Buffers&, int64_t, int64_t);
+  void (*rms_norm)(const float*, const float*, float*, int64_t, int64_t, float);
+  void (*silu_mul)(const float*, const float*, float*, int64_t);
+  void (*rotary)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                 const float*, int64_t, float*);
+};
+#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all}
+
+const Loops& loops() {
+  static const Loops l = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      return PEFT_LOOPS(avx512);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PEFT_LOOPS(avx2);
+    return PEFT_LOOPS(baseline);
+  }();
+  return l;
+}
+#undef PEFT_LOOPS
+
+bool fp32_cpu(const at::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat; }
+
+// No autograd graph is wanted for these inputs.
+bool no_grad_needed(std::initializer_list<const at::Tensor*> ts) {
+  if (!at::GradMode::is_enabled()) return true;
+  for (const at::Tensor* t : ts)
+    if (t->requires_grad()) return false;
+  return true;
 }
 
 bool rows_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.stride(3) == 1; }
 
 }  // namespace
 
+namespace {
+thread_local int g_disabled = 0;
+}
+
+ScopedPlainAten::ScopedPlainAten() { ++g_disabled; }
+ScopedPlainAten::~ScopedPlainAten() { --g_disabled; }
+
 bool enabled() {
   static const bool on = [] {
     const char* e = std::getenv("PEFT_FUSED_KERNELS");
     return e == nullptr || std::string(e) != "0";
   }();
-  return on;
+  return on && g_disabled == 0;
 }
 
 bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -198,7 +174,7 @@ bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at
 
 at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                          const at::Tensor& bias_in, double scale) {
-  static const AttendFn attend_fn = pick_attend();
+  const auto attend_fn = loops().attend;
   const at::Tensor q = rows_contiguous(q_in) ? q_in : q_in.contiguous();
   const at::Tensor k = rows_contiguous(k_in) ? k_in : k_in.contiguous();
   const at::Tensor v = rows_contiguous(v_in) ? v_in : v_in.contiguous();
@@ -245,8 +221,58 @@ at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const a
     a.lo = lo.data();
     a.hi = hi.data();
   }
-  at::parallel_for(0, B * KVH, 1, [&](int64_t begin, int64_t end) { attend_fn(a, begin, end); });
+  at::parallel_for(0, B * KVH, 1, [&](int64_t begin, int64_t end) {
+    const int64_t Sp = (S + 15) / 16 * 16 + 16;
+    std::vector<float> kt(static_cast<std::size_t>(D * Sp), 0.0f), vt(kt.size(), 0.0f),
+        sc(static_cast<std::size_t>(kRowBlock * Sp), 0.0f), bb(static_cast<std::size_t>(Sp), 0.0f);
+    const Buffers w{kt.data(), vt.data(), sc.data(), bb.data(), Sp};
+    attend_fn(a, w, begin, end);
+  });
   return out.permute({0, 2, 1, 3});
+}
+
+bool elementwise_f32_applicable(std::initializer_list<const at::Tensor*> ts) {
+  if (!enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (!fp32_cpu(*t)) return false;
+  return no_grad_needed(ts);
+}
+
+at::Tensor rms_norm_f32(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
+  const at::Tensor x = x_in.contiguous(), w = weight_in.contiguous();
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  at::Tensor y = at::empty_like(x);
+  const auto fn = loops().rms_norm;
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    fn(xp + begin * n, wp, yp + begin * n, end - begin, n, static_cast<float>(eps));
+  });
+  return y;
+}
+
+at::Tensor silu_mul_f32(const at::Tensor& g_in, const at::Tensor& u_in) {
+  const at::Tensor g = g_in.contiguous(), u = u_in.contiguous();
+  at::Tensor y = at::empty_like(g);
+  const auto fn = loops().silu_mul;
+  const float* gp = g.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t begin, int64_t end) {
+    fn(gp + begin, up + begin, yp + begin, end - begin);
+  });
+  return y;
+}
+
+at::Tensor rotary_f32(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
+  const at::Tensor c = cos_in.contiguous(), s = sin_in.contiguous();
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  at::Tensor y = at::empty({B, T, H, D}, x.options());
+  loops().rotary(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), B, H, T, D, c.data_ptr<float>(),
+                 s.data_ptr<float>(), c.size(0) == 1 ? 0 : T * D, y.data_ptr<float>());
+  return y.permute({0, 2, 1, 3});
 }
 
 }  // namespace peft::models::kernels

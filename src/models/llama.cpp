@@ -10,6 +10,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cpu_kernels.h"
 #include "peft/core/check.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -136,7 +137,10 @@ class LlamaMLPImpl : public torch::nn::Module {
     down_proj = register_module("down_proj", AdaptableLinear(c.intermediate_size, c.hidden_size, c.mlp_bias));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
+    const at::Tensor g = gate_proj->forward(x), u = up_proj->forward(x);
+    if ((act_ == "silu" || act_ == "swish") && g.sizes() == u.sizes() && kernels::elementwise_f32_applicable({&g, &u}))
+      return down_proj->forward(kernels::silu_mul_f32(g, u));
+    return down_proj->forward(activation(act_, g) * u);
   }
   AdaptableLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 

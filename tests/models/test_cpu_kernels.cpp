@@ -1,8 +1,10 @@
-// The fused inference attention against the plain-ATen chain of attend(): the same function is
-// called twice, once on inputs that require grad (which keeps it on the ATen path).
+// The fused inference kernels (src/models/cpu_kernels.h) against the plain-ATen expressions they
+// replace: the public block functions are called twice, once on inputs that require grad (which
+// keeps them on the ATen path).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "../../src/models/cpu_kernels.h"
 #include "golden.h"
 #include "peft/models/blocks.h"
 
@@ -89,6 +91,63 @@ TEST(FusedAttention, GradientsStillFlowThroughTheAtenPath) {
   attend(q, k, v, bias, 0.35, 0.0, false).sum().backward();
   ASSERT_TRUE(q.grad().defined());
   EXPECT_GT(q.grad().abs().sum().item<float>(), 0.0f);
+}
+
+TEST(FusedKernels, RmsNormMatchesAten) {
+  for (const int64_t n : {64, 20, 288}) {  // whole 16-lane chunks, a tail only, both
+    torch::manual_seed(n);
+    const at::Tensor x = torch::randn({3, 5, n}) * 3, w = torch::randn({n});
+    at::Tensor fused;
+    {
+      torch::NoGradGuard ng;
+      fused = peft::models::rms_norm(x, w, 1e-5);
+    }
+    const at::Tensor ref = peft::models::rms_norm(x.detach().requires_grad_(true), w, 1e-5).detach();
+    EXPECT_TRUE(close(fused, ref, 1e-6, 1e-6)) << "n=" << n;
+  }
+}
+
+TEST(FusedKernels, SiluTimesUpMatchesAten) {
+  torch::manual_seed(3);
+  at::Tensor g = torch::randn({3, 343}) * 4;
+  g[0][0] = 100.0f;   // e^-|g| underflows: silu(g) = g
+  g[0][1] = -100.0f;  // silu(g) = -0
+  g[0][2] = 0.0f;
+  const at::Tensor u = torch::randn({3, 343});
+  torch::NoGradGuard ng;
+  ASSERT_TRUE(peft::models::kernels::elementwise_f32_applicable({&g, &u}));
+  const at::Tensor fused = peft::models::kernels::silu_mul_f32(g, u);
+  EXPECT_TRUE(close(fused, at::silu(g) * u, 1e-6, 1e-6));
+}
+
+TEST(FusedKernels, RotaryMatchesAten) {
+  torch::manual_seed(4);
+  for (const int64_t D : {8, 16, 12}) {
+    const at::Tensor x = torch::randn({2, 5, 3, D}).transpose(1, 2);  // [B, H, T, D] view, as the models make it
+    const at::Tensor inv_freq =
+        1.0 / at::pow(10000.0, at::arange(0, D, 2, at::kLong).to(at::kFloat) / static_cast<double>(D));
+    const at::Tensor pos = torch::tensor({{0L, 1L, 2L, 3L, 4L}, {7L, 8L, 9L, 10L, 11L}});
+    const auto tables = peft::models::rotary_tables(inv_freq, pos, at::kFloat);
+    at::Tensor fused;
+    {
+      torch::NoGradGuard ng;
+      fused = peft::models::apply_rotary(x, tables);
+    }
+    const at::Tensor ref = peft::models::apply_rotary(x.detach().requires_grad_(true), tables).detach();
+    EXPECT_TRUE(close(fused, ref, 1e-6, 1e-6)) << "D=" << D;
+    EXPECT_TRUE(fused.transpose(1, 2).is_contiguous());
+  }
+}
+
+TEST(FusedKernels, ScopedPlainAtenTurnsThemOff) {
+  const at::Tensor x = torch::randn({2, 16}), w = torch::ones({16});
+  torch::NoGradGuard ng;
+  EXPECT_TRUE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
+  {
+    peft::models::kernels::ScopedPlainAten plain;
+    EXPECT_FALSE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
+  }
+  EXPECT_TRUE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
 }
 
 }  // namespace

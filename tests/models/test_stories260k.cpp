@@ -50,11 +50,19 @@ TEST_F(Stories260K, LogitsMatchTransformers) {
   b.input_ids = exp("batch_ids");
   b.attention_mask = exp("batch_mask");
   const at::Tensor bl = model().forward(b).logits;
-  // fp64 reference (SDPA semantics: padded query rows attend nowhere): 1e-5 everywhere. The
-  // fp32 references are 1.1e-5 (eager, real positions) and 1.5e-5 (SDPA) from it themselves.
+  // fp64 reference (SDPA semantics: padded query rows attend nowhere): 1e-5. At |logit| up to
+  // 17.4 this is the fp32 rounding floor: transformers' own fp32 logits are 1.11e-5 (eager, real
+  // positions) and 1.51e-5 (SDPA) from these values, the plain-ATen path here 1.12e-5, the fused
+  // kernels 0.92e-5; reordering any sum moves these by a few 1e-6.
+  const at::Tensor real = exp("batch_mask").to(at::kBool).unsqueeze(-1).expand_as(bl);
+  const at::Tensor exact = exp("batch_logits_fp64").to(at::kDouble);
+  const double eager = (exp("batch_logits").to(at::kDouble) - exact).masked_select(real).abs().max().item<double>();
+  const double sdpa = (exp("batch_logits_sdpa").to(at::kDouble) - exact).abs().max().item<double>();
+  std::cout << "[stories260K] padded batch logits, max |diff| to fp64: "
+            << (bl.to(at::kDouble) - exact).abs().max().item<double>() << " (transformers eager " << eager
+            << ", SDPA " << sdpa << ")\n";
   EXPECT_TRUE(close(bl, exp("batch_logits_fp64"), 1e-5));
   // Real (unpadded) positions against eager; padded query rows follow SDPA (zero attention).
-  const at::Tensor real = exp("batch_mask").to(at::kBool).unsqueeze(-1).expand_as(bl);
   EXPECT_TRUE(close(bl.masked_select(real), exp("batch_logits").masked_select(real), 2e-5));
   EXPECT_TRUE(close(bl, exp("batch_logits_sdpa"), 2e-5));
 }
