@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <map>
+#include <sstream>
 #include <mutex>
 #include <thread>
 
@@ -32,6 +33,12 @@ namespace {
 
 using Ms = std::chrono::milliseconds;
 constexpr auto kHeartbeat = std::chrono::seconds(1);
+
+std::string seconds(double s) {
+  std::ostringstream os;
+  os << s << " s";
+  return os.str();
+}
 
 std::string first_line(const std::string& s) {
   const auto nl = s.find('\n');
@@ -86,7 +93,7 @@ class GlooCollective final : public Collective {
     } catch (const std::exception& e) {
       throw DistributedError("[distributed] rank " + std::to_string(rank_) + ": rendezvous at " + where + " with " +
                              std::to_string(world_) + " ranks did not complete within " +
-                             std::to_string(opts.timeout_seconds) + " s: " + first_line(e.what()));
+                             seconds(opts.timeout_seconds) + ": " + first_line(e.what()));
     }
     heartbeat_ = std::thread([this] { beat(); });
     try {
@@ -101,8 +108,9 @@ class GlooCollective final : public Collective {
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank_, world_, o);
     } catch (const std::exception& e) {
       stop_heartbeat();
-      throw DistributedError("[distributed] rank " + std::to_string(rank_) + ": connecting the Gloo mesh via " +
-                             where + " failed: " + first_line(e.what()));
+      throw DistributedError("[distributed] rank " + std::to_string(rank_) + ": connecting the Gloo mesh of " +
+                             std::to_string(world_) + " ranks via " + where + " failed within " +
+                             seconds(opts.timeout_seconds) + " (did every rank start?): " + first_line(e.what()));
     }
   }
 

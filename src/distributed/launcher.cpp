@@ -71,8 +71,10 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& argv) {
     env["GROUP_RANK"] = std::to_string(o.node_rank);
     env["MASTER_ADDR"] = o.master_addr;
     env["MASTER_PORT"] = std::to_string(o.master_port);
-    env.emplace("OMP_NUM_THREADS", threads);
-    env.emplace("OPENBLAS_NUM_THREADS", threads);
+    if (o.nproc_per_node > 1) {  // torchrun's default, so local ranks do not oversubscribe the cores
+      env.emplace("OMP_NUM_THREADS", "1");
+      env.emplace("OPENBLAS_NUM_THREADS", threads);
+    }
     std::vector<std::string> kvs;
     for (const auto& [k, v] : env) kvs.push_back(k + "=" + v);
     std::vector<char*> envp, args;

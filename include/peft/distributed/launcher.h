@@ -27,8 +27,8 @@ struct LaunchOptions {
 /// Starts `nproc_per_node` copies of `argv` (argv[0] is the program path) and waits for all of them.
 /// Returns 0 when every rank exits 0; otherwise reports the first failure on stderr ("rank 1 (pid
 /// 1234) was killed by signal 9") and returns its exit code (128 + signal for a signal). SIGINT and
-/// SIGTERM sent to the launcher are passed on to the ranks. OMP_NUM_THREADS and OPENBLAS_NUM_THREADS
-/// default to (cores / nproc_per_node) in the ranks when not set.
+/// SIGTERM sent to the launcher are passed on to the ranks. With nproc_per_node > 1, ranks get
+/// OMP_NUM_THREADS=1 (as torchrun does) and OPENBLAS_NUM_THREADS=cores/nproc_per_node unless set.
 int launch(const LaunchOptions& opts, const std::vector<std::string>& argv);
 
 }  // namespace peft::distributed
