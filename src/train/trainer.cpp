@@ -204,6 +204,10 @@ TrainResult Trainer::train(const std::string& resume_from) {
   TrainResult res;
   int64_t step = 0, epoch = 0, batch_pos = 0;
   at::manual_seed(static_cast<uint64_t>(a.seed));
+  // The rank allocator's scores and the full-rank tensors are not in a checkpoint (its adapter is
+  // saved pruned, as PEFT saves it), so an AdaLoRA run cannot continue exactly.
+  PEFT_CHECK(resume_from.empty() || s_->model->rank_allocator() == nullptr, NotSupported,
+             "[Trainer] resuming an AdaLoRA run from a checkpoint is not supported; start it again");
   if (!resume_from.empty()) {
     const json st = io::read_json_file((fs::path(resume_from) / "trainer_state.json").string());
     step = st.at("global_step").get<int64_t>();
@@ -277,6 +281,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
       }
       if (a.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(s_->params, a.max_grad_norm);
       s_->opt->step();
+      // Tuner work between the optimizer step and zero_grad (AdaLoRA's rank allocation).
+      const auto tuner_scalars = s_->model->on_optimizer_step(step + 1);
       s_->opt->zero_grad();
       batch_pos += a.gradient_accumulation_steps;
       ++step;
@@ -285,14 +291,18 @@ TrainResult Trainer::train(const std::string& resume_from) {
       if (on_step) on_step(step, step_loss, lr);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (a.logging_steps > 0 && (step % a.logging_steps == 0 || step == total)) {
-        log({{"step", step}, {"loss", step_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tokens_seen / std::max(secs, 1e-9)}});
+        json line = {{"step", step}, {"loss", step_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tokens_seen / std::max(secs, 1e-9)}};
+        for (const auto& [k, v] : tuner_scalars) line[k] = v;
+        log(line);
         if (s_->tb) {
           s_->tb->add_scalar("train/loss", step_loss, step);
           s_->tb->add_scalar("train/learning_rate", lr, step);
+          for (const auto& [k, v] : tuner_scalars) s_->tb->add_scalar(k, v, step);
         }
         if (!tty)
           std::cerr << "step " << step << "/" << total << "  loss " << std::fixed << std::setprecision(4) << step_loss
                     << "  lr " << std::scientific << std::setprecision(2) << lr << std::defaultfloat << "  "
+                  << (tuner_scalars.empty() ? "" : tuner_scalars.front().first + " " + std::to_string(static_cast<int64_t>(tuner_scalars.front().second)) + "  ")
                     << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9)) << " tok/s\n";
       }
       if (tty) {
