@@ -115,6 +115,10 @@ TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {
   auto base = peft::models::load_model(peft::test::fixture(g.meta["base"]));
   auto pm = peft::PeftModel::from_pretrained(base, g.dir + "/init", "default", /*is_trainable=*/true);
   pm->base_model().train();
+  // PEFT's parameter counts (ranknum counts among all parameters).
+  const auto [trainable, all] = pm->get_nb_trainable_parameters();
+  EXPECT_EQ(trainable, g["nb_trainable_parameters"][0].item<int64_t>());
+  EXPECT_EQ(all, g["nb_trainable_parameters"][1].item<int64_t>());
   auto* alloc = pm->rank_allocator();
   ASSERT_NE(alloc, nullptr);
   EXPECT_EQ(alloc->init_budget(), g.meta["init_bgt"].get<int64_t>());
