@@ -204,18 +204,18 @@ TrainResult Trainer::train(const std::string& resume_from) {
   TrainResult res;
   int64_t step = 0, epoch = 0, batch_pos = 0;
   at::manual_seed(static_cast<uint64_t>(a.seed));
-  // The rank allocator's scores and the full-rank tensors are not in a checkpoint (its adapter is
-  // saved pruned, as PEFT saves it), so an AdaLoRA run cannot continue exactly.
-  PEFT_CHECK(resume_from.empty() || s_->model->rank_allocator() == nullptr, NotSupported,
-             "[Trainer] resuming an AdaLoRA run from a checkpoint is not supported; start it again");
   if (!resume_from.empty()) {
     const json st = io::read_json_file((fs::path(resume_from) / "trainer_state.json").string());
     step = st.at("global_step").get<int64_t>();
     epoch = st.at("epoch").get<int64_t>();
     batch_pos = st.at("batch_pos").get<int64_t>();
     res.step_losses = st.at("step_losses").get<std::vector<double>>();
-    s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
-                                    s_->model->active_adapters().front());
+    // A tuner state (AdaLoRA: full-rank tensors and scores; its saved adapter is pruned) replaces
+    // the adapter file when the checkpoint has one.
+    const fs::path tuner_state = fs::path(resume_from) / "tuner_state.safetensors";
+    if (fs::exists(tuner_state)) s_->model->load_training_state(io::load_safetensors(tuner_state.string()));
+    else s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
+                                         s_->model->active_adapters().front());
     torch::load(*s_->opt, (fs::path(resume_from) / "optimizer.pt").string());
     read_rng((fs::path(resume_from) / "rng_state.safetensors").string());
   }
@@ -241,6 +241,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
       for (const auto& f : {"adapter_model.safetensors", "adapter_config.json"}) fs::rename(sub / f, tmp / f);
       fs::remove_all(sub);
     }
+    if (auto ts = s_->model->training_state(); !ts.empty())
+      io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
     torch::save(*s_->opt, (tmp / "optimizer.pt").string());
     write_rng((tmp / "rng_state.safetensors").string());
     io::write_json_file((tmp / "trainer_state.json").string(),

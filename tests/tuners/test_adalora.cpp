@@ -351,9 +351,56 @@ TEST(AdaLora, TrainerAllocatesAndLogs) {
   auto again = peft::PeftModel::from_pretrained(peft::models::load_model(peft::test::fixture("models/llama_causal")),
                                                 res.adapter_dir);
   EXPECT_TRUE(close(again->forward(in).logits, live, 1e-5));
-  // An AdaLoRA run does not resume from a checkpoint (its adapter is saved pruned).
-  peft::test::expect_throw_with<peft::NotSupported>([&] { t.train(a.output_dir + "/checkpoint-12"); },
-                                                     {"resuming an AdaLoRA run"});
+}
+
+// A run resumed from a mid-run checkpoint (pruned adapter + tuner state) ends where the
+// uninterrupted run ends: same losses, same rank pattern, same adapter file.
+TEST(AdaLora, TrainerResumesExactly) {
+  auto run = [](const std::string& out, int64_t save_steps, const std::string& resume) {
+    auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+    peft::AdaLoraConfig c;
+    c.task_type = peft::TaskType::CausalLM;
+    c.init_r = 4;
+    c.target_r = 2;
+    c.tinit = 2;
+    c.tfinal = 3;
+    c.total_step = 12;
+    at::manual_seed(0);
+    auto pm = peft::get_peft_model(base, c);
+    peft::train::Dataset d;
+    for (int i = 0; i < 8; ++i) {
+      peft::train::Example e;
+      for (int j = 0; j < 6 + i % 3; ++j) e.input_ids.push_back(3 + (5 * i + 7 * j) % 50);
+      e.labels = e.input_ids;
+      d.examples.push_back(e);
+    }
+    peft::train::TrainingArguments a;
+    a.output_dir = out;
+    a.per_device_train_batch_size = 4;
+    a.max_steps = 12;
+    a.learning_rate = 2e-2;
+    a.shuffle = false;
+    a.progress_bar = false;
+    a.logging_steps = 0;
+    a.save_steps = save_steps;
+    a.tensorboard = false;
+    peft::train::Trainer t(pm, a, d, nullptr, 0);
+    return t.train(resume);
+  };
+  const auto full = run(peft::test::tmp_dir("adalora_full"), 7, "");
+  const std::string dir = peft::test::tmp_dir("adalora_resumed");
+  fs::copy(fs::path(full.adapter_dir).parent_path() / "checkpoint-7", fs::path(dir) / "checkpoint-7",
+           fs::copy_options::recursive);
+  ASSERT_TRUE(fs::exists(dir + "/checkpoint-7/tuner_state.safetensors"));
+  const auto resumed = run(dir, 0, dir + "/checkpoint-7");
+  ASSERT_EQ(resumed.step_losses.size(), full.step_losses.size());
+  for (std::size_t i = 0; i < full.step_losses.size(); ++i) EXPECT_DOUBLE_EQ(resumed.step_losses[i], full.step_losses[i]) << i;
+  EXPECT_EQ(peft::io::read_json_file(resumed.adapter_dir + "/adapter_config.json")["rank_pattern"],
+            peft::io::read_json_file(full.adapter_dir + "/adapter_config.json")["rank_pattern"]);
+  const auto x = peft::io::load_safetensors(resumed.adapter_dir + "/adapter_model.safetensors");
+  const auto y = peft::io::load_safetensors(full.adapter_dir + "/adapter_model.safetensors");
+  ASSERT_EQ(x.size(), y.size());
+  for (const auto& [k, v] : y) EXPECT_TRUE(x.at(k).equal(v)) << k;
 }
 
 }  // namespace
