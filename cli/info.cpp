@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "adapter_info.h"
 #include "commands.h"
 #include "peft/io/hf_checkpoint.h"
 
@@ -34,6 +35,7 @@ std::string with_commas(int64_t n) {
 }
 
 void run_info(const std::string& path, bool list_tensors) {
+  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors);
   const auto ck = io::HfCheckpoint::open(path);
   const json& cfg = ck.config();
   std::cout << "checkpoint:    " << path << "\n";
@@ -76,10 +78,10 @@ void run_info(const std::string& path, bool list_tensors) {
 }  // namespace
 
 void add_info_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder or a .safetensors file");
+  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder, a .safetensors file or a PEFT adapter folder");
   auto path = std::make_shared<std::string>();
   auto tensors = std::make_shared<bool>(false);
-  cmd->add_option("path", *path, "Model folder (config.json + safetensors) or .safetensors file")
+  cmd->add_option("path", *path, "Model folder (config.json + safetensors), .safetensors file or adapter folder")
       ->required();
   cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
   cmd->callback([path, tensors] { run_info(*path, *tensors); });

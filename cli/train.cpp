@@ -24,6 +24,7 @@
 #include "peft/train/metrics.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/lora/config.h"
+#include "peft/tuners/adalora/config.h"
 
 namespace peft::cli {
 
@@ -41,8 +42,19 @@ struct RunConfig {
   bool skip_bad_rows = false;
   double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
   LoraConfig lora;
+  AdaLoraConfig adalora;  ///< method: adalora (its LoRA fields come from `lora`)
   train::TrainingArguments args;
 };
+
+// method: adalora: PEFT's AdaLoraConfig from the LoRA keys plus the AdaLoRA ones; total_step
+// defaults to max_steps.
+AdaLoraConfig adalora_config(const RunConfig& c) {
+  AdaLoraConfig a = c.adalora;
+  static_cast<LoraConfig&>(a) = c.lora;
+  a.peft_type = PeftType::AdaLora;
+  if (!a.total_step && c.args.max_steps > 0) a.total_step = c.args.max_steps;
+  return a;
+}
 
 // key -> setter; the one table of accepted keys (unknown keys are an error naming the key).
 using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
@@ -81,6 +93,11 @@ const std::map<std::string, Setter>& setters() {
     m["modules_to_save"] = [](RunConfig& c, const YAML::Node& n) {
       c.lora.modules_to_save = as<std::vector<std::string>>(n, "modules_to_save", "a list of names");
     };
+    // AdaLoRA (PEFT's AdaLoraConfig names)
+    S_INT("init_r", adalora.init_r); S_INT("target_r", adalora.target_r); S_INT("tinit", adalora.tinit);
+    S_INT("tfinal", adalora.tfinal); S_INT("deltaT", adalora.deltaT); S_DBL("beta1", adalora.beta1);
+    S_DBL("beta2", adalora.beta2); S_DBL("orth_reg_weight", adalora.orth_reg_weight);
+    m["total_step"] = [](RunConfig& c, const YAML::Node& n) { c.adalora.total_step = as<int64_t>(n, "total_step", "an integer"); };
     m["init_lora_weights"] = [](RunConfig& c, const YAML::Node& n) { c.lora.init_lora_weights = as<std::string>(n, "init_lora_weights", "true, false or gaussian"); };
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
@@ -135,8 +152,8 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
   }
   PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder) is required");
-  PEFT_CHECK(c.method == "lora", NotSupported, "[config] method '", c.method,
-             "' is not available in this build yet (lora)");
+  PEFT_CHECK(c.method == "lora" || c.method == "adalora", NotSupported, "[config] method '", c.method,
+             "' is not available in this build yet (lora, adalora)");
   static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
       {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
       {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
@@ -146,6 +163,11 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
              "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
   c.lora.task_type = kTasks.at(c.task).first;
   c.lora.validate();
+  if (c.method == "adalora") {
+    PEFT_CHECK(c.adalora.total_step || c.args.max_steps > 0, ConfigError,
+               "[config] method adalora needs 'total_step' (or 'max_steps', which it defaults to)");
+    adalora_config(c).validate();
+  }
   c.args.validate();
   return c;
 }
@@ -270,7 +292,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   Loaded eval_split;
   if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
-  auto pm = get_peft_model(model, c.lora);
+  auto pm = c.method == "adalora" ? get_peft_model(model, adalora_config(c)) : get_peft_model(model, c.lora);
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
   train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);

@@ -69,6 +69,7 @@ set(PEFT_TORCH_SOURCES
 set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/main.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/info.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/adapter_info.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/convert.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp

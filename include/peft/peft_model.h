@@ -104,6 +104,11 @@ class PeftModel {
   /// update_and_allocate: importance scores, budget, masking). Returns named scalars to log
   /// (AdaLoRA: "adalora/budget" and "adalora/rank/<module>"); empty for tuners with no such step.
   std::vector<std::pair<std::string, double>> on_optimizer_step(int64_t global_step);
+  /// What a training checkpoint needs besides the saved adapter to continue exactly (AdaLoRA: the
+  /// full-rank tensors, the rank pattern, the allocator's scores); empty for other tuners.
+  std::map<std::string, at::Tensor> training_state();
+  /// Restores training_state() into the trainable adapter (shapes checked).
+  void load_training_state(const std::map<std::string, at::Tensor>& state);
   /// AdaLoRA's rank allocator for the trainable adapter (created on first use; nullptr for other tuners).
   adalora::RankAllocator* rank_allocator();
   // ---- prompt learning (Prompt Tuning, P-Tuning, Prefix Tuning / P-Tuning v2)

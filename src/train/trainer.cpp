@@ -261,8 +261,12 @@ TrainResult Trainer::train(const std::string& resume_from) {
       order_batch = a.per_device_train_batch_size;
     }
     res.step_losses = st.at("step_losses").get<std::vector<double>>();
-    s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
-                                    s_->model->active_adapters().front());
+    // A tuner state (AdaLoRA: full-rank tensors and scores; its saved adapter is pruned) replaces
+    // the adapter file when the checkpoint has one.
+    const fs::path tuner_state = fs::path(resume_from) / "tuner_state.safetensors";
+    if (fs::exists(tuner_state)) s_->model->load_training_state(io::load_safetensors(tuner_state.string()));
+    else s_->model->load_adapter_weights((fs::path(resume_from) / "adapter_model.safetensors").string(),
+                                         s_->model->active_adapters().front());
     torch::load(*s_->opt, (fs::path(resume_from) / "optimizer.pt").string());
     read_rng((fs::path(resume_from) / "rng_state.safetensors").string());
   }
@@ -290,6 +294,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
       for (const auto& f : {"adapter_model.safetensors", "adapter_config.json"}) fs::rename(sub / f, tmp / f);
       fs::remove_all(sub);
     }
+    if (auto ts = s_->model->training_state(); !ts.empty())
+      io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
     torch::save(*s_->opt, (tmp / "optimizer.pt").string());
     write_rng((tmp / "rng_state.safetensors").string());
     io::write_json_file((tmp / "trainer_state.json").string(),
@@ -342,6 +348,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
       if (s_->dist) all_reduce_grads(*s_->dist, s_->params, step_loss);
       if (a.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(s_->params, a.max_grad_norm);
       s_->opt->step();
+      // Tuner work between the optimizer step and zero_grad (AdaLoRA's rank allocation).
+      const auto tuner_scalars = s_->model->on_optimizer_step(step + 1);
       s_->opt->zero_grad();
       batch_pos += a.gradient_accumulation_steps;
       ++step;
@@ -351,14 +359,18 @@ TrainResult Trainer::train(const std::string& resume_from) {
       if (on_step) on_step(step, step_loss, lr);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (a.logging_steps > 0 && (step % a.logging_steps == 0 || step == total)) {
-        log({{"step", step}, {"loss", step_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tokens_seen / std::max(secs, 1e-9)}});
+        json line = {{"step", step}, {"loss", step_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tokens_seen / std::max(secs, 1e-9)}};
+        for (const auto& [k, v] : tuner_scalars) line[k] = v;
+        log(line);
         if (s_->tb) {
           s_->tb->add_scalar("train/loss", step_loss, step);
           s_->tb->add_scalar("train/learning_rate", lr, step);
+          for (const auto& [k, v] : tuner_scalars) s_->tb->add_scalar(k, v, step);
         }
         if (!tty && main_rank)
           std::cerr << "step " << step << "/" << total << "  loss " << std::fixed << std::setprecision(4) << step_loss
                     << "  lr " << std::scientific << std::setprecision(2) << lr << std::defaultfloat << "  "
+                  << (tuner_scalars.empty() ? "" : tuner_scalars.front().first + " " + std::to_string(static_cast<int64_t>(tuner_scalars.front().second)) + "  ")
                     << static_cast<int64_t>(tokens_seen / std::max(secs, 1e-9)) << " tok/s\n";
       }
       if (tty) {

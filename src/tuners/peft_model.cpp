@@ -903,4 +903,53 @@ std::vector<std::pair<std::string, double>> PeftModel::on_optimizer_step(int64_t
   return out;
 }
 
+std::map<std::string, at::Tensor> PeftModel::training_state() {
+  std::map<std::string, at::Tensor> out;
+  auto* alloc = rank_allocator();
+  if (!alloc) return out;
+  for (const auto& n : order_) {
+    const auto* ada = as_adalora(*configs_.at(n));
+    if (!ada || ada->inference_mode) continue;
+    for (const auto& [k, v] : live_state_dict(n)) out["adapter/" + k] = v.detach().clone();
+    if (ada->adalora_rank_pattern)
+      for (const auto& [k, keep] : *ada->adalora_rank_pattern) {
+        at::Tensor t = at::empty({static_cast<int64_t>(keep.size())}, at::kByte);
+        for (std::size_t i = 0; i < keep.size(); ++i) t.data_ptr<uint8_t>()[i] = keep[i] ? 1 : 0;
+        out["rank_pattern/" + k] = t;
+      }
+  }
+  for (const auto& [k, v] : alloc->state()) out["allocator/" + k] = v;
+  return out;
+}
+
+void PeftModel::load_training_state(const std::map<std::string, at::Tensor>& state) {
+  auto* alloc = rank_allocator();
+  PEFT_CHECK(alloc != nullptr, std::invalid_argument, "[PeftModel] no trainable AdaLoRA adapter to restore a training state into");
+  std::string name;
+  for (const auto& n : order_)
+    if (as_adalora(*configs_.at(n)) && !configs_.at(n)->inference_mode) name = n;
+  auto& cfg = dynamic_cast<AdaLoraConfig&>(*configs_.at(name));
+  auto live = live_state_dict(name);
+  std::map<std::string, std::vector<bool>> pattern;
+  std::map<std::string, at::Tensor> scores;
+  torch::NoGradGuard ng;
+  for (const auto& [k, v] : state) {
+    if (k.rfind("adapter/", 0) == 0) {
+      auto it = live.find(k.substr(8));
+      PEFT_CHECK(it != live.end() && it->second.sizes() == v.sizes(), FormatError, "[PeftModel] training state '", k,
+                 "' does not fit adapter '", name, "'");
+      it->second.copy_(v);
+    } else if (k.rfind("rank_pattern/", 0) == 0) {
+      const at::Tensor b = v.to(at::kByte).contiguous();
+      std::vector<bool> keep(static_cast<std::size_t>(b.numel()));
+      for (int64_t i = 0; i < b.numel(); ++i) keep[static_cast<std::size_t>(i)] = b.data_ptr<uint8_t>()[i] != 0;
+      pattern[k.substr(13)] = std::move(keep);
+    } else if (k.rfind("allocator/", 0) == 0) {
+      scores[k.substr(10)] = v;
+    }
+  }
+  if (!pattern.empty()) cfg.adalora_rank_pattern = std::move(pattern);
+  alloc->load_state(scores);
+}
+
 }  // namespace peft

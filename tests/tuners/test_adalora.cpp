@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "golden.h"
 #include "peft/core/error.h"
@@ -13,6 +14,7 @@
 #include "peft/peft_model.h"
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/layer.h"
+#include "peft/train/trainer.h"
 
 namespace {
 
@@ -113,6 +115,10 @@ TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {
   auto base = peft::models::load_model(peft::test::fixture(g.meta["base"]));
   auto pm = peft::PeftModel::from_pretrained(base, g.dir + "/init", "default", /*is_trainable=*/true);
   pm->base_model().train();
+  // PEFT's parameter counts (ranknum counts among all parameters).
+  const auto [trainable, all] = pm->get_nb_trainable_parameters();
+  EXPECT_EQ(trainable, g["nb_trainable_parameters"][0].item<int64_t>());
+  EXPECT_EQ(all, g["nb_trainable_parameters"][1].item<int64_t>());
   auto* alloc = pm->rank_allocator();
   ASSERT_NE(alloc, nullptr);
   EXPECT_EQ(alloc->init_budget(), g.meta["init_bgt"].get<int64_t>());
@@ -277,6 +283,124 @@ TEST(AdaLora, InjectionFreezesAndRejectsWhatPeftRejects) {
   pm->merge_adapter();
   EXPECT_TRUE(close(pm->forward(in).logits, before, 1e-5));
   pm->unmerge_adapter();
+}
+
+// The trainer runs the allocation after every optimizer step on its own (no user call), logs the
+// budget and the ranks, and the saved adapter is the pruned one.
+TEST(AdaLora, TrainerAllocatesAndLogs) {
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  peft::AdaLoraConfig c;
+  c.task_type = peft::TaskType::CausalLM;
+  c.init_r = 4;
+  c.target_r = 2;
+  c.tinit = 2;
+  c.tfinal = 3;
+  c.total_step = 12;
+  at::manual_seed(0);
+  auto pm = peft::get_peft_model(base, c);
+  peft::train::Dataset d;
+  for (int i = 0; i < 8; ++i) {
+    peft::train::Example e;
+    for (int j = 0; j < 6 + i % 3; ++j) e.input_ids.push_back(3 + (5 * i + 7 * j) % 50);
+    e.labels = e.input_ids;
+    d.examples.push_back(e);
+  }
+  peft::train::TrainingArguments a;
+  a.output_dir = peft::test::tmp_dir("adalora_trainer");
+  a.per_device_train_batch_size = 4;
+  a.max_steps = 12;
+  a.learning_rate = 2e-2;
+  a.shuffle = false;
+  a.progress_bar = false;
+  a.logging_steps = 1;
+  a.tensorboard = false;
+  peft::train::Trainer t(pm, a, d, &d, 0);
+  const auto res = t.train();
+  ASSERT_EQ(res.step_losses.size(), 12u);
+  // metrics.jsonl: the schedule's budget and a rank per module at every step.
+  std::ifstream f(a.output_dir + "/metrics.jsonl");
+  std::string line;
+  int64_t budget_lines = 0;
+  auto* alloc = pm->rank_allocator();
+  ASSERT_NE(alloc, nullptr);
+  while (std::getline(f, line)) {
+    const json j = json::parse(line);
+    if (!j.contains("adalora/budget")) continue;
+    const int64_t step = j["step"];
+    EXPECT_EQ(j["adalora/budget"].get<int64_t>(), alloc->budget_schedule(step).first) << step;
+    EXPECT_TRUE(j.contains("adalora/rank/model.layers.1.self_attn.v_proj")) << line;
+    ++budget_lines;
+  }
+  EXPECT_EQ(budget_lines, 12);
+  // The final pattern keeps exactly the target budget (4 modules x target_r 2); the saved adapter
+  // is pruned to it and reloads with the trained model's logits.
+  const auto saved = peft::AdaLoraConfig::from_json(peft::io::read_json_file(res.adapter_dir + "/adapter_config.json"));
+  ASSERT_TRUE(saved.adalora_rank_pattern.has_value());
+  int64_t kept = 0;
+  for (const auto& [k, v] : *saved.adalora_rank_pattern) kept += std::count(v.begin(), v.end(), true);
+  EXPECT_EQ(kept, 8);
+  const auto file = peft::io::load_safetensors(res.adapter_dir + "/adapter_model.safetensors");
+  int64_t file_rank = 0;
+  for (const auto& [k, v] : file)
+    if (k.size() > 7 && k.compare(k.size() - 7, 7, ".lora_E") == 0) file_rank += v.size(0);
+  EXPECT_EQ(file_rank, 8);
+  peft::models::ModelInputs in;
+  in.input_ids = at::tensor({5, 9, 13, 2, 7, 11}, at::kLong).view({1, 6});
+  torch::NoGradGuard ng;
+  const at::Tensor live = pm->forward(in).logits;
+  auto again = peft::PeftModel::from_pretrained(peft::models::load_model(peft::test::fixture("models/llama_causal")),
+                                                res.adapter_dir);
+  EXPECT_TRUE(close(again->forward(in).logits, live, 1e-5));
+}
+
+// A run resumed from a mid-run checkpoint (pruned adapter + tuner state) ends where the
+// uninterrupted run ends: same losses, same rank pattern, same adapter file.
+TEST(AdaLora, TrainerResumesExactly) {
+  auto run = [](const std::string& out, int64_t save_steps, const std::string& resume) {
+    auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+    peft::AdaLoraConfig c;
+    c.task_type = peft::TaskType::CausalLM;
+    c.init_r = 4;
+    c.target_r = 2;
+    c.tinit = 2;
+    c.tfinal = 3;
+    c.total_step = 12;
+    at::manual_seed(0);
+    auto pm = peft::get_peft_model(base, c);
+    peft::train::Dataset d;
+    for (int i = 0; i < 8; ++i) {
+      peft::train::Example e;
+      for (int j = 0; j < 6 + i % 3; ++j) e.input_ids.push_back(3 + (5 * i + 7 * j) % 50);
+      e.labels = e.input_ids;
+      d.examples.push_back(e);
+    }
+    peft::train::TrainingArguments a;
+    a.output_dir = out;
+    a.per_device_train_batch_size = 4;
+    a.max_steps = 12;
+    a.learning_rate = 2e-2;
+    a.shuffle = false;
+    a.progress_bar = false;
+    a.logging_steps = 0;
+    a.save_steps = save_steps;
+    a.tensorboard = false;
+    peft::train::Trainer t(pm, a, d, nullptr, 0);
+    return t.train(resume);
+  };
+  const auto full = run(peft::test::tmp_dir("adalora_full"), 7, "");
+  const std::string dir = peft::test::tmp_dir("adalora_resumed");
+  fs::copy(fs::path(full.adapter_dir).parent_path() / "checkpoint-7", fs::path(dir) / "checkpoint-7",
+           fs::copy_options::recursive);
+  ASSERT_TRUE(fs::exists(dir + "/checkpoint-7/tuner_state.safetensors"));
+  const auto resumed = run(dir, 0, dir + "/checkpoint-7");
+  ASSERT_EQ(resumed.step_losses.size(), full.step_losses.size());
+  for (std::size_t i = 0; i < full.step_losses.size(); ++i) EXPECT_DOUBLE_EQ(resumed.step_losses[i], full.step_losses[i]) << i;
+  EXPECT_EQ(peft::io::read_json_file(resumed.adapter_dir + "/adapter_config.json")["rank_pattern"],
+            peft::io::read_json_file(full.adapter_dir + "/adapter_config.json")["rank_pattern"]);
+  const auto x = peft::io::load_safetensors(resumed.adapter_dir + "/adapter_model.safetensors");
+  const auto y = peft::io::load_safetensors(full.adapter_dir + "/adapter_model.safetensors");
+  ASSERT_EQ(x.size(), y.size());
+  for (const auto& [k, v] : y) EXPECT_TRUE(x.at(k).equal(v)) << k;
 }
 
 }  // namespace

@@ -114,6 +114,7 @@ def train(base_rel, cfg_kwargs, steps, lr, name, vocab, seed=0):
     cfg = AdaLoraConfig(task_type="CAUSAL_LM", **cfg_kwargs)
     pm = get_peft_model(base, cfg)
     pm.train()
+    counts = list(pm.get_nb_trainable_parameters())
     pm.save_pretrained(os.path.join(out, "init"))
     # save_pretrained writes a README model card; keep the folders small and plain.
     data = batches(vocab)
@@ -149,6 +150,7 @@ def train(base_rel, cfg_kwargs, steps, lr, name, vocab, seed=0):
     inputs = {k: data[0][k] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         tensors["logits"] = pm(**inputs).logits
+    tensors["nb_trainable_parameters"] = torch.tensor(counts, dtype=torch.int64)
     return pm, tensors, per_step, inputs, cfg
 
 

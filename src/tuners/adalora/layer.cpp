@@ -223,6 +223,36 @@ void RankAllocator::mask_using_rank_pattern(const std::map<std::string, std::vec
   }
 }
 
+std::map<std::string, at::Tensor> RankAllocator::state() const {
+  std::map<std::string, at::Tensor> out;
+  if (!have_scores_) return out;
+  static const char* kPart[3] = {"A", "E", "B"};
+  for (std::size_t i = 0; i < modules_.size(); ++i)
+    for (int k = 0; k < 3; ++k) {
+      out[modules_[i].name + "." + kPart[k] + ".ipt"] = ema_[i][k].ipt;
+      out[modules_[i].name + "." + kPart[k] + ".unc"] = ema_[i][k].unc;
+    }
+  return out;
+}
+
+void RankAllocator::load_state(const std::map<std::string, at::Tensor>& state) {
+  static const char* kPart[3] = {"A", "E", "B"};
+  for (auto& m : ema_)
+    for (auto& e : m) e = Ema{};
+  have_scores_ = !state.empty();
+  if (!have_scores_) return;
+  for (std::size_t i = 0; i < modules_.size(); ++i)
+    for (int k = 0; k < 3; ++k) {
+      const std::string key = modules_[i].name + "." + kPart[k];
+      auto ipt = state.find(key + ".ipt"), unc = state.find(key + ".unc");
+      const at::Tensor& p = k == 0 ? modules_[i].A : k == 1 ? modules_[i].E : modules_[i].B;
+      PEFT_CHECK(ipt != state.end() && unc != state.end() && ipt->second.sizes() == p.sizes() &&
+                     unc->second.sizes() == p.sizes(),
+                 FormatError, "[RankAllocator] the saved scores lack '", key, "' of shape ", p.sizes());
+      ema_[i][k] = Ema{ipt->second.clone(), unc->second.clone()};
+    }
+}
+
 RankAllocator::StepResult RankAllocator::update_and_allocate(int64_t step, AdaLoraConfig& cfg) {
   const int64_t freeze_at = *cfg_.total_step - cfg_.tfinal;
   StepResult r;

@@ -62,6 +62,9 @@ class RankAllocator {
   /// The current per-triplet scores S_i = s(E_i) + mean_j s(A_ij) + mean_k s(B_ki), per module
   /// (empty before the first update and after the final freeze).
   std::map<std::string, at::Tensor> triplet_scores() const;
+  /// The scores' EMAs for a training checkpoint ("<module>.<A|E|B>.ipt" / ".unc") and back.
+  std::map<std::string, at::Tensor> state() const;
+  void load_state(const std::map<std::string, at::Tensor>& state);
   int64_t init_budget() const { return init_bgt_; }
   int64_t target_budget() const { return target_bgt_; }
   const std::vector<Module>& modules() const { return modules_; }

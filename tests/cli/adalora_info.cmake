@@ -1,0 +1,25 @@
+# peft info on AdaLoRA adapters saved by PEFT: the kept rank of every module (rank 0 included),
+# the budget, and a clear error for a config whose schedule is invalid.
+execute_process(COMMAND ${PEFT} info ${SRC}/tests/fixtures/adalora/llama_rank0
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft info failed (${rc}): ${out}${err}")
+endif()
+foreach(want "peft_type:     ADALORA" "budget:        15 of 48 triplets kept (target 16)"
+             "model.layers.0.self_attn.k_proj     0  ......" "model.layers.0.self_attn.q_proj     5  #####.")
+  string(FIND "${out}" "${want}" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "peft info output lacks '${want}':\n${out}")
+  endif()
+endforeach()
+file(REMOVE_RECURSE ${OUT})
+file(MAKE_DIRECTORY ${OUT})
+file(READ ${SRC}/tests/fixtures/adalora/llama_rank0/adapter_config.json cfg)
+string(REPLACE "\"tinit\": 4" "\"tinit\": 40" cfg "${cfg}")
+file(WRITE ${OUT}/adapter_config.json "${cfg}")
+file(COPY ${SRC}/tests/fixtures/adalora/llama_rank0/adapter_model.safetensors DESTINATION ${OUT})
+execute_process(COMMAND ${PEFT} info ${OUT} RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "budgeting phase")
+  message(FATAL_ERROR "peft info on an invalid schedule should exit 2 (config error) with the schedule error, got ${rc}: ${err}")
+endif()
+message(STATUS "${out}")
