@@ -55,6 +55,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/peft_model.cpp
   ${S}/train/trainer.cpp
+  # QLoRA: 4-bit linear base and model helpers.
+  ${S}/quant/linear4bit.cpp
 )
 
 set(PEFT_CLI_SOURCES
