@@ -78,8 +78,9 @@ void dequant_rows(const uint8_t* packed, const float* scales, QuantType t, int64
   });
 }
 
-// Rows per tile: a dequantised tile of ~256 KB stays in L2 while the GEMM reads it.
-int64_t tile_rows(int64_t out, int64_t in) { return std::min(out, std::max<int64_t>(16, 65536 / std::max<int64_t>(in, 1))); }
+// Rows per tile: at least 256 so each GEMM is wide enough to run at full speed (narrower tiles
+// measured 3-4x slower for in = 3072), else ~2 MB of fp32.
+int64_t tile_rows(int64_t out, int64_t in) { return std::min(out, std::max<int64_t>(256, 524288 / std::max<int64_t>(in, 1))); }
 
 struct Linear4bitFn : public torch::autograd::Function<Linear4bitFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t self) {
