@@ -245,8 +245,12 @@ void save_pretrained(PretrainedModel& model, const std::string& dir) {
     tensors[p.key()] = p.value().detach().contiguous();
   }
   for (const auto& b : model.named_buffers(true)) tensors[b.key()] = b.value().detach().contiguous();
+  // 4-bit layers: bitsandbytes' serialised form, and transformers' quantization_config.
+  const nlohmann::json qc = quant::add_quantized_state(model, tensors);
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  io::write_json_file((fs::path(dir) / "config.json").string(), model.config().json());
+  nlohmann::json cfg = model.config().json();
+  if (!qc.is_null()) cfg["quantization_config"] = qc;
+  io::write_json_file((fs::path(dir) / "config.json").string(), cfg);
 }
 
 }  // namespace peft::models

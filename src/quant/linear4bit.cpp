@@ -196,16 +196,22 @@ at::Tensor Linear4bitWeight::matmul_t(const at::Tensor& g2) const {
   return gx;
 }
 
+at::Tensor Linear4bitWeight::dequantize_aten(const c10::Device& device) const {
+  const at::Tensor p = packed_.to(device);
+  const at::Tensor hi = at::bitwise_right_shift(p, 4).to(at::kLong), lo = p.bitwise_and(15).to(at::kLong);
+  const at::Tensor idx = at::stack({hi, lo}, 1).flatten().narrow(0, 0, out_ * in_);
+  const auto& c = code_4bit(q_.state.quant_type);
+  const at::Tensor code =
+      at::tensor(std::vector<float>(c.begin(), c.end()), at::TensorOptions().dtype(at::kFloat)).to(device);
+  const int64_t padded = scales_.numel() * q_.state.blocksize;
+  const at::Tensor sc = scales_.to(device).repeat_interleave(q_.state.blocksize).narrow(0, 0, std::min(padded, out_ * in_));
+  return (code.index_select(0, idx) * sc).view({out_, in_});
+}
+
 at::Tensor Linear4bitWeight::forward(const at::Tensor& x) {
   if (!x.device().is_cpu()) {
     // Device-agnostic path: dequantise with ATen ops on x's device, then a plain linear.
-    const at::Tensor p = packed_.to(x.device());
-    const at::Tensor hi = at::bitwise_right_shift(p, 4).to(at::kLong), lo = p.bitwise_and(15).to(at::kLong);
-    const at::Tensor idx = at::stack({hi, lo}, 1).flatten().narrow(0, 0, out_ * in_);
-    const auto& c = code_4bit(q_.state.quant_type);
-    const at::Tensor code = at::tensor(std::vector<float>(c.begin(), c.end()), x.options().dtype(at::kFloat));
-    const at::Tensor sc = scales_.to(x.device()).repeat_interleave(q_.state.blocksize).narrow(0, 0, out_ * in_);
-    const at::Tensor w = (code.index_select(0, idx) * sc).view({out_, in_}).to(compute_);
+    const at::Tensor w = dequantize_aten(x.device()).to(compute_);
     return at::linear(x.to(compute_), w).to(x.scalar_type());
   }
   return Linear4bitFn::apply(x, reinterpret_cast<int64_t>(this));
@@ -311,6 +317,44 @@ std::vector<std::string> load_prequantized(models::PretrainedModel& model,
     for (const std::string& k : {w, w + ".absmax", w + ".quant_map", qs_key}) used.push_back(k);
   });
   return used;
+}
+
+nlohmann::json add_quantized_state(models::PretrainedModel& model, std::map<std::string, at::Tensor>& tensors) {
+  nlohmann::json qc;
+  for_each_linear(model, [&](const std::string& name, models::AdaptableLinearImpl& l) {
+    const auto* w = dynamic_cast<const Linear4bitWeight*>(l.quantized().get());
+    if (!w) return;
+    const Quantized4& q = w->quantized();
+    const std::string k = name + ".weight";
+    auto u8 = [](const std::vector<uint8_t>& v, std::vector<int64_t> shape) {
+      return at::from_blob(const_cast<uint8_t*>(v.data()), shape, at::kByte).clone();
+    };
+    auto f32 = [](const float* p, int64_t n) { return at::from_blob(const_cast<float*>(p), {n}, at::kFloat).clone(); };
+    tensors[k] = u8(q.packed, {static_cast<int64_t>(q.packed.size()), 1});
+    const auto& book = code_4bit(q.state.quant_type);
+    tensors[k + ".quant_map"] = f32(book.data(), 16);
+    if (q.state.nested) {
+      tensors[k + ".absmax"] = u8(q.state.absmax_codes, {static_cast<int64_t>(q.state.absmax_codes.size())});
+      tensors[k + ".nested_absmax"] = f32(q.state.nested_absmax.data(), static_cast<int64_t>(q.state.nested_absmax.size()));
+      tensors[k + ".nested_quant_map"] = f32(dynamic_map().data(), 256);
+    } else {
+      tensors[k + ".absmax"] = f32(q.state.absmax.data(), static_cast<int64_t>(q.state.absmax.size()));
+    }
+    const std::string js = quant_state_json(q.state);
+    tensors[k + ".quant_state.bitsandbytes__" + to_string(q.state.quant_type)] =
+        u8(std::vector<uint8_t>(js.begin(), js.end()), {static_cast<int64_t>(js.size())});
+    if (qc.is_null()) {
+      // transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.
+      qc = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}, {"load_in_8bit", false},
+            {"_load_in_4bit", true}, {"_load_in_8bit", false},
+            {"bnb_4bit_quant_type", to_string(q.state.quant_type)},
+            {"bnb_4bit_use_double_quant", q.state.nested},
+            {"bnb_4bit_compute_dtype", w->compute_dtype() == at::kBFloat16 ? "bfloat16" : "float32"},
+            {"bnb_4bit_quant_storage", "uint8"}, {"llm_int8_enable_fp32_cpu_offload", false},
+            {"llm_int8_has_fp16_weight", false}, {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0}};
+    }
+  });
+  return qc;
 }
 
 int64_t weight_bytes(models::PretrainedModel& model) {

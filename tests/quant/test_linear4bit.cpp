@@ -81,6 +81,8 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
   EXPECT_EQ(yb.scalar_type(), at::kFloat);
   EXPECT_TRUE(close(yb, at::linear(x, deq), 5e-2));
   EXPECT_THROW(quantise(W, false, "float16"), peft::ConfigError);
+  // The device-agnostic ATen dequantisation agrees with the CPU kernel.
+  EXPECT_TRUE(at::equal(w4->dequantize_aten(at::kCPU), deq));
 }
 
 TEST(Linear4bit, MergeIntoQuantisedBaseReportsRoundingError) {
@@ -130,6 +132,16 @@ TEST(QLoRA, BitsandbytesQuantisedLlamaWithPeftAdapterMatchesPeftLogits) {
     ++same;
   }
   EXPECT_EQ(same, 7);
+  // save_pretrained of a 4-bit model writes bitsandbytes' format; it loads back as 4-bit.
+  const std::string out = peft::test::tmp_dir("qlora_saved");
+  peft::models::save_pretrained(*mine, out);
+  const auto saved = peft::io::load_safetensors(out + "/model.safetensors");
+  for (const auto& [k, v] : ck) {
+    ASSERT_TRUE(saved.count(k)) << k;
+    EXPECT_TRUE(at::equal(saved.at(k), v)) << k;
+  }
+  auto again = peft::models::load_model(out);
+  EXPECT_TRUE(at::equal(again->forward(in).logits, mine->forward(in).logits));
   // 4-bit weights are ~1/7 of fp32 (embeddings and head stay fp32 in this tiny model).
   auto fp = peft::models::load_model(c.dir + "/base_fp32");
   EXPECT_LT(pq::weight_bytes(*mine), pq::weight_bytes(*fp));

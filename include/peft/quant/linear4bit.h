@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "peft/models/adaptable_linear.h"
@@ -41,6 +42,8 @@ class Linear4bitWeight : public models::QuantizedBase {
   at::Tensor matmul(const at::Tensor& x2) const;
   /// g2: [N, out] in the compute dtype -> [N, in] = g2 · dequant(W).
   at::Tensor matmul_t(const at::Tensor& g2) const;
+  /// The device-agnostic dequantisation (ATen ops on `device`), fp32 [out, in].
+  at::Tensor dequantize_aten(const c10::Device& device) const;
 
  private:
   void refresh();
@@ -71,6 +74,11 @@ int quantize_model(models::PretrainedModel& model, const BnbConfig& cfg,
 std::vector<std::string> load_prequantized(models::PretrainedModel& model,
                                            const std::map<std::string, at::Tensor>& tensors,
                                            const std::string& compute_dtype);
+
+/// Adds bitsandbytes' serialised tensors of every 4-bit layer (`<layer>.weight` packed U8,
+/// `.absmax`, `.quant_map`, `.nested_absmax`, `.nested_quant_map`, `.quant_state.bitsandbytes__<t>`)
+/// to `tensors`; returns transformers' `quantization_config` for config.json (null when none).
+nlohmann::json add_quantized_state(models::PretrainedModel& model, std::map<std::string, at::Tensor>& tensors);
 
 /// Sum of the weight bytes of the model (4-bit slots count packed bytes + quant state).
 int64_t weight_bytes(models::PretrainedModel& model);
