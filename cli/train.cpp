@@ -20,6 +20,7 @@
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
+#include "peft/quant/linear4bit.h"
 #include "peft/train/data.h"
 #include "peft/train/metrics.h"
 #include "peft/train/trainer.h"
@@ -44,6 +45,9 @@ struct RunConfig {
   LoraConfig lora;
   AdaLoraConfig adalora;  ///< method: adalora (its LoRA fields come from `lora`)
   train::TrainingArguments args;
+  // QLoRA: transformers' BitsAndBytesConfig names; method qlora turns load_in_4bit on.
+  bool load_in_4bit = false, bnb_4bit_use_double_quant = true;
+  std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
 };
 
 // method: adalora: PEFT's AdaLoraConfig from the LoRA keys plus the AdaLoRA ones; total_step
@@ -113,6 +117,10 @@ const std::map<std::string, Setter>& setters() {
     S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
     S_BOOL("bf16", args.bf16);
     S_DBL("ddp_timeout", ddp_timeout);
+    // BitsAndBytesConfig (QLoRA)
+    S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
+    S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
+    S_STR("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype);
 #undef S_STR
 #undef S_INT
 #undef S_DBL
@@ -152,8 +160,13 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
   }
   PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder) is required");
-  PEFT_CHECK(c.method == "lora" || c.method == "adalora", NotSupported, "[config] method '", c.method,
-             "' is not available in this build yet (lora, adalora)");
+  // qlora = LoRA on a 4-bit (nf4 + double quant by default) base, all linear layers unless given.
+  if (c.method == "qlora") {
+    c.load_in_4bit = true;
+    if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
+  }
+  PEFT_CHECK(c.method == "lora" || c.method == "adalora" || c.method == "qlora", NotSupported, "[config] method '",
+             c.method, "' is not available in this build yet (lora, adalora, qlora)");
   static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
       {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
       {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
@@ -170,6 +183,15 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   }
   c.args.validate();
   return c;
+}
+
+models::LoadOptions load_options(const RunConfig& c) {
+  models::LoadOptions o;
+  o.load_in_4bit = c.load_in_4bit;
+  o.bnb_4bit_quant_type = c.bnb_4bit_quant_type;
+  o.bnb_4bit_use_double_quant = c.bnb_4bit_use_double_quant;
+  o.bnb_4bit_compute_dtype = c.bnb_4bit_compute_dtype;
+  return o;
 }
 
 // "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
@@ -284,7 +306,12 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   const auto denv = distributed::env_from_environment();
   if (denv.rank != 0) std::cout.setstate(std::ios_base::badbit);
   PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
-  auto model = models::load_model(c.model);
+  auto model = models::load_model(c.model, load_options(c));
+  if (c.load_in_4bit) {
+    quant::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
+    std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
+              << "): weights " << quant::weight_bytes(*model) << " bytes\n";
+  }
   const auto tok = io::Tokenizer::from_pretrained(c.model);
   std::vector<std::string> labels;
   auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
@@ -354,7 +381,7 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
   PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
-  auto model = models::load_model(c.model);
+  auto model = models::load_model(c.model, load_options(c));
   std::shared_ptr<PeftModel> pm;
   if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
   const auto tok = io::Tokenizer::from_pretrained(c.model);

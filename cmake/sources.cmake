@@ -64,6 +64,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/prompt_learning/encoder.cpp
   ${S}/tuners/prompt_learning/prompt_model.cpp
   ${S}/train/trainer.cpp
+  # QLoRA: 4-bit linear base and model helpers.
+  ${S}/quant/linear4bit.cpp
 )
 
 set(PEFT_CLI_SOURCES

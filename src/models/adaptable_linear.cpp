@@ -90,11 +90,32 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_featur
   weight.normal_(0.0, 0.02);
 }
 
-at::Tensor AdaptableLinearImpl::weight_out_in() const { return fan_in_fan_out_ ? weight.t() : weight; }
+at::Tensor AdaptableLinearImpl::weight_out_in() const {
+  if (quantized_) return quantized_->dequantize();
+  return fan_in_fan_out_ ? weight.t() : weight;
+}
+
+void AdaptableLinearImpl::set_quantized(std::shared_ptr<QuantizedBase> q) {
+  torch::NoGradGuard ng;
+  if (q) {
+    PEFT_CHECK(adapters.merged().empty(), std::invalid_argument,
+               "[AdaptableLinear] unmerge adapters before quantising the base weight");
+    if (parameters_.contains("weight")) parameters_.erase("weight");
+    weight = at::Tensor();
+  } else if (quantized_) {
+    at::Tensor w = quantized_->dequantize();
+    weight = register_parameter("weight", fan_in_fan_out_ ? w.t().contiguous() : w, /*requires_grad=*/false);
+  }
+  quantized_ = std::move(q);
+}
 
 at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
   PEFT_CHECK(x.size(-1) == in_features_, std::invalid_argument, "[AdaptableLinear] input has ",
              x.size(-1), " features, expected ", in_features_);
+  if (quantized_) {
+    at::Tensor y = quantized_->forward(x);
+    return bias.defined() ? y + bias.to(y.scalar_type()) : y;
+  }
   if (x.numel() == in_features_ && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
     // One row (token-by-token decoding): a matrix-vector product. OpenBLAS's sgemm packs the
     // whole weight when M = 1, which makes decoding ~3x slower than gemv.
@@ -246,7 +267,8 @@ void AdaptableLinearImpl::merge(const std::vector<std::string>& names_in, bool s
                  std::runtime_error, "[merge] NaNs detected in the merged weights. The adapter ", n,
                  " seems to be broken");
     }
-    weight.copy_(fan_in_fan_out_ ? w.t() : w);
+    if (quantized_) last_requant_error_ = quantized_->requantize(w);  // lossy: PEFT's bnb merge
+    else weight.copy_(fan_in_fan_out_ ? w.t() : w);
     if (db.defined()) {
       PEFT_CHECK(bias.defined(), std::invalid_argument, "[merge] adapter '", n,
                  "' has a bias (lora_bias) but the base layer has none");
@@ -262,7 +284,8 @@ void AdaptableLinearImpl::unmerge() {
   for (auto it = merged.rbegin(); it != merged.rend(); ++it) {
     auto a = adapters.get(*it);
     at::Tensor w = a->unmerge_from(weight_out_in().to(at::kFloat));
-    weight.copy_(fan_in_fan_out_ ? w.t() : w);
+    if (quantized_) last_requant_error_ = quantized_->requantize(w);
+    else weight.copy_(fan_in_fan_out_ ? w.t() : w);
     at::Tensor db = a->delta_bias();
     if (db.defined()) bias.sub_(db.to(bias.scalar_type()));
   }

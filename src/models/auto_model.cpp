@@ -15,6 +15,7 @@
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/architectures.h"
 #include "peft/models/model.h"
+#include "peft/quant/linear4bit.h"
 
 namespace peft::models {
 
@@ -77,7 +78,19 @@ std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead h
                      "' is not supported (supported: " + known + ")");
 }
 
+namespace {
+void load_weights_except(PretrainedModel& model, const std::string& path, const std::string& dtype,
+                         const std::set<std::string>& consumed);
+}
+
 void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype) {
+  load_weights_except(model, path, dtype, {});
+}
+
+namespace {
+// `consumed`: checkpoint keys already loaded elsewhere (bitsandbytes 4-bit layers).
+void load_weights_except(PretrainedModel& model, const std::string& path, const std::string& dtype,
+                         const std::set<std::string>& consumed) {
   const auto ck = io::HfCheckpoint::open(path);
   const auto want = parse_load_dtype(dtype);
   const std::string prefix = model.base_model_prefix() + ".";
@@ -135,7 +148,7 @@ void load_weights(PretrainedModel& model, const std::string& path, const std::st
   std::vector<std::regex> ignored;
   for (const auto& r : model.ignored_checkpoint_keys()) ignored.emplace_back(r);
   for (const auto& key : ck.tensor_names()) {
-    if (used.count(key)) continue;
+    if (used.count(key) || consumed.count(key)) continue;
     bool skip = false;
     for (const auto& r : ignored) skip = skip || std::regex_match(key, r);
     if (skip) continue;
@@ -169,6 +182,7 @@ void load_weights(PretrainedModel& model, const std::string& path, const std::st
               << " checkpoint tensors not used by this task head (e.g. " << unexpected_other.front() << ")\n";
   }
 }
+}  // namespace
 
 std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts) {
   namespace fs = std::filesystem;
@@ -177,7 +191,31 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
   const ModelConfig cfg(io::read_json_file((fs::path(path) / "config.json").string()),
                         (fs::path(path) / "config.json").string());
   auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
-  load_weights(*model, path, opts.dtype);
+  // A checkpoint bitsandbytes quantised (transformers' save of a load_in_4bit model).
+  const auto& j = cfg.json();
+  const auto qc = j.find("quantization_config");
+  const bool prequantized = qc != j.end() && qc->is_object() && qc->value("quant_method", std::string()) == "bitsandbytes";
+  if (prequantized) {
+    PEFT_CHECK(qc->value("load_in_4bit", false), NotSupported, "[load_model] ", path,
+               ": only 4-bit bitsandbytes checkpoints are supported (load_in_8bit is not)");
+    const auto ck = io::HfCheckpoint::open(path);
+    std::map<std::string, at::Tensor> qt;
+    for (const auto& key : ck.tensor_names())
+      if (key.find(".weight") != std::string::npos) qt[key] = io::to_tensor(ck, key);
+    const std::string compute = qc->value("bnb_4bit_compute_dtype", opts.bnb_4bit_compute_dtype);
+    const auto used = quant::load_prequantized(*model, qt, compute == "float32" || compute == "bfloat16" ? compute : "float32");
+    load_weights_except(*model, path, opts.dtype, std::set<std::string>(used.begin(), used.end()));
+  } else {
+    load_weights(*model, path, opts.dtype);
+    if (opts.load_in_4bit) {
+      quant::BnbConfig b;
+      b.load_in_4bit = true;
+      b.quant_type = opts.bnb_4bit_quant_type;
+      b.use_double_quant = opts.bnb_4bit_use_double_quant;
+      b.compute_dtype = opts.bnb_4bit_compute_dtype;
+      quant::quantize_model(*model, b);
+    }
+  }
   model->eval();
   return model;
 }
@@ -207,8 +245,12 @@ void save_pretrained(PretrainedModel& model, const std::string& dir) {
     tensors[p.key()] = p.value().detach().contiguous();
   }
   for (const auto& b : model.named_buffers(true)) tensors[b.key()] = b.value().detach().contiguous();
+  // 4-bit layers: bitsandbytes' serialised form, and transformers' quantization_config.
+  const nlohmann::json qc = quant::add_quantized_state(model, tensors);
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  io::write_json_file((fs::path(dir) / "config.json").string(), model.config().json());
+  nlohmann::json cfg = model.config().json();
+  if (!qc.is_null()) cfg["quantization_config"] = qc;
+  io::write_json_file((fs::path(dir) / "config.json").string(), cfg);
 }
 
 }  // namespace peft::models

@@ -114,7 +114,9 @@ def linear_fixtures():
 
     g = torch.Generator().manual_seed(11)
     t = {}
-    for name, (i, o, bias) in {"lin_a": (160, 96, True), "lin_b": (64, 200, False)}.items():
+    # in_features multiples of 64: bitsandbytes' native CPU dequantisation is wrong otherwise (see
+    # dequantize_flat), and Linear4bit.forward uses it.
+    for name, (i, o, bias) in {"lin_a": (192, 96, True), "lin_b": (64, 200, False)}.items():
         ref = torch.nn.Linear(i, o, bias=bias)
         with torch.no_grad():
             ref.weight.copy_(torch.randn(o, i, generator=g) * 0.1)
@@ -122,9 +124,14 @@ def linear_fixtures():
                 ref.bias.copy_(torch.randn(o, generator=g))
         lin = bnb.nn.Linear4bit(i, o, bias=bias, compute_dtype=torch.float32, compress_statistics=True,
                                 quant_type="nf4")
-        lin.load_state_dict(ref.state_dict())
-        lin = lin.to("cpu")
+        lin.weight = bnb.nn.Params4bit(ref.weight.data.clone(), requires_grad=False, compress_statistics=True,
+                                       quant_type="nf4")
+        if bias:
+            lin.bias = torch.nn.Parameter(ref.bias.data.clone())
+        lin = lin.to("cpu")  # quantises
         assert lin.weight.quant_state is not None, "Linear4bit did not quantise on CPU"
+        deq = BF.dequantize_4bit(lin.weight.data, lin.weight.quant_state)
+        assert (deq - ref.weight).abs().max() < 0.05
         sd = {k: v.detach().clone() for k, v in lin.state_dict().items()}
         x = torch.randn(3, 5, i, generator=g, requires_grad=True)
         y = lin(x)

@@ -33,6 +33,21 @@ class LinearAdapter {
   virtual bool low_rank_factors(at::Tensor& A, at::Tensor& B, double& scaling) { return false; }
 };
 
+/// A base weight kept in a compressed form (QLoRA's 4-bit weight, quant/linear4bit.h). When a slot
+/// holds one, its `weight` parameter is dropped and the base projection goes through it.
+class QuantizedBase {
+ public:
+  virtual ~QuantizedBase() = default;
+  /// x: [..., in] -> x·Wᵀ [..., out] (no bias), differentiable w.r.t. x; output in x's dtype.
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  /// The weight as fp32 [out, in].
+  virtual at::Tensor dequantize() const = 0;
+  /// Bytes held (packed weight + quantisation state).
+  virtual int64_t nbytes() const = 0;
+  /// Replaces the weight by the quantisation of w ([out, in]); returns max |w - dequantize()|.
+  virtual double requantize(const at::Tensor& w) = 0;
+};
+
 /// Per-row adapter routing for mixed-adapter batches ("__base__" = no adapter), set for the
 /// duration of a forward by ScopedAdapterRouting. Inference only.
 class ScopedAdapterRouting {
@@ -97,14 +112,23 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// Subtracts every merged adapter, newest first.
   void unmerge();
 
-  at::Tensor weight;  ///< [out, in], or [in, out] when fan_in_fan_out
+  at::Tensor weight;  ///< [out, in], or [in, out] when fan_in_fan_out; undefined when quantised
   at::Tensor bias;    ///< [out] or undefined
+
+  /// Makes `q` the base weight (drops the `weight` parameter); nullptr restores a full-precision
+  /// fp32 `weight` parameter from the quantised one.
+  void set_quantized(std::shared_ptr<QuantizedBase> q);
+  const std::shared_ptr<QuantizedBase>& quantized() const { return quantized_; }
+  /// Largest |merged - requantised| of the last merge/unmerge into a quantised base (PEFT #1080).
+  double last_requant_error() const { return last_requant_error_; }
 
  private:
   at::Tensor routed_delta(const at::Tensor& x, const at::Tensor& base_out,
                           const std::vector<std::string>& rows);
   int64_t in_features_, out_features_;
   bool fan_in_fan_out_;
+  std::shared_ptr<QuantizedBase> quantized_;
+  double last_requant_error_ = 0.0;
 };
 TORCH_MODULE(AdaptableLinear);
 

@@ -98,6 +98,14 @@ struct LoadOptions {
   std::optional<TaskHead> head;
   /// "float32" (default), "bfloat16", "float16", or "auto" (the checkpoint's dtype).
   std::string dtype = "float32";
+
+  // QLoRA: transformers' BitsAndBytesConfig (4-bit part). With load_in_4bit every linear layer
+  // but the output head is quantised on load (quant/linear4bit.h). Checkpoints that bitsandbytes
+  // already quantised (config.json quantization_config) load as 4-bit whatever these say.
+  bool load_in_4bit = false;
+  std::string bnb_4bit_quant_type = "fp4";  ///< "nf4" or "fp4" (transformers' default: fp4)
+  bool bnb_4bit_use_double_quant = false;
+  std::string bnb_4bit_compute_dtype = "float32";  ///< "float32" or "bfloat16"
 };
 
 /// Loads config.json + safetensors weights into the matching architecture. Every missing or
