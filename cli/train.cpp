@@ -19,6 +19,9 @@
 #include "peft/train/metrics.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/lora/config.h"
+#include "peft/tuners/p_tuning/config.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
 
 namespace peft::cli {
 
@@ -35,7 +38,20 @@ struct RunConfig {
   int64_t eval_generate = 0, max_new_tokens = 48;
   bool skip_bad_rows = false;
   LoraConfig lora;
+  // Prompt learning: method prompt_tuning / p_tuning / prefix_tuning / p_tuning_v2.
+  PromptTuningConfig prompt_tuning;
+  PromptEncoderConfig p_tuning;
+  PrefixTuningConfig prefix_tuning;
+  double prefix_dropout = -1;  ///< unset: 0.1 for p_tuning_v2 (THUDM's hidden_dropout_prob), else 0
   train::TrainingArguments args;
+
+  /// The PEFT config of the chosen method (p_tuning_v2 is prefix tuning, saved as PREFIX_TUNING).
+  const PeftConfig& peft_config() const {
+    if (method == "prompt_tuning") return prompt_tuning;
+    if (method == "p_tuning") return p_tuning;
+    if (method == "prefix_tuning" || method == "p_tuning_v2") return prefix_tuning;
+    return lora;
+  }
 };
 
 // key -> setter; the one table of accepted keys (unknown keys are an error naming the key).
@@ -74,8 +90,23 @@ const std::map<std::string, Setter>& setters() {
     };
     m["modules_to_save"] = [](RunConfig& c, const YAML::Node& n) {
       c.lora.modules_to_save = as<std::vector<std::string>>(n, "modules_to_save", "a list of names");
+      c.prompt_tuning.modules_to_save = c.p_tuning.modules_to_save = c.prefix_tuning.modules_to_save = c.lora.modules_to_save;
     };
     m["init_lora_weights"] = [](RunConfig& c, const YAML::Node& n) { c.lora.init_lora_weights = as<std::string>(n, "init_lora_weights", "true, false or gaussian"); };
+    // Prompt learning (PEFT's PromptTuningConfig / PromptEncoderConfig / PrefixTuningConfig names)
+    m["num_virtual_tokens"] = [](RunConfig& c, const YAML::Node& n) {
+      const auto v = as<int64_t>(n, "num_virtual_tokens", "an integer");
+      c.prompt_tuning.num_virtual_tokens = c.p_tuning.num_virtual_tokens = c.prefix_tuning.num_virtual_tokens = v;
+    };
+    m["encoder_hidden_size"] = [](RunConfig& c, const YAML::Node& n) {
+      c.p_tuning.encoder_hidden_size = c.prefix_tuning.encoder_hidden_size = as<int64_t>(n, "encoder_hidden_size", "an integer");
+    };
+    S_STR("prompt_tuning_init", prompt_tuning.prompt_tuning_init);
+    m["prompt_tuning_init_text"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.prompt_tuning_init_text = as<std::string>(n, "prompt_tuning_init_text", "a string"); };
+    m["tokenizer_name_or_path"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.tokenizer_name_or_path = as<std::string>(n, "tokenizer_name_or_path", "a path"); };
+    S_STR("encoder_reparameterization_type", p_tuning.encoder_reparameterization_type);
+    S_INT("encoder_num_layers", p_tuning.encoder_num_layers); S_DBL("encoder_dropout", p_tuning.encoder_dropout);
+    S_BOOL("prefix_projection", prefix_tuning.prefix_projection); S_DBL("prefix_dropout", prefix_dropout);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
@@ -128,8 +159,9 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
   }
   PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder) is required");
-  PEFT_CHECK(c.method == "lora", NotSupported, "[config] method '", c.method,
-             "' is not available in this build yet (lora)");
+  static const std::set<std::string> kMethods = {"lora", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2"};
+  PEFT_CHECK(kMethods.count(c.method), ConfigError, "[config] key 'method': '", c.method,
+             "' is not one of lora, prompt_tuning, p_tuning, prefix_tuning, p_tuning_v2");
   static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
       {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
       {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
@@ -138,9 +170,27 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   PEFT_CHECK(kTasks.count(c.task), ConfigError, "[config] key 'task': '", c.task,
              "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
   c.lora.task_type = kTasks.at(c.task).first;
-  c.lora.validate();
+  c.prompt_tuning.task_type = c.p_tuning.task_type = c.prefix_tuning.task_type = c.lora.task_type;
+  if (c.method == "p_tuning_v2") {
+    // Deep prompt tuning of an encoder for classification; the original code's prefix dropout.
+    PEFT_CHECK(c.task == "seq_cls" || c.task == "token_cls", ConfigError,
+               "[config] method p_tuning_v2 is for task seq_cls or token_cls, got '", c.task, "'");
+    if (c.prefix_dropout < 0) c.prefix_tuning.prefix_dropout = 0.1;
+  }
+  if (c.prefix_dropout >= 0) c.prefix_tuning.prefix_dropout = c.prefix_dropout;
+  if (c.method == "prompt_tuning" && c.prompt_tuning.prompt_tuning_init == "TEXT" && !c.prompt_tuning.tokenizer_name_or_path)
+    c.prompt_tuning.tokenizer_name_or_path = c.model;
+  c.peft_config().validate();
   c.args.validate();
   return c;
+}
+
+// Classification tasks load the model with their head (num_labels from config.json).
+std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c) {
+  models::LoadOptions o;
+  if (c.task == "seq_cls") o.head = models::TaskHead::SeqCls;
+  if (c.task == "token_cls") o.head = models::TaskHead::TokenCls;
+  return models::load_model(c.model, o);
 }
 
 // "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
@@ -211,7 +261,7 @@ struct GenEval {
 };
 
 GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, const io::Tokenizer& tok,
-                        const std::vector<train::Row>& rows) {
+                        const std::vector<train::Row>& rows, PeftModel* pm = nullptr) {
   GenEval g;
   std::vector<std::string> prompts;
   std::map<std::string, std::vector<std::string>> refs;
@@ -232,7 +282,7 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
   for (const auto& p : prompts) {
     const auto enc = tok.encode(p);
     const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
-    const at::Tensor out = models::generate(model, ids, {}, gc)[0].contiguous();
+    const at::Tensor out = (pm ? pm->generate(ids, {}, gc) : models::generate(model, ids, {}, gc))[0].contiguous();
     std::vector<io::TokenId> gen(out.data_ptr<int64_t>() + ids.size(1), out.data_ptr<int64_t>() + out.numel());
     std::string text = tok.decode(gen, true);
     if (auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
@@ -252,7 +302,7 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
-  auto model = models::load_model(c.model);
+  auto model = load_for_task(c);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
   std::vector<std::string> labels;
   auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
@@ -260,7 +310,8 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   Loaded eval_split;
   if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
-  auto pm = get_peft_model(model, c.lora);
+  auto pm = get_peft_model(model, c.peft_config());
+  std::cout << "method " << c.method << " (" << to_string(c.peft_config().peft_type) << "): ";
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
   train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);
@@ -271,7 +322,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
     loss0 = trainer.evaluate().loss;
     std::cout << "before: eval loss " << *loss0 << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-      g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
+      g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
       std::cout << "before: BLEU " << g0.bleu << " on " << g0.prompts << " prompts\n"
                 << "before: " << g0.sample_prompt << " " << g0.sample << "\n";
     }
@@ -280,7 +331,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   std::cout << "trained " << res.global_step << " steps, mean train loss " << res.train_loss << "\n";
   if (res.eval_loss) std::cout << "after:  eval loss " << *res.eval_loss << (loss0 ? " (was " + std::to_string(*loss0) + ")" : "") << "\n";
   if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
-    const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
+    const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
               << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";
   }
@@ -317,13 +368,13 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
     for (int64_t r = 0; r < b.rows; ++r)
       for (int64_t t = 1; t < b.cols; ++t) k += b.labels[r * b.cols + t] != -100;
     if (k == 0) continue;
-    total += model->forward(in).loss.item<double>() * static_cast<double>(k);
+    total += (pm ? pm->forward(in) : model->forward(in)).loss.item<double>() * static_cast<double>(k);
     n += k;
   }
   const double loss = n ? total / static_cast<double>(n) : 0.0;
   std::cout << "eval loss " << loss << ", perplexity " << train::perplexity(loss) << " over " << n << " tokens\n";
   if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-    const auto g = generation_eval(c, *model, tok, split.rows);
+    const auto g = generation_eval(c, *model, tok, split.rows, pm.get());
     std::cout << "BLEU " << g.bleu << "\n" << g.sample_prompt << " " << g.sample << "\n";
   }
 }

@@ -531,7 +531,6 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
   cfg->inference_mode = !is_trainable;
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
-  if (cfg->is_prompt_learning()) pm->load_prompt_weights(dir, adapter_name, is_trainable);
   pm->set_adapter(adapter_name);
   return pm;
 }
@@ -541,7 +540,6 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   cfg->inference_mode = !is_trainable;
   inject(name, *cfg);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
-  if (cfg->is_prompt_learning()) load_prompt_weights(dir, name, is_trainable);
   set_adapters(active_);
 }
 
@@ -606,6 +604,9 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   list("in the file but matching no module of this model (the adapter would have no effect)", unexpected);
   const std::string e = err.str();
   PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model:", e);
+  // A P-Tuning / projected-prefix encoder that trains is restored from the sidecar beside the file.
+  if (configs_.at(name)->is_prompt_learning())
+    load_prompt_weights(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);
 }
 
 // ---------------------------------------------------------------- parameters

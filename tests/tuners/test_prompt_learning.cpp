@@ -16,6 +16,7 @@
 #include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_learning/encoder.h"
+#include "peft/tuners/prompt_learning/ensemble.h"
 #include "peft/tuners/prompt_tuning/config.h"
 
 namespace {
@@ -333,6 +334,46 @@ TEST(PromptEncoder, PrefixDropoutOnlyWhileTraining) {
   int64_t n = 0;
   for (const auto& t : pm->trainable_parameters()) n += t.numel();
   EXPECT_EQ(n, 4 * 2 * 2 * 32 + 3 * 32 + 3);
+}
+
+TEST(PromptEnsemble, OneBatchEqualsSeparateRunsAndCombines) {
+  auto base = peft::models::load_model(peft::test::fixture("models/bert_seqcls"));
+  base->eval();
+  peft::PromptTuningConfig c;
+  c.task_type = peft::TaskType::SeqCls;
+  c.num_virtual_tokens = 3;
+  torch::manual_seed(1);
+  auto pm = peft::get_peft_model(base, c, "p0");
+  pm->add_adapter("p1", c);
+  pm->add_adapter("p2", c);
+  peft::models::ModelInputs in;
+  in.input_ids = at::tensor({5, 9, 13, 2, 7, 7, 30, 4, 1, 0}, at::kLong).view({2, 5});
+  in.attention_mask = at::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 0}, at::kLong).view({2, 5});
+  const std::vector<std::string> names = {"p0", "p1", "p2"};
+  const auto r = peft::prompt::ensemble(*pm, names, in, peft::prompt::Combine::MajorityVote);
+  ASSERT_EQ(r.probs.sizes(), (std::vector<int64_t>{3, 2, 3}));
+  torch::NoGradGuard ng;
+  at::Tensor sum = at::zeros({2, 3});
+  for (std::size_t k = 0; k < names.size(); ++k) {
+    pm->set_adapter(names[k]);
+    const at::Tensor p = at::softmax(pm->forward(in).logits, -1);
+    EXPECT_TRUE(close(r.probs[k], p, 1e-6)) << names[k];
+    sum += p;
+  }
+  EXPECT_TRUE(close(r.mean_probs, sum / 3, 1e-6));
+  EXPECT_TRUE(at::equal(r.votes.sum(-1), at::full({2}, 3, at::kLong)));
+  for (int64_t b = 0; b < 2; ++b) {  // the winner has the most votes
+    const int64_t w = r.prediction[b].item<int64_t>();
+    EXPECT_EQ(r.votes[b][w].item<int64_t>(), r.votes[b].max().item<int64_t>());
+  }
+  const auto m = peft::prompt::ensemble(*pm, names, in, peft::prompt::Combine::MeanProbability);
+  EXPECT_TRUE(at::equal(m.prediction, (sum / 3).argmax(-1)));
+  // Prefix adapters are not ensembled this way.
+  peft::PrefixTuningConfig px;
+  px.task_type = peft::TaskType::SeqCls;
+  px.num_virtual_tokens = 3;
+  auto pm2 = peft::get_peft_model(peft::models::load_model(peft::test::fixture("models/bert_seqcls")), px, "x");
+  EXPECT_THROW(peft::prompt::ensemble(*pm2, {"x"}, in), peft::NotSupported);
 }
 
 }  // namespace
