@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "peft/core/check.h"
+#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
@@ -185,12 +186,23 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   return c;
 }
 
-// Classification tasks load the model with their head (num_labels from config.json).
-std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c) {
-  models::LoadOptions o;
-  if (c.task == "seq_cls") o.head = models::TaskHead::SeqCls;
-  if (c.task == "token_cls") o.head = models::TaskHead::TokenCls;
-  return models::load_model(c.model, o);
+// Classification tasks load the model with their head, sized for the labels of the training data
+// when config.json says otherwise (a new head is initialised, as transformers does).
+std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels) {
+  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model);
+  const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
+  const std::string cfg_path = (fs::path(c.model) / "config.json").string();
+  nlohmann::json j = io::read_json_file(cfg_path);
+  const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);
+  if (num_labels > 0 && have != num_labels) {
+    std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << num_labels << "\n";
+    j["num_labels"] = num_labels;
+    j.erase("id2label");
+    j.erase("label2id");
+  }
+  auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
+  models::load_weights(*m, c.model);
+  return m;
 }
 
 // "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
@@ -221,7 +233,7 @@ struct Loaded {
 Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, const io::Tokenizer& tok,
                   const std::vector<std::string>& labels) {
   Loaded l;
-  l.rows = train::read_rows(file);
+  if (c.task != "token_cls") l.rows = train::read_rows(file);  // CoNLL files are read below
   if (limit > 0 && static_cast<int64_t>(l.rows.size()) > limit) l.rows.resize(limit);
   train::DataOptions o;
   o.max_length = c.max_length;
@@ -244,7 +256,9 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   if (c.task == "seq2seq") o.task = train::TaskFormat::Seq2Seq;
   if (c.task == "token_cls") {
     o.task = train::TaskFormat::TokenCls;
-    l.data = train::build_token_dataset(train::read_conll(file), tok, o);
+    auto sentences = train::read_conll(file);
+    if (limit > 0 && static_cast<int64_t>(sentences.size()) > limit) sentences.resize(limit);
+    l.data = train::build_token_dataset(sentences, tok, o);
   } else {
     l.data = train::build_dataset(l.rows, tok, o);
   }
@@ -299,14 +313,50 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
   return g;
 }
 
+// Accuracy of a classification adapter on a split: per sequence (seq_cls) or per labelled token
+// (token_cls; with prompt methods the logits over virtual tokens are trimmed).
+double classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t pad, bool tokens) {
+  auto& m = pm.base_model();
+  const bool was = m.is_training();
+  m.eval();
+  torch::NoGradGuard ng;
+  const bool trim = pm.trim_prompt_logits;
+  pm.trim_prompt_logits = true;
+  std::vector<int64_t> pred, gold;
+  const auto L = at::TensorOptions().dtype(at::kLong);
+  for (const auto& idx : train::make_batches(d, 32, false, 0, false)) {
+    const train::Batch b = train::collate(d, idx, pad);
+    models::ModelInputs in;
+    in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
+    in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
+    if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
+    const at::Tensor p = pm.forward(in).logits.argmax(-1).contiguous();
+    if (tokens) {
+      for (int64_t i = 0; i < b.rows * b.cols; ++i)
+        if (b.labels[i] != -100) {
+          pred.push_back(p.data_ptr<int64_t>()[i]);
+          gold.push_back(b.labels[i]);
+        }
+    } else {
+      for (int64_t r = 0; r < b.rows; ++r) {
+        pred.push_back(p.data_ptr<int64_t>()[r]);
+        gold.push_back(b.seq_labels[r]);
+      }
+    }
+  }
+  pm.trim_prompt_logits = trim;
+  if (was) m.train();
+  return train::accuracy(pred, gold);
+}
+
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
-  auto model = load_for_task(c);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
   std::vector<std::string> labels;
   auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
   PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
+  auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()));
   Loaded eval_split;
   if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
@@ -318,9 +368,12 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
 
   std::optional<double> loss0;
   GenEval g0;
+  const bool cls = c.task == "seq_cls" || c.task == "token_cls";
   if (!c.eval_file.empty()) {
     loss0 = trainer.evaluate().loss;
     std::cout << "before: eval loss " << *loss0 << "\n";
+    if (cls)
+      std::cout << "before: eval accuracy " << classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls") << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
       g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
       std::cout << "before: BLEU " << g0.bleu << " on " << g0.prompts << " prompts\n"
@@ -330,6 +383,8 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   const auto res = trainer.train(resume);
   std::cout << "trained " << res.global_step << " steps, mean train loss " << res.train_loss << "\n";
   if (res.eval_loss) std::cout << "after:  eval loss " << *res.eval_loss << (loss0 ? " (was " + std::to_string(*loss0) + ")" : "") << "\n";
+  if (cls && !c.eval_file.empty())
+    std::cout << "after:  eval accuracy " << classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls") << "\n";
   if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
     const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
@@ -346,7 +401,7 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
   PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
-  auto model = models::load_model(c.model);
+  auto model = load_for_task(c, 0);
   std::shared_ptr<PeftModel> pm;
   if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
