@@ -188,7 +188,7 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
 
 // Classification tasks load the model with their head, sized for the labels of the training data
 // when config.json says otherwise (a new head is initialised, as transformers does).
-std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels) {
+std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
   if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model);
   const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
   const std::string cfg_path = (fs::path(c.model) / "config.json").string();
@@ -200,6 +200,9 @@ std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64
     j.erase("id2label");
     j.erase("label2id");
   }
+  // Decoder-only classifiers pool the last non-padding token: they need the padding id
+  // (model.config.pad_token_id = tokenizer.pad_token_id in transformers).
+  if (!j.contains("pad_token_id") || j["pad_token_id"].is_null()) j["pad_token_id"] = pad_id;
   auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
   models::load_weights(*m, c.model);
   return m;
@@ -356,7 +359,8 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   std::vector<std::string> labels;
   auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
   PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
-  auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()));
+  auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()),
+                             tok.pad_token_id().value_or(tok.eos_token_id().value_or(0)));
   Loaded eval_split;
   if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
@@ -401,7 +405,8 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
   PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
-  auto model = load_for_task(c, 0);
+  const auto tok0 = io::Tokenizer::from_pretrained(c.model);
+  auto model = load_for_task(c, 0, tok0.pad_token_id().value_or(tok0.eos_token_id().value_or(0)));
   std::shared_ptr<PeftModel> pm;
   if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
