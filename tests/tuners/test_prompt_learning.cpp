@@ -98,6 +98,12 @@ TEST_P(PromptMatrix, MatchesPeft) {
       EXPECT_TRUE(grad_close(p.value().grad(), g["grad." + p.key()], g.grad_rtol)) << "grad of " << p.key();
     }
   EXPECT_TRUE(close(pm->prompt_embeddings(), g["prompt_embeddings"], g.atol, g.rtol)) << "prompt_embeddings";
+  {  // disable_adapter(): the base model's forward (original classifier included)
+    torch::NoGradGuard ng;
+    auto plain = base_of(g);
+    auto guard = pm->disable_adapter();
+    EXPECT_TRUE(close(pm->forward(in).logits, plain->forward(in).logits, 1e-6));
+  }
 
   // Greedy generation with the prompt / prefix.
   if (g.meta["generate"].get<bool>()) {

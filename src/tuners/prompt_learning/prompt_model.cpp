@@ -170,6 +170,9 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
   const int64_t T = in.input_ids.defined() ? in.input_ids.size(1) : in.inputs_embeds.size(1);
   const TaskType task = cfg.task_type;
   const bool seq2seq = task == TaskType::Seq2SeqLM;
+  const int64_t past = in.cache ? in.cache->length() : 0;
+  PEFT_CHECK(past == 0 || cfg.peft_type == PeftType::PrefixTuning, NotSupported, "[PeftModel::forward] ",
+             to_string(cfg.peft_type), " with a filled KV cache would prepend the prompt again; use PeftModel::generate");
   ModelInputs x = in;
   auto ones = [&](const at::Tensor& like) { return at::ones({B, P}, like.options()); };
 
@@ -191,7 +194,7 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     // The real tokens sit after the P cached prefix positions.
     if (x.position_ids.defined()) x.position_ids = x.position_ids + P;
     else if (!seq2seq)
-      x.position_ids = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+      x.position_ids = at::arange(P + past, P + past + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
     const auto dtype = base_->word_embeddings().scalar_type();
     at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
     if (pc.prefix_dropout > 0 && base_->is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
