@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "golden.h"
@@ -26,12 +27,14 @@ using peft::test::close;
 using peft::test::GoldenCase;
 using peft::test::grad_close;
 
-const std::vector<std::string> kCases = {
-    "llama_causal_prompt", "llama_causal_ptuning_mlp", "llama_causal_ptuning_lstm", "llama_causal_prefix",
-    "llama_causal_prefix_proj", "gpt2_causal_prompt", "gpt2_causal_prefix", "llama_seqcls_prompt",
-    "llama_seqcls_prefix", "llama_tokcls_ptuning_mlp", "bert_seqcls_prompt", "bert_seqcls_ptuning_mlp",
-    "bert_seqcls_prefix", "bert_seqcls_prefix_proj", "bert_tokcls_prompt", "bert_tokcls_prefix",
-    "t5_seq2seq_prompt", "t5_seq2seq_ptuning_mlp", "t5_seq2seq_prefix"};
+// Every case folder gen_prompt.py wrote (sorted).
+std::vector<std::string> prompt_cases() {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(peft::test::fixture("prompt")))
+    if (fs::exists(e.path() / "case.json")) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::unique_ptr<peft::PeftConfig> config_of(const GoldenCase& g) {
   nlohmann::json j = g.meta["config"];
@@ -137,7 +140,7 @@ TEST_P(PromptMatrix, MatchesPeft) {
     EXPECT_EQ(cfg[k], peft_cfg[k]) << k;
 }
 
-INSTANTIATE_TEST_SUITE_P(Peft, PromptMatrix, ::testing::ValuesIn(kCases),
+INSTANTIATE_TEST_SUITE_P(Peft, PromptMatrix, ::testing::ValuesIn(prompt_cases()),
                          [](const auto& info) { return info.param; });
 
 // ---------------------------------------------------------------- configs
