@@ -113,6 +113,7 @@ at::Tensor PeftModel::prompt_embeddings(const std::string& name_in) const {
   PEFT_CHECK(prompt_ && prompt_->encoders.count(name), std::invalid_argument, "[prompt learning] adapter '", name,
              "' is not a prompt-learning adapter");
   auto& enc = *prompt_->encoders.at(name);
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   return enc.forward();
 }
 
@@ -163,6 +164,8 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
   const std::string& name = active_.front();
   const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(name));
   auto& enc = *prompt_->encoders.at(name);
+  // The encoder's dropout (LSTM encoder_dropout) follows the model's train / eval mode.
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   const int64_t P = cfg.num_virtual_tokens;
   PEFT_CHECK(in.input_ids.defined() || in.inputs_embeds.defined(), std::invalid_argument,
              "[PeftModel::forward] give input_ids or inputs_embeds");
@@ -238,6 +241,7 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
   }
   const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(active_.front()));
   auto& enc = *prompt_->encoders.at(active_.front());
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   PEFT_CHECK(cfg.task_type == TaskType::CausalLM || cfg.task_type == TaskType::Seq2SeqLM, std::invalid_argument,
              "[generate] generation needs a CAUSAL_LM or SEQ_2_SEQ_LM adapter, got ", to_string(cfg.task_type));
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
