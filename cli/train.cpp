@@ -256,7 +256,13 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
     o.completion_column = "__completion";
   }
   if (c.task == "seq_cls") o.task = train::TaskFormat::SeqCls;
-  if (c.task == "seq2seq") o.task = train::TaskFormat::Seq2Seq;
+  if (c.task == "seq2seq") {
+    o.task = train::TaskFormat::Seq2Seq;
+    // decoder_input_ids start with the model's decoder_start_token_id (T5: the pad id).
+    const nlohmann::json j = io::read_json_file((fs::path(c.model) / "config.json").string());
+    if (auto it = j.find("decoder_start_token_id"); it != j.end() && it->is_number_integer())
+      o.decoder_start_token_id = it->get<int64_t>();
+  }
   if (c.task == "token_cls") {
     o.task = train::TaskFormat::TokenCls;
     auto sentences = train::read_conll(file);
