@@ -9,6 +9,7 @@
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
+#include "peft/peft_model.h"
 
 namespace peft::cli {
 
@@ -21,6 +22,7 @@ void add_generate_command(CLI::App& app) {
     bool sample = false;
     uint64_t seed = 0;
     std::string dtype = "float32";
+    std::string adapter;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("model", a->model, "Model folder (config.json, safetensors, tokenizer)")->required()
@@ -37,6 +39,8 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   g->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "float32 | bfloat16")->capture_default_str();
+  cmd->add_option("-a,--adapter", a->adapter, "PEFT adapter folder (LoRA, prompt tuning, P-tuning, prefix tuning)")
+      ->check(CLI::ExistingDirectory);
   cmd->callback([a] {
     models::LoadOptions lo;
     lo.dtype = a->dtype;
@@ -53,7 +57,9 @@ void add_generate_command(CLI::App& app) {
     gc.repetition_penalty = a->repetition_penalty;
     gc.seed = a->seed;
     const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
-    const at::Tensor out = models::generate(*model, ids, {}, gc)[0].contiguous();
+    const at::Tensor out = (a->adapter.empty() ? models::generate(*model, ids, {}, gc)
+                                               : PeftModel::from_pretrained(model, a->adapter)->generate(ids, {}, gc))[0]
+                               .contiguous();
     std::vector<io::TokenId> all(out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + out.numel());
     std::cout << tok.decode(all, /*skip_special_tokens=*/true) << "\n";
   });

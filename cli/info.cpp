@@ -8,7 +8,12 @@
 
 #include "adapter_info.h"
 #include "commands.h"
+#include "peft/config/peft_config.h"
 #include "peft/io/hf_checkpoint.h"
+#include "peft/io/safetensors.h"
+#include "peft/models/model_config.h"
+#include "peft/models/model.h"
+#include "peft/peft_model.h"
 
 namespace peft::cli {
 
@@ -75,6 +80,36 @@ void run_info(const std::string& path, bool list_tensors) {
   }
 }
 
+// An adapter's trainable / total parameter counts as PEFT's print_trainable_parameters gives them
+// right after get_peft_model (the training-time encoder for prompt-learning methods).
+void adapter_info(const std::string& model_dir, const std::string& adapter) {
+  auto cfg = load_peft_config(adapter);
+  cfg->inference_mode = false;
+  std::shared_ptr<models::PretrainedModel> model;
+  if (cfg->task_type == TaskType::SeqCls || cfg->task_type == TaskType::TokenCls) {
+    // The head is sized as the adapter's saved classifier (config.json may say otherwise).
+    json j = io::read_json_file(model_dir + "/config.json");
+    const auto f = io::SafetensorsFile::open(adapter + "/adapter_model.safetensors");
+    auto ends = [](const std::string& s, const std::string& t) {
+      return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    };
+    for (const auto& n : f.names())
+      if (ends(n, ".score.weight") || ends(n, ".classifier.weight")) {
+        j["num_labels"] = f.at(n).shape.at(0);
+        j.erase("id2label");
+        j.erase("label2id");
+      }
+    model = models::create_model(models::ModelConfig(j, model_dir + "/config.json"),
+                                 cfg->task_type == TaskType::SeqCls ? models::TaskHead::SeqCls : models::TaskHead::TokenCls);
+  } else {
+    model = models::load_model(model_dir);
+  }
+  auto pm = get_peft_model(model, *cfg);
+  std::cout << "adapter:       " << adapter << " (" << to_string(cfg->peft_type) << ", task "
+            << (cfg->task_type == TaskType::None ? "-" : to_string(cfg->task_type)) << ")\n";
+  pm->print_trainable_parameters();
+}
+
 }  // namespace
 
 void add_info_command(CLI::App& app) {
@@ -84,7 +119,14 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("path", *path, "Model folder (config.json + safetensors), .safetensors file or adapter folder")
       ->required();
   cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
-  cmd->callback([path, tensors] { run_info(*path, *tensors); });
+  auto adapter = std::make_shared<std::string>();
+  cmd->add_option("-a,--adapter", *adapter,
+                  "Also build this adapter's config on the model and print PEFT's trainable-parameter line")
+      ->check(CLI::ExistingDirectory);
+  cmd->callback([path, tensors, adapter] {
+    run_info(*path, *tensors);
+    if (!adapter->empty()) adapter_info(*path, *adapter);
+  });
 }
 
 }  // namespace peft::cli

@@ -16,6 +16,7 @@
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
 #include "peft/core/runtime.h"
+#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
@@ -26,6 +27,9 @@
 #include "peft/train/trainer.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/tuners/adalora/config.h"
+#include "peft/tuners/p_tuning/config.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
 
 namespace peft::cli {
 
@@ -44,10 +48,24 @@ struct RunConfig {
   double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
   LoraConfig lora;
   AdaLoraConfig adalora;  ///< method: adalora (its LoRA fields come from `lora`)
+  // Prompt learning: method prompt_tuning / p_tuning / prefix_tuning / p_tuning_v2.
+  PromptTuningConfig prompt_tuning;
+  PromptEncoderConfig p_tuning;
+  PrefixTuningConfig prefix_tuning;
+  double prefix_dropout = -1;  ///< unset: 0.1 for p_tuning_v2 (THUDM's hidden_dropout_prob), else 0
   train::TrainingArguments args;
   // QLoRA: transformers' BitsAndBytesConfig names; method qlora turns load_in_4bit on.
   bool load_in_4bit = false, bnb_4bit_use_double_quant = true;
   std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
+
+  /// The PEFT config of a prompt-learning or LoRA method (p_tuning_v2 is prefix tuning, saved as
+  /// PREFIX_TUNING; qlora is LoRA on a 4-bit base; adalora: see adalora_config).
+  const PeftConfig& peft_config() const {
+    if (method == "prompt_tuning") return prompt_tuning;
+    if (method == "p_tuning") return p_tuning;
+    if (method == "prefix_tuning" || method == "p_tuning_v2") return prefix_tuning;
+    return lora;
+  }
 };
 
 // method: adalora: PEFT's AdaLoraConfig from the LoRA keys plus the AdaLoRA ones; total_step
@@ -96,6 +114,7 @@ const std::map<std::string, Setter>& setters() {
     };
     m["modules_to_save"] = [](RunConfig& c, const YAML::Node& n) {
       c.lora.modules_to_save = as<std::vector<std::string>>(n, "modules_to_save", "a list of names");
+      c.prompt_tuning.modules_to_save = c.p_tuning.modules_to_save = c.prefix_tuning.modules_to_save = c.lora.modules_to_save;
     };
     // AdaLoRA (PEFT's AdaLoraConfig names)
     S_INT("init_r", adalora.init_r); S_INT("target_r", adalora.target_r); S_INT("tinit", adalora.tinit);
@@ -103,6 +122,20 @@ const std::map<std::string, Setter>& setters() {
     S_DBL("beta2", adalora.beta2); S_DBL("orth_reg_weight", adalora.orth_reg_weight);
     m["total_step"] = [](RunConfig& c, const YAML::Node& n) { c.adalora.total_step = as<int64_t>(n, "total_step", "an integer"); };
     m["init_lora_weights"] = [](RunConfig& c, const YAML::Node& n) { c.lora.init_lora_weights = as<std::string>(n, "init_lora_weights", "true, false or gaussian"); };
+    // Prompt learning (PEFT's PromptTuningConfig / PromptEncoderConfig / PrefixTuningConfig names)
+    m["num_virtual_tokens"] = [](RunConfig& c, const YAML::Node& n) {
+      const auto v = as<int64_t>(n, "num_virtual_tokens", "an integer");
+      c.prompt_tuning.num_virtual_tokens = c.p_tuning.num_virtual_tokens = c.prefix_tuning.num_virtual_tokens = v;
+    };
+    m["encoder_hidden_size"] = [](RunConfig& c, const YAML::Node& n) {
+      c.p_tuning.encoder_hidden_size = c.prefix_tuning.encoder_hidden_size = as<int64_t>(n, "encoder_hidden_size", "an integer");
+    };
+    S_STR("prompt_tuning_init", prompt_tuning.prompt_tuning_init);
+    m["prompt_tuning_init_text"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.prompt_tuning_init_text = as<std::string>(n, "prompt_tuning_init_text", "a string"); };
+    m["tokenizer_name_or_path"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.tokenizer_name_or_path = as<std::string>(n, "tokenizer_name_or_path", "a path"); };
+    S_STR("encoder_reparameterization_type", p_tuning.encoder_reparameterization_type);
+    S_INT("encoder_num_layers", p_tuning.encoder_num_layers); S_DBL("encoder_dropout", p_tuning.encoder_dropout);
+    S_BOOL("prefix_projection", prefix_tuning.prefix_projection); S_DBL("prefix_dropout", prefix_dropout);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
@@ -165,8 +198,10 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     c.load_in_4bit = true;
     if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
   }
-  PEFT_CHECK(c.method == "lora" || c.method == "adalora" || c.method == "qlora", NotSupported, "[config] method '",
-             c.method, "' is not available in this build yet (lora, adalora, qlora)");
+  static const std::set<std::string> kMethods = {"lora", "adalora", "qlora", "prompt_tuning", "p_tuning",
+                                                 "prefix_tuning", "p_tuning_v2"};
+  PEFT_CHECK(kMethods.count(c.method), ConfigError, "[config] key 'method': '", c.method,
+             "' is not one of lora, adalora, qlora, prompt_tuning, p_tuning, prefix_tuning, p_tuning_v2");
   static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
       {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
       {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
@@ -175,7 +210,17 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   PEFT_CHECK(kTasks.count(c.task), ConfigError, "[config] key 'task': '", c.task,
              "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
   c.lora.task_type = kTasks.at(c.task).first;
-  c.lora.validate();
+  c.prompt_tuning.task_type = c.p_tuning.task_type = c.prefix_tuning.task_type = c.lora.task_type;
+  if (c.method == "p_tuning_v2") {
+    // Deep prompt tuning of an encoder for classification; the original code's prefix dropout.
+    PEFT_CHECK(c.task == "seq_cls" || c.task == "token_cls", ConfigError,
+               "[config] method p_tuning_v2 is for task seq_cls or token_cls, got '", c.task, "'");
+    if (c.prefix_dropout < 0) c.prefix_tuning.prefix_dropout = 0.1;
+  }
+  if (c.prefix_dropout >= 0) c.prefix_tuning.prefix_dropout = c.prefix_dropout;
+  if (c.method == "prompt_tuning" && c.prompt_tuning.prompt_tuning_init == "TEXT" && !c.prompt_tuning.tokenizer_name_or_path)
+    c.prompt_tuning.tokenizer_name_or_path = c.model;
+  c.peft_config().validate();
   if (c.method == "adalora") {
     PEFT_CHECK(c.adalora.total_step || c.args.max_steps > 0, ConfigError,
                "[config] method adalora needs 'total_step' (or 'max_steps', which it defaults to)");
@@ -192,6 +237,36 @@ models::LoadOptions load_options(const RunConfig& c) {
   o.bnb_4bit_use_double_quant = c.bnb_4bit_use_double_quant;
   o.bnb_4bit_compute_dtype = c.bnb_4bit_compute_dtype;
   return o;
+}
+
+// Classification tasks load the model with their head, sized for the labels of the training data
+// when config.json says otherwise (a new head is initialised, as transformers does).
+std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
+  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, load_options(c));
+  const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
+  const std::string cfg_path = (fs::path(c.model) / "config.json").string();
+  nlohmann::json j = io::read_json_file(cfg_path);
+  const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);
+  if (num_labels > 0 && have != num_labels) {
+    std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << num_labels << "\n";
+    j["num_labels"] = num_labels;
+    j.erase("id2label");
+    j.erase("label2id");
+  }
+  // Decoder-only classifiers pool the last non-padding token: they need the padding id
+  // (model.config.pad_token_id = tokenizer.pad_token_id in transformers).
+  if (!j.contains("pad_token_id") || j["pad_token_id"].is_null()) j["pad_token_id"] = pad_id;
+  auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
+  models::load_weights(*m, c.model);
+  if (c.load_in_4bit) {  // the classification head stays in full precision, as transformers keeps it
+    quant::BnbConfig b;
+    b.load_in_4bit = true;
+    b.quant_type = c.bnb_4bit_quant_type;
+    b.use_double_quant = c.bnb_4bit_use_double_quant;
+    b.compute_dtype = c.bnb_4bit_compute_dtype;
+    quant::quantize_model(*m, b, {"lm_head", "score", "classifier"});
+  }
+  return m;
 }
 
 // "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
@@ -222,7 +297,7 @@ struct Loaded {
 Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, const io::Tokenizer& tok,
                   const std::vector<std::string>& labels) {
   Loaded l;
-  l.rows = train::read_rows(file);
+  if (c.task != "token_cls") l.rows = train::read_rows(file);  // CoNLL files are read below
   if (limit > 0 && static_cast<int64_t>(l.rows.size()) > limit) l.rows.resize(limit);
   train::DataOptions o;
   o.max_length = c.max_length;
@@ -242,10 +317,18 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
     o.completion_column = "__completion";
   }
   if (c.task == "seq_cls") o.task = train::TaskFormat::SeqCls;
-  if (c.task == "seq2seq") o.task = train::TaskFormat::Seq2Seq;
+  if (c.task == "seq2seq") {
+    o.task = train::TaskFormat::Seq2Seq;
+    // decoder_input_ids start with the model's decoder_start_token_id (T5: the pad id).
+    const nlohmann::json j = io::read_json_file((fs::path(c.model) / "config.json").string());
+    if (auto it = j.find("decoder_start_token_id"); it != j.end() && it->is_number_integer())
+      o.decoder_start_token_id = it->get<int64_t>();
+  }
   if (c.task == "token_cls") {
     o.task = train::TaskFormat::TokenCls;
-    l.data = train::build_token_dataset(train::read_conll(file), tok, o);
+    auto sentences = train::read_conll(file);
+    if (limit > 0 && static_cast<int64_t>(sentences.size()) > limit) sentences.resize(limit);
+    l.data = train::build_token_dataset(sentences, tok, o);
   } else {
     l.data = train::build_dataset(l.rows, tok, o);
   }
@@ -262,7 +345,7 @@ struct GenEval {
 };
 
 GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, const io::Tokenizer& tok,
-                        const std::vector<train::Row>& rows) {
+                        const std::vector<train::Row>& rows, PeftModel* pm = nullptr) {
   GenEval g;
   std::vector<std::string> prompts;
   std::map<std::string, std::vector<std::string>> refs;
@@ -283,7 +366,7 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
   for (const auto& p : prompts) {
     const auto enc = tok.encode(p);
     const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
-    const at::Tensor out = models::generate(model, ids, {}, gc)[0].contiguous();
+    const at::Tensor out = (pm ? pm->generate(ids, {}, gc) : models::generate(model, ids, {}, gc))[0].contiguous();
     std::vector<io::TokenId> gen(out.data_ptr<int64_t>() + ids.size(1), out.data_ptr<int64_t>() + out.numel());
     std::string text = tok.decode(gen, true);
     if (auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
@@ -300,26 +383,66 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
   return g;
 }
 
+// Accuracy of a classification adapter on a split: per sequence (seq_cls) or per labelled token
+// (token_cls; with prompt methods the logits over virtual tokens are trimmed).
+double classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t pad, bool tokens) {
+  auto& m = pm.base_model();
+  const bool was = m.is_training();
+  m.eval();
+  torch::NoGradGuard ng;
+  const bool trim = pm.trim_prompt_logits;
+  pm.trim_prompt_logits = true;
+  std::vector<int64_t> pred, gold;
+  const auto L = at::TensorOptions().dtype(at::kLong);
+  for (const auto& idx : train::make_batches(d, 32, false, 0, false)) {
+    const train::Batch b = train::collate(d, idx, pad);
+    models::ModelInputs in;
+    in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
+    in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
+    if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
+    const at::Tensor p = pm.forward(in).logits.argmax(-1).contiguous();
+    if (tokens) {
+      for (int64_t i = 0; i < b.rows * b.cols; ++i)
+        if (b.labels[i] != -100) {
+          pred.push_back(p.data_ptr<int64_t>()[i]);
+          gold.push_back(b.labels[i]);
+        }
+    } else {
+      for (int64_t r = 0; r < b.rows; ++r) {
+        pred.push_back(p.data_ptr<int64_t>()[r]);
+        gold.push_back(b.seq_labels[r]);
+      }
+    }
+  }
+  pm.trim_prompt_logits = trim;
+  if (was) m.train();
+  return train::accuracy(pred, gold);
+}
+
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
   const RunConfig c = load_config(cfg_path, overrides);
   // A rank of a data-parallel run (RANK/WORLD_SIZE set by the launcher or torchrun): only rank 0 prints.
   const auto denv = distributed::env_from_environment();
   if (denv.rank != 0) std::cout.setstate(std::ios_base::badbit);
   PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
-  auto model = models::load_model(c.model, load_options(c));
+  const auto tok = io::Tokenizer::from_pretrained(c.model);
+  std::vector<std::string> labels;
+  auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
+  PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
+  auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()),
+                             tok.pad_token_id().value_or(tok.eos_token_id().value_or(0)));
   if (c.load_in_4bit) {
     quant::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
               << "): weights " << quant::weight_bytes(*model) << " bytes\n";
   }
-  const auto tok = io::Tokenizer::from_pretrained(c.model);
-  std::vector<std::string> labels;
-  auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
-  PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
   Loaded eval_split;
   if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
-  auto pm = c.method == "adalora" ? get_peft_model(model, adalora_config(c)) : get_peft_model(model, c.lora);
+  const AdaLoraConfig ada = c.method == "adalora" ? adalora_config(c) : AdaLoraConfig();
+  const PeftConfig& pcfg = c.method == "adalora" ? static_cast<const PeftConfig&>(ada) : c.peft_config();
+  auto pm = get_peft_model(model, pcfg);
+  std::cout << "method " << c.method << " (" << to_string(pcfg.peft_type) << "): ";
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
   train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);
@@ -333,11 +456,14 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
 
   std::optional<double> loss0;
   GenEval g0;
+  const bool cls = c.task == "seq_cls" || c.task == "token_cls";
   if (!c.eval_file.empty()) {
     loss0 = trainer.evaluate().loss;
     std::cout << "before: eval loss " << *loss0 << "\n";
+    if (cls)
+      std::cout << "before: eval accuracy " << classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls") << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-      g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
+      g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
       std::cout << "before: BLEU " << g0.bleu << " on " << g0.prompts << " prompts\n"
                 << "before: " << g0.sample_prompt << " " << g0.sample << "\n";
     }
@@ -361,8 +487,14 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
                             {"metrics_before", nlohmann::json::object()}};
   if (res.eval_loss) summary["metrics"]["eval_loss"] = *res.eval_loss;
   if (loss0) summary["metrics_before"]["eval_loss"] = *loss0;
+  if (cls && !c.eval_file.empty())
+  {
+    const double acc = classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls");
+    std::cout << "after:  eval accuracy " << acc << "\n";
+    summary["metrics"]["accuracy"] = acc;
+  }
   if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
-    const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows);
+    const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
               << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";
     summary["metrics"]["bleu"] = g1.bleu;
@@ -381,7 +513,8 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
   const RunConfig c = load_config(cfg_path, overrides);
   PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
   PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
-  auto model = models::load_model(c.model, load_options(c));
+  const auto tok0 = io::Tokenizer::from_pretrained(c.model);
+  auto model = load_for_task(c, 0, tok0.pad_token_id().value_or(tok0.eos_token_id().value_or(0)));
   std::shared_ptr<PeftModel> pm;
   if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
   const auto tok = io::Tokenizer::from_pretrained(c.model);
@@ -403,13 +536,13 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
     for (int64_t r = 0; r < b.rows; ++r)
       for (int64_t t = 1; t < b.cols; ++t) k += b.labels[r * b.cols + t] != -100;
     if (k == 0) continue;
-    total += model->forward(in).loss.item<double>() * static_cast<double>(k);
+    total += (pm ? pm->forward(in) : model->forward(in)).loss.item<double>() * static_cast<double>(k);
     n += k;
   }
   const double loss = n ? total / static_cast<double>(n) : 0.0;
   std::cout << "eval loss " << loss << ", perplexity " << train::perplexity(loss) << " over " << n << " tokens\n";
   if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-    const auto g = generation_eval(c, *model, tok, split.rows);
+    const auto g = generation_eval(c, *model, tok, split.rows, pm.get());
     std::cout << "BLEU " << g.bleu << "\n" << g.sample_prompt << " " << g.sample << "\n";
   }
 }

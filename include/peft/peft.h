@@ -15,3 +15,7 @@
 #include "peft/train/metrics.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/lora/config.h"
+#include "peft/tuners/p_tuning/config.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_learning/ensemble.h"
+#include "peft/tuners/prompt_tuning/config.h"

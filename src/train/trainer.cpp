@@ -176,6 +176,14 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
     (nd ? no_decay : decay).push_back(p.value());
     s_->params.push_back(p.value());
   }
+  // Prompt-learning encoders live beside the base model (PEFT's prompt_encoder).
+  if (s_->model->peft_config().is_prompt_learning())
+    for (const auto& [n, p] : s_->model->prompt_encoder_state()) {
+      if (!p.requires_grad()) continue;
+      const bool nd = n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0;
+      (nd ? no_decay : decay).push_back(p);
+      s_->params.push_back(p);
+    }
   PEFT_CHECK(!s_->params.empty(), ConfigError, "[Trainer] the model has no trainable parameters (is the adapter in inference mode?)");
   auto opts = torch::optim::AdamWOptions(s_->args.learning_rate)
                   .betas({s_->args.adam_beta1, s_->args.adam_beta2})
@@ -291,7 +299,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
     s_->model->save_pretrained(tmp.string(), {s_->model->active_adapters().front()});
     if (s_->model->active_adapters().front() != "default") {
       const fs::path sub = tmp / s_->model->active_adapters().front();
-      for (const auto& f : {"adapter_model.safetensors", "adapter_config.json"}) fs::rename(sub / f, tmp / f);
+      for (const auto& f : {"adapter_model.safetensors", "adapter_config.json", "prompt_encoder.safetensors"})
+        if (fs::exists(sub / f)) fs::rename(sub / f, tmp / f);
       fs::remove_all(sub);
     }
     if (auto ts = s_->model->training_state(); !ts.empty())

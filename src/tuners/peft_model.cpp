@@ -650,7 +650,6 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
   if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(pm->base_model(), adapter_name, *ada);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
-  if (cfg->is_prompt_learning()) pm->load_prompt_weights(dir, adapter_name, is_trainable);
   pm->set_adapter(adapter_name);
   return pm;
 }
@@ -661,7 +660,6 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   inject(name, *cfg);
   if (const auto* ada = as_adalora(*cfg)) rebuild_saved_ranks(*base_, name, *ada);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
-  if (cfg->is_prompt_learning()) load_prompt_weights(dir, name, is_trainable);
   set_adapters(active_);
 }
 
@@ -726,6 +724,9 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   list("in the file but matching no module of this model (the adapter would have no effect)", unexpected);
   const std::string e = err.str();
   PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model:", e);
+  // A P-Tuning / projected-prefix encoder that trains is restored from the sidecar beside the file.
+  if (configs_.at(name)->is_prompt_learning())
+    load_prompt_weights(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);
 }
 
 // ---------------------------------------------------------------- parameters

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "golden.h"
@@ -16,6 +17,7 @@
 #include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_learning/encoder.h"
+#include "peft/tuners/prompt_learning/ensemble.h"
 #include "peft/tuners/prompt_tuning/config.h"
 
 namespace {
@@ -25,12 +27,14 @@ using peft::test::close;
 using peft::test::GoldenCase;
 using peft::test::grad_close;
 
-const std::vector<std::string> kCases = {
-    "llama_causal_prompt", "llama_causal_ptuning_mlp", "llama_causal_ptuning_lstm", "llama_causal_prefix",
-    "llama_causal_prefix_proj", "gpt2_causal_prompt", "gpt2_causal_prefix", "llama_seqcls_prompt",
-    "llama_seqcls_prefix", "llama_tokcls_ptuning_mlp", "bert_seqcls_prompt", "bert_seqcls_ptuning_mlp",
-    "bert_seqcls_prefix", "bert_seqcls_prefix_proj", "bert_tokcls_prompt", "bert_tokcls_prefix",
-    "t5_seq2seq_prompt", "t5_seq2seq_ptuning_mlp", "t5_seq2seq_prefix"};
+// Every case folder gen_prompt.py wrote (sorted).
+std::vector<std::string> prompt_cases() {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(peft::test::fixture("prompt")))
+    if (fs::exists(e.path() / "case.json")) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::unique_ptr<peft::PeftConfig> config_of(const GoldenCase& g) {
   nlohmann::json j = g.meta["config"];
@@ -97,6 +101,12 @@ TEST_P(PromptMatrix, MatchesPeft) {
       EXPECT_TRUE(grad_close(p.value().grad(), g["grad." + p.key()], g.grad_rtol)) << "grad of " << p.key();
     }
   EXPECT_TRUE(close(pm->prompt_embeddings(), g["prompt_embeddings"], g.atol, g.rtol)) << "prompt_embeddings";
+  {  // disable_adapter(): the base model's forward (original classifier included)
+    torch::NoGradGuard ng;
+    auto plain = base_of(g);
+    auto guard = pm->disable_adapter();
+    EXPECT_TRUE(close(pm->forward(in).logits, plain->forward(in).logits, 1e-6));
+  }
 
   // Greedy generation with the prompt / prefix.
   if (g.meta["generate"].get<bool>()) {
@@ -130,7 +140,7 @@ TEST_P(PromptMatrix, MatchesPeft) {
     EXPECT_EQ(cfg[k], peft_cfg[k]) << k;
 }
 
-INSTANTIATE_TEST_SUITE_P(Peft, PromptMatrix, ::testing::ValuesIn(kCases),
+INSTANTIATE_TEST_SUITE_P(Peft, PromptMatrix, ::testing::ValuesIn(prompt_cases()),
                          [](const auto& info) { return info.param; });
 
 // ---------------------------------------------------------------- configs
@@ -333,6 +343,46 @@ TEST(PromptEncoder, PrefixDropoutOnlyWhileTraining) {
   int64_t n = 0;
   for (const auto& t : pm->trainable_parameters()) n += t.numel();
   EXPECT_EQ(n, 4 * 2 * 2 * 32 + 3 * 32 + 3);
+}
+
+TEST(PromptEnsemble, OneBatchEqualsSeparateRunsAndCombines) {
+  auto base = peft::models::load_model(peft::test::fixture("models/bert_seqcls"));
+  base->eval();
+  peft::PromptTuningConfig c;
+  c.task_type = peft::TaskType::SeqCls;
+  c.num_virtual_tokens = 3;
+  torch::manual_seed(1);
+  auto pm = peft::get_peft_model(base, c, "p0");
+  pm->add_adapter("p1", c);
+  pm->add_adapter("p2", c);
+  peft::models::ModelInputs in;
+  in.input_ids = at::tensor({5, 9, 13, 2, 7, 7, 30, 4, 1, 0}, at::kLong).view({2, 5});
+  in.attention_mask = at::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 0}, at::kLong).view({2, 5});
+  const std::vector<std::string> names = {"p0", "p1", "p2"};
+  const auto r = peft::prompt::ensemble(*pm, names, in, peft::prompt::Combine::MajorityVote);
+  ASSERT_EQ(r.probs.sizes(), (std::vector<int64_t>{3, 2, 3}));
+  torch::NoGradGuard ng;
+  at::Tensor sum = at::zeros({2, 3});
+  for (std::size_t k = 0; k < names.size(); ++k) {
+    pm->set_adapter(names[k]);
+    const at::Tensor p = at::softmax(pm->forward(in).logits, -1);
+    EXPECT_TRUE(close(r.probs[k], p, 1e-6)) << names[k];
+    sum += p;
+  }
+  EXPECT_TRUE(close(r.mean_probs, sum / 3, 1e-6));
+  EXPECT_TRUE(at::equal(r.votes.sum(-1), at::full({2}, 3, at::kLong)));
+  for (int64_t b = 0; b < 2; ++b) {  // the winner has the most votes
+    const int64_t w = r.prediction[b].item<int64_t>();
+    EXPECT_EQ(r.votes[b][w].item<int64_t>(), r.votes[b].max().item<int64_t>());
+  }
+  const auto m = peft::prompt::ensemble(*pm, names, in, peft::prompt::Combine::MeanProbability);
+  EXPECT_TRUE(at::equal(m.prediction, (sum / 3).argmax(-1)));
+  // Prefix adapters are not ensembled this way.
+  peft::PrefixTuningConfig px;
+  px.task_type = peft::TaskType::SeqCls;
+  px.num_virtual_tokens = 3;
+  auto pm2 = peft::get_peft_model(peft::models::load_model(peft::test::fixture("models/bert_seqcls")), px, "x");
+  EXPECT_THROW(peft::prompt::ensemble(*pm2, {"x"}, in), peft::NotSupported);
 }
 
 }  // namespace

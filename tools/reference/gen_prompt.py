@@ -38,6 +38,8 @@ INPUT_KEYS = {
     "llama_seqcls": ["input_ids", "attention_mask", "labels"],
     "llama_tokcls": ["input_ids", "attention_mask", "labels"],
     "gpt2_causal": ["input_ids", "attention_mask", "labels"],
+    "gpt2_seqcls": ["input_ids", "attention_mask", "labels"],
+    "gpt2_tokcls": ["input_ids", "attention_mask", "labels"],
     "bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "bert_tokcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
@@ -46,7 +48,7 @@ TASK = {"causal": "CAUSAL_LM", "seqcls": "SEQ_CLS", "tokcls": "TOKEN_CLS", "seq2
 METHODS = {
     "prompt": (PromptTuningConfig, {}),
     "ptuning_mlp": (PromptEncoderConfig, {"encoder_hidden_size": 24}),
-    "ptuning_lstm": (PromptEncoderConfig, {"encoder_reparameterization_type": "LSTM", "encoder_hidden_size": 12,
+    "ptuning_lstm": (PromptEncoderConfig, {"encoder_reparameterization_type": "LSTM", "encoder_hidden_size": 6,
                                            "encoder_num_layers": 2}),
     "prefix": (PrefixTuningConfig, {}),
     "prefix_proj": (PrefixTuningConfig, {"prefix_projection": True, "encoder_hidden_size": 20}),
@@ -62,6 +64,9 @@ CASES = [
     ("bert_seqcls", "prefix_proj", False),
     ("bert_tokcls", "prompt", False), ("bert_tokcls", "prefix", False),
     ("t5_seq2seq", "prompt", True), ("t5_seq2seq", "ptuning_mlp", False), ("t5_seq2seq", "prefix", True),
+    ("gpt2_causal", "ptuning_mlp", True), ("gpt2_causal", "prefix_proj", True), ("gpt2_seqcls", "prefix", False),
+    ("gpt2_tokcls", "prompt", False), ("llama_tokcls", "prefix", False), ("llama_seqcls", "ptuning_lstm", False),
+    ("bert_tokcls", "ptuning_lstm", False), ("t5_seq2seq", "ptuning_lstm", False), ("t5_seq2seq", "prefix_proj", True),
 ]
 P = 3
 GEN_TOKENS = 6

@@ -39,7 +39,7 @@ def main():
             continue
         exp = load_file(os.path.join(case, "expected.safetensors"))
         inputs = {k[3:]: v for k, v in exp.items() if k.startswith("in.")}
-        if name.startswith(("bert_tokcls", "llama_tokcls")) and method != "prefix":
+        if name.split("_")[1] == "tokcls" and not method.startswith("prefix"):
             inputs["labels"] = torch.cat([torch.full((inputs["labels"].shape[0], P), -100), inputs["labels"]], 1)
         pm = PeftModel.from_pretrained(load_base(base), ours).eval()
         with torch.no_grad():

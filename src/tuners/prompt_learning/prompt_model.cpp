@@ -113,6 +113,7 @@ at::Tensor PeftModel::prompt_embeddings(const std::string& name_in) const {
   PEFT_CHECK(prompt_ && prompt_->encoders.count(name), std::invalid_argument, "[prompt learning] adapter '", name,
              "' is not a prompt-learning adapter");
   auto& enc = *prompt_->encoders.at(name);
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   return enc.forward();
 }
 
@@ -163,6 +164,8 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
   const std::string& name = active_.front();
   const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(name));
   auto& enc = *prompt_->encoders.at(name);
+  // The encoder's dropout (LSTM encoder_dropout) follows the model's train / eval mode.
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   const int64_t P = cfg.num_virtual_tokens;
   PEFT_CHECK(in.input_ids.defined() || in.inputs_embeds.defined(), std::invalid_argument,
              "[PeftModel::forward] give input_ids or inputs_embeds");
@@ -170,6 +173,9 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
   const int64_t T = in.input_ids.defined() ? in.input_ids.size(1) : in.inputs_embeds.size(1);
   const TaskType task = cfg.task_type;
   const bool seq2seq = task == TaskType::Seq2SeqLM;
+  const int64_t past = in.cache ? in.cache->length() : 0;
+  PEFT_CHECK(past == 0 || cfg.peft_type == PeftType::PrefixTuning, NotSupported, "[PeftModel::forward] ",
+             to_string(cfg.peft_type), " with a filled KV cache would prepend the prompt again; use PeftModel::generate");
   ModelInputs x = in;
   auto ones = [&](const at::Tensor& like) { return at::ones({B, P}, like.options()); };
 
@@ -191,7 +197,7 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     // The real tokens sit after the P cached prefix positions.
     if (x.position_ids.defined()) x.position_ids = x.position_ids + P;
     else if (!seq2seq)
-      x.position_ids = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+      x.position_ids = at::arange(P + past, P + past + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
     const auto dtype = base_->word_embeddings().scalar_type();
     at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
     if (pc.prefix_dropout > 0 && base_->is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
@@ -235,6 +241,7 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
   }
   const auto& cfg = dynamic_cast<const PromptLearningConfig&>(*configs_.at(active_.front()));
   auto& enc = *prompt_->encoders.at(active_.front());
+  if (enc.is_training() != base_->is_training()) enc.train(base_->is_training());
   PEFT_CHECK(cfg.task_type == TaskType::CausalLM || cfg.task_type == TaskType::Seq2SeqLM, std::invalid_argument,
              "[generate] generation needs a CAUSAL_LM or SEQ_2_SEQ_LM adapter, got ", to_string(cfg.task_type));
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
@@ -326,3 +333,62 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
 }
 
 }  // namespace peft
+
+// ---------------------------------------------------------------- ensembling
+
+#include "peft/tuners/prompt_learning/ensemble.h"
+
+namespace peft::prompt {
+
+EnsembleResult ensemble(PeftModel& pm, const std::vector<std::string>& adapters, const models::ModelInputs& in,
+                        Combine combine) {
+  PEFT_CHECK(!adapters.empty(), std::invalid_argument, "[ensemble] give at least one adapter");
+  PEFT_CHECK(in.input_ids.defined() && !in.inputs_embeds.defined(), std::invalid_argument,
+             "[ensemble] give input_ids");
+  const auto& first = dynamic_cast<const PromptLearningConfig&>(pm.peft_config(adapters.front()));
+  const int64_t P = first.num_virtual_tokens, K = static_cast<int64_t>(adapters.size());
+  const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1);
+  const TaskType task = first.task_type;
+  std::vector<at::Tensor> prompts;
+  for (const auto& a : adapters) {
+    const auto& c = pm.peft_config(a);
+    PEFT_CHECK(c.peft_type == PeftType::PromptTuning || c.peft_type == PeftType::PTuning, NotSupported,
+               "[ensemble] adapter '", a, "' is ", to_string(c.peft_type),
+               "; ensembling takes Prompt Tuning / P-Tuning adapters");
+    const auto& pc = dynamic_cast<const PromptLearningConfig&>(c);
+    PEFT_CHECK(pc.task_type == task && pc.num_virtual_tokens == P, std::invalid_argument, "[ensemble] adapter '", a,
+               "' has task ", to_string(pc.task_type), " and ", pc.num_virtual_tokens, " virtual tokens; '",
+               adapters.front(), "' has ", to_string(task), " and ", P);
+    prompts.push_back(pm.prompt_embeddings(a).narrow(0, 0, P).unsqueeze(0).expand({B, P, -1}));
+  }
+  torch::NoGradGuard ng;
+  auto& base = pm.base_model();
+  auto rep = [&](const at::Tensor& t) { return t.defined() ? t.repeat({K, 1}) : t; };
+  models::ModelInputs x;
+  const at::Tensor embeds = base.embed(in.input_ids);
+  x.inputs_embeds = at::cat({at::cat(prompts, 0).to(embeds.scalar_type()), embeds.repeat({K, 1, 1})}, 1);
+  const at::Tensor mask = in.attention_mask.defined() ? in.attention_mask : at::ones_like(in.input_ids);
+  x.attention_mask = at::cat({at::ones({K * B, P}, mask.options()), rep(mask)}, 1);
+  if ((task == TaskType::SeqCls || task == TaskType::TokenCls) && in.token_type_ids.defined())
+    x.token_type_ids = at::cat({at::zeros({K * B, P}, in.token_type_ids.options()), rep(in.token_type_ids)}, 1);
+  x.decoder_input_ids = rep(in.decoder_input_ids);
+  x.decoder_attention_mask = rep(in.decoder_attention_mask);
+  at::Tensor logits = base.forward(x).logits;
+  if (task == TaskType::CausalLM || task == TaskType::TokenCls) logits = logits.narrow(1, P, T);
+  std::vector<int64_t> shape = {K, B};
+  for (int64_t d = 1; d < logits.dim(); ++d) shape.push_back(logits.size(d));
+  EnsembleResult r;
+  r.probs = at::softmax(logits.to(at::kFloat), -1).view(shape);
+  r.mean_probs = r.probs.mean(0);
+  const int64_t C = logits.size(-1);
+  r.votes = at::one_hot(r.probs.argmax(-1), C).sum(0);
+  if (combine == Combine::MeanProbability) {
+    r.prediction = r.mean_probs.argmax(-1);
+  } else {
+    // Most votes; a tie goes to the class with the higher mean probability (a fraction < 1).
+    r.prediction = (r.votes.to(at::kFloat) + r.mean_probs * 0.5).argmax(-1);
+  }
+  return r;
+}
+
+}  // namespace peft::prompt

@@ -1,0 +1,48 @@
+# CLI smoke test for the prompt-learning methods on the bundled stories260K: a few steps of
+# p_tuning (LSTM) on E2E with a checkpoint, --resume from it, peft info --adapter, and the
+# configuration errors (unknown method, TEXT init without text, p_tuning_v2 on causal_lm).
+file(REMOVE_RECURSE ${OUT})
+execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
+                        --tokenizer ${SRC}/models/stories260K/tok512.bin
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
+endif()
+set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv eval_file=${SRC}/data/e2e/dev.csv
+    max_train_samples=64 max_eval_samples=16 eval_generate=2 max_new_tokens=8 max_steps=4
+    per_device_train_batch_size=8 logging_steps=2 eval_steps=4 save_steps=2 output_dir=${OUT}/run
+    num_virtual_tokens=4 encoder_hidden_size=16)
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml ${common}
+                        encoder_reparameterization_type=LSTM
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "method p_tuning \\(P_TUNING\\): trainable params: 20,320 ")
+  message(FATAL_ERROR "peft train p_tuning failed (${rc}):\n${out}${err}")
+endif()
+foreach(f adapter/adapter_config.json adapter/adapter_model.safetensors adapter/prompt_encoder.safetensors
+          checkpoint-2/prompt_encoder.safetensors)
+  if(NOT EXISTS ${OUT}/run/${f})
+    message(FATAL_ERROR "peft train did not write ${f}")
+  endif()
+endforeach()
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml ${common}
+                        encoder_reparameterization_type=LSTM --resume ${OUT}/run/checkpoint-2
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "trained 4 steps")
+  message(FATAL_ERROR "peft train --resume failed (${rc}):\n${out}${err}")
+endif()
+execute_process(COMMAND ${PEFT} info ${OUT}/model --adapter ${OUT}/run/adapter
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "P_TUNING, task CAUSAL_LM" OR NOT out MATCHES "trainable params: 20,320 ")
+  message(FATAL_ERROR "peft info --adapter failed (${rc}):\n${out}${err}")
+endif()
+foreach(bad "method=prompt_tunning;is not one of lora, prompt_tuning"
+            "method=prompt_tuning;prompt_tuning_init=TEXT;prompt_tuning_init_text can't be None"
+            "method=p_tuning_v2;p_tuning_v2 is for task seq_cls or token_cls"
+            "method=prefix_tuning;num_virtual_tokens=0;num_virtual_tokens must be a positive integer")
+  list(POP_BACK bad want)
+  execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml model=${OUT}/model ${bad}
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err MATCHES "${want}")
+    message(FATAL_ERROR "'${bad}' should exit 2 with '${want}', got ${rc}: ${err}")
+  endif()
+endforeach()
