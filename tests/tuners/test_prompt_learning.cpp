@@ -318,6 +318,21 @@ TEST(PromptEncoder, ResumeFromSidecarAndPeftLimit) {
   EXPECT_NO_THROW(peft::PeftModel::from_pretrained(base_of(g), g.dir + "/adapter"));
 }
 
+TEST(PromptEncoder, GradientCheckpointingKeepsPromptGradients) {
+  // Prompt Tuning / P-Tuning work with gradient checkpointing (only prefix tuning refuses it).
+  const GoldenCase g = peft::test::load_case("prompt/llama_causal_ptuning_mlp");
+  auto base = base_of(g);
+  auto pm = peft::get_peft_model(base, *config_of(g));
+  load_encoder(*pm, g.dir + "/encoder.safetensors");
+  base->set_gradient_checkpointing(true);
+  base->train();  // checkpointing is active in training mode; the fixture model has no dropout
+  auto out = pm->forward(inputs_of(g));
+  EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol));
+  out.loss.backward();
+  for (const auto& [k, v] : pm->prompt_encoder_state())
+    EXPECT_TRUE(grad_close(v.grad(), g["grad." + k], g.grad_rtol)) << "grad of " << k;
+}
+
 TEST(PromptEncoder, TokenClassificationLabelsAndTrim) {
   const GoldenCase g = peft::test::load_case("prompt/bert_tokcls_prompt");
   auto pm = peft::get_peft_model(base_of(g), *config_of(g));
