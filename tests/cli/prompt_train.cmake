@@ -9,7 +9,7 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
 endif()
 set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv eval_file=${SRC}/data/e2e/dev.csv
-    max_train_samples=64 max_eval_samples=16 eval_generate=2 max_new_tokens=8 max_steps=4
+    max_train_samples=32 max_eval_samples=8 eval_generate=0 max_steps=4
     per_device_train_batch_size=8 logging_steps=2 eval_steps=4 save_steps=2 output_dir=${OUT}/run
     num_virtual_tokens=4 encoder_hidden_size=16)
 execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml ${common}

@@ -31,7 +31,7 @@ using peft::test::grad_close;
 std::vector<std::string> prompt_cases() {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(peft::test::fixture("prompt")))
-    if (fs::exists(e.path() / "case.json")) out.push_back(e.path().filename().string());
+    if (fs::exists(e.path() / "encoder.safetensors")) out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -269,6 +269,19 @@ TEST(PromptEncoder, TextAndSampleVocabInit) {
     EXPECT_TRUE(at::equal(table[i], words[ids[i % ids.size()]])) << "row " << i;
   EXPECT_EQ(peft::prompt::repeat_or_truncate({1, 2, 3, 4}, 2), (std::vector<int64_t>{1, 2}));
 
+  // PEFT's TEXT init on the same model and tokenizer (gen_prompt.py --stories): identical tables.
+  const GoldenCase ti = peft::test::load_case("prompt/text_init");
+  const std::string text = ti.meta["text"].get<std::string>();
+  const auto pids = tok.encode(text, true).ids;
+  EXPECT_TRUE(at::equal(at::tensor(std::vector<int64_t>(pids.begin(), pids.end())), ti["ids"])) << "token ids";
+  for (int64_t p : {4, 13}) {
+    peft::PromptTuningConfig tc = c;
+    tc.num_virtual_tokens = p;
+    tc.prompt_tuning_init_text = text;
+    auto pmt = peft::get_peft_model(peft::models::load_model(dir), tc);
+    EXPECT_TRUE(at::equal(pmt->prompt_embeddings(), ti["table_" + std::to_string(p)])) << "P = " << p;
+  }
+
   peft::PromptTuningConfig s;
   s.task_type = peft::TaskType::CausalLM;
   s.num_virtual_tokens = 5;
@@ -303,6 +316,21 @@ TEST(PromptEncoder, ResumeFromSidecarAndPeftLimit) {
       [&] { peft::PeftModel::from_pretrained(base_of(g), g.dir + "/adapter", "default", true); },
       {"prompt_encoder.safetensors", "is missing"});
   EXPECT_NO_THROW(peft::PeftModel::from_pretrained(base_of(g), g.dir + "/adapter"));
+}
+
+TEST(PromptEncoder, GradientCheckpointingKeepsPromptGradients) {
+  // Prompt Tuning / P-Tuning work with gradient checkpointing (only prefix tuning refuses it).
+  const GoldenCase g = peft::test::load_case("prompt/llama_causal_ptuning_mlp");
+  auto base = base_of(g);
+  auto pm = peft::get_peft_model(base, *config_of(g));
+  load_encoder(*pm, g.dir + "/encoder.safetensors");
+  base->set_gradient_checkpointing(true);
+  base->train();  // checkpointing is active in training mode; the fixture model has no dropout
+  auto out = pm->forward(inputs_of(g));
+  EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol));
+  out.loss.backward();
+  for (const auto& [k, v] : pm->prompt_encoder_state())
+    EXPECT_TRUE(grad_close(v.grad(), g["grad." + k], g.grad_rtol)) << "grad of " << k;
 }
 
 TEST(PromptEncoder, TokenClassificationLabelsAndTrim) {

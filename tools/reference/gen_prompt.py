@@ -1,7 +1,11 @@
 """Prompt-learning fixtures (Prompt Tuning, P-Tuning, Prefix Tuning / P-Tuning v2), written by
 Hugging Face PEFT: one folder per case under tests/fixtures/prompt/<case>/.
 
-    /root/peft-venv/bin/python tools/reference/gen_prompt.py [CASE ...]
+    /root/peft-venv/bin/python tools/reference/gen_prompt.py [CASE ...] [--stories DIR]
+
+With --stories DIR (stories260K converted by `peft convert ... --tokenizer tok512.bin`), the
+folder text_init/ gets PEFT's TEXT-initialised prompt tables for that model (prompt_embeddings of a
+fresh PromptTuningConfig with prompt_tuning_init="TEXT", P = 4 and 13) and the token ids.
 
 Each case folder holds
   adapter/               PEFT's save_pretrained of adapter "default" (prompt_embeddings + config)
@@ -155,8 +159,38 @@ def make_case(base, method, gen, seed):
     print(f"wrote {out}: trainable {trainable} / {total}")
 
 
+def text_init_case(stories):
+    """PEFT's TEXT init on the real stories260K with its tokenizer: the table is a copy of the word
+    embeddings of the tokenised text, repeated / truncated to P (two lengths)."""
+    out = os.path.join(OUT, "text_init")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    t = {}
+    text = "Once upon a time, there was"
+    for p in (4, 13):
+        model = transformers.LlamaForCausalLM.from_pretrained(stories, dtype=torch.float32)
+        cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=p, prompt_tuning_init="TEXT",
+                                 prompt_tuning_init_text=text, tokenizer_name_or_path=stories)
+        pm = get_peft_model(model, cfg)
+        t[f"table_{p}"] = pm.get_prompt_embedding_to_save("default")
+    t["ids"] = torch.tensor(transformers.AutoTokenizer.from_pretrained(stories)(text)["input_ids"])
+    save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "expected.safetensors"))
+    with open(os.path.join(out, "case.json"), "w") as f:
+        json.dump({"text": text, "lengths": [4, 13], "base": "stories260K (peft convert)"}, f, indent=2, sort_keys=True)
+        f.write("\n")
+    write_manifest(out, seeds="none (TEXT init is deterministic)")
+    print(f"wrote {out}")
+
+
 def main():
-    wanted = set(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--stories" in args:
+        i = args.index("--stories")
+        text_init_case(args[i + 1])
+        args = args[:i] + args[i + 2:]
+        if not args:
+            return
+    wanted = set(args)
     for i, (base, method, gen) in enumerate(CASES):
         if wanted and case_name(base, method) not in wanted:
             continue
