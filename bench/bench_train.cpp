@@ -4,7 +4,7 @@
 // the ratios. Run alone it prints the same RESULT lines.
 //
 //   bench_train --model DIR --adapter-config FILE [--batch 4] [--seq 128] [--steps 10] [--warmup 2]
-//               [--threads N]
+//               [--threads N] [--load-4bit nf4|fp4]
 //   bench_train --gemm-peak [--threads N]
 //
 // Data: fixed pseudo-random token ids (the same formula as the Python twin), labels = inputs,
@@ -26,6 +26,7 @@
 #include "peft/core/runtime.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
+#include "peft/quant/linear4bit.h"
 #include "peft/train/trainer.h"
 
 namespace {
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
   int64_t batch = 4, seq = 128, steps = 10, warmup = 2;
   int threads = 0;
   bool gemm = false;
+  std::string load_4bit;  // "nf4" / "fp4": QLoRA base (double quantisation, fp32 compute)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -95,10 +97,7 @@ int main(int argc, char** argv) {
       else if (a == "--warmup") warmup = std::stoll(next());
       else if (a == "--threads") threads = std::stoi(next());
       else if (a == "--gemm-peak") gemm = true;
-      else if (a == "--load-4bit") {
-        std::cerr << "bench_train: --load-4bit " << next() << ": 4-bit loading is not part of this build\n";
-        return 1;
-      }
+      else if (a == "--load-4bit") load_4bit = next();
       else return usage();
     } catch (const std::exception& e) {
       std::cerr << "bench_train: " << e.what() << "\n";
@@ -116,7 +115,14 @@ int main(int argc, char** argv) {
 
   try {
     std::cout << "RESULT rss_start_mb " << rss_mb() << "\n";
-    auto base = peft::models::load_model(model_dir);
+    peft::models::LoadOptions lo;
+    if (!load_4bit.empty()) {
+      lo.load_in_4bit = true;
+      lo.bnb_4bit_quant_type = load_4bit;
+      lo.bnb_4bit_use_double_quant = true;
+    }
+    auto base = peft::models::load_model(model_dir, lo);
+    if (lo.load_in_4bit) peft::quant::prepare_model_for_kbit_training(*base, false);
     std::cout << "RESULT rss_model_mb " << rss_mb() << "\n";
     auto cfg = peft::load_peft_config(config_file);
     cfg->inference_mode = false;

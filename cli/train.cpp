@@ -212,9 +212,12 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   c.lora.task_type = kTasks.at(c.task).first;
   c.prompt_tuning.task_type = c.p_tuning.task_type = c.prefix_tuning.task_type = c.lora.task_type;
   if (c.method == "p_tuning_v2") {
-    // Deep prompt tuning of an encoder for classification; the original code's prefix dropout.
-    PEFT_CHECK(c.task == "seq_cls" || c.task == "token_cls", ConfigError,
-               "[config] method p_tuning_v2 is for task seq_cls or token_cls, got '", c.task, "'");
+    // Deep prompt tuning (a key/value prefix in every layer, no reparameterisation) with the
+    // original code's prefix dropout. The paper targets classification; on generation tasks it is
+    // prefix tuning without projection, which is how `peft compare` runs it on E2E.
+    if (c.task != "seq_cls" && c.task != "token_cls")
+      std::cerr << "note: method p_tuning_v2 on task " << c.task
+                << ": deep prompt tuning (prefix tuning without projection, prefix dropout)\n";
     if (c.prefix_dropout < 0) c.prefix_tuning.prefix_dropout = 0.1;
   }
   if (c.prefix_dropout >= 0) c.prefix_tuning.prefix_dropout = c.prefix_dropout;

@@ -1,6 +1,6 @@
 # CLI smoke test for the prompt-learning methods on the bundled stories260K: a few steps of
 # p_tuning (LSTM) on E2E with a checkpoint, --resume from it, peft info --adapter, and the
-# configuration errors (unknown method, TEXT init without text, p_tuning_v2 on causal_lm).
+# configuration errors (unknown method, TEXT init without text, prefix methods with gradient checkpointing).
 file(REMOVE_RECURSE ${OUT})
 execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
                         --tokenizer ${SRC}/models/stories260K/tok512.bin
@@ -35,9 +35,9 @@ execute_process(COMMAND ${PEFT} info ${OUT}/model --adapter ${OUT}/run/adapter
 if(NOT rc EQUAL 0 OR NOT out MATCHES "P_TUNING, task CAUSAL_LM" OR NOT out MATCHES "trainable params: 20,320 ")
   message(FATAL_ERROR "peft info --adapter failed (${rc}):\n${out}${err}")
 endif()
-foreach(bad "method=prompt_tunning;is not one of lora, prompt_tuning"
+foreach(bad "method=prompt_tunning;is not one of lora, adalora, qlora, prompt_tuning"
             "method=prompt_tuning;prompt_tuning_init=TEXT;prompt_tuning_init_text can't be None"
-            "method=p_tuning_v2;p_tuning_v2 is for task seq_cls or token_cls"
+            "method=p_tuning_v2;gradient_checkpointing=true;does not work with gradient checkpointing"
             "method=prefix_tuning;num_virtual_tokens=0;num_virtual_tokens must be a positive integer")
   list(POP_BACK bad want)
   execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml model=${OUT}/model ${bad}
