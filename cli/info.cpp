@@ -8,6 +8,7 @@
 
 #include "adapter_info.h"
 #include "commands.h"
+#include "peft/core/check.h"
 #include "peft/io/hf_checkpoint.h"
 
 namespace peft::cli {
@@ -34,8 +35,9 @@ std::string with_commas(int64_t n) {
   return out;
 }
 
-void run_info(const std::string& path, bool list_tensors) {
-  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors);
+void run_info(const std::string& path, bool list_tensors, const std::string& plot) {
+  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors, plot);
+  PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot needs an AdaLoRA adapter folder, got ", path);
   const auto ck = io::HfCheckpoint::open(path);
   const json& cfg = ck.config();
   std::cout << "checkpoint:    " << path << "\n";
@@ -84,7 +86,9 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("path", *path, "Model folder (config.json + safetensors), .safetensors file or adapter folder")
       ->required();
   cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
-  cmd->callback([path, tensors] { run_info(*path, *tensors); });
+  auto plot = std::make_shared<std::string>();
+  cmd->add_option("--plot", *plot, "AdaLoRA adapter: write the rank per module as a PNG bar chart");
+  cmd->callback([path, tensors, plot] { run_info(*path, *tensors, *plot); });
 }
 
 }  // namespace peft::cli

@@ -262,4 +262,46 @@ void write_loss_curve_png(const std::string& path, const std::vector<std::pair<i
   write_file_atomic(path, encode_png(cv, title));
 }
 
+void write_bar_chart_png(const std::string& path, const std::vector<double>& values, double y_max, double reference,
+                         const std::string& title) {
+  constexpr int W = 800, H = 400;
+  constexpr int kLeft = 60, kRight = 20, kTop = 20, kBottom = 40;
+  const int px0 = kLeft, px1 = W - kRight, py0 = kTop, py1 = H - kBottom;
+  double hi = y_max;
+  for (double v : values)
+    if (std::isfinite(v)) hi = std::max(hi, v);
+  if (!(hi > 0)) hi = 1;
+  const Axis ay = nice_axis(0.0, hi, 6, /*integer=*/true);
+  Canvas cv(W, H);
+  for (int k = 0;; ++k) {
+    const double v = ay.lo + k * ay.step;
+    if (v > ay.hi + ay.step * 1e-9) break;
+    const int y = static_cast<int>(std::lround(ay.map(v, py1, py0)));
+    cv.line(px0, y, px1, y, kGrid, 1);
+    cv.line(px0 - 5, y, px0, y, kAxis, 1);
+    const std::string s = fmt_tick(v, ay.step);
+    draw_text(cv, px0 - 9 - text_width(s), y - kGlyphH / 2, s, kBlack);
+  }
+  const int n = static_cast<int>(values.size());
+  const double slot = n > 0 ? static_cast<double>(px1 - px0) / n : 1.0;
+  const int label_every = std::max(1, static_cast<int>(std::ceil(24.0 / slot)));
+  for (int i = 0; i < n; ++i) {
+    const int x0 = px0 + static_cast<int>(std::lround(i * slot + slot * 0.15));
+    const int x1 = px0 + static_cast<int>(std::lround((i + 1) * slot - slot * 0.15));
+    const double v = std::isfinite(values[i]) ? values[i] : 0.0;
+    const int y = static_cast<int>(std::lround(ay.map(v, py1, py0)));
+    if (v > 0) cv.fill_rect(x0, y, std::max(x0, x1), py1, kTrain);
+    if ((i + 1) % label_every == 0 || i == 0) {
+      const std::string s = std::to_string(i + 1);
+      draw_text(cv, (x0 + x1) / 2 - text_width(s) / 2, py1 + 9, s, kBlack);
+    }
+  }
+  if (reference >= 0) {
+    const int y = static_cast<int>(std::lround(ay.map(reference, py1, py0)));
+    for (int x = px0; x < px1; x += 12) cv.line(x, y, std::min(px1, x + 6), y, kEval, 2);
+  }
+  cv.rect(px0, py0, px1, py1, kAxis);
+  write_file_atomic(path, encode_png(cv, title));
+}
+
 }  // namespace peft::train

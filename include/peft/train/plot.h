@@ -15,4 +15,10 @@ namespace peft::train {
 void write_loss_curve_png(const std::string& path, const std::vector<std::pair<int64_t, double>>& train,
                           const std::vector<std::pair<int64_t, double>>& eval, const std::string& title);
 
+/// Writes a 800x400 RGB PNG bar chart: bar i (numbered 1.. under the axis) has height values[i] on
+/// a 0..y_max axis, with a dashed reference line at `reference` (skipped when < 0). Used by
+/// `peft info --plot` for AdaLoRA's rank per module. Written atomically.
+void write_bar_chart_png(const std::string& path, const std::vector<double>& values, double y_max, double reference,
+                         const std::string& title);
+
 }  // namespace peft::train
