@@ -10,6 +10,7 @@
 
 #include "peft/core/check.h"
 #include "peft/io/safetensors.h"
+#include "peft/train/plot.h"
 #include "peft/tuners/adalora/config.h"
 
 namespace peft::cli {
@@ -31,7 +32,8 @@ std::string with_commas(int64_t n) {
   return out;
 }
 
-void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const std::string& file) {
+void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const std::string& file,
+                   const std::string& plot) {
   // module -> rank held in the file (lora_E is [k, 1]).
   const std::string prefix = "base_model.model.", suffix = ".lora_E";
   std::map<std::string, int64_t> ranks;
@@ -62,16 +64,29 @@ void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const
             << "\n"
             << "budget:        " << total << " of " << cfg.init_r * static_cast<int64_t>(ranks.size())
             << " triplets kept (target " << cfg.target_r * static_cast<int64_t>(ranks.size()) << ")\n\n";
-  std::cout << std::left << std::setw(static_cast<int>(width)) << "module" << "  rank\n";
+  std::cout << "   # " << std::left << std::setw(static_cast<int>(width)) << "module" << "  rank\n";
+  int idx = 0;
   for (const auto& [m, k] : ranks)
-    std::cout << std::left << std::setw(static_cast<int>(width)) << m << "  " << std::right << std::setw(4) << k << "  "
+    std::cout << std::right << std::setw(4) << ++idx << " " << std::left << std::setw(static_cast<int>(width)) << m
+              << "  " << std::right << std::setw(4) << k << "  "
               << std::string(static_cast<std::size_t>(k), '#')
               << std::string(static_cast<std::size_t>(std::max<int64_t>(0, cfg.init_r - k)), '.') << "\n";
+  if (!plot.empty()) {
+    // One bar per module, in table order, labelled with the module name.
+    std::vector<std::string> labels;
+    train::BarSeries bars{"rank (init_r " + std::to_string(cfg.init_r) + ", target_r " + std::to_string(cfg.target_r) + ")", {}};
+    for (const auto& [m, k] : ranks) {
+      labels.push_back(m);
+      bars.values.push_back(static_cast<double>(k));
+    }
+    train::write_bar_chart_png(plot, labels, {bars}, "AdaLoRA rank per module: " + file);
+    std::cout << "\nchart:         " << plot << " (bars in table order)\n";
+  }
 }
 
 }  // namespace
 
-void run_adapter_info(const std::string& path, bool list_tensors) {
+void run_adapter_info(const std::string& path, bool list_tensors, const std::string& plot) {
   const auto cfg = load_peft_config(path);
   const std::string file = (fs::path(path) / "adapter_model.safetensors").string();
   PEFT_CHECK(fs::exists(file), FormatError, "[info] ", path, ": adapter_config.json but no adapter_model.safetensors");
@@ -84,7 +99,8 @@ void run_adapter_info(const std::string& path, bool list_tensors) {
             << "base model:    " << (cfg->base_model_name_or_path.empty() ? "-" : cfg->base_model_name_or_path) << "\n"
             << "tensors:       " << f.names().size() << "\n"
             << "parameters:    " << with_commas(params) << "\n";
-  if (const auto* ada = dynamic_cast<const AdaLoraConfig*>(cfg.get())) adalora_table(*ada, f, file);
+  if (const auto* ada = dynamic_cast<const AdaLoraConfig*>(cfg.get())) adalora_table(*ada, f, file, plot);
+  else PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot draws AdaLoRA ranks; ", path, " is ", to_string(cfg->peft_type));
   if (list_tensors) {
     for (const auto& n : f.names()) {
       const auto& t = f.at(n);

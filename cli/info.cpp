@@ -9,6 +9,7 @@
 #include "adapter_info.h"
 #include "commands.h"
 #include "peft/config/peft_config.h"
+#include "peft/core/check.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
 #include "peft/models/model_config.h"
@@ -39,8 +40,9 @@ std::string with_commas(int64_t n) {
   return out;
 }
 
-void run_info(const std::string& path, bool list_tensors) {
-  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors);
+void run_info(const std::string& path, bool list_tensors, const std::string& plot) {
+  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors, plot);
+  PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot needs an AdaLoRA adapter folder, got ", path);
   const auto ck = io::HfCheckpoint::open(path);
   const json& cfg = ck.config();
   std::cout << "checkpoint:    " << path << "\n";
@@ -123,8 +125,10 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("-a,--adapter", *adapter,
                   "Also build this adapter's config on the model and print PEFT's trainable-parameter line")
       ->check(CLI::ExistingDirectory);
-  cmd->callback([path, tensors, adapter] {
-    run_info(*path, *tensors);
+  auto plot = std::make_shared<std::string>();
+  cmd->add_option("--plot", *plot, "AdaLoRA adapter: write the rank per module as a PNG bar chart");
+  cmd->callback([path, tensors, adapter, plot] {
+    run_info(*path, *tensors, *plot);
     if (!adapter->empty()) adapter_info(*path, *adapter);
   });
 }

@@ -14,6 +14,16 @@ foreach(want "peft_type:     ADALORA" "budget:        15 of 48 triplets kept (ta
 endforeach()
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
+# --plot: the ranks as a PNG bar chart.
+execute_process(COMMAND ${PEFT} info ${SRC}/tests/fixtures/adalora/llama_rank0 --plot ${OUT}/ranks.png
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT EXISTS ${OUT}/ranks.png)
+  message(FATAL_ERROR "peft info --plot failed (${rc}): ${err}")
+endif()
+file(READ ${OUT}/ranks.png sig LIMIT 8 HEX)
+if(NOT sig STREQUAL "89504e470d0a1a0a")
+  message(FATAL_ERROR "peft info --plot did not write a PNG (signature ${sig})")
+endif()
 file(READ ${SRC}/tests/fixtures/adalora/llama_rank0/adapter_config.json cfg)
 string(REPLACE "\"tinit\": 4" "\"tinit\": 40" cfg "${cfg}")
 file(WRITE ${OUT}/adapter_config.json "${cfg}")
