@@ -37,7 +37,7 @@ if(NOT rc EQUAL 0 OR NOT out MATCHES "P_TUNING, task CAUSAL_LM" OR NOT out MATCH
 endif()
 foreach(bad "method=prompt_tunning;is not one of lora, adalora, qlora, prompt_tuning"
             "method=prompt_tuning;prompt_tuning_init=TEXT;prompt_tuning_init_text can't be None"
-            "method=p_tuning_v2;gradient_checkpointing=true;does not work with gradient checkpointing"
+            "method=p_tuning_v2;gradient_checkpointing=true;train_file=${SRC}/data/e2e/train.csv;eval_file=;max_train_samples=8;max_steps=1;does not work with gradient checkpointing"
             "method=prefix_tuning;num_virtual_tokens=0;num_virtual_tokens must be a positive integer")
   list(POP_BACK bad want)
   execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml model=${OUT}/model ${bad}
