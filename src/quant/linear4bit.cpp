@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "gemv4.h"
 #include "peft/core/check.h"
 #include "peft/models/model.h"
 
@@ -153,6 +154,20 @@ double Linear4bitWeight::requantize(const at::Tensor& w_in) {
 
 at::Tensor Linear4bitWeight::matmul(const at::Tensor& x2) const {
   const int64_t N = x2.size(0);
+  if (N <= 4 && compute_ == at::kFloat && gemv_4bit_supported(in_, q_.state.blocksize)) {
+    // Few rows (decoding): the fused SIMD GEMV reads the packed weight directly.
+    at::Tensor y = at::empty({N, out_}, x2.options());
+    const auto& code = code_4bit(q_.state.quant_type);
+    for (int64_t i = 0; i < N; ++i) {
+      const float* xi = x2.data_ptr<float>() + i * in_;
+      float* yi = y.data_ptr<float>() + i * out_;
+      at::parallel_for(0, out_, 64, [&](int64_t a, int64_t b) {
+        gemv_4bit(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), code.data(), q_.state.blocksize, in_, a, b,
+                  xi, yi);
+      });
+    }
+    return y;
+  }
   at::Tensor y = at::empty({N, out_}, x2.options());
   const int64_t R = tile_rows(out_, in_);
   at::Tensor buf = at::empty({R, in_}, x2.options());

@@ -76,6 +76,16 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
   EXPECT_TRUE(close(w4->forward(x), at::linear(x, deq), 1e-5));
   // One row (decoding).
   EXPECT_TRUE(close(w4->forward(x[0][0]), at::linear(x[0][0], deq), 1e-5));
+  // The fused Highway GEMV (in a multiple of the block size): 1-4 rows, NF4 and FP4.
+  for (auto t : {pq::QuantType::NF4, pq::QuantType::FP4}) {
+    const at::Tensor W2 = torch::randn({300, 256}) * 0.1;
+    pq::Linear4bitWeight g(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}));
+    const at::Tensor d2 = g.dequantize();
+    for (int64_t rows : {1, 3}) {
+      const at::Tensor xr = torch::randn({rows, 256});
+      EXPECT_TRUE(close(g.forward(xr), at::linear(xr, d2), 1e-5)) << rows;
+    }
+  }
   auto b4 = quantise(W, false, "bfloat16");
   const at::Tensor yb = b4->forward(x);
   EXPECT_EQ(yb.scalar_type(), at::kFloat);
