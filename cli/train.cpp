@@ -141,6 +141,11 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     c.load_in_4bit = true;
     if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
   }
+  PEFT_CHECK(c.bnb_4bit_quant_type == "nf4" || c.bnb_4bit_quant_type == "fp4", ConfigError,
+             "[config] key 'bnb_4bit_quant_type': '", c.bnb_4bit_quant_type, "' is not one of nf4, fp4");
+  PEFT_CHECK(c.bnb_4bit_compute_dtype == "float32" || c.bnb_4bit_compute_dtype == "bfloat16", ConfigError,
+             "[config] key 'bnb_4bit_compute_dtype': '", c.bnb_4bit_compute_dtype,
+             "' is not one of float32, bfloat16");
   PEFT_CHECK(c.method == "lora" || c.method == "qlora", NotSupported, "[config] method '", c.method,
              "' is not available in this build yet (lora, qlora)");
   static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
