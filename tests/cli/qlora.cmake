@@ -30,3 +30,22 @@ execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_qlora.yaml ${c
 if(NOT rc EQUAL 2 OR NOT err MATCHES "bnb_4bit_compute_dtype")
   message(FATAL_ERROR "a bad bnb_4bit_compute_dtype should exit 2 naming the key, got ${rc}: ${err}")
 endif()
+# peft merge of the QLoRA adapter: into the dequantised 4-bit base (full precision), or re-quantised.
+execute_process(COMMAND ${PEFT} merge ${OUT}/model ${OUT}/run/adapter ${OUT}/merged --4bit nf4 --double-quant
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT EXISTS ${OUT}/merged/model.safetensors)
+  message(FATAL_ERROR "peft merge --4bit failed (${rc}):\n${out}${err}")
+endif()
+execute_process(COMMAND ${PEFT} merge ${OUT}/model ${OUT}/run/adapter ${OUT}/merged4 --4bit nf4 --double-quant --requantize
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "re-quantised 35 4-bit layers")
+  message(FATAL_ERROR "peft merge --requantize failed (${rc}):\n${out}${err}")
+endif()
+file(READ ${OUT}/merged4/config.json cfg)
+if(NOT cfg MATCHES "quantization_config")
+  message(FATAL_ERROR "a re-quantised merge should write quantization_config:\n${cfg}")
+endif()
+execute_process(COMMAND ${PEFT} info ${OUT}/merged4 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft info on the 4-bit folder failed (${rc}):\n${out}${err}")
+endif()
