@@ -93,10 +93,16 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
   for (auto t : {pq::QuantType::NF4, pq::QuantType::FP4}) {
     const at::Tensor W2 = torch::randn({300, 256}) * 0.1;
     pq::Linear4bitWeight g(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}));
-    const at::Tensor d2 = g.dequantize();
+    const at::Tensor d2 = g.dequantize();  // the SIMD dequantisation (in % 64 == 0)
+    std::vector<float> ref(300 * 256);
+    pq::dequantize_4bit(g.quantized(), ref.data());
+    EXPECT_TRUE(at::equal(d2, torch::from_blob(ref.data(), {300, 256}).clone()));
+    pq::Linear4bitWeight gb(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}),
+                            "bfloat16");
     for (int64_t rows : {1, 3}) {
       const at::Tensor xr = torch::randn({rows, 256});
       EXPECT_TRUE(close(g.forward(xr), at::linear(xr, d2), 1e-5)) << rows;
+      EXPECT_TRUE(close(gb.forward(xr), at::linear(xr.to(at::kBFloat16).to(at::kFloat), d2), 5e-2)) << rows;
     }
   }
   auto b4 = quantise(W, false, "bfloat16");
