@@ -198,6 +198,11 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     c.load_in_4bit = true;
     if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
   }
+  PEFT_CHECK(c.bnb_4bit_quant_type == "nf4" || c.bnb_4bit_quant_type == "fp4", ConfigError,
+             "[config] key 'bnb_4bit_quant_type': '", c.bnb_4bit_quant_type, "' is not one of nf4, fp4");
+  PEFT_CHECK(c.bnb_4bit_compute_dtype == "float32" || c.bnb_4bit_compute_dtype == "bfloat16", ConfigError,
+             "[config] key 'bnb_4bit_compute_dtype': '", c.bnb_4bit_compute_dtype,
+             "' is not one of float32, bfloat16");
   static const std::set<std::string> kMethods = {"lora", "adalora", "qlora", "prompt_tuning", "p_tuning",
                                                  "prefix_tuning", "p_tuning_v2"};
   PEFT_CHECK(kMethods.count(c.method), ConfigError, "[config] key 'method': '", c.method,
@@ -583,15 +588,41 @@ void add_train_command(CLI::App& app) {
 void add_merge_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("merge", "Merge an adapter into its base model and write a full HF folder");
   struct A {
-    std::string model, adapter, out;
+    std::string model, adapter, out, quant;
+    bool double_quant = false, requantize = false;
   };
   auto a = std::make_shared<A>();
   cmd->add_option("model", a->model, "Base model folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("adapter", a->adapter, "PEFT adapter folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("out", a->out, "Output folder")->required();
+  // QLoRA adapters: merge into the 4-bit base they were trained on (PEFT issues #1080, #2105).
+  cmd->add_option("--4bit", a->quant, "The adapter was trained on a 4-bit base of this type (nf4 or fp4): "
+                                      "merge into that base's dequantised weights")
+      ->check(CLI::IsMember({"nf4", "fp4"}));
+  cmd->add_flag("--double-quant", a->double_quant, "With --4bit: the base used double quantisation");
+  cmd->add_flag("--requantize", a->requantize, "Keep the merged model 4-bit (bitsandbytes format) and report "
+                                               "the re-quantisation error; default: full precision");
   cmd->callback([a] {
-    auto pm = PeftModel::from_pretrained(models::load_model(a->model), a->adapter);
+    models::LoadOptions o;
+    if (!a->quant.empty()) {
+      o.load_in_4bit = true;
+      o.bnb_4bit_quant_type = a->quant;
+      o.bnb_4bit_use_double_quant = a->double_quant;
+    }
+    auto base = models::load_model(a->model, o);
+    std::vector<models::AdaptableLinearImpl*> q4;
+    for (const auto& m : base->modules())
+      if (auto* l = dynamic_cast<models::AdaptableLinearImpl*>(m.get()); l && l->quantized()) q4.push_back(l);
+    PEFT_CHECK(!a->requantize || !q4.empty(), ConfigError,
+               "[merge] --requantize needs a 4-bit base (--4bit or a bitsandbytes-quantised model folder)");
+    if (!q4.empty() && !a->requantize) quant::dequantize_model(*base);
+    auto pm = PeftModel::from_pretrained(base, a->adapter);
     auto merged = pm->merge_and_unload(/*safe_merge=*/true);
+    if (a->requantize) {
+      double worst = 0.0;
+      for (auto* l : q4) worst = std::max(worst, l->last_requant_error());
+      std::cout << "re-quantised " << q4.size() << " 4-bit layers; largest |merged - 4-bit| " << worst << "\n";
+    }
     models::save_pretrained(*merged, a->out);
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})
       if (fs::exists(fs::path(a->model) / f)) fs::copy_file(fs::path(a->model) / f, fs::path(a->out) / f, fs::copy_options::overwrite_existing);

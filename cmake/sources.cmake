@@ -34,7 +34,10 @@ set(PEFT_CORE_SOURCES
   ${S}/train/plot.cpp
   # QLoRA: torch-free 4-bit quantisation (bitsandbytes format).
   ${S}/quant/quantize.cpp
+  ${S}/quant/gemv4_hwy.cpp
 )
+# Highway re-includes the kernel file by name for each SIMD target.
+set_source_files_properties(${S}/quant/gemv4_hwy.cpp PROPERTIES INCLUDE_DIRECTORIES ${S}/quant)
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS

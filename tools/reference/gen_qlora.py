@@ -66,8 +66,8 @@ def quant_case(t, name, src, w, quant_type, blocksize, double_quant):
 def quant_fixtures(model_dir):
     g = torch.Generator().manual_seed(9)
     t, cases = {}, []
-    rnd = torch.randn(64, 160, generator=g) * 0.05  # 160 blocks of 64: one nested block of < 256
-    big = torch.randn(160, 128, generator=g)         # 320 blocks: a full and a tail nested block
+    rnd = torch.randn(48, 160, generator=g) * 0.05  # 120 blocks of 64: one nested block of < 256
+    big = torch.randn(129, 128, generator=g)         # 258 blocks: a full and a tail nested block
     odd = torch.randn(7, 37, generator=g)            # 259 values: odd count and a tail block
     edge = torch.randn(8, 64, generator=g)
     edge[0].zero_()                                  # an all-zero block
@@ -86,10 +86,9 @@ def quant_fixtures(model_dir):
     cases.append(quant_case(t, "big_nf4_dq", "big", big, "nf4", 64, True))
     cases.append(quant_case(t, "random_nf4_b128", "random", rnd, "nf4", 128, False))
     cases.append(quant_case(t, "random_nf4_dq_b32", "random", rnd, "nf4", 32, True))
-    # Real weights: every projection of stories260K layer 0 and the largest one of layer 4.
+    # Real weights: stories260K projections (attention and MLP, first and last layer).
     sd = load_file(os.path.join(model_dir, "model.safetensors"))
-    real = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-            "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.down_proj.weight",
+    real = ["model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight",
             "model.layers.4.mlp.up_proj.weight"]
     for k in real:
         short = "stories_" + k.replace("model.layers.", "l").replace(".weight", "").replace(".", "_")
@@ -116,7 +115,7 @@ def linear_fixtures():
     t = {}
     # in_features multiples of 64: bitsandbytes' native CPU dequantisation is wrong otherwise (see
     # dequantize_flat), and Linear4bit.forward uses it.
-    for name, (i, o, bias) in {"lin_a": (192, 96, True), "lin_b": (64, 200, False)}.items():
+    for name, (i, o, bias) in {"lin_a": (128, 48, True), "lin_b": (64, 72, False)}.items():
         ref = torch.nn.Linear(i, o, bias=bias)
         with torch.no_grad():
             ref.weight.copy_(torch.randn(o, i, generator=g) * 0.1)
@@ -163,7 +162,7 @@ def model_fixture():
     from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(5)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       tie_word_embeddings=False)
     full = LlamaForCausalLM(cfg).eval()
@@ -190,7 +189,7 @@ def model_fixture():
     # Train mode with no dropout: in eval mode bitsandbytes' CPU path repacks the weight with a
     # bf16 absmax for its own kernel; train mode keeps the exact fp32 dequantise-then-matmul.
     pm.train()
-    ids = torch.tensor([[1, 5, 9, 33, 7, 64, 2, 90], [0, 0, 3, 17, 44, 95, 12, 8]])
+    ids = torch.tensor([[1, 5, 9, 33, 7, 60, 2, 50], [0, 0, 3, 17, 44, 63, 12, 8]])
     mask = torch.tensor([[1] * 8, [0, 0] + [1] * 6])
     t = {"input_ids": ids, "attention_mask": mask}
     with torch.no_grad():
