@@ -106,8 +106,9 @@ struct Loops {
   void (*silu_mul)(const float*, const float*, float*, int64_t);
   void (*rotary)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                  const float*, int64_t, float*);
+  void (*gelu_tanh)(const float*, float*, int64_t);
 };
-#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all}
+#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all, &ns::gelu_tanh}
 
 const Loops& loops() {
   static const Loops l = [] {
@@ -273,6 +274,16 @@ at::Tensor rotary_f32(const at::Tensor& x_in, const at::Tensor& cos_in, const at
   loops().rotary(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), B, H, T, D, c.data_ptr<float>(),
                  s.data_ptr<float>(), c.size(0) == 1 ? 0 : T * D, y.data_ptr<float>());
   return y.permute({0, 2, 1, 3});
+}
+
+at::Tensor gelu_tanh_f32(const at::Tensor& x_in) {
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x);
+  const auto fn = loops().gelu_tanh;
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) { fn(xp + begin, yp + begin, end - begin); });
+  return y;
 }
 
 }  // namespace peft::models::kernels

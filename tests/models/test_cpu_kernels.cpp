@@ -120,6 +120,18 @@ TEST(FusedKernels, SiluTimesUpMatchesAten) {
   EXPECT_TRUE(close(fused, at::silu(g) * u, 1e-6, 1e-6));
 }
 
+TEST(FusedKernels, GeluTanhMatchesAten) {
+  torch::manual_seed(5);
+  at::Tensor x = torch::randn({5, 307}) * 3;
+  x[0][0] = 30.0f;
+  x[0][1] = -30.0f;
+  x[0][2] = 1e-4f;
+  x[0][3] = 0.0f;
+  torch::NoGradGuard ng;
+  const at::Tensor fused = peft::models::activation("gelu_new", x);
+  EXPECT_TRUE(close(fused, at::gelu(x, "tanh"), 1e-6, 1e-6));
+}
+
 TEST(FusedKernels, RotaryMatchesAten) {
   torch::manual_seed(4);
   for (const int64_t D : {8, 16, 12}) {
