@@ -278,7 +278,8 @@ void check_activation(const std::string& name, const std::string& source) {
 at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "silu" || name == "swish") return at::silu(x);
   if (name == "gelu") return at::gelu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    return kernels::elementwise_f32_applicable({&x}) ? kernels::gelu_tanh_f32(x) : at::gelu(x, "tanh");
   if (name == "relu") return at::relu(x);
   if (name == "tanh") return at::tanh(x);
   if (name == "quick_gelu") return x * at::sigmoid(1.702 * x);

@@ -1,21 +1,27 @@
-// Fused CPU attention for inference: the loop of cpu_attention.inc, compiled for AVX-512, AVX2
-// and baseline x86-64 and picked at run time from the CPU's features.
+// Fused fp32 CPU kernels for inference: the loops of cpu_attention.inc, compiled for AVX-512,
+// AVX2+FMA and portable code, picked once from the CPU's features (portable only off x86).
 #include "cpu_kernels.h"
 
 #include <ATen/ATen.h>
-#include <immintrin.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
-#include <initializer_list>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PEFT_X86 1
+#include <immintrin.h>
+#else
+#define PEFT_X86 0
+#endif
 
 namespace peft::models::kernels {
 
@@ -73,7 +79,8 @@ struct Buffers {
   int64_t Sp;
 };
 
-// One copy of the attention loop per instruction set (see cpu_attention.inc).
+// One copy of the loops per instruction set (see cpu_attention.inc).
+#if PEFT_X86
 namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
@@ -94,6 +101,7 @@ namespace avx2 {
 #undef PEFT_VEC_AVX2
 #pragma GCC pop_options
 }  // namespace avx2
+#endif
 
 namespace baseline {
 #include "cpu_attention.inc"
@@ -106,16 +114,19 @@ struct Loops {
   void (*silu_mul)(const float*, const float*, float*, int64_t);
   void (*rotary)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                  const float*, int64_t, float*);
+  void (*gelu_tanh)(const float*, float*, int64_t);
 };
-#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all}
+#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all, &ns::gelu_tanh}
 
 const Loops& loops() {
   static const Loops l = [] {
+#if PEFT_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
       return PEFT_LOOPS(avx512);
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PEFT_LOOPS(avx2);
+#endif
     return PEFT_LOOPS(baseline);
   }();
   return l;
@@ -273,6 +284,16 @@ at::Tensor rotary_f32(const at::Tensor& x_in, const at::Tensor& cos_in, const at
   loops().rotary(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), B, H, T, D, c.data_ptr<float>(),
                  s.data_ptr<float>(), c.size(0) == 1 ? 0 : T * D, y.data_ptr<float>());
   return y.permute({0, 2, 1, 3});
+}
+
+at::Tensor gelu_tanh_f32(const at::Tensor& x_in) {
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x);
+  const auto fn = loops().gelu_tanh;
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) { fn(xp + begin, yp + begin, end - begin); });
+  return y;
 }
 
 }  // namespace peft::models::kernels

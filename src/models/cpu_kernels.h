@@ -47,4 +47,7 @@ at::Tensor silu_mul_f32(const at::Tensor& g, const at::Tensor& u);
 /// as a view of [B, T, H, D] storage.
 at::Tensor rotary_f32(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+/// at::gelu(x, "tanh") in one vectorised pass.
+at::Tensor gelu_tanh_f32(const at::Tensor& x);
+
 }  // namespace peft::models::kernels

@@ -7,6 +7,7 @@
 #include "../../src/models/cpu_kernels.h"
 #include "golden.h"
 #include "peft/models/blocks.h"
+#include "peft/models/model.h"
 
 namespace {
 
@@ -120,6 +121,18 @@ TEST(FusedKernels, SiluTimesUpMatchesAten) {
   EXPECT_TRUE(close(fused, at::silu(g) * u, 1e-6, 1e-6));
 }
 
+TEST(FusedKernels, GeluTanhMatchesAten) {
+  torch::manual_seed(5);
+  at::Tensor x = torch::randn({5, 307}) * 3;
+  x[0][0] = 30.0f;
+  x[0][1] = -30.0f;
+  x[0][2] = 1e-4f;
+  x[0][3] = 0.0f;
+  torch::NoGradGuard ng;
+  const at::Tensor fused = peft::models::activation("gelu_new", x);
+  EXPECT_TRUE(close(fused, at::gelu(x, "tanh"), 1e-6, 1e-6));
+}
+
 TEST(FusedKernels, RotaryMatchesAten) {
   torch::manual_seed(4);
   for (const int64_t D : {8, 16, 12}) {
@@ -148,6 +161,31 @@ TEST(FusedKernels, ScopedPlainAtenTurnsThemOff) {
     EXPECT_FALSE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
   }
   EXPECT_TRUE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
+}
+
+// The golden fixtures of every architecture (padded batches) through the fused path: the model
+// tests run with autograd on (plain ATen path), so this repeats their forward under no-grad.
+TEST(FusedKernels, EveryArchitectureMatchesTransformersWithPaddingMasks) {
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"models/llama_causal", "logits"}, {"models/gpt2_causal", "logits"},
+      {"models/bert_base", "last_hidden_state"}, {"models/t5_seq2seq", "logits"}};
+  for (const auto& [name, key] : cases) {
+    const auto c = peft::test::load_case(name);
+    ASSERT_EQ(c["attention_mask"].min().item<int64_t>(), 0) << name << ": expected a padded batch";
+    auto m = peft::models::load_model(c.dir);
+    m->eval();
+    peft::models::ModelInputs in;
+    in.input_ids = c["input_ids"];
+    in.attention_mask = c["attention_mask"];
+    if (c.has("token_type_ids")) in.token_type_ids = c["token_type_ids"];
+    if (m->is_encoder_decoder()) in.labels = c["labels"];
+    torch::NoGradGuard ng;
+    const auto out = m->forward(in);
+    const at::Tensor got = std::string(key) == "logits" ? out.logits : out.last_hidden_state;
+    const auto r = close(got, c[key], c.atol);
+    std::cout << "[fused] " << name << " " << key << ": " << r.message() << "\n";
+    EXPECT_TRUE(r) << name;
+  }
 }
 
 }  // namespace

@@ -14,7 +14,8 @@ struct RuntimeInfo {
 /// Sets LibTorch's intra-op thread count (0 = one thread, unless OMP_NUM_THREADS is set: fp32
 /// matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down) and
 /// checks which BLAS serves fp32 GEMM. Warns once on stderr when it is the slow reference BLAS.
-/// Idempotent; the CLI calls it first thing.
+/// Also keeps malloc blocks up to 256 MB out of fresh mmaps (see runtime.cpp) unless
+/// MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set. Idempotent; the CLI calls it first thing.
 RuntimeInfo init_runtime(int threads = 0);
 
 /// This process's peak resident set in MiB (Linux VmHWM; 0 where unavailable). Unlike
