@@ -9,7 +9,6 @@
 #include <torch/serialize.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -177,12 +176,6 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
     (nd ? no_decay : decay).push_back(p.value());
     s_->params.push_back(p.value());
   }
-  // Trainable tensors outside the base model (prompt-learning encoders) are trained too.
-  for (const auto& t : s_->model->trainable_parameters())
-    if (t.requires_grad() && std::none_of(s_->params.begin(), s_->params.end(), [&](const at::Tensor& q) { return q.is_same(t); })) {
-      decay.push_back(t);
-      s_->params.push_back(t);
-    }
   PEFT_CHECK(!s_->params.empty(), ConfigError, "[Trainer] the model has no trainable parameters (is the adapter in inference mode?)");
   auto opts = torch::optim::AdamWOptions(s_->args.learning_rate)
                   .betas({s_->args.adam_beta1, s_->args.adam_beta2})
