@@ -1,7 +1,8 @@
 // Data-parallel training throughput: the same LoRA fine-tuning job (global batch B, sequence 128)
 // on 1 rank and on 2 local ranks (launcher, loopback Gloo), through the real Trainer. Prints the
 // tokens/s of each and the all-reduce time per step (the trainer's calls: token counts, then the
-// bucketed gradients + loss; timed by a wrapper around the process group).
+// bucketed gradients + loss; timed by a wrapper around the process group), and the gradient
+// all-reduce alone with the ranks lined up by a barrier (allreduce_synced_ms).
 //
 //   bench_distributed [steps=12] [global_batch=16]
 //
@@ -108,6 +109,21 @@ int worker(int steps, int64_t global_batch) {
   tr.train();
   const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
   if (timed) step_bytes = timed->bytes / (steps + kWarmup);
+  // The same gradient all-reduce with the ranks lined up by a barrier first: the transfer alone,
+  // without waiting for the slower rank.
+  double synced_ms = 0;
+  if (timed) {
+    std::vector<at::Tensor> grads;
+    for (const auto& p : pm->base_model().parameters())
+      if (p.requires_grad()) grads.push_back(torch::randn_like(p));
+    constexpr int kReps = 20;
+    for (int i = 0; i < kReps; ++i) {
+      timed->barrier();
+      const auto t0 = Clock::now();
+      timed->all_reduce_sum(grads);
+      synced_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / kReps;
+    }
+  }
   if (env.rank == 0) {
     const double reduce_ms = timed ? (timed->seconds - reduce_at_start) * 1000 / steps : 0.0;
     std::cout << std::fixed << std::setprecision(1) << "RESULT ranks=" << env.world_size
@@ -116,7 +132,7 @@ int worker(int steps, int64_t global_batch) {
               << " global_batch=" << global_batch
               << " tokens_per_s=" << static_cast<double>(global_batch * kSeq * steps) / secs
               << " step_ms=" << secs * 1000 / steps << " allreduce_ms_per_step=" << std::setprecision(2) << reduce_ms
-              << " allreduce_bytes_per_step=" << step_bytes << "\n";
+              << " allreduce_bytes_per_step=" << step_bytes << " allreduce_synced_ms=" << synced_ms << "\n";
   }
   if (env.rank == 0) std::filesystem::remove_all(a.output_dir);  // only rank 0 wrote there
   return 0;

@@ -2,12 +2,13 @@
 #include "peft/distributed/launcher.h"
 
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -83,8 +84,17 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& argv) {
     std::vector<std::string> argv_copy = argv;
     for (auto& s : argv_copy) args.push_back(s.data());
     args.push_back(nullptr);
-    pid_t pid = 0;
-    const int rc = ::posix_spawn(&pid, argv[0].c_str(), nullptr, nullptr, args.data(), envp.data());
+    // fork + exec rather than posix_spawn, to ask for SIGTERM when the launcher dies (even by
+    // SIGKILL): ranks never outlive it. Only async-signal-safe calls run between fork and exec.
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(127);
+      ::execve(args[0], args.data(), envp.data());
+      ::_exit(127);
+    }
+    const int rc = pid < 0 ? errno : 0;
     if (rc != 0) {
       for (const auto& [p, r] : ranks) ::kill(p, SIGTERM);
       for (const auto& [p, r] : ranks) ::waitpid(p, nullptr, 0);
@@ -116,7 +126,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& argv) {
         how = "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
       } else if (WIFEXITED(status)) {
         code = WEXITSTATUS(status);
-        how = "exited with code " + std::to_string(code);
+        how = "exited with code " + std::to_string(code) + (code == 127 ? " (could not run " + argv[0] + "?)" : "");
       }
       if (code != 0 && !failed) {
         failed = true;

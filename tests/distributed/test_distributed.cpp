@@ -30,6 +30,11 @@
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/lora/config.h"
+#if __has_include("peft/tuners/prompt_tuning/config.h")
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
+#define PEFT_TEST_PROMPT_LEARNING 1
+#endif
 #include "test_utils.h"
 
 extern char** environ;
@@ -39,7 +44,8 @@ namespace {
 namespace fs = std::filesystem;
 namespace dist = peft::distributed;
 
-// The methods every data-parallel check runs for; a new method is one row here.
+// The methods every data-parallel check runs for; a new method is one row here. The prompt-learning
+// rows compile where those tuners exist (they are built on another branch).
 struct MethodCase {
   const char* name;
   std::function<std::unique_ptr<peft::PeftConfig>()> config;
@@ -56,8 +62,29 @@ const std::vector<MethodCase>& methods() {
          c->init_lora_weights = "gaussian";  // B != 0, so every adapter tensor moves from step 1
          return c;
        }},
+#ifdef PEFT_TEST_PROMPT_LEARNING
+      {"prompt_tuning",
+       [] {
+         auto c = std::make_unique<peft::PromptTuningConfig>();
+         c->task_type = peft::TaskType::CausalLM;
+         c->num_virtual_tokens = 4;
+         return c;
+       }},
+      {"prefix_tuning",
+       [] {
+         auto c = std::make_unique<peft::PrefixTuningConfig>();
+         c->task_type = peft::TaskType::CausalLM;
+         c->num_virtual_tokens = 4;
+         return c;
+       }},
+#endif
   };
   return m;
+}
+std::vector<std::string> method_names() {
+  std::vector<std::string> v;
+  for (const auto& m : methods()) v.push_back(m.name);
+  return v;
 }
 const MethodCase& method(const std::string& name) {
   for (const auto& m : methods())
@@ -267,8 +294,8 @@ TEST_P(Distributed, TwoRanksEqualOneRankWithDoubleBatchAndResumeAcrossWorldSizes
   EXPECT_EQ(st["global_step"], 10);
 }
 
-INSTANTIATE_TEST_SUITE_P(Methods, Distributed, ::testing::Values("lora"),
-                         [](const auto& info) { return std::string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Methods, Distributed, ::testing::ValuesIn(method_names()),
+                         [](const auto& info) { return info.param; });
 
 // SIGKILL of rank 1 at step 3: rank 0 exits non-zero well within 60 s, naming rank 1, and writes
 // no adapter.

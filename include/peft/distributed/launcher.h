@@ -29,6 +29,7 @@ struct LaunchOptions {
 /// 1234) was killed by signal 9") and returns its exit code (128 + signal for a signal). SIGINT and
 /// SIGTERM sent to the launcher are passed on to the ranks. With nproc_per_node > 1, ranks get
 /// OMP_NUM_THREADS=1 (as torchrun does) and OPENBLAS_NUM_THREADS=cores/nproc_per_node unless set.
+/// Ranks get SIGTERM if the launcher itself dies (PR_SET_PDEATHSIG).
 int launch(const LaunchOptions& opts, const std::vector<std::string>& argv);
 
 }  // namespace peft::distributed
