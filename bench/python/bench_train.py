@@ -11,9 +11,10 @@ PEFT (`PeftConfig.save_pretrained`), and in every round two fresh processes trai
 `bench_train` (peft.cpp's Trainer) and this script in --worker mode (a plain PyTorch loop: forward,
 backward, clip_grad_norm_, AdamW, linear schedule; AdaLoRA's update_and_allocate after backward).
 Same model files, data (deterministic ids, labels = inputs), batch, sequence length, learning rate
-and optimiser. Threads: torch.set_num_threads(--threads, default: all cores) in Python; peft.cpp's
-default runtime (LibTorch one thread, OpenBLAS its own pool over all cores) unless --threads is
-given to both.
+and optimiser. Threads: by default torch.set_num_threads(all cores) in Python and peft.cpp's default runtime
+(LibTorch one thread, OpenBLAS its own pool over all cores). --threads N gives both sides N threads
+in every pool (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and the frameworks' own
+setting): the like-for-like comparison on a shared machine.
 
 Printed per run: tokens/s (timed steps after the warm-up), step time median and p90, peak RSS of the
 process (VmHWM, model load included) and MFU = achieved FLOP/s / the fp32 GEMM peak measured by
@@ -138,8 +139,12 @@ def worker(a):
     print(f"RESULT peak_rss_mb {peak_rss_mb()}")
 
 
-def results_of(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def results_of(cmd, threads=0):
+    env = dict(os.environ)
+    if threads:  # every pool on both sides: OpenMP (LibTorch / torch), OpenBLAS (C++), MKL (torch wheel)
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[k] = str(threads)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         lines = (p.stderr.strip() or p.stdout.strip() or "failed").splitlines()
         return {"error": lines[-1][:160]}
@@ -211,7 +216,7 @@ def main():
     import transformers
 
     thr = ["--threads", str(a.threads)] if a.threads else []
-    peak = results_of([a.cpp, "--gemm-peak"] + thr).get("gemm_peak_gflops", float("nan"))
+    peak = results_of([a.cpp, "--gemm-peak"] + thr, a.threads).get("gemm_peak_gflops", float("nan"))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
           f"fp32 GEMM peak (bench_train --gemm-peak): {peak:.1f} GFLOP/s; batch {a.batch} x seq {a.seq}, "
           f"{a.steps} timed steps after {a.warmup}, {a.rounds} round(s)", flush=True)
@@ -242,8 +247,8 @@ def main():
                       "--warmup", str(a.warmup), "--threads", str(a.threads)]
             runs = {"cpp": [], "py": []}
             for _ in range(a.rounds):
-                runs["cpp"].append(results_of(cpp_cmd))
-                runs["py"].append(results_of(py_cmd))
+                runs["cpp"].append(results_of(cpp_cmd, a.threads))
+                runs["py"].append(results_of(py_cmd, a.threads))
             row = {"model": mname, "method": method}
             for side, rs in runs.items():
                 ok = [r for r in rs if "error" not in r]

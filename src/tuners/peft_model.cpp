@@ -746,6 +746,11 @@ std::pair<int64_t, int64_t> PeftModel::get_nb_trainable_parameters() const {
     all += p.numel();
     if (p.requires_grad()) trainable += p.numel();
   }
+  // A 4-bit base weight is no parameter here; PEFT counts bitsandbytes' packed Params4bit as
+  // 2 values per byte, i.e. the original element count rounded up to even.
+  for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl*) {
+    if (l && l->quantized()) all += (l->in_features() * l->out_features() + 1) / 2 * 2;
+  });
   return {trainable, all};
 }
 

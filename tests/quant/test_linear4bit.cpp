@@ -141,6 +141,10 @@ TEST(QLoRA, BitsandbytesQuantisedLlamaWithPeftAdapterMatchesPeftLogits) {
   EXPECT_TRUE(close(base->forward(in).logits, c["logits_base"], 1e-4));
   auto pm = peft::PeftModel::from_pretrained(base, c.dir + "/adapter");
   EXPECT_TRUE(close(pm->forward(in).logits, c["logits_lora"], 1e-4));
+  // PEFT counts a packed Params4bit as two values per byte: the parameter total of the 4-bit
+  // model equals the fp32 one's.
+  auto pm_fp = peft::PeftModel::from_pretrained(peft::models::load_model(c.dir + "/base_fp32"), c.dir + "/adapter");
+  EXPECT_EQ(pm->get_nb_trainable_parameters(), pm_fp->get_nb_trainable_parameters());
 
   // Quantise-on-load of the fp32 checkpoint with the same BitsAndBytesConfig: same bytes.
   peft::models::LoadOptions o;
