@@ -12,6 +12,7 @@
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/io/tokenizer.h"
+#include "peft/models/blocks.h"
 #include "peft/peft_model.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_tuning/config.h"
@@ -57,6 +58,68 @@ bool gradient_checkpointing_on(models::PretrainedModel& m) {
   return on;
 }
 
+/// Appends the per-layer key/value block `kv` ([B, H, P, hd] each) to `cache`.
+void append_to_cache(models::KVCache& cache, const std::vector<models::KeyValue>& kv) {
+  if (cache.layers.size() < kv.size()) cache.layers.resize(kv.size());
+  for (std::size_t l = 0; l < kv.size(); ++l) {
+    auto& slot = cache.layers[l];
+    slot.key = slot.key.defined() ? at::cat({slot.key, kv[l].key.to(slot.key.scalar_type())}, 2) : kv[l].key;
+    slot.value = slot.value.defined() ? at::cat({slot.value, kv[l].value.to(slot.value.scalar_type())}, 2) : kv[l].value;
+  }
+}
+
+/// Infix placement ([x; INFIX; y]) on a decoder-only model, one sample at a time: x runs first
+/// and fills a KV cache, the infix keys/values are appended to the cache, then y runs over
+/// [x; INFIX]. x ends at the first label that is not -100 (no labels: the whole input is x).
+/// Tokens of x never see the infix; tokens of y see it at every layer; y's positions count on
+/// after the P infix slots.
+ModelOutput infix_forward(models::PretrainedModel& base, const ModelInputs& in, const PrefixTuningConfig& pc,
+                          prompt::PromptEncoder& enc) {
+  PEFT_CHECK(in.cache == nullptr, NotSupported,
+             "[PREFIX_TUNING] prefix_placement infix with a KV cache; use PeftModel::generate");
+  const bool have_ids = in.input_ids.defined();
+  const at::Tensor& src = have_ids ? in.input_ids : in.inputs_embeds;
+  const int64_t B = src.size(0), T = src.size(1), P = pc.num_virtual_tokens;
+  at::Tensor flat = enc.forward().unsqueeze(0).to(base.word_embeddings().scalar_type());
+  if (pc.prefix_dropout > 0 && base.is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
+  const auto kv = prompt::prefix_key_values(flat, pc.num_layers, pc.num_attention_heads, pc.token_dim, 1);
+  const at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(at::kLong)
+                                                      : at::ones({B, T}, at::TensorOptions().dtype(at::kLong));
+  std::vector<at::Tensor> logits;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t s = T;
+    if (in.labels.defined()) {
+      const at::Tensor nz = (in.labels[b] != -100).nonzero();
+      if (nz.numel() > 0) s = nz[0][0].item<int64_t>();
+    }
+    const at::Tensor m = mask.narrow(0, b, 1);
+    const at::Tensor pos = (m.cumsum(-1) - 1).clamp_min(0);
+    auto segment = [&](int64_t a, int64_t e, const at::Tensor& seg_mask, const at::Tensor& seg_pos, models::KVCache& c) {
+      ModelInputs si;
+      if (have_ids) si.input_ids = in.input_ids.narrow(0, b, 1).narrow(1, a, e - a);
+      else si.inputs_embeds = in.inputs_embeds.narrow(0, b, 1).narrow(1, a, e - a);
+      si.attention_mask = seg_mask;
+      si.position_ids = seg_pos;
+      si.cache = &c;
+      return base.forward(si).logits;
+    };
+    models::KVCache cache;
+    std::vector<at::Tensor> parts;
+    if (s > 0) parts.push_back(segment(0, s, m.narrow(1, 0, s), pos.narrow(1, 0, s), cache));
+    std::vector<models::KeyValue> kv_b = kv;
+    append_to_cache(cache, kv_b);
+    if (s < T) {
+      const at::Tensor seg_mask = at::cat({m.narrow(1, 0, s), at::ones({1, P}, m.options()), m.narrow(1, s, T - s)}, 1);
+      parts.push_back(segment(s, T, seg_mask, pos.narrow(1, s, T - s) + P, cache));
+    }
+    logits.push_back(at::cat(parts, 1));
+  }
+  ModelOutput out;
+  out.logits = at::cat(logits, 0);
+  if (in.labels.defined()) out.loss = models::causal_lm_loss(out.logits, in.labels);
+  return out;
+}
+
 }  // namespace
 
 void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
@@ -67,7 +130,12 @@ void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
              " needs a model with the matching head; this model (", base_->config().source(), ") has another one");
   cfg.fill_from_model(base_->config());
   cfg.validate();
-  if (cfg.peft_type == PeftType::PrefixTuning) {
+  const auto* pfx = dynamic_cast<const PrefixTuningConfig*>(&cfg);
+  if (pfx && pfx->embedding_only()) {
+    const int64_t hidden = base_->word_embeddings().size(1);
+    PEFT_CHECK(cfg.token_dim == hidden, ConfigError, who, "prefix_placement: embedding needs token_dim ", cfg.token_dim,
+               " equal to the model's embedding width ", hidden);
+  } else if (cfg.peft_type == PeftType::PrefixTuning) {
     PEFT_CHECK(!gradient_checkpointing_on(*base_), ConfigError, who,
                "PREFIX_TUNING does not work with gradient checkpointing (turn it off in the model or trainer)");
     const int64_t H = cfg.num_attention_heads;
@@ -191,6 +259,19 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     PEFT_CHECK(!base_->gradient_checkpointing(), ConfigError,
                "[PREFIX_TUNING] PREFIX_TUNING does not work with gradient checkpointing");
     const auto& pc = dynamic_cast<const PrefixTuningConfig&>(cfg);
+    if (pc.infix()) return infix_forward(*base_, x, pc, enc);
+    if (pc.embedding_only()) {
+      // Embedding-only ablation: P trainable vectors at the input layer, nothing deeper.
+      x.position_ids = at::Tensor();
+      if (x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
+      at::Tensor embeds = x.inputs_embeds.defined() ? x.inputs_embeds : base_->embed(x.input_ids);
+      at::Tensor virt = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(embeds.scalar_type());
+      if (pc.prefix_dropout > 0 && base_->is_training()) virt = at::dropout(virt, pc.prefix_dropout, true);
+      x.input_ids = at::Tensor();
+      x.inputs_embeds = at::cat({virt, embeds}, 1);
+      if (x.labels.defined()) x.labels = at::cat({at::full({B, P}, -100, x.labels.options()), x.labels}, 1);
+      return base_->forward(x);
+    }
     if (!seq2seq && x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
     if (seq2seq && x.decoder_attention_mask.defined())
       x.decoder_attention_mask = at::cat({ones(x.decoder_attention_mask), x.decoder_attention_mask}, 1);
@@ -201,6 +282,12 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     const auto dtype = base_->word_embeddings().scalar_type();
     at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
     if (pc.prefix_dropout > 0 && base_->is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
+    if (pc.encoder_and_decoder()) {
+      // Rows P..2P-1 prefix every encoder self-attention (PREFIX in [PREFIX; x; PREFIX'; y]).
+      x.prefix_kv = prompt::prefix_key_values(flat.narrow(1, P, P), cfg.num_layers, cfg.num_attention_heads,
+                                              cfg.token_dim, 1);
+      flat = flat.narrow(1, 0, P);
+    }
     auto kv = prompt::prefix_key_values(flat, cfg.num_layers, cfg.num_attention_heads, cfg.token_dim,
                                         cfg.num_transformer_submodules);
     if (seq2seq) x.decoder_prefix_kv = std::move(kv);
@@ -246,17 +333,25 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
              "[generate] generation needs a CAUSAL_LM or SEQ_2_SEQ_LM adapter, got ", to_string(cfg.task_type));
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
              "[generate] input_ids must be [batch, length>0], got ", input_ids.sizes());
-  const bool prefix = cfg.peft_type == PeftType::PrefixTuning;
+  const auto* pc = dynamic_cast<const PrefixTuningConfig*>(&cfg);
+  const bool infix = pc && pc->infix();
+  const bool enc_prefix = pc && pc->encoder_and_decoder();
+  const bool prefix = pc && !pc->embedding_only() && !infix;
   const int64_t P = cfg.num_virtual_tokens, B = input_ids.size(0), T = input_ids.size(1);
   torch::NoGradGuard ng;
   const at::Tensor mask0 = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids, at::kLong);
   const at::Tensor onesP = at::ones({B, P}, mask0.options());
-  std::vector<models::KeyValue> kv;
+  std::vector<models::KeyValue> kv, enc_kv;
   at::Tensor prompts;
   const auto dtype = base_->word_embeddings().scalar_type();
-  if (prefix) {
-    kv = prompt::prefix_key_values(enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype), cfg.num_layers,
-                                   cfg.num_attention_heads, cfg.token_dim, cfg.num_transformer_submodules);
+  if (prefix || infix) {
+    at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
+    if (enc_prefix) {
+      enc_kv = prompt::prefix_key_values(flat.narrow(1, P, P), cfg.num_layers, cfg.num_attention_heads, cfg.token_dim, 1);
+      flat = flat.narrow(1, 0, P);
+    }
+    kv = prompt::prefix_key_values(flat, cfg.num_layers, cfg.num_attention_heads, cfg.token_dim,
+                                   infix ? 1 : cfg.num_transformer_submodules);
   } else {
     prompts = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype).narrow(1, 0, P);
   }
@@ -286,7 +381,13 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
       ModelInputs in;
       in.cache = &cache;
       in.attention_mask = at::cat({onesP, mask}, 1);
-      if (prefix) {
+      if (infix) {
+        // [x; INFIX; y]: the prompt runs without the infix, which then joins the cache after it.
+        in.input_ids = step_ids;
+        in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + (step == 0 ? 0 : P);
+        in.attention_mask = step == 0 ? mask
+                                      : at::cat({mask.narrow(1, 0, T), onesP, mask.narrow(1, T, mask.size(1) - T)}, 1);
+      } else if (prefix) {
         in.input_ids = step_ids;
         in.prefix_kv = kv;
         in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + P;
@@ -296,6 +397,7 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
         in.input_ids = step_ids;
       }
       const at::Tensor next = choose(base_->forward(in).logits.select(1, -1), ids);
+      if (infix && step == 0) append_to_cache(cache, kv);
       ids = at::cat({ids, next.unsqueeze(1)}, 1);
       mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
       pos = at::cat({pos, pos.narrow(1, pos.size(1) - 1, 1) + 1}, 1);
@@ -315,7 +417,10 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
   for (int64_t step = 0; step < gc.max_new_tokens; ++step) {
     ModelInputs in;
     if (encoder_outputs.defined()) in.encoder_outputs = encoder_outputs;
-    else if (prefix) in.input_ids = input_ids;
+    else if (prefix) {
+      in.input_ids = input_ids;
+      in.prefix_kv = enc_kv;
+    }
     else in.inputs_embeds = at::cat({prompts, base_->embed(input_ids)}, 1);
     in.attention_mask = enc_mask;
     in.decoder_input_ids = step_ids;
