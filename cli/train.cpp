@@ -136,6 +136,7 @@ const std::map<std::string, Setter>& setters() {
     S_STR("encoder_reparameterization_type", p_tuning.encoder_reparameterization_type);
     S_INT("encoder_num_layers", p_tuning.encoder_num_layers); S_DBL("encoder_dropout", p_tuning.encoder_dropout);
     S_BOOL("prefix_projection", prefix_tuning.prefix_projection); S_DBL("prefix_dropout", prefix_dropout);
+    S_STR("prefix_on", prefix_tuning.prefix_on); S_STR("prefix_placement", prefix_tuning.prefix_placement);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
