@@ -14,6 +14,7 @@
 #include "peft/io/tokenizer.h"
 #include "peft/models/blocks.h"
 #include "peft/peft_model.h"
+#include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_tuning/config.h"
 #include "prompt_state.h"
@@ -120,6 +121,95 @@ ModelOutput infix_forward(models::PretrainedModel& base, const ModelInputs& in, 
   return out;
 }
 
+/// Tokenises the template's words (anchors, [v:word] inits), checks the ids and initialises the
+/// virtual tokens named [v:word] with the mean embedding of the word's tokens.
+std::vector<TemplateItem> resolve_template(const PromptEncoderConfig& c, const at::Tensor& words,
+                                           prompt::PromptEncoder& enc) {
+  auto items = parse_p_tuning_template(c.p_tuning_template);
+  std::optional<io::Tokenizer> tok;
+  const int64_t V = words.size(0);
+  int64_t v = 0;
+  for (auto& it : items) {
+    if (it.kind == TemplateItem::Input) continue;
+    if (!it.word.empty()) {
+      if (!tok) {
+        PEFT_CHECK(c.tokenizer_name_or_path && fs::exists(*c.tokenizer_name_or_path), ConfigError,
+                   "[P_TUNING] p_tuning_template word '", it.word, "' needs tokenizer_name_or_path (a model folder with "
+                   "a tokenizer, or a tokenizer file); got '", c.tokenizer_name_or_path.value_or(""), "'");
+        const std::string& path = *c.tokenizer_name_or_path;
+        tok = fs::is_directory(path) ? io::Tokenizer::from_pretrained(path) : io::Tokenizer::from_file(path);
+      }
+      const auto enc_ids = tok->encode(it.word, /*add_special_tokens=*/false).ids;
+      PEFT_CHECK(!enc_ids.empty(), ConfigError, "[P_TUNING] p_tuning_template word '", it.word, "' tokenises to nothing");
+      it.ids.assign(enc_ids.begin(), enc_ids.end());
+    }
+    for (int64_t id : it.ids)
+      PEFT_CHECK(id >= 0 && id < V, ConfigError, "[P_TUNING] p_tuning_template token id ", id,
+                 " is outside the model's vocabulary (", V, ")");
+    if (it.kind == TemplateItem::Virtual) {
+      if (!it.ids.empty() && !c.inference_mode) {
+        torch::NoGradGuard ng;
+        const at::Tensor ids = at::tensor(it.ids, at::TensorOptions().dtype(at::kLong)).to(words.device());
+        enc.table()[v].copy_(words.detach().index_select(0, ids).mean(0).to(enc.table().scalar_type()));
+      }
+      ++v;
+    }
+  }
+  return items;
+}
+
+/// The input embeddings, mask and labels of a P-Tuning template: per sample, the template with
+/// x (the first `split[b]` positions) at [x], then the rest of the sample (y). Virtual tokens come
+/// from `virt` [P, d] in template order; anchors are frozen word embeddings. Labels of template
+/// tokens are -100.
+struct Templated {
+  at::Tensor embeds, mask, labels;
+};
+Templated apply_template(models::PretrainedModel& base, const std::vector<TemplateItem>& items, const at::Tensor& virt,
+                         const at::Tensor& embeds, const at::Tensor& mask, const at::Tensor& labels,
+                         const std::vector<int64_t>& split) {
+  const int64_t B = embeds.size(0), T = embeds.size(1);
+  std::vector<at::Tensor> anchor_embeds;
+  for (const auto& it : items)
+    if (it.kind == TemplateItem::Anchor) {
+      torch::NoGradGuard ng;  // anchors are real, frozen token embeddings
+      anchor_embeds.push_back(base.embed(at::tensor(it.ids, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).to(embeds.device()))[0].detach());
+    }
+  std::vector<at::Tensor> e_rows, m_rows, l_rows;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t s = split[b];
+    std::vector<at::Tensor> e, m, l;
+    int64_t v = 0, a = 0;
+    auto fixed = [&](const at::Tensor& rows) {
+      e.push_back(rows.to(embeds.scalar_type()));
+      m.push_back(at::ones({rows.size(0)}, mask.options()));
+      if (labels.defined()) l.push_back(at::full({rows.size(0)}, -100, labels.options()));
+    };
+    for (const auto& it : items) {
+      if (it.kind == TemplateItem::Input) {
+        e.push_back(embeds[b].narrow(0, 0, s));
+        m.push_back(mask[b].narrow(0, 0, s));
+        if (labels.defined()) l.push_back(labels[b].narrow(0, 0, s));
+      } else if (it.kind == TemplateItem::Virtual) {
+        fixed(virt.narrow(0, v++, 1));
+      } else {
+        fixed(anchor_embeds[a++]);
+      }
+    }
+    e.push_back(embeds[b].narrow(0, s, T - s));
+    m.push_back(mask[b].narrow(0, s, T - s));
+    if (labels.defined()) l.push_back(labels[b].narrow(0, s, T - s));
+    e_rows.push_back(at::cat(e, 0));
+    m_rows.push_back(at::cat(m, 0));
+    if (labels.defined()) l_rows.push_back(at::cat(l, 0));
+  }
+  Templated t;
+  t.embeds = at::stack(e_rows);
+  t.mask = at::stack(m_rows);
+  if (labels.defined()) t.labels = at::stack(l_rows);
+  return t;
+}
+
 }  // namespace
 
 void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
@@ -156,6 +246,8 @@ void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
   auto enc = prompt::make_prompt_encoder(cfg, base_->word_embeddings(), ids);
   enc->to(base_->word_embeddings().device());
   prompt_->encoders[name] = enc;
+  if (auto* pe = dynamic_cast<PromptEncoderConfig*>(&cfg); pe && !pe->p_tuning_template.empty())
+    prompt_->templates[name] = resolve_template(*pe, base_->word_embeddings(), *enc);
 }
 
 void PeftModel::prompt_set_trainable(const std::string& name, bool trainable) {
@@ -295,6 +387,27 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     return base_->forward(x);
   }
 
+  // P-Tuning with a template: virtual tokens and anchors around x.
+  if (auto tp = prompt_->templates.find(name); tp != prompt_->templates.end()) {
+    x.position_ids = at::Tensor();
+    at::Tensor embeds = x.inputs_embeds.defined() ? x.inputs_embeds : base_->embed(x.input_ids);
+    const at::Tensor mask = x.attention_mask.defined() ? x.attention_mask : at::ones({B, T}, at::TensorOptions().dtype(at::kLong));
+    std::vector<int64_t> split(B, T);
+    const bool causal = task == TaskType::CausalLM;
+    if (causal && x.labels.defined())
+      for (int64_t b = 0; b < B; ++b) {
+        const at::Tensor nz = (x.labels[b] != -100).nonzero();
+        if (nz.numel() > 0) split[b] = nz[0][0].item<int64_t>();
+      }
+    const at::Tensor virt = enc.forward().narrow(0, 0, P);
+    const Templated t = apply_template(*base_, tp->second, virt, embeds, mask, causal ? x.labels : at::Tensor(), split);
+    x.input_ids = at::Tensor();
+    x.inputs_embeds = t.embeds;
+    x.attention_mask = t.mask;
+    if (causal && x.labels.defined()) x.labels = t.labels;
+    return base_->forward(x);
+  }
+
   // Prompt Tuning / P-Tuning: virtual-token embeddings before the real ones.
   if (x.position_ids.defined()) {
     if (!prompt_->warned_position_ids)
@@ -356,6 +469,13 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
     prompts = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype).narrow(1, 0, P);
   }
 
+  // P-Tuning template: the prompt is x; the template's embeddings and mask replace [prompts; x].
+  Templated tmpl;
+  const auto tp = prompt_->templates.find(active_.front());
+  const bool templated = tp != prompt_->templates.end();
+  if (templated)
+    tmpl = apply_template(*base_, tp->second, enc.forward().narrow(0, 0, P).to(dtype), base_->embed(input_ids), mask0,
+                          at::Tensor(), std::vector<int64_t>(B, T));
   std::vector<int64_t> eos = gc.eos_token_id;
   const int64_t pad = gc.pad_token_id >= 0 ? gc.pad_token_id : (eos.empty() ? 0 : eos.front());
   at::Generator gen = at::detail::createCPUGenerator(gc.seed);
@@ -391,6 +511,10 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
         in.input_ids = step_ids;
         in.prefix_kv = kv;
         in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + P;
+      } else if (templated) {
+        if (step == 0) in.inputs_embeds = tmpl.embeds;
+        else in.input_ids = step_ids;
+        in.attention_mask = at::cat({tmpl.mask, mask.narrow(1, T, mask.size(1) - T)}, 1);
       } else if (step == 0) {
         in.inputs_embeds = at::cat({prompts, base_->embed(step_ids)}, 1);
       } else {
@@ -411,12 +535,13 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
   if (start < 0) start = base_->config().get_int("decoder_start_token_id", -1);
   if (start < 0) start = base_->config().get_int("bos_token_id", -1);
   PEFT_CHECK(start >= 0, ConfigError, "[generate] ", base_->config().source(), ": no decoder_start_token_id");
-  const at::Tensor enc_mask = prefix ? mask0 : at::cat({onesP, mask0}, 1);
+  const at::Tensor enc_mask = templated ? tmpl.mask : prefix ? mask0 : at::cat({onesP, mask0}, 1);
   at::Tensor ids = at::full({B, 1}, start, input_ids.options().dtype(at::kLong));
   at::Tensor step_ids = ids, encoder_outputs;
   for (int64_t step = 0; step < gc.max_new_tokens; ++step) {
     ModelInputs in;
     if (encoder_outputs.defined()) in.encoder_outputs = encoder_outputs;
+    else if (templated) in.inputs_embeds = tmpl.embeds;
     else if (prefix) {
       in.input_ids = input_ids;
       in.prefix_kv = enc_kv;
