@@ -586,6 +586,9 @@ EnsembleResult ensemble(PeftModel& pm, const std::vector<std::string>& adapters,
                "[ensemble] adapter '", a, "' is ", to_string(c.peft_type),
                "; ensembling takes Prompt Tuning / P-Tuning adapters");
     const auto& pc = dynamic_cast<const PromptLearningConfig&>(c);
+    const auto* pe = dynamic_cast<const PromptEncoderConfig*>(&c);
+    PEFT_CHECK(!pe || pe->p_tuning_template.empty(), NotSupported, "[ensemble] adapter '", a,
+               "' has a p_tuning_template; ensembling prepends the virtual tokens and takes template-free adapters");
     PEFT_CHECK(pc.task_type == task && pc.num_virtual_tokens == P, std::invalid_argument, "[ensemble] adapter '", a,
                "' has task ", to_string(pc.task_type), " and ", pc.num_virtual_tokens, " virtual tokens; '",
                adapters.front(), "' has ", to_string(task), " and ", P);
