@@ -107,8 +107,7 @@ ModelOutput infix_forward(models::PretrainedModel& base, const ModelInputs& in, 
     models::KVCache cache;
     std::vector<at::Tensor> parts;
     if (s > 0) parts.push_back(segment(0, s, m.narrow(1, 0, s), pos.narrow(1, 0, s), cache));
-    std::vector<models::KeyValue> kv_b = kv;
-    append_to_cache(cache, kv_b);
+    append_to_cache(cache, kv);
     if (s < T) {
       const at::Tensor seg_mask = at::cat({m.narrow(1, 0, s), at::ones({1, P}, m.options()), m.narrow(1, s, T - s)}, 1);
       parts.push_back(segment(s, T, seg_mask, pos.narrow(1, s, T - s) + P, cache));
