@@ -33,6 +33,17 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kAllMethods = {"lora",          "adalora",  "qlora",        "prefix_tuning",
                                               "p_tuning",      "prompt_tuning", "p_tuning_v2"};
 
+// Placement variants of prefix tuning (the Prefix-Tuning paper's ablations), for a "prompt
+// placement" table: `--methods prefix_tuning,prefix_infix,prefix_embedding`. Each runs
+// `method=prefix_tuning` with the prefix_tuning settings plus its prefix_placement. Not in the
+// default method list.
+const std::map<std::string, std::string> kPlacementVariants = {
+    {"prefix_infix", "prefix_placement=infix"}, {"prefix_embedding", "prefix_placement=embedding"}};
+
+bool known_method(const std::string& m) {
+  return std::find(kAllMethods.begin(), kAllMethods.end(), m) != kAllMethods.end() || kPlacementVariants.count(m);
+}
+
 // Settings each method gets unless the config's `compare: {<method>: {...}}` says otherwise:
 // the usual starting points (PEFT's examples) for a small model.
 const std::map<std::string, std::vector<std::string>>& method_defaults() {
@@ -126,7 +137,7 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
         if (methods.empty()) methods = kv.second.as<std::vector<std::string>>();
       } else if (k == "output_dir") {
         if (out.empty()) out = kv.second.as<std::string>();
-      } else if (std::find(kAllMethods.begin(), kAllMethods.end(), k) != kAllMethods.end()) {
+      } else if (known_method(k)) {
         PEFT_CHECK(kv.second.IsMap(), ConfigError, "[config] ", cfg_path, ": compare.", k,
                    " must be a mapping of train keys");
         auto& v = per_method[k];
@@ -138,6 +149,7 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
       } else {
         std::string valid = "methods, output_dir";
         for (const auto& m : kAllMethods) valid += ", " + m;
+        for (const auto& [m, extra] : kPlacementVariants) valid += ", " + m;
         throw ConfigError("[config] " + cfg_path + ": unknown key 'compare." + k + "' (valid: " + valid + ")");
       }
     }
@@ -145,9 +157,9 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
   }
   if (methods.empty()) methods = kAllMethods;
   for (const auto& m : methods)
-    PEFT_CHECK(std::find(kAllMethods.begin(), kAllMethods.end(), m) != kAllMethods.end(), ConfigError,
+    PEFT_CHECK(known_method(m), ConfigError,
                "[compare] unknown method '", m, "' (valid: lora, adalora, qlora, prefix_tuning, p_tuning, "
-               "prompt_tuning, p_tuning_v2)");
+               "prompt_tuning, p_tuning_v2, and the prefix placements prefix_infix, prefix_embedding)");
   if (out.empty()) out = "compare";
   fs::create_directories(out);
   const std::string base_cfg = (fs::path(out) / "train_config.yaml").string();
@@ -162,7 +174,12 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     const fs::path dir = fs::path(out) / m;
     fs::remove_all(dir);
     fs::create_directories(dir);
-    std::vector<std::string> args = {"peft", "train", base_cfg, "method=" + m, "output_dir=" + dir.string()};
+    const auto variant = kPlacementVariants.find(m);
+    const std::string method = variant == kPlacementVariants.end() ? m : "prefix_tuning";
+    std::vector<std::string> args = {"peft", "train", base_cfg, "method=" + method, "output_dir=" + dir.string()};
+    if (variant != kPlacementVariants.end() && per_method.count(method))
+      for (const auto& kv : per_method.at(method)) args.push_back(kv);
+    if (variant != kPlacementVariants.end()) args.push_back(variant->second);
     if (per_method.count(m))
       for (const auto& kv : per_method.at(m)) args.push_back(kv);
     for (const auto& o : overrides) args.push_back(o);

@@ -136,6 +136,8 @@ const std::map<std::string, Setter>& setters() {
     S_STR("encoder_reparameterization_type", p_tuning.encoder_reparameterization_type);
     S_INT("encoder_num_layers", p_tuning.encoder_num_layers); S_DBL("encoder_dropout", p_tuning.encoder_dropout);
     S_BOOL("prefix_projection", prefix_tuning.prefix_projection); S_DBL("prefix_dropout", prefix_dropout);
+    S_STR("p_tuning_template", p_tuning.p_tuning_template);
+    S_STR("prefix_on", prefix_tuning.prefix_on); S_STR("prefix_placement", prefix_tuning.prefix_placement);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
@@ -226,6 +228,8 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     if (c.prefix_dropout < 0) c.prefix_tuning.prefix_dropout = 0.1;
   }
   if (c.prefix_dropout >= 0) c.prefix_tuning.prefix_dropout = c.prefix_dropout;
+  if (c.method == "p_tuning" && !c.p_tuning.p_tuning_template.empty() && !c.p_tuning.tokenizer_name_or_path)
+    c.p_tuning.tokenizer_name_or_path = c.prompt_tuning.tokenizer_name_or_path.value_or(c.model);
   if (c.method == "prompt_tuning" && c.prompt_tuning.prompt_tuning_init == "TEXT" && !c.prompt_tuning.tokenizer_name_or_path)
     c.prompt_tuning.tokenizer_name_or_path = c.model;
   c.peft_config().validate();
@@ -573,6 +577,15 @@ void add_train_command(CLI::App& app) {
   auto resume = std::make_shared<std::string>();
   cmd->add_option("config", *cfg, "YAML file with PEFT / TrainingArguments keys")->required();
   cmd->add_option("overrides", *over, "key=value overrides, e.g. learning_rate=1e-3 max_steps=50");
+  cmd->footer(
+      "Paper options beyond PEFT (saved configs then need peft.cpp):\n"
+      "  p_tuning_template (method p_tuning, CAUSAL_LM / SEQ_2_SEQ_LM): whitespace-separated items\n"
+      "    [x] the input (once), [v] a virtual token (num_virtual_tokens of them, one LSTM/MLP encoder),\n"
+      "    [v:word] a virtual token initialised from word, [id:N] an anchor token id, any other word an\n"
+      "    anchor (real, frozen embedding; tokenizer_name_or_path, default the model). E.g.\n"
+      "    p_tuning_template='[x] [v] [v] capital [v]'. CAUSAL_LM: y follows the template.\n"
+      "  prefix_on=encoder_and_decoder (prefix_tuning, SEQ_2_SEQ_LM): a prefix for the encoder too.\n"
+      "  prefix_placement=infix|embedding (prefix_tuning, CAUSAL_LM): [x; INFIX; y] or input layer only.");
   cmd->add_option("--resume", *resume, "Continue from a checkpoint folder (output_dir/checkpoint-N)")
       ->check(CLI::ExistingDirectory);
   auto launch = std::make_shared<LaunchFlags>();

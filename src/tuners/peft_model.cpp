@@ -689,6 +689,9 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
     if (src.sizes() != dst.sizes()) {
       std::ostringstream os;
       os << "'" << key << "': file " << src.sizes() << " vs model " << dst.sizes();
+      if (key == "prompt_embeddings" && configs_.at(name)->peft_type == PeftType::PrefixTuning)
+        os << " (a prefix saved with prefix_on: encoder_and_decoder has 2·num_virtual_tokens rows, one with "
+              "prefix_placement: embedding has token_dim columns; such an adapter_config.json must keep that field)";
       mismatched.push_back(os.str());
       continue;
     }

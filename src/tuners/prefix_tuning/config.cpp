@@ -20,6 +20,16 @@ void PrefixTuningConfig::validate() const {
   if (token_dim > 0 && num_attention_heads > 0)
     PEFT_CHECK(token_dim % num_attention_heads == 0, ConfigError, "[PREFIX_TUNING] token_dim (", token_dim,
                ") must be a multiple of num_attention_heads (", num_attention_heads, ")");
+  PEFT_CHECK(prefix_on == "peft" || prefix_on == "encoder_and_decoder", ConfigError,
+             "[PREFIX_TUNING] prefix_on must be \"peft\" or \"encoder_and_decoder\", got '", prefix_on, "'");
+  PEFT_CHECK(prefix_placement == "prefix" || prefix_placement == "infix" || prefix_placement == "embedding",
+             ConfigError, "[PREFIX_TUNING] prefix_placement must be \"prefix\", \"infix\" or \"embedding\", got '",
+             prefix_placement, "'");
+  PEFT_CHECK(prefix_on == "peft" || task_type == TaskType::Seq2SeqLM, ConfigError,
+             "[PREFIX_TUNING] prefix_on: encoder_and_decoder needs task_type SEQ_2_SEQ_LM, got ", to_string(task_type));
+  PEFT_CHECK(prefix_placement == "prefix" || task_type == TaskType::CausalLM, ConfigError,
+             "[PREFIX_TUNING] prefix_placement: ", prefix_placement, " is for decoder-only models (task_type CAUSAL_LM), got ",
+             to_string(task_type));
 }
 
 json PrefixTuningConfig::to_json() const {
@@ -28,13 +38,16 @@ json PrefixTuningConfig::to_json() const {
   j["prefix_projection"] = prefix_projection;
   j["init_weights"] = init_weights ? json(*init_weights) : json(nullptr);
   if (prefix_dropout > 0) j["prefix_dropout"] = prefix_dropout;
+  if (prefix_on != "peft") j["prefix_on"] = prefix_on;
+  if (prefix_placement != "prefix") j["prefix_placement"] = prefix_placement;
   return j;
 }
 
 void PrefixTuningConfig::fill_from_model(const models::ModelConfig& m) {
   PromptLearningConfig::fill_from_model(m);
-  // Grouped-query attention: the prefix holds key/value heads only.
-  if (m.has("num_key_value_heads")) {
+  // Grouped-query attention: the prefix holds key/value heads only (embedding-only vectors are
+  // input embeddings and keep the model width).
+  if (m.has("num_key_value_heads") && !embedding_only()) {
     const int64_t kv = m.get_positive("num_key_value_heads");
     const int64_t head_dim = m.has("head_dim") ? m.get_positive("head_dim") : token_dim / num_attention_heads;
     token_dim = head_dim * kv;
@@ -53,6 +66,8 @@ PrefixTuningConfig PrefixTuningConfig::from_json(const json& in, const std::stri
   c.prefix_projection = detail::take_bool(rest, "prefix_projection", false, source);
   c.init_weights = detail::take_opt_string(rest, "init_weights", source);
   c.prefix_dropout = detail::take_double(rest, "prefix_dropout", 0.0, source);
+  c.prefix_on = detail::take_opt_string(rest, "prefix_on", source).value_or("peft");
+  c.prefix_placement = detail::take_opt_string(rest, "prefix_placement", source).value_or("prefix");
   for (auto it = rest.begin(); it != rest.end(); ++it) c.unknown[it.key()] = it.value();
   c.peft_type = PeftType::PrefixTuning;
   c.validate();

@@ -99,7 +99,7 @@ class PTuningEncoder : public PromptEncoder {
 class PrefixEncoderImpl : public PromptEncoder {
  public:
   explicit PrefixEncoderImpl(const PrefixTuningConfig& c) {
-    const int64_t d = c.token_dim, P = c.num_virtual_tokens, out = c.num_layers * 2 * d;
+    const int64_t d = c.token_dim, P = c.prefix_rows(), out = c.prefix_width();
     const bool zero = c.init_weights.value_or("") == "zero";
     torch::NoGradGuard ng;
     if (c.prefix_projection && !c.inference_mode) {

@@ -12,7 +12,9 @@
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/io/tokenizer.h"
+#include "peft/models/blocks.h"
 #include "peft/peft_model.h"
+#include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_tuning/config.h"
 #include "prompt_state.h"
@@ -57,6 +59,156 @@ bool gradient_checkpointing_on(models::PretrainedModel& m) {
   return on;
 }
 
+/// Appends the per-layer key/value block `kv` ([B, H, P, hd] each) to `cache`.
+void append_to_cache(models::KVCache& cache, const std::vector<models::KeyValue>& kv) {
+  if (cache.layers.size() < kv.size()) cache.layers.resize(kv.size());
+  for (std::size_t l = 0; l < kv.size(); ++l) {
+    auto& slot = cache.layers[l];
+    slot.key = slot.key.defined() ? at::cat({slot.key, kv[l].key.to(slot.key.scalar_type())}, 2) : kv[l].key;
+    slot.value = slot.value.defined() ? at::cat({slot.value, kv[l].value.to(slot.value.scalar_type())}, 2) : kv[l].value;
+  }
+}
+
+/// Infix placement ([x; INFIX; y]) on a decoder-only model, one sample at a time: x runs first
+/// and fills a KV cache, the infix keys/values are appended to the cache, then y runs over
+/// [x; INFIX]. x ends at the first label that is not -100 (no labels: the whole input is x).
+/// Tokens of x never see the infix; tokens of y see it at every layer; y's positions count on
+/// after the P infix slots.
+ModelOutput infix_forward(models::PretrainedModel& base, const ModelInputs& in, const PrefixTuningConfig& pc,
+                          prompt::PromptEncoder& enc) {
+  PEFT_CHECK(in.cache == nullptr, NotSupported,
+             "[PREFIX_TUNING] prefix_placement infix with a KV cache; use PeftModel::generate");
+  const bool have_ids = in.input_ids.defined();
+  const at::Tensor& src = have_ids ? in.input_ids : in.inputs_embeds;
+  const int64_t B = src.size(0), T = src.size(1), P = pc.num_virtual_tokens;
+  at::Tensor flat = enc.forward().unsqueeze(0).to(base.word_embeddings().scalar_type());
+  if (pc.prefix_dropout > 0 && base.is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
+  const auto kv = prompt::prefix_key_values(flat, pc.num_layers, pc.num_attention_heads, pc.token_dim, 1);
+  const at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(at::kLong)
+                                                      : at::ones({B, T}, at::TensorOptions().dtype(at::kLong));
+  std::vector<at::Tensor> logits;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t s = T;
+    if (in.labels.defined()) {
+      const at::Tensor nz = (in.labels[b] != -100).nonzero();
+      if (nz.numel() > 0) s = nz[0][0].item<int64_t>();
+    }
+    const at::Tensor m = mask.narrow(0, b, 1);
+    const at::Tensor pos = (m.cumsum(-1) - 1).clamp_min(0);
+    auto segment = [&](int64_t a, int64_t e, const at::Tensor& seg_mask, const at::Tensor& seg_pos, models::KVCache& c) {
+      ModelInputs si;
+      if (have_ids) si.input_ids = in.input_ids.narrow(0, b, 1).narrow(1, a, e - a);
+      else si.inputs_embeds = in.inputs_embeds.narrow(0, b, 1).narrow(1, a, e - a);
+      si.attention_mask = seg_mask;
+      si.position_ids = seg_pos;
+      si.cache = &c;
+      return base.forward(si).logits;
+    };
+    models::KVCache cache;
+    std::vector<at::Tensor> parts;
+    if (s > 0) parts.push_back(segment(0, s, m.narrow(1, 0, s), pos.narrow(1, 0, s), cache));
+    append_to_cache(cache, kv);
+    if (s < T) {
+      const at::Tensor seg_mask = at::cat({m.narrow(1, 0, s), at::ones({1, P}, m.options()), m.narrow(1, s, T - s)}, 1);
+      parts.push_back(segment(s, T, seg_mask, pos.narrow(1, s, T - s) + P, cache));
+    }
+    logits.push_back(at::cat(parts, 1));
+  }
+  ModelOutput out;
+  out.logits = at::cat(logits, 0);
+  if (in.labels.defined()) out.loss = models::causal_lm_loss(out.logits, in.labels);
+  return out;
+}
+
+/// Tokenises the template's words (anchors, [v:word] inits), checks the ids and initialises the
+/// virtual tokens named [v:word] with the mean embedding of the word's tokens.
+std::vector<TemplateItem> resolve_template(const PromptEncoderConfig& c, const at::Tensor& words,
+                                           prompt::PromptEncoder& enc) {
+  auto items = parse_p_tuning_template(c.p_tuning_template);
+  std::optional<io::Tokenizer> tok;
+  const int64_t V = words.size(0);
+  int64_t v = 0;
+  for (auto& it : items) {
+    if (it.kind == TemplateItem::Input) continue;
+    if (!it.word.empty()) {
+      if (!tok) {
+        PEFT_CHECK(c.tokenizer_name_or_path && fs::exists(*c.tokenizer_name_or_path), ConfigError,
+                   "[P_TUNING] p_tuning_template word '", it.word, "' needs tokenizer_name_or_path (a model folder with "
+                   "a tokenizer, or a tokenizer file); got '", c.tokenizer_name_or_path.value_or(""), "'");
+        const std::string& path = *c.tokenizer_name_or_path;
+        tok = fs::is_directory(path) ? io::Tokenizer::from_pretrained(path) : io::Tokenizer::from_file(path);
+      }
+      const auto enc_ids = tok->encode(it.word, /*add_special_tokens=*/false).ids;
+      PEFT_CHECK(!enc_ids.empty(), ConfigError, "[P_TUNING] p_tuning_template word '", it.word, "' tokenises to nothing");
+      it.ids.assign(enc_ids.begin(), enc_ids.end());
+    }
+    for (int64_t id : it.ids)
+      PEFT_CHECK(id >= 0 && id < V, ConfigError, "[P_TUNING] p_tuning_template token id ", id,
+                 " is outside the model's vocabulary (", V, ")");
+    if (it.kind == TemplateItem::Virtual) {
+      if (!it.ids.empty() && !c.inference_mode) {
+        torch::NoGradGuard ng;
+        const at::Tensor ids = at::tensor(it.ids, at::TensorOptions().dtype(at::kLong)).to(words.device());
+        enc.table()[v].copy_(words.detach().index_select(0, ids).mean(0).to(enc.table().scalar_type()));
+      }
+      ++v;
+    }
+  }
+  return items;
+}
+
+/// The input embeddings, mask and labels of a P-Tuning template: per sample, the template with
+/// x (the first `split[b]` positions) at [x], then the rest of the sample (y). Virtual tokens come
+/// from `virt` [P, d] in template order; anchors are frozen word embeddings. Labels of template
+/// tokens are -100.
+struct Templated {
+  at::Tensor embeds, mask, labels;
+};
+Templated apply_template(models::PretrainedModel& base, const std::vector<TemplateItem>& items, const at::Tensor& virt,
+                         const at::Tensor& embeds, const at::Tensor& mask, const at::Tensor& labels,
+                         const std::vector<int64_t>& split) {
+  const int64_t B = embeds.size(0), T = embeds.size(1);
+  std::vector<at::Tensor> anchor_embeds;
+  for (const auto& it : items)
+    if (it.kind == TemplateItem::Anchor) {
+      torch::NoGradGuard ng;  // anchors are real, frozen token embeddings
+      anchor_embeds.push_back(base.embed(at::tensor(it.ids, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).to(embeds.device()))[0].detach());
+    }
+  std::vector<at::Tensor> e_rows, m_rows, l_rows;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t s = split[b];
+    std::vector<at::Tensor> e, m, l;
+    int64_t v = 0, a = 0;
+    auto fixed = [&](const at::Tensor& rows) {
+      e.push_back(rows.to(embeds.scalar_type()));
+      m.push_back(at::ones({rows.size(0)}, mask.options()));
+      if (labels.defined()) l.push_back(at::full({rows.size(0)}, -100, labels.options()));
+    };
+    for (const auto& it : items) {
+      if (it.kind == TemplateItem::Input) {
+        e.push_back(embeds[b].narrow(0, 0, s));
+        m.push_back(mask[b].narrow(0, 0, s));
+        if (labels.defined()) l.push_back(labels[b].narrow(0, 0, s));
+      } else if (it.kind == TemplateItem::Virtual) {
+        fixed(virt.narrow(0, v++, 1));
+      } else {
+        fixed(anchor_embeds[a++]);
+      }
+    }
+    e.push_back(embeds[b].narrow(0, s, T - s));
+    m.push_back(mask[b].narrow(0, s, T - s));
+    if (labels.defined()) l.push_back(labels[b].narrow(0, s, T - s));
+    e_rows.push_back(at::cat(e, 0));
+    m_rows.push_back(at::cat(m, 0));
+    if (labels.defined()) l_rows.push_back(at::cat(l, 0));
+  }
+  Templated t;
+  t.embeds = at::stack(e_rows);
+  t.mask = at::stack(m_rows);
+  if (labels.defined()) t.labels = at::stack(l_rows);
+  return t;
+}
+
 }  // namespace
 
 void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
@@ -67,7 +219,12 @@ void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
              " needs a model with the matching head; this model (", base_->config().source(), ") has another one");
   cfg.fill_from_model(base_->config());
   cfg.validate();
-  if (cfg.peft_type == PeftType::PrefixTuning) {
+  const auto* pfx = dynamic_cast<const PrefixTuningConfig*>(&cfg);
+  if (pfx && pfx->embedding_only()) {
+    const int64_t hidden = base_->word_embeddings().size(1);
+    PEFT_CHECK(cfg.token_dim == hidden, ConfigError, who, "prefix_placement: embedding needs token_dim ", cfg.token_dim,
+               " equal to the model's embedding width ", hidden);
+  } else if (cfg.peft_type == PeftType::PrefixTuning) {
     PEFT_CHECK(!gradient_checkpointing_on(*base_), ConfigError, who,
                "PREFIX_TUNING does not work with gradient checkpointing (turn it off in the model or trainer)");
     const int64_t H = cfg.num_attention_heads;
@@ -88,6 +245,8 @@ void PeftModel::inject_prompt(const std::string& name, PeftConfig& cfg_any) {
   auto enc = prompt::make_prompt_encoder(cfg, base_->word_embeddings(), ids);
   enc->to(base_->word_embeddings().device());
   prompt_->encoders[name] = enc;
+  if (auto* pe = dynamic_cast<PromptEncoderConfig*>(&cfg); pe && !pe->p_tuning_template.empty())
+    prompt_->templates[name] = resolve_template(*pe, base_->word_embeddings(), *enc);
 }
 
 void PeftModel::prompt_set_trainable(const std::string& name, bool trainable) {
@@ -191,6 +350,19 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     PEFT_CHECK(!base_->gradient_checkpointing(), ConfigError,
                "[PREFIX_TUNING] PREFIX_TUNING does not work with gradient checkpointing");
     const auto& pc = dynamic_cast<const PrefixTuningConfig&>(cfg);
+    if (pc.infix()) return infix_forward(*base_, x, pc, enc);
+    if (pc.embedding_only()) {
+      // Embedding-only ablation: P trainable vectors at the input layer, nothing deeper.
+      x.position_ids = at::Tensor();
+      if (x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
+      at::Tensor embeds = x.inputs_embeds.defined() ? x.inputs_embeds : base_->embed(x.input_ids);
+      at::Tensor virt = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(embeds.scalar_type());
+      if (pc.prefix_dropout > 0 && base_->is_training()) virt = at::dropout(virt, pc.prefix_dropout, true);
+      x.input_ids = at::Tensor();
+      x.inputs_embeds = at::cat({virt, embeds}, 1);
+      if (x.labels.defined()) x.labels = at::cat({at::full({B, P}, -100, x.labels.options()), x.labels}, 1);
+      return base_->forward(x);
+    }
     if (!seq2seq && x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
     if (seq2seq && x.decoder_attention_mask.defined())
       x.decoder_attention_mask = at::cat({ones(x.decoder_attention_mask), x.decoder_attention_mask}, 1);
@@ -201,10 +373,37 @@ ModelOutput PeftModel::prompt_forward(const ModelInputs& in) {
     const auto dtype = base_->word_embeddings().scalar_type();
     at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
     if (pc.prefix_dropout > 0 && base_->is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
+    if (pc.encoder_and_decoder()) {
+      // Rows P..2P-1 prefix every encoder self-attention (PREFIX in [PREFIX; x; PREFIX'; y]).
+      x.prefix_kv = prompt::prefix_key_values(flat.narrow(1, P, P), cfg.num_layers, cfg.num_attention_heads,
+                                              cfg.token_dim, 1);
+      flat = flat.narrow(1, 0, P);
+    }
     auto kv = prompt::prefix_key_values(flat, cfg.num_layers, cfg.num_attention_heads, cfg.token_dim,
                                         cfg.num_transformer_submodules);
     if (seq2seq) x.decoder_prefix_kv = std::move(kv);
     else x.prefix_kv = std::move(kv);
+    return base_->forward(x);
+  }
+
+  // P-Tuning with a template: virtual tokens and anchors around x.
+  if (auto tp = prompt_->templates.find(name); tp != prompt_->templates.end()) {
+    x.position_ids = at::Tensor();
+    at::Tensor embeds = x.inputs_embeds.defined() ? x.inputs_embeds : base_->embed(x.input_ids);
+    const at::Tensor mask = x.attention_mask.defined() ? x.attention_mask : at::ones({B, T}, at::TensorOptions().dtype(at::kLong));
+    std::vector<int64_t> split(B, T);
+    const bool causal = task == TaskType::CausalLM;
+    if (causal && x.labels.defined())
+      for (int64_t b = 0; b < B; ++b) {
+        const at::Tensor nz = (x.labels[b] != -100).nonzero();
+        if (nz.numel() > 0) split[b] = nz[0][0].item<int64_t>();
+      }
+    const at::Tensor virt = enc.forward().narrow(0, 0, P);
+    const Templated t = apply_template(*base_, tp->second, virt, embeds, mask, causal ? x.labels : at::Tensor(), split);
+    x.input_ids = at::Tensor();
+    x.inputs_embeds = t.embeds;
+    x.attention_mask = t.mask;
+    if (causal && x.labels.defined()) x.labels = t.labels;
     return base_->forward(x);
   }
 
@@ -246,21 +445,36 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
              "[generate] generation needs a CAUSAL_LM or SEQ_2_SEQ_LM adapter, got ", to_string(cfg.task_type));
   PEFT_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, std::invalid_argument,
              "[generate] input_ids must be [batch, length>0], got ", input_ids.sizes());
-  const bool prefix = cfg.peft_type == PeftType::PrefixTuning;
+  const auto* pc = dynamic_cast<const PrefixTuningConfig*>(&cfg);
+  const bool infix = pc && pc->infix();
+  const bool enc_prefix = pc && pc->encoder_and_decoder();
+  const bool prefix = pc && !pc->embedding_only() && !infix;
   const int64_t P = cfg.num_virtual_tokens, B = input_ids.size(0), T = input_ids.size(1);
   torch::NoGradGuard ng;
   const at::Tensor mask0 = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids, at::kLong);
   const at::Tensor onesP = at::ones({B, P}, mask0.options());
-  std::vector<models::KeyValue> kv;
+  std::vector<models::KeyValue> kv, enc_kv;
   at::Tensor prompts;
   const auto dtype = base_->word_embeddings().scalar_type();
-  if (prefix) {
-    kv = prompt::prefix_key_values(enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype), cfg.num_layers,
-                                   cfg.num_attention_heads, cfg.token_dim, cfg.num_transformer_submodules);
+  if (prefix || infix) {
+    at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype);
+    if (enc_prefix) {
+      enc_kv = prompt::prefix_key_values(flat.narrow(1, P, P), cfg.num_layers, cfg.num_attention_heads, cfg.token_dim, 1);
+      flat = flat.narrow(1, 0, P);
+    }
+    kv = prompt::prefix_key_values(flat, cfg.num_layers, cfg.num_attention_heads, cfg.token_dim,
+                                   infix ? 1 : cfg.num_transformer_submodules);
   } else {
     prompts = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(dtype).narrow(1, 0, P);
   }
 
+  // P-Tuning template: the prompt is x; the template's embeddings and mask replace [prompts; x].
+  Templated tmpl;
+  const auto tp = prompt_->templates.find(active_.front());
+  const bool templated = tp != prompt_->templates.end();
+  if (templated)
+    tmpl = apply_template(*base_, tp->second, enc.forward().narrow(0, 0, P).to(dtype), base_->embed(input_ids), mask0,
+                          at::Tensor(), std::vector<int64_t>(B, T));
   std::vector<int64_t> eos = gc.eos_token_id;
   const int64_t pad = gc.pad_token_id >= 0 ? gc.pad_token_id : (eos.empty() ? 0 : eos.front());
   at::Generator gen = at::detail::createCPUGenerator(gc.seed);
@@ -286,16 +500,27 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
       ModelInputs in;
       in.cache = &cache;
       in.attention_mask = at::cat({onesP, mask}, 1);
-      if (prefix) {
+      if (infix) {
+        // [x; INFIX; y]: the prompt runs without the infix, which then joins the cache after it.
+        in.input_ids = step_ids;
+        in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + (step == 0 ? 0 : P);
+        in.attention_mask = step == 0 ? mask
+                                      : at::cat({mask.narrow(1, 0, T), onesP, mask.narrow(1, T, mask.size(1) - T)}, 1);
+      } else if (prefix) {
         in.input_ids = step_ids;
         in.prefix_kv = kv;
         in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1)) + P;
+      } else if (templated) {
+        if (step == 0) in.inputs_embeds = tmpl.embeds;
+        else in.input_ids = step_ids;
+        in.attention_mask = at::cat({tmpl.mask, mask.narrow(1, T, mask.size(1) - T)}, 1);
       } else if (step == 0) {
         in.inputs_embeds = at::cat({prompts, base_->embed(step_ids)}, 1);
       } else {
         in.input_ids = step_ids;
       }
       const at::Tensor next = choose(base_->forward(in).logits.select(1, -1), ids);
+      if (infix && step == 0) append_to_cache(cache, kv);
       ids = at::cat({ids, next.unsqueeze(1)}, 1);
       mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
       pos = at::cat({pos, pos.narrow(1, pos.size(1) - 1, 1) + 1}, 1);
@@ -309,13 +534,17 @@ at::Tensor PeftModel::generate(const at::Tensor& input_ids, const at::Tensor& at
   if (start < 0) start = base_->config().get_int("decoder_start_token_id", -1);
   if (start < 0) start = base_->config().get_int("bos_token_id", -1);
   PEFT_CHECK(start >= 0, ConfigError, "[generate] ", base_->config().source(), ": no decoder_start_token_id");
-  const at::Tensor enc_mask = prefix ? mask0 : at::cat({onesP, mask0}, 1);
+  const at::Tensor enc_mask = templated ? tmpl.mask : prefix ? mask0 : at::cat({onesP, mask0}, 1);
   at::Tensor ids = at::full({B, 1}, start, input_ids.options().dtype(at::kLong));
   at::Tensor step_ids = ids, encoder_outputs;
   for (int64_t step = 0; step < gc.max_new_tokens; ++step) {
     ModelInputs in;
     if (encoder_outputs.defined()) in.encoder_outputs = encoder_outputs;
-    else if (prefix) in.input_ids = input_ids;
+    else if (templated) in.inputs_embeds = tmpl.embeds;
+    else if (prefix) {
+      in.input_ids = input_ids;
+      in.prefix_kv = enc_kv;
+    }
     else in.inputs_embeds = at::cat({prompts, base_->embed(input_ids)}, 1);
     in.attention_mask = enc_mask;
     in.decoder_input_ids = step_ids;
@@ -356,6 +585,9 @@ EnsembleResult ensemble(PeftModel& pm, const std::vector<std::string>& adapters,
                "[ensemble] adapter '", a, "' is ", to_string(c.peft_type),
                "; ensembling takes Prompt Tuning / P-Tuning adapters");
     const auto& pc = dynamic_cast<const PromptLearningConfig&>(c);
+    const auto* pe = dynamic_cast<const PromptEncoderConfig*>(&c);
+    PEFT_CHECK(!pe || pe->p_tuning_template.empty(), NotSupported, "[ensemble] adapter '", a,
+               "' has a p_tuning_template; ensembling prepends the virtual tokens and takes template-free adapters");
     PEFT_CHECK(pc.task_type == task && pc.num_virtual_tokens == P, std::invalid_argument, "[ensemble] adapter '", a,
                "' has task ", to_string(pc.task_type), " and ", pc.num_virtual_tokens, " virtual tokens; '",
                adapters.front(), "' has ", to_string(task), " and ", P);

@@ -19,6 +19,27 @@ struct PrefixTuningConfig : PromptLearningConfig {
   /// Dropout on the prefix keys/values while training, as THUDM/P-tuning-v2's get_prompt
   /// (hidden_dropout_prob). Not a PEFT field: written only when non-zero; PEFT ignores it.
   double prefix_dropout = 0.0;
+  /// Where the prefix goes on an encoder-decoder model (not PEFT fields; written only when not
+  /// the default, and an adapter using them is readable by peft.cpp only):
+  ///   "peft" (default): decoder self-attention only, as PEFT does;
+  ///   "encoder_and_decoder": the paper's z = [PREFIX; x; PREFIX'; y] -- a second block of P
+  ///   virtual tokens (rows P..2P-1 of the prefix table) prefixes every encoder self-attention.
+  std::string prefix_on = "peft";
+  /// Placement on decoder-only models (Prefix-Tuning paper ablations, not PEFT fields):
+  ///   "prefix" (default): key/value prefix at every layer;
+  ///   "embedding": P trainable vectors at the input layer only (rows of width token_dim);
+  ///   "infix": key/value activations at every layer placed after x ([x; INFIX; y]), where x
+  ///   ends at the first position whose label is not -100 (training) or at the end of the
+  ///   prompt (generation).
+  std::string prefix_placement = "prefix";
+
+  bool encoder_and_decoder() const { return prefix_on == "encoder_and_decoder"; }
+  bool embedding_only() const { return prefix_placement == "embedding"; }
+  bool infix() const { return prefix_placement == "infix"; }
+  /// Rows of the prefix table: 2P with encoder_and_decoder, else P.
+  int64_t prefix_rows() const { return num_virtual_tokens * (encoder_and_decoder() ? 2 : 1); }
+  /// Width of one prefix row: token_dim (embedding-only) or 2·num_layers·token_dim.
+  int64_t prefix_width() const { return embedding_only() ? token_dim : 2 * num_layers * token_dim; }
 
   void validate() const override;
   nlohmann::json to_json() const override;
