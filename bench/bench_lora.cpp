@@ -8,13 +8,16 @@
 //             merged (merge_adapter) c_attn and all-linear adapters (vs base).
 //   [8, 128]: one active adapter (r=8, c_attn) vs mixed-adapter batches whose adapter_names cycle
 //             over 1, 4 and 8 distinct adapters (throughput relative to the single adapter).
+//   adapter load: load_adapter of a saved c_attn r=8 folder into the live model (median).
 // Each round times every variant once, in turn, so load from other processes hits all of them
 // alike; a figure is the median over the rounds and a ratio the median of the per-round ratios.
 // Output lines: "RESULT <metric> <value>".
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iomanip>
@@ -167,7 +170,23 @@ int main(int argc, char** argv) {
     p2.add("mixed_" + std::to_string(k), [&pm, &in8, v] { pm->forward(in8, v); });
   }
   p2.run(rounds);
-  std::cout << "loadavg after part 2: " << loadavg() << "\n\n";
+  std::cout << "loadavg after part 2: " << loadavg() << "\n";
+
+  // ---- part 3: adapter load time: a saved c_attn r=8 adapter folder (adapter_config.json +
+  // adapter_model.safetensors) read and injected into the live model, then deleted again.
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("peft_bench_lora_" + std::to_string(::getpid()))).string();
+  pm->save_pretrained(dir, {"a0"});
+  const std::string adir = std::filesystem::exists(dir + "/a0/adapter_config.json") ? dir + "/a0" : dir;
+  std::vector<double> load_ms;
+  for (int r = 0; r <= rounds; ++r) {  // the first load is a warm-up
+    const std::string n = "load" + std::to_string(r);
+    const double t = time_ms([&] { pm->load_adapter(adir, n); });
+    pm->delete_adapter(n);
+    if (r > 0) load_ms.push_back(t);
+  }
+  std::filesystem::remove_all(dir);
+  std::cout << "\n";
 
   // ---- report
   std::cout << std::fixed << std::setprecision(1);
@@ -201,5 +220,7 @@ int main(int argc, char** argv) {
     std::cout << "RESULT " << key << "_ms " << p2.med(key) << "\nRESULT " << key << "_rel_throughput "
               << std::setprecision(4) << thr << std::setprecision(1) << "\n";
   }
+  std::cout << "adapter load (c_attn r=8, 12 modules)  " << median(load_ms) << " ms\n"
+            << "RESULT adapter_load_ms " << median(load_ms) << "\n";
   return 0;
 }

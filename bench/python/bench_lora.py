@@ -108,6 +108,21 @@ def bench(rounds):
             ms2[k].append(timed(f))
     print(f"loadavg after part 2: {os.getloadavg()}", flush=True)
 
+    # part 3: adapter load time (save a0, then load_adapter + delete_adapter per round)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        pm.save_pretrained(tmp, selected_adapters=["a0"])
+        adir = os.path.join(tmp, "a0") if os.path.exists(os.path.join(tmp, "a0", "adapter_config.json")) else tmp
+        load_ms = []
+        for r in range(rounds + 1):  # the first load is a warm-up
+            name = f"load{r}"
+            t0 = time.perf_counter()
+            pm.load_adapter(adir, adapter_name=name)
+            t = (time.perf_counter() - t0) * 1e3
+            pm.delete_adapter(name)
+            if r > 0:
+                load_ms.append(t)
+
     res = {"base_ms": statistics.median(ms["base"])}
     for k in ("lora_c_attn", "lora_all_linear", "merged_c_attn", "merged_all_linear"):
         res[f"{k}_ms"] = statistics.median(ms[k])
@@ -116,6 +131,7 @@ def bench(rounds):
     for k in (1, 4, 8):
         res[f"mixed_{k}_ms"] = statistics.median(ms2[f"mixed_{k}"])
         res[f"mixed_{k}_rel_throughput"] = 1.0 / ratio(ms2, f"mixed_{k}", "single_adapter")
+    res["adapter_load_ms"] = statistics.median(load_ms)
     return res
 
 
@@ -135,6 +151,7 @@ def report(py, cpp):
     for k in (1, 4, 8):
         rows.append((f"mixed {k} adapter(s) ms", f"mixed_{k}_ms", "ms", ""))
         rows.append(("  throughput vs single", f"mixed_{k}_rel_throughput", "x", ">= 0.9x"))
+    rows.append(("adapter load ms (c_attn r=8)", "adapter_load_ms", "ms", ""))
 
     def fmt(v, kind):
         if v is None:
