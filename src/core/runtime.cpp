@@ -54,7 +54,11 @@ RuntimeInfo init_runtime(int threads) {
       ::mallopt(M_TRIM_THRESHOLD, 512 << 20);
     }
     info.blas_library = sgemm_provider();
-    info.reference_blas = !info.blas_library.empty() && !is_fast_blas(info.blas_library);
+    // Only a generic libblas (Debian's libblas3, netlib) is the slow reference; a LibTorch that
+    // carries its own GEMM (the pip wheels link MKL into libtorch_cpu.so) is not.
+    info.reference_blas = !info.blas_library.empty() && !is_fast_blas(info.blas_library) &&
+                          (info.blas_library.find("libblas") != std::string::npos ||
+                           info.blas_library.find("librefblas") != std::string::npos);
     if (info.reference_blas)
       std::cerr << "warning: fp32 matrix products use the reference BLAS (" << info.blas_library
                 << "), about 15x slower than OpenBLAS. Run scripts/install_deps.sh or "

@@ -120,7 +120,7 @@ at::Tensor orthogonal_regularization(const std::vector<AdaLoraTensors>& modules)
       const at::Tensor& p = which == 0 ? m.A : m.B;
       const at::Tensor cov = which == 0 ? at::matmul(p, p.t()) : at::matmul(p.t(), p);
       const at::Tensor I = at::eye(cov.size(0), cov.options());
-      const at::Tensor term = at::frobenius_norm(cov - I);
+      const at::Tensor term = at::norm(cov - I);  // Frobenius norm over all elements (p = 2)
       sum = sum.defined() ? sum + term : term;
       ++n;
     }
