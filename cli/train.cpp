@@ -453,7 +453,9 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   const AdaLoraConfig ada = c.method == "adalora" ? adalora_config(c) : AdaLoraConfig();
   const PeftConfig& pcfg = c.method == "adalora" ? static_cast<const PeftConfig&>(ada) : c.peft_config();
-  auto pm = get_peft_model(model, pcfg);
+  // adapter=DIR: continue training a saved adapter (e.g. a shared multi-task prefix) instead of a fresh one.
+  auto pm = c.adapter.empty() ? get_peft_model(model, pcfg) : PeftModel::from_pretrained(model, c.adapter, "default", true);
+  if (!c.adapter.empty()) std::cout << "starting from adapter " << c.adapter << "\n";
   std::cout << "method " << c.method << " (" << to_string(pcfg.peft_type) << "): ";
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
