@@ -1,5 +1,6 @@
 # CLI smoke test for the prompt-learning methods on the bundled stories260K: a few steps of
-# p_tuning (LSTM) on E2E with a checkpoint, --resume from it, peft info --adapter, and the
+# p_tuning (LSTM) on E2E with a checkpoint, --resume from it, continuing from the saved adapter
+# (adapter=DIR), peft info --adapter, and the
 # configuration errors (unknown method, TEXT init without text, prefix methods with gradient checkpointing).
 file(REMOVE_RECURSE ${OUT})
 execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
@@ -29,6 +30,17 @@ execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml 
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR NOT out MATCHES "trained 4 steps")
   message(FATAL_ERROR "peft train --resume failed (${rc}):\n${out}${err}")
+endif()
+# adapter=DIR continues training the saved adapter: its first evaluation is where the run ended.
+string(REGEX MATCH "after:  eval loss ([0-9.e+-]+)" m "${out}")
+set(ended "${CMAKE_MATCH_1}")
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_p_tuning.yaml ${common}
+                        encoder_reparameterization_type=LSTM adapter=${OUT}/run/adapter output_dir=${OUT}/cont
+                        max_steps=2
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR ended STREQUAL "" OR NOT out MATCHES "starting from adapter"
+   OR NOT out MATCHES "before: eval loss ${ended}\n" OR NOT out MATCHES "trained 2 steps")
+  message(FATAL_ERROR "peft train adapter=DIR should start at eval loss ${ended} (${rc}):\n${out}${err}")
 endif()
 execute_process(COMMAND ${PEFT} info ${OUT}/model --adapter ${OUT}/run/adapter
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
