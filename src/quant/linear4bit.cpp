@@ -124,6 +124,16 @@ struct Linear4bitFn : public torch::autograd::Function<Linear4bitFn> {
   }
 };
 
+// Rows [r0, r1) dequantised into `tile` in its dtype (fp32 or bf16 compute).
+void dequant_tile(const at::Tensor& packed, const at::Tensor& scales, QuantType t, int64_t bs, int64_t in, int64_t r0,
+                  int64_t r1, at::Tensor& tile) {
+  if (tile.scalar_type() == at::kFloat)
+    dequant_rows<float>(packed.data_ptr<uint8_t>(), scales.data_ptr<float>(), t, bs, in, r0, r1, tile.data_ptr<float>());
+  else
+    dequant_rows<c10::BFloat16>(packed.data_ptr<uint8_t>(), scales.data_ptr<float>(), t, bs, in, r0, r1,
+                                tile.data_ptr<c10::BFloat16>());
+}
+
 }  // namespace
 
 Linear4bitWeight::Linear4bitWeight(Quantized4 q, const std::string& compute_dtype)
@@ -193,12 +203,7 @@ at::Tensor Linear4bitWeight::matmul(const at::Tensor& x2) const {
   for (int64_t r0 = 0; r0 < out_; r0 += R) {
     const int64_t r1 = std::min(out_, r0 + R);
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);
-    if (compute_ == at::kFloat)
-      dequant_rows<float>(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), q_.state.quant_type,
-                          q_.state.blocksize, in_, r0, r1, tile.data_ptr<float>());
-    else
-      dequant_rows<c10::BFloat16>(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), q_.state.quant_type,
-                                  q_.state.blocksize, in_, r0, r1, tile.data_ptr<c10::BFloat16>());
+    dequant_tile(packed_, scales_, q_.state.quant_type, q_.state.blocksize, in_, r0, r1, tile);
     if (R >= out_) {
       at::mm_out(y, x2, tile.t());
     } else {
@@ -217,12 +222,7 @@ at::Tensor Linear4bitWeight::matmul_t(const at::Tensor& g2) const {
   for (int64_t r0 = 0; r0 < out_; r0 += R) {
     const int64_t r1 = std::min(out_, r0 + R);
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);
-    if (compute_ == at::kFloat)
-      dequant_rows<float>(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), q_.state.quant_type,
-                          q_.state.blocksize, in_, r0, r1, tile.data_ptr<float>());
-    else
-      dequant_rows<c10::BFloat16>(packed_.data_ptr<uint8_t>(), scales_.data_ptr<float>(), q_.state.quant_type,
-                                  q_.state.blocksize, in_, r0, r1, tile.data_ptr<c10::BFloat16>());
+    dequant_tile(packed_, scales_, q_.state.quant_type, q_.state.blocksize, in_, r0, r1, tile);
     const at::Tensor gs = g2.narrow(1, r0, r1 - r0);
     if (r0 == 0) at::mm_out(gx, gs, tile);
     else gx.addmm_(gs, tile);

@@ -1,6 +1,7 @@
 // Mirrors peft/tuners/adalora/layer.py (AdaLoraLayer.update_layer/reset_lora_parameters,
 // SVDLinear.forward/get_delta_weight, RankAllocator) and peft/tuners/adalora/model.py
 // (AdaLoraModel.forward's orthogonal regularisation, update_and_allocate).
+#include "../slot_dict.h"
 #include "peft/tuners/adalora/layer.h"
 
 #include <ATen/ATen.h>
@@ -15,31 +16,9 @@ namespace peft::adalora {
 
 namespace {
 
-// A named child module used as a parameter dict: slot.<dict>.<adapter>.
-std::shared_ptr<torch::nn::Module> dict_of(torch::nn::Module& slot, const std::string& dict) {
-  for (const auto& c : slot.named_children())
-    if (c.key() == dict) return c.value();
-  return slot.register_module(dict, std::make_shared<torch::nn::Module>());
-}
-
-// Drops one parameter of a dict module (LibTorch cannot unregister one, so the dict is rebuilt).
-void erase_entry(torch::nn::Module& slot, const std::string& dict, const std::string& name) {
-  std::shared_ptr<torch::nn::Module> d;
-  for (const auto& c : slot.named_children())
-    if (c.key() == dict) d = c.value();
-  if (!d) return;
-  auto fresh = std::make_shared<torch::nn::Module>();
-  for (const auto& p : d->named_parameters(false))
-    if (p.key() != name) fresh->register_parameter(p.key(), p.value(), p.value().requires_grad());
-  slot.unregister_module(dict);
-  if (!fresh->named_parameters(false).is_empty()) slot.register_module(dict, fresh);
-}
-
-at::Tensor find_param(torch::nn::Module& slot, const std::string& key) {
-  auto params = slot.named_parameters(true);
-  if (auto* p = params.find(key)) return *p;
-  return {};
-}
+using tuners::dict_of;
+using tuners::erase_entry;
+using tuners::find_tensor;
 
 class SvdLinear : public models::LinearAdapter {
  public:
@@ -105,10 +84,10 @@ void remove_adalora(models::AdaptableLinearImpl& slot, const std::string& name) 
 
 AdaLoraTensors adalora_tensors(models::AdaptableLinearImpl& slot, const std::string& name) {
   AdaLoraTensors t;
-  t.A = find_param(slot, "lora_A." + name);
-  t.E = find_param(slot, "lora_E." + name);
-  t.B = find_param(slot, "lora_B." + name);
-  t.ranknum = find_param(slot, "ranknum." + name);
+  t.A = find_tensor(slot, "lora_A." + name);
+  t.E = find_tensor(slot, "lora_E." + name);
+  t.B = find_tensor(slot, "lora_B." + name);
+  t.ranknum = find_tensor(slot, "ranknum." + name);
   return t;
 }
 

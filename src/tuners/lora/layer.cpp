@@ -1,5 +1,6 @@
 // Mirrors peft/tuners/lora/layer.py (LoraLayer.update_layer, reset_lora_parameters,
 // Linear.forward/get_delta_weight, Embedding) and peft/tuners/lora/dora.py.
+#include "../slot_dict.h"
 #include "peft/tuners/lora/layer.h"
 
 #include <ATen/ATen.h>
@@ -18,35 +19,9 @@ double LoraSettings::scaling() const {
 
 namespace {
 
-// A named child module used as a dict: slot.<dict>.<adapter>...
-std::shared_ptr<torch::nn::Module> dict_of(torch::nn::Module& slot, const std::string& dict) {
-  for (const auto& c : slot.named_children())
-    if (c.key() == dict) return c.value();
-  return slot.register_module(dict, std::make_shared<torch::nn::Module>());
-}
-
-// Removes one entry of a dict module; a parameter entry needs the dict rebuilt (LibTorch cannot
-// unregister a parameter).
-void erase_entry(torch::nn::Module& slot, const std::string& dict, const std::string& name) {
-  std::shared_ptr<torch::nn::Module> d;
-  for (const auto& c : slot.named_children())
-    if (c.key() == dict) d = c.value();
-  if (!d) return;
-  auto fresh = std::make_shared<torch::nn::Module>();
-  for (const auto& c : d->named_children())
-    if (c.key() != name) fresh->register_module(c.key(), c.value());
-  for (const auto& p : d->named_parameters(false))
-    if (p.key() != name) fresh->register_parameter(p.key(), p.value(), p.value().requires_grad());
-  slot.unregister_module(dict);
-  if (!fresh->named_children().is_empty() || !fresh->named_parameters(false).is_empty())
-    slot.register_module(dict, fresh);
-}
-
-at::Tensor find_tensor(torch::nn::Module& slot, const std::string& key) {
-  auto params = slot.named_parameters(true);
-  if (auto* p = params.find(key)) return *p;
-  return {};
-}
+using tuners::dict_of;
+using tuners::erase_entry;
+using tuners::find_tensor;
 
 void init_pair(const at::Tensor& A, const at::Tensor& B, const LoraSettings& s, bool embedding) {
   torch::NoGradGuard ng;
