@@ -1,10 +1,12 @@
 // Blockwise 4-bit quantisation. Mirrors bitsandbytes 0.50.2: backends/default/ops.py
 // (quantize_4bit: x * (1/absmax), clamp, bucketize on code midpoints, high nibble first),
 // functional.py (quantize_4bit with compress_statistics, create_dynamic_map, get_4bit_type,
-// QuantState.as_dict) and csrc/common.cpp (CPU quantize_blockwise: x / absmax, nearest code).
+// QuantState.as_dict) and csrc/cpu_ops.cpp (CPU quantize_blockwise: x * (1/absmax) through a
+// 65,536-bin lookup table of nearest codes).
 #include "peft/quant/quantize.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cfloat>
 #include <nlohmann/json.hpp>
@@ -283,21 +285,55 @@ void dequantize_4bit(const Quantized4& q, float* out) {
   }
 }
 
+namespace {
+
+// bitsandbytes' CPU quantize_blockwise (0.50) does not search the code book per value: it maps
+// v in [-1, 1] to one of 65,536 evenly spaced bins and reads the bin's code from a table built
+// once per code book, holding the code nearest to the bin's centre (decided on the midpoints
+// between neighbouring codes). Near 0, where the dynamic map's codes lie closer together than a
+// bin, the result can be a few codes away from the nearest one; we reproduce the table, not the
+// ideal, so that the stored bytes are theirs.
+constexpr int kLutSize = 65536;
+
+const std::array<uint8_t, kLutSize>& dynamic_lut() {
+  static const std::array<uint8_t, kLutSize> lut = [] {
+    std::array<float, 255> mid{};
+    for (int i = 0; i < 255; ++i) mid[i] = 0.5f * (kDynamic[i] + kDynamic[i + 1]);
+    std::array<uint8_t, kLutSize> t{};
+    int code = 0;
+    for (int i = 0; i < kLutSize; ++i) {
+      const float val = -1.0f + (2.0f * static_cast<float>(i)) / static_cast<float>(kLutSize - 1);
+      while (code < 255 && mid[code] < val) ++code;
+      t[i] = static_cast<uint8_t>(code);
+    }
+    return t;
+  }();
+  return lut;
+}
+
+// The bin of a normalised value: (clamp(v) + 1) * 0.5 * 65535 + 0.5, truncated. Whether the last
+// multiply-add is fused (bitsandbytes' x86 build may fuse it) changes no code: over 10^8 random
+// values the two roundings never picked different codes.
+inline uint16_t lut_index(float v) {
+  v = std::min(1.0f, std::max(-1.0f, v));
+  return static_cast<uint16_t>((v + 1.0f) * 0.5f * static_cast<float>(kLutSize - 1) + 0.5f);
+}
+
+}  // namespace
+
 void quantize_blockwise_8bit(const float* x, int64_t n, int64_t blocksize, uint8_t* out, float* absmax) {
-  const auto& code = kDynamic;
+  const auto& lut = dynamic_lut();
   for (int64_t lo = 0, b = 0; lo < n; lo += blocksize, ++b) {
     const int64_t hi = std::min(n, lo + blocksize);
-    float m = -FLT_MAX;
-    for (int64_t i = lo; i < hi; ++i) m = std::fmax(m, std::fabs(x[i]));
+    float m = 0.0f;
+    for (int64_t i = lo; i < hi; ++i) m = std::max(m, std::fabs(x[i]));
     absmax[b] = m;
-    for (int64_t i = lo; i < hi; ++i) {
-      const float v = x[i] / m;
-      // The code entry at or below v, then the nearer neighbour (ties stay on the lower one).
-      auto it = std::upper_bound(code.begin(), code.end(), v);
-      int64_t idx = it == code.begin() ? 0 : (it - code.begin()) - 1;
-      if (idx < 255 && std::fabs(v - code[idx + 1]) < std::fabs(v - code[idx])) ++idx;
-      out[i] = static_cast<uint8_t>(idx);
+    if (m == 0.0f) {  // an all-zero block stores code 0, as bitsandbytes does
+      std::fill(out + lo, out + hi, uint8_t{0});
+      continue;
     }
+    const float inv = 1.0f / m;
+    for (int64_t i = lo; i < hi; ++i) out[i] = lut[lut_index(x[i] * inv)];
   }
 }
 

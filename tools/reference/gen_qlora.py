@@ -10,7 +10,9 @@ model/: a tiny Llama saved by transformers with load_in_4bit (nf4 + double quant
   bitsandbytes (the on-disk "bnb-4bit" format), a PEFT LoRA adapter trained-looking (random B),
   and PEFT's logits for a batch with and without the adapter.
 
-Usage: python gen_qlora.py <stories260K HF folder>
+blockwise8/: bitsandbytes' 8-bit blockwise quantiser alone (the double-quantisation step).
+
+Usage: python gen_qlora.py <stories260K HF folder>   (all)  |  python gen_qlora.py blockwise8
 """
 import json
 import os
@@ -105,6 +107,28 @@ def quant_fixtures(model_dir):
         f.write("\n")
     write_manifest(d, seeds="torch.Generator().manual_seed(9)")
     print(f"wrote {d}: {len(cases)} cases")
+
+
+def blockwise8_fixtures():
+    """blockwise8/expected.safetensors: bitsandbytes' CPU quantize_blockwise (the 8-bit dynamic-map
+    quantiser double quantisation uses) on its own: input, codes, absmax (block 256). Normal and
+    heavy-tailed values (codes near 0 lie closer together than its lookup table's bins), values a
+    float step either side of the table's bin edges, an all-zero block and a tail block."""
+    g = torch.Generator().manual_seed(11)
+    normal = torch.randn(4096, generator=g)
+    tiny = torch.randn(4096, generator=g) * torch.rand(4096, generator=g) ** 8
+    k = torch.randint(1, 65535, (85 * 30,), generator=g).double()
+    edge = ((k - 0.5) / 65535 * 2 - 1).float()
+    edges = torch.stack([torch.nextafter(edge, torch.tensor(2.0)), edge, torch.nextafter(edge, torch.tensor(-2.0))], 1)
+    edges = torch.cat([edges.reshape(-1, 255), torch.ones(30, 1)], 1).reshape(-1)  # absmax 1 per block
+    x = torch.cat([normal, tiny, edges, torch.zeros(256), torch.randn(100, generator=g) * 3]).contiguous()
+    q, s = BF.quantize_blockwise(x, blocksize=256)
+    t = {"input": x, "codes": q.reshape(-1).contiguous(), "absmax": s.absmax.contiguous(), "code": s.code.contiguous()}
+    d = os.path.join(OUT, "blockwise8")
+    os.makedirs(d, exist_ok=True)
+    save_file(t, os.path.join(d, "expected.safetensors"))
+    write_manifest(d, seeds="torch.Generator().manual_seed(11)")
+    print(f"wrote {d}: {x.numel()} values")
 
 
 def linear_fixtures():
@@ -208,6 +232,10 @@ def model_fixture():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["blockwise8"]:
+        blockwise8_fixtures()
+        sys.exit(0)
     quant_fixtures(sys.argv[1])
+    blockwise8_fixtures()
     linear_fixtures()
     model_fixture()

@@ -71,8 +71,10 @@ std::vector<float> block_absmax(const float* w, int64_t n, int64_t blocksize);
 /// Writes numel fp32 values.
 void dequantize_4bit(const Quantized4& q, float* out);
 
-/// 8-bit blockwise quantisation with the dynamic map (bitsandbytes' quantize_blockwise on CPU:
-/// x / absmax, nearest code, ties to the lower code). out: n codes; absmax: one per block.
+/// 8-bit blockwise quantisation with the dynamic map, byte for byte as bitsandbytes' CPU
+/// quantize_blockwise: x * (1/absmax) looked up in a 65,536-bin table of nearest codes (so values
+/// very close to 0 may get a code a few steps from the nearest one, as theirs do); an all-zero block
+/// gives code 0. out: n codes; absmax: one per block.
 void quantize_blockwise_8bit(const float* x, int64_t n, int64_t blocksize, uint8_t* out, float* absmax);
 void dequantize_blockwise_8bit(const uint8_t* q, const float* absmax, int64_t n, int64_t blocksize, float* out);
 
