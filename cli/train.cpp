@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "commands.h"
 #include "launch.h"
@@ -37,12 +38,22 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// One task of a multi-task run (`tasks:`): its name and the data keys it sets for itself.
+struct TaskEntry {
+  std::string name;
+  std::vector<std::pair<std::string, YAML::Node>> keys;
+};
+
 // The run configuration, field names as in PEFT / transformers.
 struct RunConfig {
   std::string model, adapter, method = "lora", task = "causal_lm", train_file, eval_file;
-  std::string text_column = "text", text_pair_column, label_column = "label";
+  std::string text_column = "text", text_pair_column, label_column = "label", label_regex;
+  std::vector<TaskEntry> tasks;  ///< multi-task classification: one shared adapter, a head per task
   std::string prompt_template, completion_template, source_column = "source", target_column = "target";
   int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
+  /// Without eval_file: the last this-percent of train_file's rows is the evaluation set (HF run_*'s
+  /// validation_split_percentage) and the rest the training set.
+  int64_t validation_split_percentage = 0;
   int64_t eval_generate = 0, max_new_tokens = 48;
   bool skip_bad_rows = false;
   double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
@@ -100,10 +111,12 @@ const std::map<std::string, Setter>& setters() {
     S_STR("model", model); S_STR("adapter", adapter); S_STR("method", method); S_STR("task", task);
     S_STR("train_file", train_file); S_STR("eval_file", eval_file);
     S_STR("text_column", text_column); S_STR("text_pair_column", text_pair_column); S_STR("label_column", label_column);
+    S_STR("label_regex", label_regex);
     S_STR("prompt_template", prompt_template); S_STR("completion_template", completion_template);
     S_STR("source_column", source_column); S_STR("target_column", target_column);
     S_INT("max_length", max_length); S_INT("max_train_samples", max_train_samples);
-    S_INT("max_eval_samples", max_eval_samples); S_INT("eval_generate", eval_generate);
+    S_INT("max_eval_samples", max_eval_samples);
+    S_INT("validation_split_percentage", validation_split_percentage); S_INT("eval_generate", eval_generate);
     S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
     // LoRA (PEFT's LoraConfig names)
     S_INT("r", lora.r); S_DBL("lora_alpha", lora.lora_alpha); S_DBL("lora_dropout", lora.lora_dropout);
@@ -152,6 +165,39 @@ const std::map<std::string, Setter>& setters() {
     S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
     S_BOOL("bf16", args.bf16);
     S_DBL("ddp_timeout", ddp_timeout);
+    // Multi-task classification: a list of {name, and the data keys below}; the others come from the top level.
+    m["tasks"] = [](RunConfig& c, const YAML::Node& n) {
+      static const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
+                                                      "label_column", "label_regex", "max_train_samples",
+                                                      "max_eval_samples", "max_length", "skip_bad_rows",
+                                                      "validation_split_percentage"};
+      PEFT_CHECK(n.IsSequence() && n.size() > 0, ConfigError, "[config] key 'tasks': expected a list of tasks, each a "
+                 "mapping with 'name' and data keys (train_file, eval_file, text_column, label_column, label_regex, ...)");
+      c.tasks.clear();
+      for (std::size_t i = 0; i < n.size(); ++i) {
+        const YAML::Node& t = n[i];
+        PEFT_CHECK(t.IsMap(), ConfigError, "[config] key 'tasks': entry ", i, " is not a mapping");
+        TaskEntry e;
+        for (const auto& kv : t) {
+          const auto k = kv.first.as<std::string>();
+          if (k == "name") {
+            e.name = as<std::string>(kv.second, "tasks[" + std::to_string(i) + "].name", "a string");
+            continue;
+          }
+          if (!kTaskKeys.count(k)) {
+            std::string valid = "name";
+            for (const auto& v : kTaskKeys) valid += ", " + v;
+            throw ConfigError("[config] key 'tasks': entry " + std::to_string(i) + ": unknown key '" + k +
+                              "' (valid keys: " + valid + ")");
+          }
+          e.keys.emplace_back(k, kv.second);
+        }
+        PEFT_CHECK(!e.name.empty(), ConfigError, "[config] key 'tasks': entry ", i, " has no 'name'");
+        for (const auto& o : c.tasks)
+          PEFT_CHECK(o.name != e.name, ConfigError, "[config] key 'tasks': the name '", e.name, "' is used twice");
+        c.tasks.push_back(std::move(e));
+      }
+    };
     // BitsAndBytesConfig (QLoRA)
     S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
     S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
@@ -239,7 +285,18 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     adalora_config(c).validate();
   }
   c.args.validate();
+  PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
+             "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
+  PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls", ConfigError,
+             "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls, not ", c.task);
   return c;
+}
+
+// A task's own configuration: the run's, with the task's data keys applied.
+RunConfig task_config(const RunConfig& c, const TaskEntry& t) {
+  RunConfig tc = c;
+  for (const auto& [k, v] : t.keys) apply(tc, k, v, "task '" + t.name + "'");
+  return tc;
 }
 
 models::LoadOptions load_options(const RunConfig& c) {
@@ -281,6 +338,12 @@ std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64
   return m;
 }
 
+std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
 // "{mr} ||" with row fields; an unknown {name} is an error naming the file and line.
 std::string fill(const std::string& tmpl, const train::Row& r) {
   std::string out;
@@ -306,10 +369,26 @@ struct Loaded {
   train::Dataset data;
 };
 
+// Which rows of a file a split takes: all, or with validation_split_percentage the training part
+// (the first rows) or the validation part (the last ones).
+enum class Part { All, Train, Validation };
+
+template <typename T>
+void take_part(std::vector<T>& v, Part part, int64_t pct, const std::string& file) {
+  if (part == Part::All) return;
+  const auto n = static_cast<int64_t>(v.size());
+  const int64_t n_val = std::max<int64_t>(1, n * pct / 100);
+  PEFT_CHECK(n_val < n, FormatError, "[train] ", file, ": ", n, " rows are too few for a ", pct,
+             "% validation split");
+  if (part == Part::Train) v.resize(static_cast<std::size_t>(n - n_val));
+  else v.erase(v.begin(), v.begin() + (n - n_val));
+}
+
 Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, const io::Tokenizer& tok,
-                  const std::vector<std::string>& labels) {
+                  const std::vector<std::string>& labels, Part part = Part::All) {
   Loaded l;
   if (c.task != "token_cls") l.rows = train::read_rows(file);  // CoNLL files are read below
+  take_part(l.rows, part, c.validation_split_percentage, file);
   if (limit > 0 && static_cast<int64_t>(l.rows.size()) > limit) l.rows.resize(limit);
   train::DataOptions o;
   o.max_length = c.max_length;
@@ -317,6 +396,7 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   o.text_column = c.text_column;
   o.text_pair_column = c.text_pair_column;
   o.label_column = c.label_column;
+  o.label_regex = c.label_regex;
   o.source_column = c.source_column;
   o.target_column = c.target_column;
   o.label_names = labels;
@@ -339,6 +419,7 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   if (c.task == "token_cls") {
     o.task = train::TaskFormat::TokenCls;
     auto sentences = train::read_conll(file);
+    take_part(sentences, part, c.validation_split_percentage, file);
     if (limit > 0 && static_cast<int64_t>(sentences.size()) > limit) sentences.resize(limit);
     l.data = train::build_token_dataset(sentences, tok, o);
   } else {
@@ -396,15 +477,28 @@ GenEval generation_eval(const RunConfig& c, models::PretrainedModel& model, cons
 }
 
 // Accuracy of a classification adapter on a split: per sequence (seq_cls) or per labelled token
-// (token_cls; with prompt methods the logits over virtual tokens are trimmed).
-double classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t pad, bool tokens) {
+// (token_cls; with prompt methods the logits over virtual tokens are trimmed). Multi-task data:
+// each row's prediction is taken over its own task's head, and per_task has one figure per task.
+struct Accuracy {
+  double all = 0;
+  std::vector<double> per_task;
+  std::string str(const train::Dataset& d) const {
+    std::ostringstream o;
+    o << all;
+    for (std::size_t t = 0; t < per_task.size(); ++t) o << (t ? ", " : " (") << d.tasks[t].name << " " << per_task[t];
+    if (!per_task.empty()) o << ")";
+    return o.str();
+  }
+};
+
+Accuracy classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t pad, bool tokens) {
   auto& m = pm.base_model();
   const bool was = m.is_training();
   m.eval();
   torch::NoGradGuard ng;
   const bool trim = pm.trim_prompt_logits;
   pm.trim_prompt_logits = true;
-  std::vector<int64_t> pred, gold;
+  std::vector<int64_t> pred, gold, task;
   const auto L = at::TensorOptions().dtype(at::kLong);
   for (const auto& idx : train::make_batches(d, 32, false, 0, false)) {
     const train::Batch b = train::collate(d, idx, pad);
@@ -412,7 +506,9 @@ double classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t p
     in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
     in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
     if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
-    const at::Tensor p = pm.forward(in).logits.argmax(-1).contiguous();
+    at::Tensor logits = pm.forward(in).logits;
+    if (!d.tasks.empty()) logits = train::mask_to_tasks(logits.to(at::kFloat), b.seq_tasks, d.tasks);
+    const at::Tensor p = logits.argmax(-1).contiguous();
     if (tokens) {
       for (int64_t i = 0; i < b.rows * b.cols; ++i)
         if (b.labels[i] != -100) {
@@ -423,12 +519,73 @@ double classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t p
       for (int64_t r = 0; r < b.rows; ++r) {
         pred.push_back(p.data_ptr<int64_t>()[r]);
         gold.push_back(b.seq_labels[r]);
+        if (!d.tasks.empty()) task.push_back(b.seq_tasks[r]);
       }
     }
   }
   pm.trim_prompt_logits = trim;
   if (was) m.train();
-  return train::accuracy(pred, gold);
+  Accuracy a;
+  a.all = train::accuracy(pred, gold);
+  for (std::size_t t = 0; t < d.tasks.size(); ++t) {
+    std::vector<int64_t> p, g;
+    for (std::size_t i = 0; i < task.size(); ++i)
+      if (task[i] == static_cast<int64_t>(t)) {
+        p.push_back(pred[i]);
+        g.push_back(gold[i]);
+      }
+    a.per_task.push_back(p.empty() ? 0.0 : train::accuracy(p, g));
+  }
+  return a;
+}
+
+// The training and evaluation data: one split each, or for a multi-task run every task's splits
+// joined (merge_tasks), the eval sets with their task's training labels.
+struct Splits {
+  Loaded train, eval;
+  bool has_eval = false;
+};
+
+Splits load_train_eval(const RunConfig& c, const io::Tokenizer& tok) {
+  Splits s;
+  if (c.tasks.empty()) {
+    PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
+    const bool split = c.eval_file.empty() && c.validation_split_percentage > 0;
+    s.train = load_split(c, c.train_file, c.max_train_samples, tok, {}, split ? Part::Train : Part::All);
+    PEFT_CHECK(!s.train.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
+    if (!c.eval_file.empty() || split) {
+      s.eval = load_split(c, split ? c.train_file : c.eval_file, c.max_eval_samples, tok, s.train.data.label_names,
+                          split ? Part::Validation : Part::All);
+      s.has_eval = true;
+    }
+    return s;
+  }
+  std::vector<std::string> names;
+  std::vector<train::Dataset> tr, ev;
+  const RunConfig first = task_config(c, c.tasks.front());
+  const bool first_has_eval = !first.eval_file.empty() || first.validation_split_percentage > 0;
+  for (const auto& t : c.tasks) {
+    const RunConfig tc = task_config(c, t);
+    PEFT_CHECK(!tc.train_file.empty(), ConfigError, "[config] task '", t.name, "': key 'train_file' is required");
+    const bool split = tc.eval_file.empty() && tc.validation_split_percentage > 0;
+    Loaded l = load_split(tc, tc.train_file, tc.max_train_samples, tok, {}, split ? Part::Train : Part::All);
+    PEFT_CHECK(!l.data.examples.empty(), FormatError, "[train] task '", t.name, "': ", tc.train_file, " is empty");
+    PEFT_CHECK((!tc.eval_file.empty() || split) == first_has_eval, ConfigError, "[config] key 'tasks': give every "
+               "task an evaluation set (eval_file or validation_split_percentage) or none (task '", t.name, "')");
+    if (!tc.eval_file.empty() || split) {
+      ev.push_back(load_split(tc, split ? tc.train_file : tc.eval_file, tc.max_eval_samples, tok, l.data.label_names,
+                              split ? Part::Validation : Part::All).data);
+      s.has_eval = true;
+    }
+    std::cout << "task " << t.name << ": " << l.data.examples.size() << " training examples, labels [";
+    for (std::size_t i = 0; i < l.data.label_names.size(); ++i) std::cout << (i ? ", " : "") << l.data.label_names[i];
+    std::cout << "]\n";
+    names.push_back(t.name);
+    tr.push_back(std::move(l.data));
+  }
+  s.train.data = train::merge_tasks(names, tr);
+  if (s.has_eval) s.eval.data = train::merge_tasks(names, ev);
+  return s;
 }
 
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
@@ -436,11 +593,11 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   // A rank of a data-parallel run (RANK/WORLD_SIZE set by the launcher or torchrun): only rank 0 prints.
   const auto denv = distributed::env_from_environment();
   if (denv.rank != 0) std::cout.setstate(std::ios_base::badbit);
-  PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
   const auto tok = io::Tokenizer::from_pretrained(c.model);
-  std::vector<std::string> labels;
-  auto train_split = load_split(c, c.train_file, c.max_train_samples, tok, labels);
-  PEFT_CHECK(!train_split.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
+  Splits splits = load_train_eval(c, tok);
+  Loaded& train_split = splits.train;
+  Loaded& eval_split = splits.eval;
+  const bool has_eval = splits.has_eval;
   auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()),
                              tok.pad_token_id().value_or(tok.eos_token_id().value_or(0)));
   if (c.load_in_4bit) {
@@ -448,18 +605,27 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
               << "): weights " << quant::weight_bytes(*model) << " bytes\n";
   }
-  Loaded eval_split;
-  if (!c.eval_file.empty()) eval_split = load_split(c, c.eval_file, c.max_eval_samples, tok, train_split.data.label_names);
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   const AdaLoraConfig ada = c.method == "adalora" ? adalora_config(c) : AdaLoraConfig();
   const PeftConfig& pcfg = c.method == "adalora" ? static_cast<const PeftConfig&>(ada) : c.peft_config();
+  if (!c.adapter.empty()) {
+    // A per-task adapter of a multi-task run names its labels: the data must have the same ones.
+    const fs::path task_json = fs::path(c.adapter) / "task.json";
+    if (fs::exists(task_json) && c.tasks.empty()) {
+      const auto j = io::read_json_file(task_json.string());
+      const auto want = j.at("label_names").get<std::vector<std::string>>();
+      PEFT_CHECK(want == train_split.data.label_names, ConfigError, "[train] ", task_json.string(), ": the head of task '",
+                 j.value("task", std::string()), "' was trained for labels [", join_names(want),
+                 "], but the data has [", join_names(train_split.data.label_names), "]");
+    }
+  }
   // adapter=DIR: continue training a saved adapter (e.g. a shared multi-task prefix) instead of a fresh one.
   auto pm = c.adapter.empty() ? get_peft_model(model, pcfg) : PeftModel::from_pretrained(model, c.adapter, "default", true);
   if (!c.adapter.empty()) std::cout << "starting from adapter " << c.adapter << "\n";
   std::cout << "method " << c.method << " (" << to_string(pcfg.peft_type) << "): ";
   pm->print_trainable_parameters();
   const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
-  train::Trainer trainer(pm, c.args, train_split.data, c.eval_file.empty() ? nullptr : &eval_split.data, pad);
+  train::Trainer trainer(pm, c.args, train_split.data, has_eval ? &eval_split.data : nullptr, pad);
   if (denv.world_size > 1) {
     distributed::ProcessGroupOptions po;
     po.timeout_seconds = c.ddp_timeout;
@@ -471,11 +637,12 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   std::optional<double> loss0;
   GenEval g0;
   const bool cls = c.task == "seq_cls" || c.task == "token_cls";
-  if (!c.eval_file.empty()) {
+  if (has_eval) {
     loss0 = trainer.evaluate().loss;
     std::cout << "before: eval loss " << *loss0 << "\n";
     if (cls)
-      std::cout << "before: eval accuracy " << classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls") << "\n";
+      std::cout << "before: eval accuracy "
+                << classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls").str(eval_split.data) << "\n";
     if (c.eval_generate > 0 && !c.prompt_template.empty()) {
       g0 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
       std::cout << "before: BLEU " << g0.bleu << " on " << g0.prompts << " prompts\n"
@@ -501,13 +668,21 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
                             {"metrics_before", nlohmann::json::object()}};
   if (res.eval_loss) summary["metrics"]["eval_loss"] = *res.eval_loss;
   if (loss0) summary["metrics_before"]["eval_loss"] = *loss0;
-  if (cls && !c.eval_file.empty())
-  {
-    const double acc = classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls");
-    std::cout << "after:  eval accuracy " << acc << "\n";
-    summary["metrics"]["accuracy"] = acc;
+  if (cls && has_eval) {
+    const Accuracy acc = classification_accuracy(*pm, eval_split.data, pad, c.task == "token_cls");
+    std::cout << "after:  eval accuracy " << acc.str(eval_split.data) << "\n";
+    summary["metrics"]["accuracy"] = acc.all;
+    for (std::size_t t = 0; t < acc.per_task.size(); ++t)
+      summary["metrics"]["accuracy/" + eval_split.data.tasks[t].name] = acc.per_task[t];
   }
-  if (c.eval_generate > 0 && !c.prompt_template.empty() && !c.eval_file.empty()) {
+  if (!train_split.data.tasks.empty() && denv.rank == 0) {
+    const std::string dir = (fs::path(c.args.output_dir) / "tasks").string();
+    train::save_task_adapters(*pm, train_split.data.tasks, dir);
+    std::cout << "per-task adapters: " << dir << "/{";
+    for (std::size_t t = 0; t < train_split.data.tasks.size(); ++t) std::cout << (t ? "," : "") << train_split.data.tasks[t].name;
+    std::cout << "} (continue on one task with adapter=" << dir << "/<task>)\n";
+  }
+  if (c.eval_generate > 0 && !c.prompt_template.empty() && has_eval) {
     const auto g1 = generation_eval(c, pm->base_model(), tok, eval_split.rows, pm.get());
     std::cout << "after:  BLEU " << g1.bleu << " (was " << g0.bleu << ")\n"
               << "after:  " << g1.sample_prompt << " " << g1.sample << "\n";

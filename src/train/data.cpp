@@ -13,6 +13,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/regex.h"
 
 namespace peft::train {
 
@@ -375,12 +376,21 @@ Example causal_example(const Row& r, const io::Tokenizer& tok, const DataOptions
   return ex;
 }
 
+// The SeqCls label of a row: the label column, or what label_regex extracts from it.
+std::string label_of(const Row& r, const DataOptions& opt) {
+  const std::string& v = field(r, opt.label_column);
+  if (opt.label_regex.empty()) return v;
+  auto m = regex_search(opt.label_regex, v);
+  if (!m) throw RowError("label_regex '" + opt.label_regex + "' does not match column '" + opt.label_column + "'");
+  return *m;
+}
+
 Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt,
                        const std::vector<std::string>& names, const std::map<std::string, int64_t>& index,
                        bool regression) {
   const std::string& a = field(r, opt.text_column);
   const std::string* b = opt.text_pair_column.empty() ? nullptr : &field(r, opt.text_pair_column);
-  const std::string& label = field(r, opt.label_column);
+  const std::string label = label_of(r, opt);
   Example ex;
   if (regression) {
     if (!parse_double(label, ex.label_value))
@@ -516,7 +526,9 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
       std::set<std::string> seen;
       for (const auto& r : rows) {
         auto it = r.fields.find(opt.label_column);
-        if (it != r.fields.end()) seen.insert(it->second);
+        if (it == r.fields.end()) continue;
+        if (opt.label_regex.empty()) seen.insert(it->second);
+        else if (auto m = regex_search(opt.label_regex, it->second)) seen.insert(*m);
       }
       d.label_names = sorted_labels(seen);
     }
@@ -708,8 +720,44 @@ Batch collate(const Dataset& d, const std::vector<int64_t>& idx, int64_t pad_id,
     if (any_dec) std::copy(ex.decoder_input_ids.begin(), ex.decoder_input_ids.end(), b.decoder_input_ids.begin() + r * LC);
     if (regression) b.seq_values.push_back(ex.label_value);
     else if (any_label) b.seq_labels.push_back(ex.label);
+    if (!d.tasks.empty()) b.seq_tasks.push_back(ex.task);
   }
   return b;
+}
+
+Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dataset>& sets) {
+  PEFT_CHECK(names.size() == sets.size(), ConfigError, kTag, "merge_tasks: ", names.size(), " names for ",
+             sets.size(), " datasets");
+  PEFT_CHECK(!sets.empty(), ConfigError, kTag, "merge_tasks: no tasks");
+  Dataset out;
+  std::set<std::string> seen;
+  for (std::size_t t = 0; t < sets.size(); ++t) {
+    const Dataset& d = sets[t];
+    const std::string& name = names[t];
+    PEFT_CHECK(!name.empty(), ConfigError, kTag, "merge_tasks: task ", t, " has no name");
+    PEFT_CHECK(seen.insert(name).second, ConfigError, kTag, "merge_tasks: task name '", name, "' is used twice");
+    PEFT_CHECK(!d.label_names.empty() && !(d.label_names.size() == 1 && d.label_names[0] == kRegressionLabel),
+               ConfigError, kTag, "merge_tasks: task '", name, "' is not a classification set (label names: [",
+               join(d.label_names), "])");
+    PEFT_CHECK(d.tasks.empty(), ConfigError, kTag, "merge_tasks: task '", name, "' is already a multi-task set");
+    TaskSpan span;
+    span.name = name;
+    span.label_offset = static_cast<int64_t>(out.label_names.size());
+    span.num_labels = static_cast<int64_t>(d.label_names.size());
+    span.label_names = d.label_names;
+    for (const auto& l : d.label_names) out.label_names.push_back(name + ":" + l);
+    for (Example ex : d.examples) {
+      PEFT_CHECK(ex.label >= 0 && ex.label < span.num_labels, ConfigError, kTag, "merge_tasks: task '", name,
+                 "' has an example without a class label");
+      ex.label += span.label_offset;
+      ex.task = static_cast<int64_t>(t);
+      out.examples.push_back(std::move(ex));
+    }
+    out.skipped += d.skipped;
+    out.skipped_reasons.insert(out.skipped_reasons.end(), d.skipped_reasons.begin(), d.skipped_reasons.end());
+    out.tasks.push_back(std::move(span));
+  }
+  return out;
 }
 
 Dataset pack(const Dataset& d, int64_t block_size) {

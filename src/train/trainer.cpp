@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -60,6 +61,54 @@ double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t 
   return std::max(0.0, static_cast<double>(total - step) / std::max<int64_t>(1, total - warmup));
 }
 
+at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& row_tasks,
+                         const std::vector<TaskSpan>& tasks) {
+  PEFT_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(row_tasks.size()), std::invalid_argument,
+             "[mask_to_tasks] logits ", logits.sizes(), " for ", row_tasks.size(), " rows; expected [rows, classes]");
+  const int64_t C = tasks.empty() ? 0 : tasks.back().label_offset + tasks.back().num_labels;
+  PEFT_CHECK(logits.size(1) == C, ConfigError, "[mask_to_tasks] the classifier has ", logits.size(1),
+             " outputs; the tasks have ", C, " labels together");
+  at::Tensor allowed = at::zeros({static_cast<int64_t>(tasks.size()), C}, at::kBool);
+  for (std::size_t t = 0; t < tasks.size(); ++t) allowed[t].narrow(0, tasks[t].label_offset, tasks[t].num_labels).fill_(true);
+  for (auto t : row_tasks)
+    PEFT_CHECK(t >= 0 && t < static_cast<int64_t>(tasks.size()), std::invalid_argument, "[mask_to_tasks] row task ", t,
+               " is not one of the ", tasks.size(), " tasks");
+  const at::Tensor rows = allowed.index_select(0, at::tensor(row_tasks, at::kLong)).to(logits.device());
+  return logits.masked_fill(rows.logical_not(), -std::numeric_limits<double>::infinity());
+}
+
+void save_task_adapters(const PeftModel& model, const std::vector<TaskSpan>& tasks, const std::string& dir) {
+  PEFT_CHECK(!tasks.empty(), ConfigError, "[save_task_adapters] no tasks");
+  const int64_t C = tasks.back().label_offset + tasks.back().num_labels;
+  const std::string adapter = model.active_adapters().front();
+  fs::create_directories(dir);
+  for (const auto& t : tasks) {
+    const fs::path tmp = fs::path(dir) / ("." + t.name + ".tmp");
+    const fs::path dst = fs::path(dir) / t.name;
+    fs::remove_all(tmp);
+    model.save_pretrained(tmp.string(), {adapter});
+    if (adapter != "default") {  // save_pretrained puts non-default adapters in a sub-folder
+      for (const auto& e : fs::directory_iterator(tmp / adapter)) fs::rename(e.path(), tmp / e.path().filename());
+      fs::remove_all(tmp / adapter);
+    }
+    const std::string file = (tmp / "adapter_model.safetensors").string();
+    auto tensors = io::load_safetensors(file);
+    int sliced = 0;
+    for (auto& [k, v] : tensors) {
+      const bool head = k.find("score.") != std::string::npos || k.find("classifier.") != std::string::npos;
+      if (!head || v.dim() < 1 || v.size(0) != C) continue;
+      v = v.narrow(0, t.label_offset, t.num_labels).contiguous();
+      ++sliced;
+    }
+    PEFT_CHECK(sliced > 0, ConfigError, "[save_task_adapters] adapter '", adapter, "' has no classifier head with ", C,
+               " outputs (score / classifier in modules_to_save) to split into per-task heads");
+    io::save_safetensors(file, tensors);
+    io::write_json_file((tmp / "task.json").string(), {{"task", t.name}, {"label_names", t.label_names}});
+    fs::remove_all(dst);
+    fs::rename(tmp, dst);
+  }
+}
+
 struct Trainer::State {
   std::shared_ptr<PeftModel> model;
   TrainingArguments args;
@@ -97,6 +146,16 @@ models::ModelInputs to_inputs(const Batch& b, TaskFormat task) {
       in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
   }
   return in;
+}
+
+// The batch loss: the model's own, or for multi-task data the cross-entropy over each row's head.
+at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const std::vector<TaskSpan>& tasks) {
+  models::ModelInputs in = to_inputs(b, task);
+  if (tasks.empty() || task != TaskFormat::SeqCls) return model.forward(in).loss;
+  const at::Tensor labels = in.labels;
+  in.labels = at::Tensor();
+  const at::Tensor logits = model.forward(in).logits.to(at::kFloat);
+  return at::cross_entropy_loss(mask_to_tasks(logits, b.seq_tasks, tasks), labels);
 }
 
 TaskFormat task_of(const models::PretrainedModel& m) {
@@ -166,6 +225,14 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
     s_->has_eval = !eval->examples.empty();
   }
   s_->pad = pad_token_id;
+  if (s_->has_eval && !s_->train.tasks.empty()) {
+    bool same = s_->eval.tasks.size() == s_->train.tasks.size();
+    for (std::size_t t = 0; same && t < s_->eval.tasks.size(); ++t)
+      same = s_->eval.tasks[t].name == s_->train.tasks[t].name &&
+             s_->eval.tasks[t].label_names == s_->train.tasks[t].label_names;
+    PEFT_CHECK(same, ConfigError, "[Trainer] the evaluation set must join the same tasks with the same labels as "
+               "the training set (build both with merge_tasks, the eval sets with the training label names)");
+  }
   // AdamW over trainable parameters only; no weight decay on biases and norm weights.
   std::vector<at::Tensor> decay, no_decay;
   for (const auto& p : s_->model->base_model().named_parameters()) {
@@ -218,7 +285,7 @@ EvalResult Trainer::evaluate() {
     const Batch b = collate(s_->eval, idx, s_->pad);
     const int64_t n = loss_tokens(b, task);
     if (n == 0) continue;
-    total += s_->model->forward(to_inputs(b, task)).loss.item<double>() * static_cast<double>(n);
+    total += forward_loss(*s_->model, b, task, s_->eval.tasks).item<double>() * static_cast<double>(n);
     r.tokens += n;
   }
   if (s_->dist) {
@@ -348,7 +415,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
       for (const auto& b : micro) {
         const int64_t n = loss_tokens(b, task);
         if (n == 0) continue;
-        at::Tensor loss = s_->model->forward(to_inputs(b, task)).loss;
+        at::Tensor loss = forward_loss(*s_->model, b, task, s_->train.tasks);
         const double w = static_cast<double>(n) / static_cast<double>(std::max<int64_t>(1, n_all));
         (loss * w).backward();
         step_loss += loss.item<double>() * w;

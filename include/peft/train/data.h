@@ -53,6 +53,10 @@ struct DataOptions {
   std::string text_pair_column;                 ///< SeqCls optional second text
   std::string prompt_column, completion_column; ///< CausalLM prompt+completion (loss on completion only) when both set
   std::string label_column = "label";           ///< SeqCls label
+  /// SeqCls: the label is the first capture group (or the whole match) of this regex searched in
+  /// label_column (Python's re.search), e.g. "familyFriendly\\[(\\w+)\\]" on E2E's meaning
+  /// representation; a row where it does not match is a bad row. Empty = the column as is.
+  std::string label_regex;
   std::string source_column = "source", target_column = "target";  ///< Seq2Seq
   /// SeqCls/TokenCls label set; empty = collect from data (sorted; numerically when all are integers).
   /// SeqCls: a value not in the set is accepted as an integer index in range. {"__regression__"} = float labels.
@@ -78,10 +82,20 @@ struct Example {
   std::vector<int64_t> input_ids, labels, token_type_ids, decoder_input_ids;
   int64_t label = -100;
   double label_value = 0;
+  int64_t task = -1;  ///< multi-task data (merge_tasks): index into Dataset::tasks
+};
+/// One task of a multi-task classification dataset: its classes are label_names[label_offset,
+/// label_offset + num_labels) of the joined set, and its head is that slice of the classifier.
+struct TaskSpan {
+  std::string name;
+  int64_t label_offset = 0;
+  int64_t num_labels = 0;
+  std::vector<std::string> label_names;  ///< the task's own label names, in order
 };
 struct Dataset {
   std::vector<Example> examples;
   std::vector<std::string> label_names;
+  std::vector<TaskSpan> tasks;  ///< empty unless the data joins several tasks (merge_tasks)
   int64_t skipped = 0;
   std::vector<std::string> skipped_reasons;  ///< "file:line: message", one per skipped row
 };
@@ -90,6 +104,13 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
 /// Labels aligned to sub-tokens: first piece gets the tag id, continuation pieces -100, special tokens
 /// -100 (HF run_ner convention, label_all_tokens=False). Words are encoded one by one (is_split_into_words).
 Dataset build_token_dataset(const std::vector<TaggedSentence>& s, const io::Tokenizer& tok, const DataOptions& opt);
+
+/// Multi-task classification (P-Tuning v2's multi-task prompts): joins the SeqCls datasets of
+/// several tasks into one whose label set is the tasks' sets one after another ("task:label"), so
+/// one classifier of sum(num_labels) rows holds a head per task. Each example keeps its task index
+/// and its label is shifted by the task's offset; shuffled batches then mix the tasks. Names must be
+/// unique and non-empty, every set a classification set (no regression) → ConfigError otherwise.
+Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dataset>& sets);
 
 /// Batching: indices of examples per batch. Shuffled with a seeded std::mt19937_64 (own Fisher-Yates, so
 /// identical on every platform), optionally grouped by length (HF group_by_length: megabatches of
@@ -108,6 +129,7 @@ struct Batch {
   int64_t decoder_cols = 0;
   std::vector<int64_t> seq_labels;
   std::vector<double> seq_values;
+  std::vector<int64_t> seq_tasks;  ///< multi-task data: each row's task index; empty otherwise
   int64_t n_tokens = 0;        ///< non-padding input tokens (sum of attention_mask)
   int64_t n_label_tokens = 0;  ///< label positions != -100 (before any causal shift)
 };

@@ -69,6 +69,20 @@ struct EvalResult {
 /// get_scheduler builds it.
 double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total);
 
+/// Multi-task classification (merge_tasks in data.h): `logits` [B, sum of num_labels] with every
+/// class outside each row's task set to -inf, so softmax, cross-entropy and argmax see only the
+/// row's own head. row_tasks: one task index per row.
+at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& row_tasks,
+                         const std::vector<TaskSpan>& tasks);
+
+/// Writes one PEFT adapter folder per task, `dir/<task name>/`: the model's active adapter (the
+/// shared prefix or LoRA weights) with only that task's rows of the classifier head (the
+/// modules_to_save tensors whose first dimension is the joined label count), and task.json with the
+/// task's name and label names. Each folder loads in peft.cpp or Python PEFT on the base model with
+/// that task's num_labels, e.g. to continue on one task (`peft train ... adapter=dir/<task>`).
+/// Written atomically per task. Throws ConfigError when the adapter has no such head.
+void save_task_adapters(const PeftModel& model, const std::vector<TaskSpan>& tasks, const std::string& dir);
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Dataset train, const Dataset* eval,

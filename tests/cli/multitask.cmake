@@ -1,0 +1,63 @@
+# CLI test for multi-task P-Tuning v2 on the bundled stories260K: three E2E classification tasks
+# (labels taken from the meaning representation with label_regex, a 10% validation split) trained
+# with one shared prefix; the per-task adapters; continuing on one task from its adapter (its first
+# evaluation equals the multi-task run's figure for that task); and the configuration errors.
+file(REMOVE_RECURSE ${OUT})
+execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
+                        --tokenizer ${SRC}/models/stories260K/tok512.bin
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
+endif()
+set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv max_train_samples=200 max_eval_samples=100
+    per_device_train_batch_size=8 logging_steps=1 eval_steps=0 save_steps=0 num_virtual_tokens=4)
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_multitask_p_tuning_v2.yaml ${common}
+                        max_steps=3 output_dir=${OUT}/multi
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "task family_friendly: [0-9]+ training examples, labels \\[no, yes\\]"
+   OR NOT out MATCHES "task area: [0-9]+ training examples, labels \\[city centre, riverside\\]"
+   OR NOT out MATCHES "task eat_type: [0-9]+ training examples, labels \\[coffee shop, pub, restaurant\\]"
+   OR NOT out MATCHES "trained 3 steps")
+  message(FATAL_ERROR "multi-task peft train failed (${rc}):\n${out}${err}")
+endif()
+string(REGEX MATCH "after:  eval accuracy [0-9.e+-]+ \\(family_friendly ([0-9.e+-]+), area [0-9.e+-]+, eat_type [0-9.e+-]+\\)" m "${out}")
+set(ff "${CMAKE_MATCH_1}")
+if(ff STREQUAL "")
+  message(FATAL_ERROR "no per-task accuracy in:\n${out}")
+endif()
+foreach(t family_friendly area eat_type)
+  foreach(f adapter_config.json adapter_model.safetensors task.json)
+    if(NOT EXISTS ${OUT}/multi/tasks/${t}/${f})
+      message(FATAL_ERROR "multi-task run did not write tasks/${t}/${f}")
+    endif()
+  endforeach()
+endforeach()
+# Continue on one task from its adapter: the first evaluation is the multi-task model's on that task.
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_family_friendly_p_tuning_v2.yaml ${common}
+                        max_steps=2 adapter=${OUT}/multi/tasks/family_friendly output_dir=${OUT}/single
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "starting from adapter" OR NOT out MATCHES "before: eval accuracy ${ff}\n"
+   OR NOT out MATCHES "trained 2 steps")
+  message(FATAL_ERROR "continuing on family_friendly should start at accuracy ${ff} (${rc}):\n${out}${err}")
+endif()
+foreach(bad "adapter=${OUT}/multi/tasks/eat_type;was trained for labels \\[coffee shop, pub, restaurant\\], but the data has \\[no, yes\\]"
+            "label_regex=nothing\\[(x)\\];label_regex 'nothing")
+  list(POP_BACK bad want)
+  execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_family_friendly_p_tuning_v2.yaml ${common}
+                          max_steps=1 output_dir=${OUT}/bad ${bad}
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "${want}")
+    message(FATAL_ERROR "'${bad}' should fail with '${want}', got ${rc}: ${err}")
+  endif()
+endforeach()
+foreach(bad "task=causal_lm;needs task: seq_cls"
+            "tasks=[{name: a}, {name: a}];the name 'a' is used twice"
+            "tasks=[{name: a, learning_rate: 1}];unknown key 'learning_rate'")
+  list(POP_BACK bad want)
+  execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_multitask_p_tuning_v2.yaml ${common}
+                          max_steps=1 output_dir=${OUT}/bad ${bad}
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err MATCHES "${want}")
+    message(FATAL_ERROR "'${bad}' should exit 2 with '${want}', got ${rc}: ${err}")
+  endif()
+endforeach()
