@@ -278,6 +278,36 @@ TEST(DataTasks, SeqClsLabelsAndErrors) {
   EXPECT_EQ(b.seq_values, (std::vector<double>{3.25}));
 }
 
+// label_regex: the label is what the regex extracts from the label column (Python's re.search:
+// group 1, or the whole match); rows it does not match are bad rows naming the regex and column.
+TEST(DataTasks, SeqClsLabelRegex) {
+  DataOptions opt;
+  opt.task = TaskFormat::SeqCls;
+  opt.text_column = "ref";
+  opt.label_column = "mr";
+  opt.label_regex = R"(eatType\[([^\]]+)\])";
+  const auto d = build_dataset({row({{"ref", "a pub"}, {"mr", "name[X], eatType[pub], area[riverside]"}}),
+                                row({{"ref", "a cafe"}, {"mr", "eatType[coffee shop]"}})},
+                               bert(), opt);
+  EXPECT_EQ(d.label_names, (std::vector<std::string>{"coffee shop", "pub"}));
+  EXPECT_EQ(d.examples[0].label, 1);
+  EXPECT_EQ(d.examples[1].label, 0);
+  peft::test::expect_throw_with<FormatError>(
+      [&] { build_dataset({row({{"ref", "x"}, {"mr", "name[Y]"}}, 9)}, bert(), opt); },
+      {"mem.csv:9:", "label_regex", "column 'mr'"});
+  opt.skip_bad_rows = true;
+  const auto s = build_dataset({row({{"ref", "x"}, {"mr", "name[Y]"}}, 2), row({{"ref", "y"}, {"mr", "eatType[pub]"}}, 3)},
+                               bert(), opt);
+  EXPECT_EQ(s.label_names, (std::vector<std::string>{"pub"}));
+  EXPECT_EQ(s.skipped, 1);
+  // Without a group the whole match is the label.
+  opt.label_regex = "(?:yes|no)$";
+  const auto w = build_dataset({row({{"ref", "x"}, {"mr", "familyFriendly yes"}})}, bert(), opt);
+  EXPECT_EQ(w.label_names, (std::vector<std::string>{"yes"}));
+  opt.label_regex = "([unclosed";
+  EXPECT_THROW(build_dataset({row({{"ref", "x"}, {"mr", "y"}})}, bert(), opt), peft::ConfigError);
+}
+
 TEST(DataTasks, Seq2Seq) {
   DataOptions opt;
   opt.task = TaskFormat::Seq2Seq;
