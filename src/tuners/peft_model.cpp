@@ -477,17 +477,17 @@ void PeftModel::merge_adapter(const std::vector<std::string>& names, bool safe_m
   for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
     std::vector<std::string> here;
     for (const auto& n : use)
-      if (l ? l->adapters.get(n) != nullptr : e->adapters.get(n) != nullptr) here.push_back(n);
+      if (l ? l->adapters.get(n) != nullptr : (e != nullptr && e->adapters.get(n) != nullptr)) here.push_back(n);
     if (here.empty()) return;
     if (l) l->merge(here, safe_merge);
-    else e->merge(here, safe_merge);
+    else if (e) e->merge(here, safe_merge);
   });
 }
 
 void PeftModel::unmerge_adapter() {
   for_each_slot(*base_, [&](const std::string&, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
     if (l) l->unmerge();
-    else e->unmerge();
+    else if (e) e->unmerge();
   });
 }
 
