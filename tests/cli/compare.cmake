@@ -2,12 +2,8 @@
 # table must list each method with its trainable-parameter count and metrics, the chart must
 # exist, and a failed method must make the command fail while its row says why.
 file(REMOVE_RECURSE ${OUT})
-execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
-                        --tokenizer ${SRC}/models/stories260K/tok512.bin
-                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
+peft_convert_bundled_model(${OUT}/model)
 file(WRITE ${OUT}/cmp.yaml "model: ${OUT}/model
 train_file: ${SRC}/data/e2e/train.csv
 eval_file: ${SRC}/data/e2e/dev.csv

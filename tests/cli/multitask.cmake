@@ -3,12 +3,8 @@
 # with one shared prefix; the per-task adapters; continuing on one task from its adapter (its first
 # evaluation equals the multi-task run's figure for that task); and the configuration errors.
 file(REMOVE_RECURSE ${OUT})
-execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
-                        --tokenizer ${SRC}/models/stories260K/tok512.bin
-                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
+peft_convert_bundled_model(${OUT}/model)
 set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv max_train_samples=200 max_eval_samples=100
     per_device_train_batch_size=8 logging_steps=1 eval_steps=0 save_steps=0 num_virtual_tokens=4)
 execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_multitask_p_tuning_v2.yaml ${common}

@@ -3,12 +3,8 @@
 # (adapter=DIR), peft info --adapter, and the
 # configuration errors (unknown method, TEXT init without text, prefix methods with gradient checkpointing).
 file(REMOVE_RECURSE ${OUT})
-execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
-                        --tokenizer ${SRC}/models/stories260K/tok512.bin
-                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
+peft_convert_bundled_model(${OUT}/model)
 set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv eval_file=${SRC}/data/e2e/dev.csv
     max_train_samples=32 max_eval_samples=8 eval_generate=0 max_steps=4
     per_device_train_batch_size=8 logging_steps=2 eval_steps=4 save_steps=2 output_dir=${OUT}/run

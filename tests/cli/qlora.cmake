@@ -1,12 +1,8 @@
 # CLI smoke test for QLoRA: peft train with method qlora on the bundled stories260K (two steps),
 # the saved adapter evaluated on the same 4-bit base, and BitsAndBytesConfig errors naming the key.
 file(REMOVE_RECURSE ${OUT})
-execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
-                        --tokenizer ${SRC}/models/stories260K/tok512.bin
-                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
+peft_convert_bundled_model(${OUT}/model)
 set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv eval_file=${SRC}/data/e2e/dev.csv
     max_train_samples=64 max_eval_samples=16 eval_generate=0 max_steps=2 per_device_train_batch_size=8
     logging_steps=1 eval_steps=0 save_steps=0 output_dir=${OUT}/run)

@@ -2,12 +2,8 @@
 # the bundled stories260K: same loss curve (metrics.jsonl), rank 0 alone writes; a bad
 # --node_rank is a usage error naming the option.
 file(REMOVE_RECURSE ${OUT})
-execute_process(COMMAND ${PEFT} convert ${SRC}/models/stories260K/stories260K.bin ${OUT}/model
-                        --tokenizer ${SRC}/models/stories260K/tok512.bin
-                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "peft convert failed (${rc}): ${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
+peft_convert_bundled_model(${OUT}/model)
 set(common model=${OUT}/model train_file=${SRC}/data/e2e/train.csv eval_file= max_train_samples=48
     max_steps=4 logging_steps=1 save_steps=0)
 string(RANDOM LENGTH 3 ALPHABET 0123456789 r)
