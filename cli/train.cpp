@@ -51,6 +51,7 @@ struct RunConfig {
   std::vector<TaskEntry> tasks;  ///< multi-task classification: one shared adapter, a head per task
   std::string prompt_template, completion_template, source_column = "source", target_column = "target";
   int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
+  int64_t tag_column = -1;  ///< token_cls: the CoNLL column holding the tags (0-based; -1 = the last)
   /// Without eval_file: the last this-percent of train_file's rows is the evaluation set (HF run_*'s
   /// validation_split_percentage) and the rest the training set.
   int64_t validation_split_percentage = 0;
@@ -116,7 +117,8 @@ const std::map<std::string, Setter>& setters() {
     S_STR("source_column", source_column); S_STR("target_column", target_column);
     S_INT("max_length", max_length); S_INT("max_train_samples", max_train_samples);
     S_INT("max_eval_samples", max_eval_samples);
-    S_INT("validation_split_percentage", validation_split_percentage); S_INT("eval_generate", eval_generate);
+    S_INT("validation_split_percentage", validation_split_percentage);
+    S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
     S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
     // LoRA (PEFT's LoraConfig names)
     S_INT("r", lora.r); S_DBL("lora_alpha", lora.lora_alpha); S_DBL("lora_dropout", lora.lora_dropout);
@@ -170,7 +172,7 @@ const std::map<std::string, Setter>& setters() {
       static const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
                                                       "label_column", "label_regex", "max_train_samples",
                                                       "max_eval_samples", "max_length", "skip_bad_rows",
-                                                      "validation_split_percentage"};
+                                                      "validation_split_percentage", "tag_column"};
       PEFT_CHECK(n.IsSequence() && n.size() > 0, ConfigError, "[config] key 'tasks': expected a list of tasks, each a "
                  "mapping with 'name' and data keys (train_file, eval_file, text_column, label_column, label_regex, ...)");
       c.tasks.clear();
@@ -287,8 +289,8 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   c.args.validate();
   PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
              "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
-  PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls", ConfigError,
-             "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls, not ", c.task);
+  PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
+             "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls or token_cls, not ", c.task);
   return c;
 }
 
@@ -418,7 +420,7 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   }
   if (c.task == "token_cls") {
     o.task = train::TaskFormat::TokenCls;
-    auto sentences = train::read_conll(file);
+    auto sentences = train::read_conll(file, static_cast<int>(c.tag_column));
     take_part(sentences, part, c.validation_split_percentage, file);
     if (limit > 0 && static_cast<int64_t>(sentences.size()) > limit) sentences.resize(limit);
     l.data = train::build_token_dataset(sentences, tok, o);
@@ -514,6 +516,7 @@ Accuracy classification_accuracy(PeftModel& pm, const train::Dataset& d, int64_t
         if (b.labels[i] != -100) {
           pred.push_back(p.data_ptr<int64_t>()[i]);
           gold.push_back(b.labels[i]);
+          if (!d.tasks.empty()) task.push_back(b.seq_tasks[i / b.cols]);
         }
     } else {
       for (int64_t r = 0; r < b.rows; ++r) {

@@ -731,6 +731,7 @@ Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dat
   PEFT_CHECK(!sets.empty(), ConfigError, kTag, "merge_tasks: no tasks");
   Dataset out;
   std::set<std::string> seen;
+  bool token_level = false;
   for (std::size_t t = 0; t < sets.size(); ++t) {
     const Dataset& d = sets[t];
     const std::string& name = names[t];
@@ -747,9 +748,23 @@ Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dat
     span.label_names = d.label_names;
     for (const auto& l : d.label_names) out.label_names.push_back(name + ":" + l);
     for (Example ex : d.examples) {
-      PEFT_CHECK(ex.label >= 0 && ex.label < span.num_labels, ConfigError, kTag, "merge_tasks: task '", name,
-                 "' has an example without a class label");
-      ex.label += span.label_offset;
+      const bool cls = ex.label != kIgnore;  // SeqCls: one class; TokenCls: a tag per token
+      if (out.examples.empty()) token_level = !cls;  // the first example sets the kind
+      PEFT_CHECK(cls != token_level, ConfigError, kTag, "merge_tasks: task '", name, "' mixes sequence and token ",
+                 "classification examples with the tasks before it (all tasks must be one kind)");
+      if (cls) {
+        PEFT_CHECK(ex.label >= 0 && ex.label < span.num_labels, ConfigError, kTag, "merge_tasks: task '", name,
+                   "' has a class label ", ex.label, " outside its ", span.num_labels, " labels");
+        ex.label += span.label_offset;
+      } else {
+        PEFT_CHECK(!ex.labels.empty(), ConfigError, kTag, "merge_tasks: task '", name, "' has an example without labels");
+        for (auto& l : ex.labels) {
+          if (l == kIgnore) continue;
+          PEFT_CHECK(l >= 0 && l < span.num_labels, ConfigError, kTag, "merge_tasks: task '", name, "' has a tag ", l,
+                     " outside its ", span.num_labels, " labels");
+          l += span.label_offset;
+        }
+      }
       ex.task = static_cast<int64_t>(t);
       out.examples.push_back(std::move(ex));
     }

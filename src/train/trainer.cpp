@@ -63,17 +63,19 @@ double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t 
 
 at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& row_tasks,
                          const std::vector<TaskSpan>& tasks) {
-  PEFT_CHECK(logits.dim() == 2 && logits.size(0) == static_cast<int64_t>(row_tasks.size()), std::invalid_argument,
-             "[mask_to_tasks] logits ", logits.sizes(), " for ", row_tasks.size(), " rows; expected [rows, classes]");
+  PEFT_CHECK((logits.dim() == 2 || logits.dim() == 3) && logits.size(0) == static_cast<int64_t>(row_tasks.size()),
+             std::invalid_argument, "[mask_to_tasks] logits ", logits.sizes(), " for ", row_tasks.size(),
+             " rows; expected [rows, classes] or [rows, tokens, classes]");
   const int64_t C = tasks.empty() ? 0 : tasks.back().label_offset + tasks.back().num_labels;
-  PEFT_CHECK(logits.size(1) == C, ConfigError, "[mask_to_tasks] the classifier has ", logits.size(1),
+  PEFT_CHECK(logits.size(-1) == C, ConfigError, "[mask_to_tasks] the classifier has ", logits.size(1),
              " outputs; the tasks have ", C, " labels together");
   at::Tensor allowed = at::zeros({static_cast<int64_t>(tasks.size()), C}, at::kBool);
   for (std::size_t t = 0; t < tasks.size(); ++t) allowed[t].narrow(0, tasks[t].label_offset, tasks[t].num_labels).fill_(true);
   for (auto t : row_tasks)
     PEFT_CHECK(t >= 0 && t < static_cast<int64_t>(tasks.size()), std::invalid_argument, "[mask_to_tasks] row task ", t,
                " is not one of the ", tasks.size(), " tasks");
-  const at::Tensor rows = allowed.index_select(0, at::tensor(row_tasks, at::kLong)).to(logits.device());
+  at::Tensor rows = allowed.index_select(0, at::tensor(row_tasks, at::kLong)).to(logits.device());
+  if (logits.dim() == 3) rows = rows.unsqueeze(1);  // every token of a row takes the row's task
   return logits.masked_fill(rows.logical_not(), -std::numeric_limits<double>::infinity());
 }
 
@@ -151,11 +153,16 @@ models::ModelInputs to_inputs(const Batch& b, TaskFormat task) {
 // The batch loss: the model's own, or for multi-task data the cross-entropy over each row's head.
 at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const std::vector<TaskSpan>& tasks) {
   models::ModelInputs in = to_inputs(b, task);
-  if (tasks.empty() || task != TaskFormat::SeqCls) return model.forward(in).loss;
+  if (tasks.empty() || (task != TaskFormat::SeqCls && task != TaskFormat::TokenCls)) return model.forward(in).loss;
   const at::Tensor labels = in.labels;
   in.labels = at::Tensor();
-  const at::Tensor logits = model.forward(in).logits.to(at::kFloat);
-  return at::cross_entropy_loss(mask_to_tasks(logits, b.seq_tasks, tasks), labels);
+  at::Tensor logits = model.forward(in).logits.to(at::kFloat);
+  if (task == TaskFormat::SeqCls) return at::cross_entropy_loss(mask_to_tasks(logits, b.seq_tasks, tasks), labels);
+  // Token classification: prompt methods that prepend virtual tokens return logits for them too; the
+  // labels cover the input tokens, which come last.
+  logits = logits.narrow(1, logits.size(1) - labels.size(1), labels.size(1));
+  const at::Tensor masked = mask_to_tasks(logits, b.seq_tasks, tasks);
+  return at::cross_entropy_loss(masked.reshape({-1, masked.size(-1)}), labels.reshape(-1), {}, at::Reduction::Mean, -100);
 }
 
 TaskFormat task_of(const models::PretrainedModel& m) {

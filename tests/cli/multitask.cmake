@@ -1,7 +1,8 @@
 # CLI test for multi-task P-Tuning v2 on the bundled stories260K: three E2E classification tasks
 # (labels taken from the meaning representation with label_regex, a 10% validation split) trained
 # with one shared prefix; the per-task adapters; continuing on one task from its adapter (its first
-# evaluation equals the multi-task run's figure for that task); and the configuration errors.
+# evaluation equals the multi-task run's figure for that task); the configuration errors; and token
+# classification (NER + chunking) on the CoNLL sample.
 file(REMOVE_RECURSE ${OUT})
 include(${CMAKE_CURRENT_LIST_DIR}/bundled_model.cmake)
 peft_convert_bundled_model(${OUT}/model)
@@ -57,3 +58,16 @@ foreach(bad "task=causal_lm;needs task: seq_cls"
     message(FATAL_ERROR "'${bad}' should exit 2 with '${want}', got ${rc}: ${err}")
   endif()
 endforeach()
+# Token classification: NER (the last CoNLL column) and chunking (column 2) with one shared prefix.
+execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/conll_multitask_p_tuning_v2.yaml model=${OUT}/model
+                        train_file=${SRC}/tests/fixtures/data/ner.conll eval_file=${SRC}/tests/fixtures/data/ner.conll
+                        "tasks=[{name: ner}, {name: chunk, tag_column: 2}]" max_train_samples=0 max_eval_samples=0
+                        max_steps=2 per_device_train_batch_size=2 logging_steps=1 eval_steps=0 save_steps=0
+                        num_virtual_tokens=4 output_dir=${OUT}/tok
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "task ner: [0-9]+ training examples, labels \\[B-LOC, B-MISC, B-ORG"
+   OR NOT out MATCHES "task chunk: [0-9]+ training examples, labels \\[I-NP, I-VP, O\\]"
+   OR NOT out MATCHES "after:  eval accuracy [0-9.e+-]+ \\(ner [0-9.e+-]+, chunk [0-9.e+-]+\\)"
+   OR NOT EXISTS ${OUT}/tok/tasks/chunk/adapter_model.safetensors)
+  message(FATAL_ERROR "multi-task token classification failed (${rc}):\n${out}${err}")
+endif()

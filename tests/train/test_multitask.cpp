@@ -24,15 +24,18 @@ namespace pt = peft::train;
 // Task "a": 2 labels, task "b": 3 labels (the fixture model's own head size).
 constexpr int64_t kA = 2, kB = 3;
 
-// The tiny Llama classifier with a fresh head of `num_labels` rows; the rest are the fixture's weights.
-std::shared_ptr<peft::models::PretrainedModel> llama_with_head(int64_t num_labels) {
-  const std::string dir = peft::test::fixture("models/llama_seqcls");
+// The tiny Llama classifier (sequence or token) with a fresh head of `num_labels` rows; the rest are
+// the fixture's weights.
+std::shared_ptr<peft::models::PretrainedModel> llama_with_head(
+    int64_t num_labels, peft::models::TaskHead head = peft::models::TaskHead::SeqCls) {
+  const std::string dir =
+      peft::test::fixture(head == peft::models::TaskHead::SeqCls ? "models/llama_seqcls" : "models/llama_tokcls");
   auto src = peft::models::load_model(dir);
   nlohmann::json j = peft::io::read_json_file(dir + "/config.json");
   j["num_labels"] = num_labels;
   j.erase("id2label");
   j.erase("label2id");
-  auto m = peft::models::create_model(peft::models::ModelConfig(j, dir + "/config.json"), peft::models::TaskHead::SeqCls);
+  auto m = peft::models::create_model(peft::models::ModelConfig(j, dir + "/config.json"), head);
   torch::NoGradGuard ng;
   const auto theirs = src->named_parameters();
   for (auto& p : m->named_parameters())
@@ -58,9 +61,10 @@ pt::Dataset two_tasks() {
   return pt::merge_tasks({"a", "b"}, {a, b});
 }
 
-std::shared_ptr<peft::PeftModel> shared_prefix(std::shared_ptr<peft::models::PretrainedModel> base) {
+std::shared_ptr<peft::PeftModel> shared_prefix(std::shared_ptr<peft::models::PretrainedModel> base,
+                                               peft::TaskType task = peft::TaskType::SeqCls) {
   peft::PrefixTuningConfig c;  // P-Tuning v2: a prefix on every layer, no projection
-  c.task_type = peft::TaskType::SeqCls;
+  c.task_type = task;
   c.num_virtual_tokens = 3;
   torch::manual_seed(3);
   return peft::get_peft_model(std::move(base), c);
@@ -184,6 +188,85 @@ TEST(MultiTask, TrainerTrainsSharedPrefixAndSplitsHeads) {
   EXPECT_TRUE(at::allclose(single->forward(inputs(b)).logits, joint, 1e-5, 1e-6));
   // A 2-label base for task b: the adapter's head does not fit, and loading says so.
   EXPECT_ANY_THROW(peft::PeftModel::from_pretrained(llama_with_head(kA), dir + "/b"));
+}
+
+pt::Example tagged(std::vector<int64_t> ids, std::vector<int64_t> tags) {
+  pt::Example e;
+  e.input_ids = std::move(ids);
+  e.labels = std::move(tags);
+  return e;
+}
+
+// Token classification (the paper's multi-task NER / chunking setting): every token of a row is
+// scored by its row's task head; -100 tokens carry no loss; the other task's head gets no gradient.
+TEST(MultiTask, TokenClassificationUsesEachRowsHead) {
+  pt::Dataset ner, chunk;
+  ner.label_names = {"O", "B-PER"};
+  chunk.label_names = {"O", "B-NP", "I-NP"};
+  ner.examples = {tagged({5, 9, 13, 2}, {-100, 1, 0, -100}), tagged({7, 4, 11}, {-100, 0, 1})};
+  chunk.examples = {tagged({6, 2, 9}, {-100, 2, 1}), tagged({3, 14, 5, 7}, {-100, 0, 1, 2})};
+  const auto d = pt::merge_tasks({"ner", "chunk"}, {ner, chunk});
+  EXPECT_EQ(d.examples[2].labels, (std::vector<int64_t>{-100, kA + 2, kA + 1}));  // shifted, -100 kept
+  pt::Dataset cls;
+  cls.label_names = {"x"};
+  cls.examples = {ex({1, 2}, 0)};
+  EXPECT_THROW(pt::merge_tasks({"ner", "cls"}, {ner, cls}), peft::ConfigError);  // kinds not mixed
+
+  auto pm = shared_prefix(llama_with_head(kA + kB, peft::models::TaskHead::TokenCls), peft::TaskType::TokenCls);
+  const pt::Batch b = pt::collate(d, {0, 2, 1, 3}, 0);
+  const auto out = pm->forward(inputs(b));
+  ASSERT_EQ(out.logits.dim(), 3);
+  const at::Tensor masked = pt::mask_to_tasks(out.logits, b.seq_tasks, d.tasks);
+  const at::Tensor labels = at::tensor(b.labels, at::kLong).view({b.rows, b.cols});
+  const at::Tensor loss = at::cross_entropy_loss(masked.reshape({-1, kA + kB}), labels.reshape(-1), {},
+                                                 at::Reduction::Mean, -100);
+  double want = 0;
+  int64_t n = 0;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    const auto& t = d.tasks[b.seq_tasks[r]];
+    for (int64_t c = 0; c < b.cols; ++c) {
+      const int64_t y = b.labels[r * b.cols + c];
+      if (y == -100) continue;
+      const at::Tensor logp = at::log_softmax(out.logits[r][c].narrow(0, t.label_offset, t.num_labels), 0);
+      want -= logp[y - t.label_offset].item<double>();
+      ++n;
+    }
+  }
+  EXPECT_NEAR(loss.item<double>(), want / n, 1e-6);
+  loss.backward();  // a mixed batch: both heads learn
+  const at::Tensor W = head_weight(*pm);
+  EXPECT_GT(W.grad().narrow(0, 0, kA).abs().sum().item<double>(), 0);
+  EXPECT_GT(W.grad().narrow(0, kA, kB).abs().sum().item<double>(), 0);
+  for (auto& p : pm->trainable_parameters()) p.mutable_grad() = at::Tensor();
+  const pt::Batch bn = pt::collate(d, {0, 1}, 0);  // ner rows only
+  const at::Tensor ln = at::tensor(bn.labels, at::kLong);
+  at::cross_entropy_loss(pt::mask_to_tasks(pm->forward(inputs(bn)).logits, bn.seq_tasks, d.tasks).reshape({-1, kA + kB}),
+                         ln, {}, at::Reduction::Mean, -100)
+      .backward();
+  EXPECT_GT(W.grad().narrow(0, 0, kA).abs().sum().item<double>(), 0);
+  EXPECT_EQ(W.grad().narrow(0, kA, kB).abs().sum().item<double>(), 0);
+
+  // The Trainer's loss on joined token data goes down.
+  pt::TrainingArguments args;
+  args.output_dir = peft::test::tmp_dir("multitask_tok");
+  args.learning_rate = 0.05;
+  args.max_steps = 4;
+  args.per_device_train_batch_size = 4;
+  args.progress_bar = false;
+  args.tensorboard = false;
+  args.logging_steps = 0;
+  pt::Trainer trainer(pm, args, d, &d, 0);
+  const double before = trainer.evaluate().loss;
+  EXPECT_NEAR(before, [&] {
+    torch::NoGradGuard ng;
+    pm->base_model().eval();
+    const pt::Batch all = pt::collate(d, {0, 1, 2, 3}, 0);
+    const at::Tensor m = pt::mask_to_tasks(pm->forward(inputs(all)).logits, all.seq_tasks, d.tasks);
+    return at::cross_entropy_loss(m.reshape({-1, kA + kB}), at::tensor(all.labels, at::kLong), {},
+                                  at::Reduction::Mean, -100).item<double>();
+  }(), 1e-5);
+  const auto r = trainer.train();
+  EXPECT_LT(*r.eval_loss, before);
 }
 
 TEST(MultiTask, EvalSetMustJoinTheSameTasks) {

@@ -105,11 +105,12 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
 /// -100 (HF run_ner convention, label_all_tokens=False). Words are encoded one by one (is_split_into_words).
 Dataset build_token_dataset(const std::vector<TaggedSentence>& s, const io::Tokenizer& tok, const DataOptions& opt);
 
-/// Multi-task classification (P-Tuning v2's multi-task prompts): joins the SeqCls datasets of
-/// several tasks into one whose label set is the tasks' sets one after another ("task:label"), so
-/// one classifier of sum(num_labels) rows holds a head per task. Each example keeps its task index
-/// and its label is shifted by the task's offset; shuffled batches then mix the tasks. Names must be
-/// unique and non-empty, every set a classification set (no regression) → ConfigError otherwise.
+/// Multi-task classification (P-Tuning v2's multi-task prompts): joins the classification datasets
+/// of several tasks — all SeqCls (a class per example) or all TokenCls (a tag per token) — into one
+/// whose label set is the tasks' sets one after another ("task:label"), so one classifier of
+/// sum(num_labels) rows holds a head per task. Each example keeps its task index and its labels are
+/// shifted by the task's offset (-100 stays); shuffled batches then mix the tasks. Names must be
+/// unique and non-empty, no set a regression or causal-LM set, and the kinds not mixed → ConfigError.
 Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dataset>& sets);
 
 /// Batching: indices of examples per batch. Shuffled with a seeded std::mt19937_64 (own Fisher-Yates, so

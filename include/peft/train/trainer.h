@@ -69,9 +69,10 @@ struct EvalResult {
 /// get_scheduler builds it.
 double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total);
 
-/// Multi-task classification (merge_tasks in data.h): `logits` [B, sum of num_labels] with every
-/// class outside each row's task set to -inf, so softmax, cross-entropy and argmax see only the
-/// row's own head. row_tasks: one task index per row.
+/// Multi-task classification (merge_tasks in data.h): `logits` [B, sum of num_labels] (sequence
+/// classification) or [B, T, sum of num_labels] (token classification) with every class outside
+/// each row's task set to -inf, so softmax, cross-entropy and argmax see only the row's own head.
+/// row_tasks: one task index per row.
 at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& row_tasks,
                          const std::vector<TaskSpan>& tasks);
 
