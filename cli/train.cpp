@@ -49,6 +49,7 @@ struct RunConfig {
   std::string model, adapter, method = "lora", task = "causal_lm", train_file, eval_file;
   std::string text_column = "text", text_pair_column, label_column = "label", label_regex;
   std::vector<TaskEntry> tasks;  ///< multi-task classification: one shared adapter, a head per task
+  std::string task_name;         ///< set on a task's own configuration (task_config)
   std::string prompt_template, completion_template, source_column = "source", target_column = "target";
   int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
   int64_t tag_column = -1;  ///< token_cls: the CoNLL column holding the tags (0-based; -1 = the last)
@@ -297,6 +298,7 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
 // A task's own configuration: the run's, with the task's data keys applied.
 RunConfig task_config(const RunConfig& c, const TaskEntry& t) {
   RunConfig tc = c;
+  tc.task_name = t.name;
   for (const auto& [k, v] : t.keys) apply(tc, k, v, "task '" + t.name + "'");
   return tc;
 }
@@ -427,7 +429,9 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   } else {
     l.data = train::build_dataset(l.rows, tok, o);
   }
-  if (l.data.skipped) std::cerr << file << ": skipped " << l.data.skipped << " bad rows\n";
+  if (l.data.skipped)
+    std::cerr << file << (part == Part::Validation ? " (validation split)" : part == Part::Train ? " (training split)" : "")
+              << (c.task_name.empty() ? "" : ", task " + c.task_name) << ": skipped " << l.data.skipped << " bad rows\n";
   return l;
 }
 
