@@ -14,6 +14,29 @@ namespace peft::quant {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// code[idx] for 16 code values. With 16 or 8 float lanes (AVX-512, AVX2) a lane permutation of
+// the code book held in registers (t0 = codes 0.., t1 = codes 8..) instead of a gather: gathers
+// are microcoded and several times slower on some CPUs (AMD Zen 4 among them). Other widths gather.
+template <class DF, class DI>
+HWY_INLINE hn::Vec<DF> Code16(DF df, DI di, const float* code, hn::Vec<DF> t0, hn::Vec<DF> t1, hn::Vec<DI> idx) {
+  const size_t n = hn::Lanes(df);
+  if (n == 16) return hn::TableLookupLanes(t0, hn::IndicesFromVec(df, idx));
+  if (n == 8) {
+    const auto ix = hn::IndicesFromVec(df, hn::And(idx, hn::Set(di, 7)));
+    return hn::IfThenElse(hn::RebindMask(df, hn::Gt(idx, hn::Set(di, 7))), hn::TableLookupLanes(t1, ix),
+                          hn::TableLookupLanes(t0, ix));
+  }
+  return hn::GatherIndex(df, code, idx);
+}
+
+// The code book in registers for Code16 (t1 is used with 8 lanes only).
+template <class DF>
+HWY_INLINE hn::Vec<DF> CodeTable(DF df, const float* code, size_t part) {
+  const size_t n = hn::Lanes(df);
+  if (n == 16 || n == 8) return hn::LoadU(df, code + (n == 8 ? 8 * part : 0));
+  return hn::Zero(df);
+}
+
 void Gemv4(const uint8_t* packed, const float* scales, const float* code, int64_t bs, int64_t in, int64_t r0,
            int64_t r1, const float* x, float* y) {
   const hn::ScalableTag<float> df;
@@ -21,6 +44,7 @@ void Gemv4(const uint8_t* packed, const float* scales, const float* code, int64_
   const hn::Rebind<uint8_t, decltype(df)> d8;
   const int64_t n = static_cast<int64_t>(hn::Lanes(df));
   const auto mask = hn::Set(di, 15);
+  const auto t0 = CodeTable(df, code, 0), t1 = CodeTable(df, code, 1);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * in / 2;
     const float* sc = scales + r * in / bs;
@@ -33,8 +57,8 @@ void Gemv4(const uint8_t* packed, const float* scales, const float* code, int64_
         const auto lo = hn::And(v, mask);
         hn::Vec<decltype(df)> xe, xo;
         hn::LoadInterleaved2(df, x + b * bs + 2 * j, xe, xo);
-        part0 = hn::MulAdd(hn::GatherIndex(df, code, hi), xe, part0);
-        part1 = hn::MulAdd(hn::GatherIndex(df, code, lo), xo, part1);
+        part0 = hn::MulAdd(Code16(df, di, code, t0, t1, hi), xe, part0);
+        part1 = hn::MulAdd(Code16(df, di, code, t0, t1, lo), xo, part1);
       }
       acc = hn::MulAdd(hn::Add(part0, part1), hn::Set(df, sc[b]), acc);
     }
@@ -50,6 +74,7 @@ void Dequant4Rows(const uint8_t* packed, const float* scales, const float* code,
   const hn::Rebind<uint8_t, decltype(df)> d8;
   const int64_t n = static_cast<int64_t>(hn::Lanes(df));
   const auto mask = hn::Set(di, 15);
+  const auto t0 = CodeTable(df, code, 0), t1 = CodeTable(df, code, 1);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = packed + r * in / 2;
     const float* sc = scales + r * in / bs;
@@ -58,8 +83,8 @@ void Dequant4Rows(const uint8_t* packed, const float* scales, const float* code,
       const auto s = hn::Set(df, sc[b]);
       for (int64_t j = 0; j < bs / 2; j += n) {
         const auto v = hn::PromoteTo(di, hn::LoadU(d8, row + b * bs / 2 + j));
-        const auto wh = hn::Mul(hn::GatherIndex(df, code, hn::ShiftRight<4>(v)), s);
-        const auto wl = hn::Mul(hn::GatherIndex(df, code, hn::And(v, mask)), s);
+        const auto wh = hn::Mul(Code16(df, di, code, t0, t1, hn::ShiftRight<4>(v)), s);
+        const auto wl = hn::Mul(Code16(df, di, code, t0, t1, hn::And(v, mask)), s);
         hn::StoreInterleaved2(wh, wl, df, out + b * bs + 2 * j);
       }
     }

@@ -2,6 +2,9 @@
 // dequantise-then-matmul; QLoRA on a bitsandbytes-quantised Llama against PEFT's logits
 // (tests/fixtures/qlora/model); quantise-on-load, merging into a 4-bit base, k-bit preparation.
 #include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <iostream>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -89,8 +92,12 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
   EXPECT_TRUE(close(w4->forward(x), at::linear(x, deq), 1e-5));
   // One row (decoding).
   EXPECT_TRUE(close(w4->forward(x[0][0]), at::linear(x[0][0], deq), 1e-5));
-  // The fused Highway GEMV (in a multiple of the block size): 1-4 rows, NF4 and FP4.
+  // The fused Highway GEMV (in a multiple of the block size): 1-4 rows, NF4 and FP4, on every SIMD
+  // target this CPU runs (AVX-512 and AVX2 look the codes up by lane permutation, others gather).
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets())
   for (auto t : {pq::QuantType::NF4, pq::QuantType::FP4}) {
+    SCOPED_TRACE(hwy::TargetName(target));
+    hwy::SetSupportedTargetsForTest(target);
     const at::Tensor W2 = torch::randn({300, 256}) * 0.1;
     pq::Linear4bitWeight g(pq::quantize_4bit(W2.contiguous().data_ptr<float>(), {300, 256}, {t, 64, true}));
     const at::Tensor d2 = g.dequantize();  // the SIMD dequantisation (in % 64 == 0)
@@ -105,6 +112,10 @@ TEST(Linear4bit, TiledKernelOddShapesBf16AndFallback) {
       EXPECT_TRUE(close(gb.forward(xr), at::linear(xr.to(at::kBFloat16).to(at::kFloat), d2), 5e-2)) << rows;
     }
   }
+  hwy::SetSupportedTargetsForTest(0);  // back to the best target
+  std::cout << "4-bit GEMV checked on:";
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) std::cout << " " << hwy::TargetName(target);
+  std::cout << "\n";
   auto b4 = quantise(W, false, "bfloat16");
   const at::Tensor yb = b4->forward(x);
   EXPECT_EQ(yb.scalar_type(), at::kFloat);
