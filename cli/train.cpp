@@ -769,7 +769,15 @@ void add_train_command(CLI::App& app) {
       "    anchor (real, frozen embedding; tokenizer_name_or_path, default the model). E.g.\n"
       "    p_tuning_template='[x] [v] [v] capital [v]'. CAUSAL_LM: y follows the template.\n"
       "  prefix_on=encoder_and_decoder (prefix_tuning, SEQ_2_SEQ_LM): a prefix for the encoder too.\n"
-      "  prefix_placement=infix|embedding (prefix_tuning, CAUSAL_LM): [x; INFIX; y] or input layer only.");
+      "  prefix_placement=infix|embedding (prefix_tuning, CAUSAL_LM): [x; INFIX; y] or input layer only.\n"
+      "  tasks (task seq_cls / token_cls, P-Tuning v2's multi-task prompts): a list of {name, data keys:\n"
+      "    train_file, eval_file, text_column, text_pair_column, label_column, label_regex, tag_column,\n"
+      "    max_train_samples, max_eval_samples, max_length, skip_bad_rows, validation_split_percentage};\n"
+      "    one shared adapter on mixed batches, a classifier head per task; writes output_dir/tasks/<name>/,\n"
+      "    one plain PEFT adapter per task (continue on one with adapter=output_dir/tasks/<name>).\n"
+      "Data keys: label_regex (a regex whose first group is the label, searched in label_column),\n"
+      "  validation_split_percentage (without eval_file: the last N% of train_file is the eval set),\n"
+      "  tag_column (token_cls: the CoNLL column of the tags, -1 = the last).");
   cmd->add_option("--resume", *resume, "Continue from a checkpoint folder (output_dir/checkpoint-N)")
       ->check(CLI::ExistingDirectory);
   auto launch = std::make_shared<LaunchFlags>();
