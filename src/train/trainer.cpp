@@ -97,7 +97,10 @@ void save_task_adapters(const PeftModel& model, const std::vector<TaskSpan>& tas
     auto tensors = io::load_safetensors(file);
     int sliced = 0;
     for (auto& [k, v] : tensors) {
-      const bool head = k.find("score.") != std::string::npos || k.find("classifier.") != std::string::npos;
+      // The head's own tensors (modules_to_save copies, or a LoRA B on the head, whose rows are the
+      // classes); a LoRA A on the head is [r, hidden] and shared by all rows.
+      const bool head = (k.find("score.") != std::string::npos || k.find("classifier.") != std::string::npos) &&
+                        k.find("lora_A") == std::string::npos && k.find("lora_E") == std::string::npos;
       if (!head || v.dim() < 1 || v.size(0) != C) continue;
       v = v.narrow(0, t.label_offset, t.num_labels).contiguous();
       ++sliced;
