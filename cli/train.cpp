@@ -605,6 +605,9 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   Loaded& train_split = splits.train;
   Loaded& eval_split = splits.eval;
   const bool has_eval = splits.has_eval;
+  // Seeded before the model is built, as transformers' set_seed: a new classification head is
+  // initialised from the seed, so a run (and every rank of a data-parallel run) starts the same.
+  at::manual_seed(static_cast<uint64_t>(c.args.seed));
   auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()),
                              tok.pad_token_id().value_or(tok.eos_token_id().value_or(0)));
   if (c.load_in_4bit) {

@@ -37,6 +37,19 @@ if(NOT rc EQUAL 0 OR NOT out MATCHES "starting from adapter" OR NOT out MATCHES 
    OR NOT out MATCHES "trained 2 steps")
   message(FATAL_ERROR "continuing on family_friendly should start at accuracy ${ff} (${rc}):\n${out}${err}")
 endif()
+# A fresh classification head is initialised from the seed: two runs print the same losses.
+foreach(i 1 2)
+  execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_family_friendly_p_tuning_v2.yaml ${common}
+                          max_steps=1 output_dir=${OUT}/seeded${i}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out${i} ERROR_VARIABLE err)
+  string(REGEX MATCH "before: eval loss [0-9.e+-]+.*after:  eval loss [0-9.e+-]+" losses${i} "${out${i}}")
+  if(NOT rc EQUAL 0 OR losses${i} STREQUAL "")
+    message(FATAL_ERROR "seeded run ${i} failed (${rc}):\n${out${i}}${err}")
+  endif()
+endforeach()
+if(NOT losses1 STREQUAL losses2)
+  message(FATAL_ERROR "two runs with the same seed differ:\n${losses1}\n---\n${losses2}")
+endif()
 foreach(bad "adapter=${OUT}/multi/tasks/eat_type;was trained for labels \\[coffee shop, pub, restaurant\\], but the data has \\[no, yes\\]"
             "label_regex=nothing\\[(x)\\];label_regex 'nothing")
   list(POP_BACK bad want)
