@@ -77,6 +77,19 @@ peft::models::ModelInputs inputs(const pt::Batch& b) {
   return in;
 }
 
+// Four quiet AdamW steps of batch 4 into a test folder.
+pt::TrainingArguments short_run(const std::string& name) {
+  pt::TrainingArguments args;
+  args.output_dir = peft::test::tmp_dir(name);
+  args.learning_rate = 0.05;
+  args.max_steps = 4;
+  args.per_device_train_batch_size = 4;
+  args.progress_bar = false;
+  args.tensorboard = false;
+  args.logging_steps = 0;
+  return args;
+}
+
 at::Tensor head_weight(peft::PeftModel& pm) {
   for (const auto& p : pm.base_model().named_parameters())
     if (p.value().requires_grad() && p.key().find("score") != std::string::npos) return p.value();
@@ -158,14 +171,7 @@ TEST(MultiTask, TrainerTrainsSharedPrefixAndSplitsHeads) {
   auto pm = shared_prefix(llama_with_head(kA + kB));
   const auto d = two_tasks();
   const at::Tensor prefix0 = pm->prompt_encoder_state()["embedding.weight"].detach().clone();
-  pt::TrainingArguments args;
-  args.output_dir = peft::test::tmp_dir("multitask");
-  args.learning_rate = 0.05;
-  args.max_steps = 4;
-  args.per_device_train_batch_size = 4;
-  args.progress_bar = false;
-  args.tensorboard = false;
-  args.logging_steps = 0;
+  const pt::TrainingArguments args = short_run("multitask");
   pt::Trainer trainer(pm, args, d, &d, 0);
   const double before = trainer.evaluate().loss;
   const auto r = trainer.train();
@@ -247,14 +253,7 @@ TEST(MultiTask, TokenClassificationUsesEachRowsHead) {
   EXPECT_EQ(W.grad().narrow(0, kA, kB).abs().sum().item<double>(), 0);
 
   // The Trainer's loss on joined token data goes down.
-  pt::TrainingArguments args;
-  args.output_dir = peft::test::tmp_dir("multitask_tok");
-  args.learning_rate = 0.05;
-  args.max_steps = 4;
-  args.per_device_train_batch_size = 4;
-  args.progress_bar = false;
-  args.tensorboard = false;
-  args.logging_steps = 0;
+  const pt::TrainingArguments args = short_run("multitask_tok");
   pt::Trainer trainer(pm, args, d, &d, 0);
   const double before = trainer.evaluate().loss;
   EXPECT_NEAR(before, [&] {
