@@ -553,42 +553,36 @@ struct Splits {
   bool has_eval = false;
 };
 
-Splits load_train_eval(const RunConfig& c, const io::Tokenizer& tok) {
+// One task's (or a single-task run's) splits: train_file, and eval_file or the tail of train_file.
+Splits load_splits(const RunConfig& c, const io::Tokenizer& tok, const std::string& who) {
+  PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] ", who, "key 'train_file' is required");
+  const bool split = c.eval_file.empty() && c.validation_split_percentage > 0;
   Splits s;
-  if (c.tasks.empty()) {
-    PEFT_CHECK(!c.train_file.empty(), ConfigError, "[config] key 'train_file' is required");
-    const bool split = c.eval_file.empty() && c.validation_split_percentage > 0;
-    s.train = load_split(c, c.train_file, c.max_train_samples, tok, {}, split ? Part::Train : Part::All);
-    PEFT_CHECK(!s.train.data.examples.empty(), FormatError, "[train] ", c.train_file, ": the dataset is empty");
-    if (!c.eval_file.empty() || split) {
-      s.eval = load_split(c, split ? c.train_file : c.eval_file, c.max_eval_samples, tok, s.train.data.label_names,
-                          split ? Part::Validation : Part::All);
-      s.has_eval = true;
-    }
-    return s;
+  s.train = load_split(c, c.train_file, c.max_train_samples, tok, {}, split ? Part::Train : Part::All);
+  PEFT_CHECK(!s.train.data.examples.empty(), FormatError, "[train] ", who, c.train_file, ": the dataset is empty");
+  if (!c.eval_file.empty() || split) {
+    s.eval = load_split(c, split ? c.train_file : c.eval_file, c.max_eval_samples, tok, s.train.data.label_names,
+                        split ? Part::Validation : Part::All);
+    s.has_eval = true;
   }
+  return s;
+}
+
+Splits load_train_eval(const RunConfig& c, const io::Tokenizer& tok) {
+  if (c.tasks.empty()) return load_splits(c, tok, "");
   std::vector<std::string> names;
   std::vector<train::Dataset> tr, ev;
-  const RunConfig first = task_config(c, c.tasks.front());
-  const bool first_has_eval = !first.eval_file.empty() || first.validation_split_percentage > 0;
+  Splits s;
   for (const auto& t : c.tasks) {
-    const RunConfig tc = task_config(c, t);
-    PEFT_CHECK(!tc.train_file.empty(), ConfigError, "[config] task '", t.name, "': key 'train_file' is required");
-    const bool split = tc.eval_file.empty() && tc.validation_split_percentage > 0;
-    Loaded l = load_split(tc, tc.train_file, tc.max_train_samples, tok, {}, split ? Part::Train : Part::All);
-    PEFT_CHECK(!l.data.examples.empty(), FormatError, "[train] task '", t.name, "': ", tc.train_file, " is empty");
-    PEFT_CHECK((!tc.eval_file.empty() || split) == first_has_eval, ConfigError, "[config] key 'tasks': give every "
-               "task an evaluation set (eval_file or validation_split_percentage) or none (task '", t.name, "')");
-    if (!tc.eval_file.empty() || split) {
-      ev.push_back(load_split(tc, split ? tc.train_file : tc.eval_file, tc.max_eval_samples, tok, l.data.label_names,
-                              split ? Part::Validation : Part::All).data);
-      s.has_eval = true;
-    }
-    std::cout << "task " << t.name << ": " << l.data.examples.size() << " training examples, labels [";
-    for (std::size_t i = 0; i < l.data.label_names.size(); ++i) std::cout << (i ? ", " : "") << l.data.label_names[i];
-    std::cout << "]\n";
+    Splits one = load_splits(task_config(c, t), tok, "task '" + t.name + "': ");
+    PEFT_CHECK(names.empty() || one.has_eval == s.has_eval, ConfigError, "[config] key 'tasks': give every task an "
+               "evaluation set (eval_file or validation_split_percentage) or none (task '", t.name, "')");
+    s.has_eval = one.has_eval;
+    std::cout << "task " << t.name << ": " << one.train.data.examples.size() << " training examples, labels ["
+              << join_names(one.train.data.label_names) << "]\n";
     names.push_back(t.name);
-    tr.push_back(std::move(l.data));
+    tr.push_back(std::move(one.train.data));
+    if (one.has_eval) ev.push_back(std::move(one.eval.data));
   }
   s.train.data = train::merge_tasks(names, tr);
   if (s.has_eval) s.eval.data = train::merge_tasks(names, ev);

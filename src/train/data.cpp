@@ -376,11 +376,13 @@ Example causal_example(const Row& r, const io::Tokenizer& tok, const DataOptions
   return ex;
 }
 
-// The SeqCls label of a row: the label column, or what label_regex extracts from it.
+// A SeqCls label value: the column as is, or what label_regex extracts from it (nullopt: no match).
+std::optional<std::string> extract_label(const std::string& v, const DataOptions& opt) {
+  return opt.label_regex.empty() ? std::optional<std::string>(v) : regex_search(opt.label_regex, v);
+}
+
 std::string label_of(const Row& r, const DataOptions& opt) {
-  const std::string& v = field(r, opt.label_column);
-  if (opt.label_regex.empty()) return v;
-  auto m = regex_search(opt.label_regex, v);
+  auto m = extract_label(field(r, opt.label_column), opt);
   if (!m) throw RowError("label_regex '" + opt.label_regex + "' does not match column '" + opt.label_column + "'");
   return *m;
 }
@@ -527,8 +529,7 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
       for (const auto& r : rows) {
         auto it = r.fields.find(opt.label_column);
         if (it == r.fields.end()) continue;
-        if (opt.label_regex.empty()) seen.insert(it->second);
-        else if (auto m = regex_search(opt.label_regex, it->second)) seen.insert(*m);
+        if (auto m = extract_label(it->second, opt)) seen.insert(*m);
       }
       d.label_names = sorted_labels(seen);
     }

@@ -61,13 +61,30 @@ double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t 
   return std::max(0.0, static_cast<double>(total - step) / std::max<int64_t>(1, total - warmup));
 }
 
+namespace {
+
+// The active adapter's files (adapter_config.json, adapter_model.safetensors and the prompt
+// encoder sidecar) directly in `dir`, whatever the adapter's name (save_pretrained puts a
+// non-default adapter in a sub-folder).
+void save_active_adapter_flat(const PeftModel& model, const fs::path& dir) {
+  const std::string name = model.active_adapters().front();
+  fs::create_directories(dir);
+  model.save_pretrained(dir.string(), {name});
+  if (name == "default") return;
+  for (const auto& f : {"adapter_model.safetensors", "adapter_config.json", "prompt_encoder.safetensors"})
+    if (fs::exists(dir / name / f)) fs::rename(dir / name / f, dir / f);
+  fs::remove_all(dir / name);
+}
+
+}  // namespace
+
 at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& row_tasks,
                          const std::vector<TaskSpan>& tasks) {
   PEFT_CHECK((logits.dim() == 2 || logits.dim() == 3) && logits.size(0) == static_cast<int64_t>(row_tasks.size()),
              std::invalid_argument, "[mask_to_tasks] logits ", logits.sizes(), " for ", row_tasks.size(),
              " rows; expected [rows, classes] or [rows, tokens, classes]");
   const int64_t C = tasks.empty() ? 0 : tasks.back().label_offset + tasks.back().num_labels;
-  PEFT_CHECK(logits.size(-1) == C, ConfigError, "[mask_to_tasks] the classifier has ", logits.size(1),
+  PEFT_CHECK(logits.size(-1) == C, ConfigError, "[mask_to_tasks] the classifier has ", logits.size(-1),
              " outputs; the tasks have ", C, " labels together");
   at::Tensor allowed = at::zeros({static_cast<int64_t>(tasks.size()), C}, at::kBool);
   for (std::size_t t = 0; t < tasks.size(); ++t) allowed[t].narrow(0, tasks[t].label_offset, tasks[t].num_labels).fill_(true);
@@ -82,36 +99,36 @@ at::Tensor mask_to_tasks(const at::Tensor& logits, const std::vector<int64_t>& r
 void save_task_adapters(const PeftModel& model, const std::vector<TaskSpan>& tasks, const std::string& dir) {
   PEFT_CHECK(!tasks.empty(), ConfigError, "[save_task_adapters] no tasks");
   const int64_t C = tasks.back().label_offset + tasks.back().num_labels;
-  const std::string adapter = model.active_adapters().front();
-  fs::create_directories(dir);
+  const fs::path shared = fs::path(dir) / ".shared.tmp";
+  fs::remove_all(shared);
+  save_active_adapter_flat(model, shared);  // written once; each task takes its rows of the head
+  const auto tensors = io::load_safetensors((shared / "adapter_model.safetensors").string());
+  std::vector<std::string> head;
+  for (const auto& [k, v] : tensors) {
+    // The head's own tensors (modules_to_save copies, or a LoRA B on the head, whose rows are the
+    // classes); a LoRA A on the head is [r, hidden] and shared by all rows.
+    const bool on_head = (k.find("score.") != std::string::npos || k.find("classifier.") != std::string::npos) &&
+                         k.find("lora_A") == std::string::npos && k.find("lora_E") == std::string::npos;
+    if (on_head && v.dim() >= 1 && v.size(0) == C) head.push_back(k);
+  }
+  PEFT_CHECK(!head.empty(), ConfigError, "[save_task_adapters] adapter '", model.active_adapters().front(),
+             "' has no classifier head with ", C, " outputs (score / classifier in modules_to_save) to split into "
+             "per-task heads");
   for (const auto& t : tasks) {
     const fs::path tmp = fs::path(dir) / ("." + t.name + ".tmp");
     const fs::path dst = fs::path(dir) / t.name;
     fs::remove_all(tmp);
-    model.save_pretrained(tmp.string(), {adapter});
-    if (adapter != "default") {  // save_pretrained puts non-default adapters in a sub-folder
-      for (const auto& e : fs::directory_iterator(tmp / adapter)) fs::rename(e.path(), tmp / e.path().filename());
-      fs::remove_all(tmp / adapter);
-    }
-    const std::string file = (tmp / "adapter_model.safetensors").string();
-    auto tensors = io::load_safetensors(file);
-    int sliced = 0;
-    for (auto& [k, v] : tensors) {
-      // The head's own tensors (modules_to_save copies, or a LoRA B on the head, whose rows are the
-      // classes); a LoRA A on the head is [r, hidden] and shared by all rows.
-      const bool head = (k.find("score.") != std::string::npos || k.find("classifier.") != std::string::npos) &&
-                        k.find("lora_A") == std::string::npos && k.find("lora_E") == std::string::npos;
-      if (!head || v.dim() < 1 || v.size(0) != C) continue;
-      v = v.narrow(0, t.label_offset, t.num_labels).contiguous();
-      ++sliced;
-    }
-    PEFT_CHECK(sliced > 0, ConfigError, "[save_task_adapters] adapter '", adapter, "' has no classifier head with ", C,
-               " outputs (score / classifier in modules_to_save) to split into per-task heads");
-    io::save_safetensors(file, tensors);
+    fs::create_directories(tmp);
+    for (const auto& e : fs::directory_iterator(shared))
+      if (e.path().filename() != "adapter_model.safetensors") fs::copy_file(e.path(), tmp / e.path().filename());
+    auto mine = tensors;
+    for (const auto& k : head) mine[k] = mine[k].narrow(0, t.label_offset, t.num_labels).contiguous();
+    io::save_safetensors((tmp / "adapter_model.safetensors").string(), mine);
     io::write_json_file((tmp / "task.json").string(), {{"task", t.name}, {"label_names", t.label_names}});
     fs::remove_all(dst);
     fs::rename(tmp, dst);
   }
+  fs::remove_all(shared);
 }
 
 struct Trainer::State {
@@ -373,13 +390,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
     const fs::path tmp = fs::path(a.output_dir) / (".checkpoint-" + std::to_string(at_step) + ".tmp");
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    s_->model->save_pretrained(tmp.string(), {s_->model->active_adapters().front()});
-    if (s_->model->active_adapters().front() != "default") {
-      const fs::path sub = tmp / s_->model->active_adapters().front();
-      for (const auto& f : {"adapter_model.safetensors", "adapter_config.json", "prompt_encoder.safetensors"})
-        if (fs::exists(sub / f)) fs::rename(sub / f, tmp / f);
-      fs::remove_all(sub);
-    }
+    save_active_adapter_flat(*s_->model, tmp);
     if (auto ts = s_->model->training_state(); !ts.empty())
       io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
     torch::save(*s_->opt, (tmp / "optimizer.pt").string());
