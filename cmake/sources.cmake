@@ -7,6 +7,7 @@ set(PEFT_CORE_SOURCES
   ${S}/core/dtype.cpp
   ${S}/core/file_util.cpp
   ${S}/io/safetensors.cpp
+  ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp
   ${S}/io/llama2c.cpp
   ${S}/models/model_config.cpp
