@@ -289,6 +289,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stories-dir", help="stories260K converted by `peft convert` (skipped when absent)")
     ap.add_argument("--only", nargs="*", help="model names to (re)build")
+    ap.add_argument("--skip-quantize", action="store_true", help="no llama-quantize variants (for a dry run)")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     man_path = os.path.join(OUT, "manifest.json")
@@ -297,6 +298,8 @@ def main():
         for name, spec in MODELS.items():
             if args.only and name not in args.only:
                 continue
+            if args.skip_quantize:
+                spec = dict(spec, quantize=[])
             manifest["models"][name] = build(name, spec, tmp)
         if args.stories_dir:
             manifest["stories260K"] = stories(args.stories_dir, tmp)
