@@ -18,15 +18,18 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Fuzz the safetensors reader under ASan+UBSan (torch-free build with clang's libFuzzer).
+# Fuzz the safetensors and GGUF readers under ASan+UBSan (torch-free build with clang's libFuzzer).
 fuzz-smoke: deps
 	@cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DPEFT_WITH_TORCH=OFF \
 	  -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(FUZZ_BUILD) --target fuzz_safetensors -j $(JOBS)
-	@rm -rf $(FUZZ_BUILD)/corpus && mkdir -p $(FUZZ_BUILD)/corpus
+	@cmake --build $(FUZZ_BUILD) --target fuzz_safetensors fuzz_gguf -j $(JOBS)
+	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus_gguf && mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus_gguf
 	@cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	@cp tests/fuzz/corpus_gguf/* $(FUZZ_BUILD)/corpus_gguf/
 	@$(FUZZ_BUILD)/tests/fuzz/fuzz_safetensors -runs=100000 -max_len=4096 -seed=1 \
 	  $(FUZZ_BUILD)/corpus 2>&1 | tail -n 3
+	@$(FUZZ_BUILD)/tests/fuzz/fuzz_gguf -runs=100000 -max_len=4096 -seed=1 -rss_limit_mb=1024 \
+	  $(FUZZ_BUILD)/corpus_gguf 2>&1 | tail -n 3
 
 test: build fuzz-smoke
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

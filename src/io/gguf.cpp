@@ -391,7 +391,8 @@ void GgufFile::parse(const uint8_t* bytes, std::size_t size, const GgufLimits& l
   const std::string& file = path_;
   file_size_ = size;
   Cursor c(bytes, size, file);
-  c.need(4, "the magic");
+  if (size < 4)
+    c.fail("file is " + std::to_string(size) + " bytes; a GGUF file starts with the magic 'GGUF'");
   if (std::memcmp(bytes, kMagic, 4) != 0) {
     std::string got;
     for (int k = 0; k < 4; ++k) {
@@ -501,7 +502,7 @@ void GgufFile::parse(const uint8_t* bytes, std::size_t size, const GgufLimits& l
       c.fail(where + " has offset " + std::to_string(t.offset) + ", expected " + std::to_string(expect) +
              " (tensors must follow each other in order, each padded to the alignment of " +
              std::to_string(alignment_) + ")");
-    if (t.nbytes > data_size - t.offset)
+    if (t.offset > data_size || t.nbytes > data_size - t.offset)
       c.fail(where + " [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
              ") runs past the end of the data section (" + std::to_string(data_size) +
              " bytes; truncated file?)");
