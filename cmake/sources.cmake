@@ -28,6 +28,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/processors.cpp
   ${S}/io/tokenizer/hf_tokenizer.cpp
   ${S}/io/tokenizer/llama2c_tokenizer.cpp
+  ${S}/io/tokenizer/gguf_tokenizer.cpp
   ${S}/io/tokenizer/tokenizer.cpp
   ${S}/train/data.cpp
   ${S}/train/metrics.cpp

@@ -1,5 +1,6 @@
 #pragma once
-// Tokenizers: HF tokenizer.json, SentencePiece tokenizer.model, llama2.c tokenizer.bin (tier 0).
+// Tokenizers: HF tokenizer.json, SentencePiece tokenizer.model, llama2.c tokenizer.bin, GGUF
+// tokenizer metadata (tier 0).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,7 @@ struct BatchOptions {
 namespace detail {
 class TokenizerBackend;
 }
+class GgufFile;  // peft/io/gguf.h
 
 class Tokenizer {
  public:
@@ -56,6 +58,10 @@ class Tokenizer {
   static Tokenizer from_sentencepiece(const std::string& path);
   /// A llama2.c tokenizer.bin (converted in memory as write_llama2c_tokenizer_json does).
   static Tokenizer from_llama2c(const std::string& path);
+  /// The tokenizer of a GGUF file (tokenizer.ggml.* keys; gpt2 = byte-level BPE, llama =
+  /// SentencePiece), converted as gguf_tokenizer_json does; ids equal llama.cpp's (llama-tokenize
+  /// defaults: special tokens parsed in the text, BOS/EOS as the file says).
+  static Tokenizer from_gguf(const std::string& path);
 
   Encoding encode(const std::string& text, bool add_special_tokens = true) const;
   Encoding encode_pair(const std::string& a, const std::string& b,
@@ -86,5 +92,15 @@ class Tokenizer {
 /// Converts a llama2.c tokenizer.bin into an HF tokenizer.json equivalent to a Llama
 /// (SentencePiece BPE, byte_fallback) tokenizer; encoding with it reproduces llama2.c's encode.
 void write_llama2c_tokenizer_json(const std::string& bin_path, const std::string& out_json_path);
+
+/// The HF tokenizer.json equivalent to a GGUF file's tokenizer. Throws FormatError naming the
+/// file and key for an unknown tokenizer.ggml.model / pre, missing merges, arrays whose lengths
+/// differ from tokenizer.ggml.tokens, or special-token ids outside the vocabulary.
+std::string gguf_tokenizer_json(const GgufFile& file);
+/// tokenizer_config.json for it: bos/eos/unk/pad tokens, add_bos_token, add_eos_token,
+/// chat_template.
+std::string gguf_tokenizer_config_json(const GgufFile& file);
+/// Writes tokenizer.json and tokenizer_config.json into `out_dir` (created when missing).
+void write_gguf_tokenizer(const GgufFile& file, const std::string& out_dir);
 
 }  // namespace peft::io
