@@ -37,9 +37,16 @@ set(PEFT_CORE_SOURCES
   # QLoRA: torch-free 4-bit quantisation (bitsandbytes format).
   ${S}/quant/quantize.cpp
   ${S}/quant/gemv4_hwy.cpp
+  # GGUF: ggml block types to and from fp32.
+  ${S}/quant/ggml_quants.cpp
+  ${S}/quant/ggml_quants_hwy.cpp
 )
 # Highway re-includes the kernel file by name for each SIMD target.
 set_source_files_properties(${S}/quant/gemv4_hwy.cpp PROPERTIES INCLUDE_DIRECTORIES ${S}/quant)
+# ggml types are bit-exact with numpy: no a*b+c contracted into an FMA.
+set_source_files_properties(${S}/quant/ggml_quants_hwy.cpp PROPERTIES INCLUDE_DIRECTORIES ${S}/quant
+  COMPILE_OPTIONS -ffp-contract=off)
+set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
@@ -47,7 +54,7 @@ file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
-  ${I}/quant/quantize.h)
+  ${I}/quant/quantize.h ${I}/quant/ggml_quants.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.
