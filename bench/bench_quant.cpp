@@ -7,6 +7,8 @@
 // Shapes: x [512, 768] through 768->3072 and 3072->768 (a GPT-2-small MLP), plus [1, 768] (one
 // decoding row: fp32 forward takes the fused Highway GEMV). Forward = y = x·Wᵀ; backward = the
 // input gradient grad·W (the weight is frozen).
+// GGUF block types: dequantising a 576x1536 Q4_1 / Q4_K / Q6_K / Q8_0 matrix (SmolLM2-135M's MLP
+// shape) to fp32 on 1 and 2 threads, in GB/s of fp32 output (torch-free ggml_dequantize_rows).
 // Each round times every variant once in turn; a figure is the median over the rounds.
 // Output lines: "RESULT <metric> <value>".
 #include <torch/torch.h>
@@ -16,10 +18,13 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "peft/core/runtime.h"
+#include "peft/io/gguf.h"
+#include "peft/quant/ggml_quants.h"
 #include "peft/models/model.h"
 #include "peft/quant/linear4bit.h"
 
@@ -35,6 +40,41 @@ double time_ms(const std::function<void()>& fn, int reps) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < reps; ++i) fn();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+
+// GB/s of fp32 output for dequantising one GGUF matrix per type, 1 and 2 threads. Q4_1 / Q8_0
+// are quantised from N(0, 0.02) weights; the K-quants (no encoder) are random bytes with f16
+// scales of 2^-7 (speed does not depend on the values, only subnormals would slow it down).
+void bench_gguf_dequant(int rounds) {
+  using peft::io::GgmlType;
+  const int64_t rows = 576, cols = 1536;
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(rows * cols), out(rows * cols);
+  for (auto& v : w) v = normal(rng);
+  for (const GgmlType t : {GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+    const auto& tr = peft::io::ggml_traits(t);
+    std::vector<uint8_t> q(rows * peft::io::ggml_row_bytes(t, cols));
+    if (peft::quant::ggml_can_quantize(t)) {
+      peft::quant::ggml_quantize(t, w.data(), q.data(), rows * cols);
+    } else {
+      for (auto& b : q) b = static_cast<uint8_t>(rng());
+      const std::vector<int> f16_at =
+          t == GgmlType::Q6_K ? std::vector<int>{208} : std::vector<int>{0, 2};
+      for (std::size_t b = 0; b < q.size(); b += tr.type_size)
+        for (const int o : f16_at) q[b + o] = 0x00, q[b + o + 1] = 0x20;  // 2^-7
+    }
+    for (const int threads : {1, 2}) {
+      auto fn = [&] {
+        peft::quant::ggml_dequantize_rows(t, q.data(), out.data(), rows, cols, threads);
+      };
+      fn();
+      std::vector<double> ms;
+      for (int r = 0; r < rounds; ++r) ms.push_back(time_ms(fn, 20));
+      std::cout << "RESULT gguf_dequant_576x1536." << tr.name << "_t" << threads << "_gbps "
+                << rows * cols * 4.0 / median(ms) / 1e6 << "\n";
+    }
+  }
 }
 
 }  // namespace
@@ -84,6 +124,7 @@ int main(int argc, char** argv) {
     std::cout << "RESULT " << tag << ".nf4_bwd_vs_fp32 " << median(ms["fp32_bwd"]) / median(ms["nf4_bwd"]) << "\n";
     std::cout << "RESULT " << tag << ".bytes_ratio " << double(w4.nbytes()) / (W.numel() * 4.0) << "\n";
   }
+  bench_gguf_dequant(rounds);
   // A whole model: GPT-2-small-shaped random Llama is not bundled; use stories260K if converted.
   const std::string model_dir = "build/models/stories260K";
   try {

@@ -26,8 +26,8 @@ bool ggml_can_dequantize(io::GgmlType type);
 void ggml_dequantize(io::GgmlType type, const void* src, float* dst, int64_t n);
 
 /// `rows` rows of `row_len` elements each (row_len a multiple of the block size), split over
-/// `threads` std::threads (0 = hardware concurrency, with inputs under 256 K values kept on the
-/// calling thread).
+/// `threads` std::threads (0 = hardware concurrency, but at most one thread per 2 M values, so
+/// small matrices stay on the calling thread).
 void ggml_dequantize_rows(io::GgmlType type, const void* src, float* dst, int64_t rows,
                           int64_t row_len, int threads = 0);
 
