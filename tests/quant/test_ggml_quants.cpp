@@ -136,6 +136,26 @@ TEST(GgmlQuants, SimdDequantizeBitExactOnEveryTarget) {
   EXPECT_FALSE(seen.empty());
 }
 
+// F16 / BF16 / F32 (one element per block): any length and start, so the SIMD tails are covered.
+TEST(GgmlQuants, ElementTypesAnyLengthAndOffset) {
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    SCOPED_TRACE(hwy::TargetName(target));
+    hwy::SetSupportedTargetsForTest(target);
+    for (const auto& c : fx().dequant) {
+      const auto width = static_cast<int64_t>(c.bytes.size()) / (c.rows * c.row_len);
+      if (c.type != GgmlType::F16 && c.type != GgmlType::BF16 && c.type != GgmlType::F32) continue;
+      for (const int64_t start : {0, 1, 3})
+        for (const int64_t n : {1, 7, 17, 37}) {
+          std::vector<float> out(n);
+          pq::ggml_dequantize(c.type, c.bytes.data() + start * width, out.data(), n);
+          expect_same_bits(out, {c.expected.begin() + start, c.expected.begin() + start + n},
+                           c.name + " start " + std::to_string(start) + " n " + std::to_string(n));
+        }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 // The fixture tiled 9 times (144 rows), split over 1, 2, 3 and 5 threads and the default.
 TEST(GgmlQuants, RowsDequantizeThreadedBitExact) {
   constexpr int kTiles = 9;

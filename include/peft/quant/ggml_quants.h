@@ -8,8 +8,8 @@
 //
 // Every result is bit-identical to gguf-py's numpy reference (gguf.quants.dequantize /
 // quantize), which for the quantisers is also ggml's C reference: same f16 rounding, same float
-// operation order, no fused multiply-add. Dequantisation has a Highway (runtime-dispatched SIMD)
-// path for the common types and a scalar path for all.
+// operation order, no fused multiply-add. Dequantisation runs on Highway (runtime-dispatched
+// SIMD) and has a scalar reference path.
 #include <cstdint>
 
 #include "peft/io/gguf.h"
