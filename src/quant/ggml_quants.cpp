@@ -180,7 +180,8 @@ void deq_q2_k(const uint8_t* s, float* y, int64_t nb) {
     const float d = f16_to_f32(rd16(s + 80)), dmin = f16_to_f32(rd16(s + 82));
     for (int g = 0; g < 16; ++g) {  // 16 elements per scale: half h, shift k, bytes l0..l0+15
       const int h = g / 8, k = (g / 2) % 4, l0 = 16 * (g % 2);
-      const float dl = d * static_cast<float>(s[g] & 0x0F), ml = dmin * static_cast<float>(s[g] >> 4);
+      const float dl = d * static_cast<float>(s[g] & 0x0F),
+                  ml = dmin * static_cast<float>(s[g] >> 4);
       for (int l = 0; l < 16; ++l) {
         const int q = (s[16 + h * 32 + l0 + l] >> (2 * k)) & 3;
         y[16 * g + l] = dl * static_cast<float>(q) - ml;
@@ -264,7 +265,8 @@ void deq_q6_k(const uint8_t* s, float* y, int64_t nb) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(s + 192);
     const float d = f16_to_f32(rd16(s + 208));
     for (int h = 0; h < 2; ++h)
-      for (int k = 0; k < 4; ++k)  // 32 elements: ql bytes (k % 2) * 32.., nibble k / 2, qh shift 2k
+      for (int k = 0; k < 4;
+           ++k)  // 32 elements: ql bytes (k % 2) * 32.., nibble k / 2, qh shift 2k
         for (int l = 0; l < 32; ++l) {
           const int lo = (ql[h * 64 + (k % 2) * 32 + l] >> (4 * (k / 2))) & 0x0F;
           const int hi = (qh[h * 32 + l] >> (2 * k)) & 0x03;
@@ -392,29 +394,21 @@ void q_bf16(const float* x, uint8_t* s, int64_t n) {
 using DeqFn = void (*)(const uint8_t*, float*, int64_t);
 using QFn = void (*)(const float*, uint8_t*, int64_t);
 
+// Block sizes and names come from io::ggml_traits (the GGUF reader's table).
 struct Kernel {
   GgmlType type;
-  const char* name;
-  int64_t block;  // elements per block
-  int64_t bytes;  // bytes per block
-  DeqFn deq;      // takes the block count
-  QFn quant;      // nullptr: no encoder
+  DeqFn deq;  // takes the block count
+  QFn quant;  // nullptr: no encoder
 };
 
 const Kernel kKernels[] = {
-    {GgmlType::F32, "F32", 1, 4, deq_f32, q_f32},
-    {GgmlType::F16, "F16", 1, 2, deq_f16, q_f16},
-    {GgmlType::BF16, "BF16", 1, 2, deq_bf16, q_bf16},
-    {GgmlType::Q4_0, "Q4_0", QK, 18, deq_q4_0, q_q4_0},
-    {GgmlType::Q4_1, "Q4_1", QK, 20, deq_q4_1, q_q4_1},
-    {GgmlType::Q5_0, "Q5_0", QK, 22, deq_q5_0, q_q5_0},
-    {GgmlType::Q5_1, "Q5_1", QK, 24, deq_q5_1, q_q5_1},
-    {GgmlType::Q8_0, "Q8_0", QK, 34, deq_q8_0, q_q8_0},
-    {GgmlType::Q2_K, "Q2_K", QK_K, 84, deq_q2_k, nullptr},
-    {GgmlType::Q3_K, "Q3_K", QK_K, 110, deq_q3_k, nullptr},
-    {GgmlType::Q4_K, "Q4_K", QK_K, 144, deq_q4_k, nullptr},
-    {GgmlType::Q5_K, "Q5_K", QK_K, 176, deq_q5_k, nullptr},
-    {GgmlType::Q6_K, "Q6_K", QK_K, 210, deq_q6_k, nullptr},
+    {GgmlType::F32, deq_f32, q_f32},     {GgmlType::F16, deq_f16, q_f16},
+    {GgmlType::BF16, deq_bf16, q_bf16},  {GgmlType::Q4_0, deq_q4_0, q_q4_0},
+    {GgmlType::Q4_1, deq_q4_1, q_q4_1},  {GgmlType::Q5_0, deq_q5_0, q_q5_0},
+    {GgmlType::Q5_1, deq_q5_1, q_q5_1},  {GgmlType::Q8_0, deq_q8_0, q_q8_0},
+    {GgmlType::Q2_K, deq_q2_k, nullptr}, {GgmlType::Q3_K, deq_q3_k, nullptr},
+    {GgmlType::Q4_K, deq_q4_k, nullptr}, {GgmlType::Q5_K, deq_q5_k, nullptr},
+    {GgmlType::Q6_K, deq_q6_k, nullptr},
 };
 
 const Kernel* find_kernel(GgmlType t) {
@@ -426,7 +420,7 @@ const Kernel* find_kernel(GgmlType t) {
 std::string type_list(bool quant) {
   std::string s;
   for (const auto& k : kKernels)
-    if (!quant || k.quant) s += (s.empty() ? "" : ", ") + std::string(k.name);
+    if (!quant || k.quant) s += (s.empty() ? "" : ", ") + std::string(io::ggml_traits(k.type).name);
   return s;
 }
 
@@ -437,16 +431,17 @@ const Kernel& checked(const char* fn, GgmlType t, int64_t n, bool quant) {
     throw NotSupported(std::string("[") + fn + "] " + io::ggml_type_name(static_cast<uint32_t>(t)) +
                        " (n = " + std::to_string(n) +
                        "): type not supported; supported: " + type_list(quant));
-  if (n < 0 || n % k->block != 0)
-    throw std::invalid_argument(std::string("[") + fn + "] " + k->name +
-                                ": n = " + std::to_string(n) +
-                                " is not a multiple of the block size " + std::to_string(k->block));
+  const auto& tr = io::ggml_traits(t);
+  if (n < 0 || n % tr.block_size != 0)
+    throw std::invalid_argument(
+        std::string("[") + fn + "] " + tr.name + ": n = " + std::to_string(n) +
+        " is not a multiple of the block size " + std::to_string(tr.block_size));
   return *k;
 }
 
 // Whole blocks: SIMD kernel when there is one, else the scalar decoder.
 void dequantize_blocks(const Kernel& k, const uint8_t* src, float* dst, int64_t n) {
-  const int64_t nb = n / k.block;
+  const int64_t nb = n / io::ggml_traits(k.type).block_size;
   if (!ggml_dequantize_simd(k.type, src, dst, nb)) k.deq(src, dst, nb);
 }
 
@@ -466,16 +461,17 @@ void ggml_dequantize(io::GgmlType type, const void* src, float* dst, int64_t n) 
 
 void ggml_dequantize_reference(io::GgmlType type, const void* src, float* dst, int64_t n) {
   const Kernel& k = checked("ggml_dequantize_reference", type, n, false);
-  k.deq(static_cast<const uint8_t*>(src), dst, n / k.block);
+  k.deq(static_cast<const uint8_t*>(src), dst, n / io::ggml_traits(type).block_size);
 }
 
 void ggml_dequantize_rows(io::GgmlType type, const void* src, float* dst, int64_t rows,
                           int64_t row_len, int threads) {
   const Kernel& k = checked("ggml_dequantize_rows", type, row_len, false);
+  const auto& tr = io::ggml_traits(type);
   if (rows < 0)
-    throw std::invalid_argument(std::string("[ggml_dequantize_rows] ") + k.name +
+    throw std::invalid_argument(std::string("[ggml_dequantize_rows] ") + tr.name +
                                 ": rows = " + std::to_string(rows));
-  const int64_t row_bytes = row_len / k.block * k.bytes;
+  const int64_t row_bytes = row_len / tr.block_size * tr.type_size;
   const auto* s = static_cast<const uint8_t*>(src);
   // Starting a thread costs about as much as decoding 1 M values (~40 us at 80 GB/s): below ~2 M
   // values per thread the default keeps to fewer threads.
@@ -500,7 +496,7 @@ void ggml_dequantize_rows(io::GgmlType type, const void* src, float* dst, int64_
 
 void ggml_quantize(io::GgmlType type, const float* src, void* dst, int64_t n) {
   const Kernel& k = checked("ggml_quantize", type, n, true);
-  k.quant(src, static_cast<uint8_t*>(dst), n / k.block);
+  k.quant(src, static_cast<uint8_t*>(dst), n / io::ggml_traits(type).block_size);
 }
 
 }  // namespace peft::quant
