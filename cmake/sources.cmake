@@ -11,6 +11,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/hf_checkpoint.cpp
   ${S}/io/llama2c.cpp
   ${S}/models/model_config.cpp
+  ${S}/models/gguf_model.cpp
   ${S}/core/regex.cpp
   ${S}/config/peft_config.cpp
   ${S}/tuners/registry.cpp
@@ -52,7 +53,7 @@ set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTION
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
   ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
-  ${I}/models/model_config.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
+  ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
@@ -78,6 +79,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/train/trainer.cpp
   # QLoRA: 4-bit linear base and model helpers.
   ${S}/quant/linear4bit.cpp
+  # GGUF: ggml block-type linear base.
+  ${S}/quant/ggml_linear.cpp
 )
 
 set(PEFT_CLI_SOURCES

@@ -1,9 +1,14 @@
 // Mirrors transformers' AutoModel* dispatch (model_type -> class) and the missing/unexpected key
 // accounting of PreTrainedModel.from_pretrained.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -15,6 +20,10 @@
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/architectures.h"
 #include "peft/models/model.h"
+#include "peft/io/gguf.h"
+#include "peft/models/gguf_model.h"
+#include "peft/quant/ggml_linear.h"
+#include "peft/quant/ggml_quants.h"
 #include "peft/quant/linear4bit.h"
 
 namespace peft::models {
@@ -79,19 +88,52 @@ std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead h
 }
 
 namespace {
-void load_weights_except(PretrainedModel& model, const std::string& path, const std::string& dtype,
-                         const std::set<std::string>& consumed);
+
+// Tensors by HF key, from an HF checkpoint folder or a GGUF file.
+struct WeightSource {
+  std::string path;
+  std::string model_type;
+  std::vector<std::string> keys;
+  std::function<at::Tensor(const std::string&)> get;
+  bool contains(const std::string& k) const { return std::binary_search(keys.begin(), keys.end(), k); }
+};
+
+WeightSource hf_source(const std::string& path) {
+  auto ck = std::make_shared<io::HfCheckpoint>(io::HfCheckpoint::open(path));
+  WeightSource s;
+  s.path = path;
+  s.model_type = ck->config().value("model_type", std::string("model"));
+  s.keys = ck->tensor_names();
+  s.get = [ck](const std::string& k) { return io::to_tensor(*ck, k); };
+  return s;
 }
 
+void load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
+                         const std::set<std::string>& consumed);
+
+// The checkpoint key that serves a model key: the same name, or the same name with the base
+// prefix added (base model from a task checkpoint) or removed (task model from a base one).
+std::string find_key(const PretrainedModel& model, const WeightSource& ck, const std::string& name) {
+  const std::string prefix = model.base_model_prefix() + ".";
+  const bool is_base = model.head() == TaskHead::Base;
+  if (ck.contains(name)) return name;
+  if (is_base && ck.contains(prefix + name)) return prefix + name;
+  if (!is_base && name.rfind(prefix, 0) == 0 && ck.contains(name.substr(prefix.size())))
+    return name.substr(prefix.size());
+  return "";
+}
+
+}  // namespace
+
 void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype) {
-  load_weights_except(model, path, dtype, {});
+  load_weights_except(model, hf_source(path), dtype, {});
 }
 
 namespace {
-// `consumed`: checkpoint keys already loaded elsewhere (bitsandbytes 4-bit layers).
-void load_weights_except(PretrainedModel& model, const std::string& path, const std::string& dtype,
+// `consumed`: checkpoint keys already loaded elsewhere (4-bit or GGUF block-quantised layers).
+void load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
                          const std::set<std::string>& consumed) {
-  const auto ck = io::HfCheckpoint::open(path);
+  const std::string& path = ck.path;
   const auto want = parse_load_dtype(dtype);
   const std::string prefix = model.base_model_prefix() + ".";
   const bool is_base = model.head() == TaskHead::Base;
@@ -102,15 +144,6 @@ void load_weights_except(PretrainedModel& model, const std::string& path, const 
   for (const auto& [alias, src] : model.tied_weights()) aliases.insert(alias);
 
   auto starts = [](const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; };
-  // Which checkpoint key serves a model key: the same name, or the same name with the base
-  // prefix added (base model from a task checkpoint) or removed (task model from a base one).
-  auto find_key = [&](const std::string& name) -> std::string {
-    if (ck.contains(name)) return name;
-    if (is_base && ck.contains(prefix + name)) return prefix + name;
-    if (!is_base && starts(name, prefix) && ck.contains(name.substr(prefix.size())))
-      return name.substr(prefix.size());
-    return "";
-  };
   // Models whose task head sits beside the base modules (T5: encoder/decoder/lm_head at the top)
   // have no base prefix: every missing tensor is then an error.
   bool prefixed = false;
@@ -119,14 +152,15 @@ void load_weights_except(PretrainedModel& model, const std::string& path, const 
 
   torch::NoGradGuard ng;
   auto load_one = [&](const std::string& name, at::Tensor& dst) {
-    const std::string key = find_key(name);
-    if (key.empty()) {
+    const std::string key = find_key(model, ck, name);
+    if (key.empty() || consumed.count(key)) {
+      if (!key.empty()) return;
       if (aliases.count(name)) return;
       (in_base(name) ? missing_base : missing_head).push_back(name);
       return;
     }
     used.insert(key);
-    const at::Tensor src = io::to_tensor(ck, key);
+    const at::Tensor src = ck.get(key);
     if (src.sizes() != dst.sizes()) {
       mismatched.push_back("'" + key + "': checkpoint " + shape_str(src.sizes()) + " vs model " +
                            shape_str(dst.sizes()));
@@ -147,7 +181,7 @@ void load_weights_except(PretrainedModel& model, const std::string& path, const 
   std::vector<std::string> unexpected_base, unexpected_other;
   std::vector<std::regex> ignored;
   for (const auto& r : model.ignored_checkpoint_keys()) ignored.emplace_back(r);
-  for (const auto& key : ck.tensor_names()) {
+  for (const auto& key : ck.keys) {
     if (used.count(key) || consumed.count(key)) continue;
     bool skip = false;
     for (const auto& r : ignored) skip = skip || std::regex_match(key, r);
@@ -170,7 +204,7 @@ void load_weights_except(PretrainedModel& model, const std::string& path, const 
   list("missing from the checkpoint", missing_base);
   list("in the checkpoint but not in the model", unexpected_base);
   const std::string e = err.str();
-  PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, " does not fit the ", ck.config().value("model_type", std::string("model")),
+  PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, " does not fit the ", ck.model_type,
              " built from its config:", e);
   if (!missing_head.empty()) {
     std::cerr << "warning: " << path << ": newly initialised (not in the checkpoint):";
@@ -184,10 +218,98 @@ void load_weights_except(PretrainedModel& model, const std::string& path, const 
 }
 }  // namespace
 
+namespace {
+
+// GGUF tensor bytes with the converter's Q/K row permutation undone (rows are whole blocks).
+std::vector<uint8_t> gguf_rows_in_hf_order(const io::GgufTensorInfo& t, int64_t permute_heads) {
+  const uint8_t* p = t.data;
+  if (permute_heads <= 0) return std::vector<uint8_t>(p, p + t.nbytes);
+  const int64_t rows = t.rows();
+  const std::size_t rb = static_cast<std::size_t>(t.nbytes / static_cast<uint64_t>(rows));
+  const auto src = gguf_unpermute_rows(rows, permute_heads);
+  std::vector<uint8_t> out(t.nbytes);
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(out.data() + r * rb, p + src[r] * rb, rb);
+  return out;
+}
+
+bool is_block_type(io::GgmlType t) {
+  return t != io::GgmlType::F32 && t != io::GgmlType::F16 && t != io::GgmlType::BF16;
+}
+
+// A GGUF file as a weight source (dense fp32 / f16 / bf16 tensors by HF key).
+WeightSource gguf_source(std::shared_ptr<const io::GgufFile> f, const std::vector<GgufTensorTarget>& targets) {
+  WeightSource s;
+  s.path = f->path();
+  s.model_type = f->get_string("general.architecture");
+  auto by_key = std::make_shared<std::map<std::string, GgufTensorTarget>>();
+  for (const auto& t : targets) {
+    s.keys.push_back(t.hf_name);
+    (*by_key)[t.hf_name] = t;
+  }
+  std::sort(s.keys.begin(), s.keys.end());
+  s.get = [f, by_key](const std::string& key) {
+    const GgufTensorTarget& tg = by_key->at(key);
+    const io::GgufTensorInfo& t = f->tensor(tg.gguf_name);
+    const auto type = t.ggml_type();
+    PEFT_CHECK(quant::ggml_can_dequantize(type), NotSupported, "[load_model] ", f->path(), ": tensor '", t.name,
+               "' is ", io::ggml_type_name(t.type), ", which cannot be decoded here (supported: F32, F16, BF16, "
+               "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
+    const std::vector<uint8_t> bytes = gguf_rows_in_hf_order(t, tg.permute_heads);
+    at::Tensor out = at::empty(t.shape(), at::kFloat);
+    if (type == io::GgmlType::F16 || type == io::GgmlType::BF16) {
+      const at::Tensor h = at::from_blob(const_cast<uint8_t*>(bytes.data()), t.shape(),
+                                         type == io::GgmlType::F16 ? at::kHalf : at::kBFloat16);
+      return h.clone();
+    }
+    quant::ggml_dequantize_rows(type, bytes.data(), out.data_ptr<float>(), t.rows(), t.row_length(),
+                                std::max(1, at::get_num_threads()));
+    return out;
+  };
+  return s;
+}
+
+}  // namespace
+
+std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts) {
+  PEFT_CHECK(!opts.load_in_4bit, ConfigError, "[load_model] ", path,
+             ": load_in_4bit applies to Hugging Face checkpoints; a GGUF base keeps its own quantisation "
+             "(or use dequantize: true)");
+  auto f = std::make_shared<const io::GgufFile>(io::GgufFile::open(path));
+  const ModelConfig cfg(gguf_hf_config(*f), path);
+  auto model = create_model(cfg, opts.head ? *opts.head : TaskHead::CausalLM);
+  const auto targets = gguf_tensor_map(*f);
+  const WeightSource src = gguf_source(f, targets);
+  std::map<std::string, const GgufTensorTarget*> by_key;
+  for (const auto& t : targets) by_key[t.hf_name] = &t;
+  // Block-quantised projections stay in their blocks behind the slot (QLoRA-style).
+  std::set<std::string> consumed;
+  if (!opts.dequantize) {
+    for (const auto& item : model->named_modules("", /*include_self=*/false)) {
+      auto* slot = dynamic_cast<AdaptableLinearImpl*>(item.value().get());
+      if (!slot || slot->fan_in_fan_out()) continue;
+      const std::string key = find_key(*model, src, item.key() + ".weight");
+      if (key.empty()) continue;
+      const auto& tg = *by_key.at(key);
+      const io::GgufTensorInfo& t = f->tensor(tg.gguf_name);
+      if (!is_block_type(t.ggml_type()) || !quant::ggml_can_dequantize(t.ggml_type())) continue;
+      PEFT_CHECK(t.ne.size() == 2 && t.ne[0] == slot->in_features() && t.ne[1] == slot->out_features(), FormatError,
+                 "[load_model] ", path, ": tensor '", t.name, "' is ", shape_str(t.shape()), " but ", item.key(), " is [",
+                 slot->out_features(), ", ", slot->in_features(), "]");
+      slot->set_quantized(std::make_shared<quant::GgmlLinearWeight>(
+          t.ggml_type(), gguf_rows_in_hf_order(t, tg.permute_heads), slot->out_features(), slot->in_features()));
+      consumed.insert(key);
+    }
+  }
+  load_weights_except(*model, src, opts.dtype == "auto" ? "float32" : opts.dtype, consumed);
+  model->eval();
+  return model;
+}
+
 std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts) {
   namespace fs = std::filesystem;
+  if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
   PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
-             ": expected a model folder with config.json and safetensors weights");
+             ": expected a model folder with config.json and safetensors weights, or a GGUF file");
   const ModelConfig cfg(io::read_json_file((fs::path(path) / "config.json").string()),
                         (fs::path(path) / "config.json").string());
   auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
@@ -204,7 +326,7 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
       if (key.find(".weight") != std::string::npos) qt[key] = io::to_tensor(ck, key);
     const std::string compute = qc->value("bnb_4bit_compute_dtype", opts.bnb_4bit_compute_dtype);
     const auto used = quant::load_prequantized(*model, qt, compute == "float32" || compute == "bfloat16" ? compute : "float32");
-    load_weights_except(*model, path, opts.dtype, std::set<std::string>(used.begin(), used.end()));
+    load_weights_except(*model, hf_source(path), opts.dtype, std::set<std::string>(used.begin(), used.end()));
   } else {
     load_weights(*model, path, opts.dtype);
     if (opts.load_in_4bit) {

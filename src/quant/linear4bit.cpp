@@ -13,6 +13,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "frozen_linear.h"
 #include "gemv4.h"
 #include "peft/core/check.h"
 #include "peft/models/model.h"
@@ -88,42 +89,6 @@ void dequant_rows(const uint8_t* packed, const float* scales, QuantType t, int64
   });
 }
 
-// Rows per tile: at least 256 so each GEMM is wide enough to run at full speed (narrower tiles
-// measured 3-4x slower for in = 3072), else ~2 MB of fp32.
-int64_t tile_rows(int64_t out, int64_t in) { return std::min(out, std::max<int64_t>(256, 524288 / std::max<int64_t>(in, 1))); }
-
-// The dequantised tile: one buffer per thread, reused across calls (fresh multi-MB allocations
-// are page-faulted in on every call here).
-at::Tensor tile_buffer(int64_t rows, int64_t cols, at::ScalarType t) {
-  thread_local at::Tensor buf;
-  if (!buf.defined() || buf.numel() < rows * cols || buf.scalar_type() != t) buf = at::empty({rows * cols}, t);
-  return buf.narrow(0, 0, rows * cols).view({rows, cols});
-}
-
-struct Linear4bitFn : public torch::autograd::Function<Linear4bitFn> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t self) {
-    const auto* w = reinterpret_cast<const Linear4bitWeight*>(self);
-    ctx->saved_data["w"] = self;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
-    auto sizes = x.sizes().vec();
-    const int64_t in = sizes.back();
-    at::Tensor x2 = x.reshape({-1, in}).to(w->compute_dtype()).contiguous();
-    at::Tensor y = w->matmul(x2);
-    sizes.back() = y.size(1);
-    return y.view(sizes).to(x.scalar_type());
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list g) {
-    const auto* w = reinterpret_cast<const Linear4bitWeight*>(ctx->saved_data["w"].toInt());
-    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    auto sizes = g[0].sizes().vec();
-    at::Tensor g2 = g[0].reshape({-1, sizes.back()}).to(w->compute_dtype()).contiguous();
-    at::Tensor gx = w->matmul_t(g2);
-    sizes.back() = gx.size(1);
-    return {gx.view(sizes).to(dt), at::Tensor()};
-  }
-};
-
 // Rows [r0, r1) dequantised into `tile` in its dtype (fp32 or bf16 compute).
 void dequant_tile(const at::Tensor& packed, const at::Tensor& scales, QuantType t, int64_t bs, int64_t in, int64_t r0,
                   int64_t r1, at::Tensor& tile) {
@@ -197,37 +162,15 @@ at::Tensor Linear4bitWeight::matmul(const at::Tensor& x2) const {
     }
     return compute_ == at::kFloat ? y : y.to(compute_);
   }
-  at::Tensor y = at::empty({N, out_}, x2.options());
-  const int64_t R = tile_rows(out_, in_);
-  at::Tensor buf = tile_buffer(R, in_, x2.scalar_type());
-  for (int64_t r0 = 0; r0 < out_; r0 += R) {
-    const int64_t r1 = std::min(out_, r0 + R);
-    at::Tensor tile = buf.narrow(0, 0, r1 - r0);
+  return detail::tiled_matmul(out_, in_, x2, [&](int64_t r0, int64_t r1, at::Tensor& tile) {
     dequant_tile(packed_, scales_, q_.state.quant_type, q_.state.blocksize, in_, r0, r1, tile);
-    if (R >= out_) {
-      at::mm_out(y, x2, tile.t());
-    } else {
-      at::Tensor cols = y.narrow(1, r0, r1 - r0);
-      at::mm_out(cols, x2, tile.t());
-    }
-  }
-  return y;
+  });
 }
 
 at::Tensor Linear4bitWeight::matmul_t(const at::Tensor& g2) const {
-  const int64_t N = g2.size(0);
-  at::Tensor gx = at::empty({N, in_}, g2.options());
-  const int64_t R = tile_rows(out_, in_);
-  at::Tensor buf = tile_buffer(R, in_, g2.scalar_type());
-  for (int64_t r0 = 0; r0 < out_; r0 += R) {
-    const int64_t r1 = std::min(out_, r0 + R);
-    at::Tensor tile = buf.narrow(0, 0, r1 - r0);
+  return detail::tiled_matmul_t(out_, in_, g2, [&](int64_t r0, int64_t r1, at::Tensor& tile) {
     dequant_tile(packed_, scales_, q_.state.quant_type, q_.state.blocksize, in_, r0, r1, tile);
-    const at::Tensor gs = g2.narrow(1, r0, r1 - r0);
-    if (r0 == 0) at::mm_out(gx, gs, tile);
-    else gx.addmm_(gs, tile);
-  }
-  return gx;
+  });
 }
 
 at::Tensor Linear4bitWeight::dequantize_aten(const c10::Device& device) const {
@@ -248,7 +191,7 @@ at::Tensor Linear4bitWeight::forward(const at::Tensor& x) {
     const at::Tensor w = dequantize_aten(x.device()).to(compute_);
     return at::linear(x.to(compute_), w).to(x.scalar_type());
   }
-  return Linear4bitFn::apply(x, reinterpret_cast<int64_t>(this));
+  return detail::FrozenLinearFn<Linear4bitWeight>::apply(x, reinterpret_cast<int64_t>(this));
 }
 
 // ---------------------------------------------------------------- model helpers

@@ -106,13 +106,23 @@ struct LoadOptions {
   std::string bnb_4bit_quant_type = "fp4";  ///< "nf4" or "fp4" (transformers' default: fp4)
   bool bnb_4bit_use_double_quant = false;
   std::string bnb_4bit_compute_dtype = "float32";  ///< "float32" or "bfloat16"
+
+  /// GGUF files: decode block-quantised projections to fp32 parameters instead of keeping them
+  /// in their blocks (quant/ggml_linear.h). F32/F16/BF16 tensors always load as dense tensors.
+  bool dequantize = false;
 };
 
-/// Loads config.json + safetensors weights into the matching architecture. Every missing or
+/// Loads config.json + safetensors weights (a folder), or a GGUF file, into the matching
+/// architecture. Every missing or
 /// unexpected tensor and every shape mismatch is reported in one error naming the tensors and
 /// both shapes; task-head weights absent from a base checkpoint are initialised and reported on
 /// stderr, as transformers does.
 std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts = {});
+
+/// A GGUF model (llama.cpp's format): config from its metadata, llama.cpp tensor names mapped to
+/// HF keys, Q/K rows un-permuted; block-quantised projections stay quantised unless
+/// opts.dequantize (default head: CausalLM).
+std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts = {});
 
 /// Copies a checkpoint's tensors into `model` by HF key, with the same checks as load_model.
 void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype = "float32");

@@ -1,0 +1,174 @@
+// GGUF models: tiny random Llamas converted by llama.cpp's convert_hf_to_gguf.py (F32, F16, BF16,
+// Q8_0; untied and tied) and stories260K, loaded here, give transformers' logits
+// (tools/reference/gen_gguf_models.py). Block-quantised weights stay quantised in their slots.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "golden.h"
+#include "peft/io/gguf.h"
+#include "peft/io/hf_checkpoint.h"
+#include "peft/io/tensor_bridge.h"
+#include "peft/models/adaptable_linear.h"
+#include "peft/models/gguf_model.h"
+#include "peft/models/model.h"
+#include "peft/quant/ggml_linear.h"
+
+namespace {
+
+using peft::test::close;
+using peft::test::fixture;
+
+std::map<std::string, at::Tensor> expected(const std::string& rel) {
+  return peft::io::load_safetensors(fixture(rel));
+}
+
+at::Tensor logits_of(peft::models::PretrainedModel& m, const at::Tensor& ids) {
+  torch::NoGradGuard ng;
+  peft::models::ModelInputs in;
+  in.input_ids = ids;
+  return m.forward(in).logits;
+}
+
+int count_quantized(peft::models::PretrainedModel& m) {
+  int n = 0;
+  for (const auto& item : m.named_modules("", false))
+    if (auto* s = dynamic_cast<peft::models::AdaptableLinearImpl*>(item.value().get()))
+      n += s->quantized() != nullptr;
+  return n;
+}
+
+struct Case {
+  const char* dir;
+  const char* file;
+  const char* key;
+  double atol;
+};
+
+class GgufModel : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GgufModel, LogitsMatchTransformers) {
+  const Case c = GetParam();
+  const auto exp = expected(std::string("gguf/models/") + c.dir + "/expected.safetensors");
+  const std::string path = fixture(std::string("gguf/models/") + c.dir + "/" + c.file);
+  auto model = peft::models::load_model(path);
+  const at::Tensor logits = logits_of(*model, exp.at("input_ids"));
+  EXPECT_TRUE(close(logits, exp.at(c.key), c.atol)) << c.file;
+  const bool quantized = std::string(c.file).find("q8_0") != std::string::npos;
+  // Q8_0 projections stay in their blocks (7 per layer x 2 layers, + an untied lm_head).
+  if (quantized) EXPECT_GE(count_quantized(*model), 14) << c.file;
+  else EXPECT_EQ(count_quantized(*model), 0) << c.file;
+  // The quantised file is within quantisation error of the fp32 model's logits (Q8_0: ~2% of
+  // the logits' norm on these random weights).
+  if (quantized) {
+    const double rel = ((logits - exp.at("logits")).norm() / exp.at("logits").norm()).item<double>();
+    EXPECT_LT(rel, 0.05) << c.file;
+    EXPECT_GT(rel, 1e-6) << c.file << ": the Q8_0 logits should differ from fp32";
+  }
+  // dequantize: true gives the same numbers through plain fp32 parameters.
+  peft::models::LoadOptions o;
+  o.dequantize = true;
+  auto dense = peft::models::load_model(path, o);
+  EXPECT_EQ(count_quantized(*dense), 0);
+  EXPECT_TRUE(close(logits_of(*dense, exp.at("input_ids")), exp.at(c.key), c.atol)) << c.file << " dequantized";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Files, GgufModel,
+    ::testing::Values(Case{"tiny_llama", "tiny_llama_f32.gguf", "logits", 1e-5},
+                      Case{"tiny_llama", "tiny_llama_f16.gguf", "logits_f16", 1e-5},
+                      Case{"tiny_llama", "tiny_llama_bf16.gguf", "logits_bf16", 1e-5},
+                      Case{"tiny_llama", "tiny_llama_q8_0.gguf", "logits_q8_0", 1e-5},
+                      Case{"tiny_llama_tied", "tiny_llama_tied_f32.gguf", "logits", 1e-5},
+                      Case{"tiny_llama_tied", "tiny_llama_tied_q8_0.gguf", "logits_q8_0", 1e-5}));
+
+TEST(GgufModelConfig, ConfigMatchesTheHfFolderItCameFrom) {
+  for (const char* d : {"tiny_llama", "tiny_llama_tied"}) {
+    const std::string dir = fixture(std::string("gguf/models/") + d);
+    const auto f = peft::io::GgufFile::open(dir + "/" + d + "_f32.gguf");
+    const nlohmann::json got = peft::models::gguf_hf_config(f);
+    const nlohmann::json hf = peft::io::read_json_file(dir + "/hf/config.json");
+    for (const char* k : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings"})
+      EXPECT_EQ(got.at(k), hf.at(k)) << d << " " << k;
+    EXPECT_DOUBLE_EQ(got.at("rms_norm_eps").get<double>(), hf.at("rms_norm_eps").get<double>()) << d;
+    EXPECT_EQ(got.at("model_type"), "llama");
+  }
+}
+
+TEST(GgufModelConvert, ConvertedFolderHoldsTheHfWeights) {
+  // peft convert model.gguf OUT: the weights transformers saved, bit for bit (F32 file).
+  const std::string dir = fixture("gguf/models/tiny_llama");
+  const std::string out = peft::test::tmp_dir("gguf_convert");
+  peft::models::convert_gguf_to_hf(dir + "/tiny_llama_f32.gguf", out);
+  const auto mine = peft::io::load_safetensors(out + "/model.safetensors");
+  const auto ref = peft::io::load_safetensors(dir + "/hf/model.safetensors");
+  ASSERT_EQ(mine.size(), ref.size());
+  for (const auto& [k, v] : ref) {
+    ASSERT_TRUE(mine.count(k)) << k;
+    EXPECT_TRUE(at::equal(mine.at(k), v.to(at::kFloat))) << k;
+  }
+  auto model = peft::models::load_model(out);
+  const auto exp = expected("gguf/models/tiny_llama/expected.safetensors");
+  EXPECT_TRUE(close(logits_of(*model, exp.at("input_ids")), exp.at("logits"), 1e-5));
+}
+
+TEST(GgufModelStories260K, LogitsAndGreedyMatchTransformers) {
+  const auto exp = expected("gguf/models/stories260K_expected.safetensors");
+  auto model = peft::models::load_model(fixture("gguf/models/stories260K_f32.gguf"));
+  for (int p = 0; p < 4; ++p) {
+    const std::string k = "prompt" + std::to_string(p);
+    EXPECT_TRUE(close(logits_of(*model, exp.at(k + "_ids")), exp.at(k + "_logits"), 2e-5, 2e-6)) << k;
+  }
+}
+
+TEST(GgufModelQuantized, BlockWeightForwardAndInputGradientMatchDense) {
+  // The quantised slot's forward and input gradient equal x·Wᵀ / g·W with W = its dequantisation.
+  const auto f = peft::io::GgufFile::open(fixture("gguf/models/tiny_llama/tiny_llama_q8_0.gguf"));
+  const auto& t = f.tensor("blk.0.ffn_down.weight");
+  std::vector<uint8_t> bytes(t.data, t.data + t.nbytes);
+  peft::quant::GgmlLinearWeight w(t.ggml_type(), bytes, t.ne[1], t.ne[0]);
+  EXPECT_EQ(w.nbytes(), static_cast<int64_t>(t.nbytes));
+  const at::Tensor W = w.dequantize();
+  at::Tensor x = at::randn({3, 5, t.ne[0]}).requires_grad_(true);
+  at::Tensor y = w.forward(x);
+  EXPECT_TRUE(close(y, at::matmul(x, W.t()), 1e-5, 1e-5));
+  const at::Tensor g = at::randn_like(y);
+  y.backward(g);
+  EXPECT_TRUE(close(x.grad(), at::matmul(g, W), 1e-5, 1e-5));
+}
+
+TEST(GgufModelErrors, UnknownArchitectureAndTensorsAreNamed) {
+  using peft::io::GgufValue;
+  const std::string dir = peft::test::tmp_dir("gguf_model_errors");
+  const auto src = peft::io::GgufFile::open(fixture("gguf/models/tiny_llama/tiny_llama_f32.gguf"));
+  auto rewrite = [&](const std::string& name, const std::string& arch, const std::string& extra_tensor) {
+    std::vector<std::pair<std::string, GgufValue>> meta;
+    for (const auto& k : src.keys()) {
+      GgufValue v = src.at(k);
+      if (k == "general.architecture") v = GgufValue::from_string(arch);
+      meta.emplace_back(k, v);
+    }
+    std::vector<peft::io::GgufTensorBytes> ts;
+    for (const auto& t : src.tensors()) ts.push_back({t.name, t.ggml_type(), t.ne, t.data, t.nbytes});
+    static const float one[4] = {1, 1, 1, 1};
+    if (!extra_tensor.empty()) ts.push_back({extra_tensor, peft::io::GgmlType::F32, {4}, one, 16});
+    peft::io::write_gguf(dir + "/" + name, meta, ts);
+    return dir + "/" + name;
+  };
+  peft::test::expect_throw_with<peft::NotSupported>(
+      [&] { (void)peft::models::load_model(rewrite("mamba.gguf", "mamba", "")); },
+      {"mamba.gguf", "general.architecture 'mamba' is not supported", "llama"});
+  peft::test::expect_throw_with<peft::FormatError>(
+      [&] { (void)peft::models::load_model(rewrite("extra.gguf", "llama", "blk.0.ssm_conv.weight")); },
+      {"extra.gguf", "not used by the llama architecture", "blk.0.ssm_conv.weight"});
+  peft::models::LoadOptions o;
+  o.load_in_4bit = true;
+  peft::test::expect_throw_with<peft::ConfigError>(
+      [&] { (void)peft::models::load_model(fixture("gguf/models/tiny_llama/tiny_llama_f32.gguf"), o); },
+      {"load_in_4bit", "GGUF"});
+}
+
+}  // namespace
