@@ -13,6 +13,7 @@
 #include <llama.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -169,6 +170,7 @@ int run(const Args& a) {
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
+  if (!a.verbose) mp.progress_callback = [](float, void*) { return true; };  // no loading dots
   llama_model* model = llama_model_load_from_file(a.model.c_str(), mp);
   if (!model) throw std::runtime_error("[dump_logits] " + a.model + ": llama.cpp cannot load the model");
   llama_adapter_lora* lora = nullptr;
@@ -190,11 +192,16 @@ int run(const Args& a) {
       throw std::runtime_error("[dump_logits] cannot tokenize the prompt");
     llama_context* ctx = make_context(model, lora, a.lora_scale, n + a.greedy, std::max(n, 1), threads);
     std::vector<llama_token> gen;
+    std::vector<float> margins;  // top-1 minus top-2 logit per step: how close a tie was
     bool eog = false;
     decode(ctx, prompt.data(), n, 0, false);
     for (int step = 0; step < a.greedy; ++step) {
       const float* lg = llama_get_logits_ith(ctx, -1);
       const llama_token next = static_cast<llama_token>(std::max_element(lg, lg + n_vocab) - lg);
+      float second = -INFINITY;
+      for (int v = 0; v < n_vocab; ++v)
+        if (v != next) second = std::max(second, lg[v]);
+      margins.push_back(lg[next] - second);
       if (llama_vocab_is_eog(vocab, next)) {  // llama-simple stops here without printing it
         eog = true;
         break;
@@ -208,10 +215,17 @@ int run(const Args& a) {
       const int k = llama_token_to_piece(vocab, t, buf, sizeof buf, 0, true);
       if (k > 0) text.append(buf, k);
     }
+    std::string m = "[";
+    for (size_t i = 0; i < margins.size(); ++i) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%s%.4g", i ? ", " : "", margins[i]);
+      m += buf;
+    }
+    m += "]";
     std::printf("{\"prompt\": \"%s\", \"prompt_ids\": %s, \"generated_ids\": %s, \"stopped_at_eog\": %s, "
-                "\"text\": \"%s\"}\n",
+                "\"margins\": %s, \"text\": \"%s\"}\n",
                 json_escape(a.prompt).c_str(), ids_json(prompt).c_str(), ids_json(gen).c_str(),
-                eog ? "true" : "false", json_escape(text).c_str());
+                eog ? "true" : "false", m.c_str(), json_escape(text).c_str());
     llama_free(ctx);
   } else {
     std::vector<std::vector<llama_token>> seqs;

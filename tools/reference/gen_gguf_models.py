@@ -83,9 +83,9 @@ def write_tokenizer(folder, max_len):
         f.write("\n")
 
 
-def convert(hf_dir, outtype, out):
+def convert(hf_dir, outtype, out, name):
     run([PY, os.path.join(LLAMACPP_SRC, "convert_hf_to_gguf.py"), hf_dir, "--outtype", outtype,
-         "--outfile", out], stderr=subprocess.DEVNULL)
+         "--outfile", out, "--model-name", name], stderr=subprocess.DEVNULL)
 
 
 def quantize(src, out, qtype):
@@ -160,12 +160,14 @@ def make_model(name, spec, tmp):
     cfg = LlamaConfig(**BASE, **{k: spec[k] for k in keys})
     model = LlamaForCausalLM(cfg).eval()
     # transformers' default init (std 0.02) gives near-uniform logits; larger weights make the
-    # logits (and so any loader mistake) visible: normal(0, 0.1) matrices, normal(0, 0.25) embeddings
-    # (|logit| stays below ~20 when tied, as stories260K's), norms around 1.
+    # logits (and so any loader mistake) visible: matrices normal(0, 0.8 / sqrt(in_features)),
+    # embeddings normal(0, 2 / sqrt(hidden)) (logit std ~2 when tied), norms uniform(0.5, 1.5).
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.1 if "embed" not in n else 0.25)
+            if "embed" in n:
+                p.normal_(0.0, 2.0 / cfg.hidden_size ** 0.5)
+            elif p.dim() == 2:
+                p.normal_(0.0, 0.8 / p.shape[1] ** 0.5)
             else:
                 p.uniform_(0.5, 1.5)
     hf_dir = os.path.join(OUT, name, "hf") if spec["store_hf"] else os.path.join(tmp, name)
@@ -194,11 +196,12 @@ def build(name, spec, tmp):
     t = {"input_ids": INPUT_IDS, "logits": logits_of(ref, INPUT_IDS),
          "logits_fp64": logits_of(eager(cfg, model=model, dtype=torch.float64), INPUT_IDS)}
     files, f32 = {}, None
+    fp64_gap = float((t["logits"] - t["logits_fp64"]).abs().max())
     for outtype in spec["convert"]:
         # The f32 file of a model whose HF folder is not stored is only the quantiser's input.
         keep = outtype != "f32" or spec["store_hf"]
         path = os.path.join(folder if keep else tmp, f"{name}_{outtype}.gguf")
-        convert(hf_dir, outtype, path)
+        convert(hf_dir, outtype, path, name)
         if outtype == "f32":
             f32 = path
         files[outtype] = path
@@ -231,7 +234,8 @@ def build(name, spec, tmp):
                                          "tie_word_embeddings")}
     conf["rope_theta"] = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", BASE["rope_theta"])
     return {"config": conf,
-            "seed": spec["seed"], "hf_folder": "hf/" if spec["store_hf"] else None, "files": report}
+            "seed": spec["seed"], "logits_fp32_vs_fp64_max_abs": fp64_gap, "max_abs_logit": float(t["logits"].abs().max()),
+            "hf_folder": "hf/" if spec["store_hf"] else None, "files": report}
 
 
 STORY_PROMPTS = [
@@ -246,7 +250,7 @@ def stories(stories_dir, tmp):
     prompts = STORY_PROMPTS + [tok("Lily saw a big red ball.")["input_ids"],
                                tok("Tom went to the park with his dog and")["input_ids"]]
     path = os.path.join(OUT, "stories260K_f32.gguf")
-    convert(stories_dir, "f32", path)
+    convert(stories_dir, "f32", path, "stories260K")
     cfg = LlamaConfig.from_pretrained(stories_dir)
     model = LlamaForCausalLM.from_pretrained(stories_dir, dtype=torch.float32, attn_implementation="eager").eval()
     exact = LlamaForCausalLM.from_pretrained(stories_dir, dtype=torch.float64, attn_implementation="eager").eval()
@@ -276,12 +280,10 @@ def llamacpp_version():
     except Exception:
         pass
     info["gguf_py"] = gguf.__file__
-    exe = os.path.join(LLAMACPP_BUILD, "bin", "llama-quantize")
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True)
-        info["llama_quantize_version"] = (out.stdout + out.stderr).strip().splitlines()
-    except Exception:
-        pass
+    import glob
+    libs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(LLAMACPP_BUILD, "bin", "lib*.so.*.*")))
+    info["build"] = {"folder": LLAMACPP_BUILD, "libraries": libs,
+                     "cmake": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON (tools/llamacpp/build.sh)"}
     return info
 
 
