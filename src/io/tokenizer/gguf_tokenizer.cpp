@@ -32,8 +32,7 @@ using nlohmann::json;
 
 // llama.cpp token types (llama.h enum llama_token_type; gguf-py TokenType).
 enum TokenType : int32_t {
-  kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5,
-  kByte = 6
+  kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6
 };
 
 // Pre-tokenizer regexes, as llama.cpp's llm_tokenizer_bpe constructor lists them. The GPT-2
@@ -114,17 +113,19 @@ const GgufValue* find_array(const GgufFile& f, const std::string& key,
 // llama.cpp marks tokens CONTROL by their text when the converter did not (EOT/EOG/FIM
 // detection in llama_vocab::impl::load), which makes them match as special tokens.
 const std::set<std::string>& control_by_text() {
+  // clang-format off
   static const std::set<std::string> s = {
       "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
       "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
       "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-      "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~[",
-      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>",
-      "<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>",
-      "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>",
-      "<fim_middle>", "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>",
-      "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>",
-      "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>"};
+      "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
+      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\u2581<PRE>", "<|code_prefix|>",
+      "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\u2581<SUF>",
+      "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",
+      "\u2581<MID>", "<|code_middle|>", "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>",
+      "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+      "<|file_sep|>"};
+  // clang-format on
   return s;
 }
 
@@ -132,7 +133,9 @@ GgufVocab read_vocab(const GgufFile& f) {
   GgufVocab v;
   v.file = f.path();
   const std::string& file = v.file;
-  if (!f.has("tokenizer.ggml.model")) fail(file, "no tokenizer: key 'tokenizer.ggml.model' is missing");
+  if (!f.has("tokenizer.ggml.model")) {
+    fail(file, "no tokenizer: key 'tokenizer.ggml.model' is missing");
+  }
   v.model = f.get_string("tokenizer.ggml.model");
   if (v.model != "gpt2" && v.model != "llama") {
     fail(file, "tokenizer.ggml.model '", v.model,
@@ -160,10 +163,11 @@ GgufVocab read_vocab(const GgufFile& f) {
     }
     v.tokens.push_back(std::move(t));
   }
-  if (const GgufValue* s = find_array(f, "tokenizer.ggml.scores",
-                                      {GgufType::FLOAT32, GgufType::INT32}, "FLOAT32")) {
+  if (const GgufValue* s =
+          find_array(f, "tokenizer.ggml.scores", {GgufType::FLOAT32, GgufType::INT32}, "FLOAT32")) {
     if (s->items.size() != n) {
-      fail(file, "tokenizer.ggml.scores has ", s->items.size(), " entries but tokenizer.ggml.tokens has ", n);
+      fail(file, "tokenizer.ggml.scores has ", s->items.size(),
+           " entries but tokenizer.ggml.tokens has ", n);
     }
     for (auto& x : s->items) {
       v.scores.push_back(static_cast<float>(x.type == GgufType::INT32 ? x.i : x.f));
@@ -197,18 +201,24 @@ GgufVocab read_vocab(const GgufFile& f) {
     v.unk = 0;
     v.add_bos = true;
     v.add_space_prefix = true;
-    if (v.scores.empty()) fail(file, "tokenizer.ggml.scores is required for tokenizer.ggml.model 'llama'");
+    if (v.scores.empty()) {
+      fail(file, "tokenizer.ggml.scores is required for tokenizer.ggml.model 'llama'");
+    }
   } else {
     v.bos = 11;
     v.eos = 11;
     v.pre = f.get_string("tokenizer.ggml.pre", "default");
     auto it = pre_types().find(v.pre);
     if (it == pre_types().end()) {
-      fail(file, "tokenizer.ggml.pre '", v.pre, "' is not supported (known: ", known_pre_types(), ")");
+      fail(file, "tokenizer.ggml.pre '", v.pre, "' is not supported (known: ", known_pre_types(),
+           ")");
     }
     v.add_bos = it->second.add_bos;
     const GgufValue* m = find_array(f, "tokenizer.ggml.merges", {GgufType::STRING}, "STRING");
-    if (!m) fail(file, "key 'tokenizer.ggml.merges' is missing (required for tokenizer.ggml.model 'gpt2')");
+    if (!m) {
+      fail(file,
+           "key 'tokenizer.ggml.merges' is missing (required for tokenizer.ggml.model 'gpt2')");
+    }
     v.merges.reserve(m->items.size());
     for (std::size_t i = 0; i < m->items.size(); ++i) {
       const std::string& w = m->items[i].s;
@@ -226,7 +236,9 @@ GgufVocab read_vocab(const GgufFile& f) {
   auto special = [&](const char* key, std::optional<TokenId>& dst) {
     if (!f.has(key)) return;
     uint64_t id = f.get_uint(key);
-    if (id >= n) fail(file, "key '", key, "' = ", id, " is outside the vocabulary (", n, " tokens)");
+    if (id >= n) {
+      fail(file, "key '", key, "' = ", id, " is outside the vocabulary (", n, " tokens)");
+    }
     dst = static_cast<TokenId>(id);
   };
   special("tokenizer.ggml.bos_token_id", v.bos);
@@ -241,15 +253,19 @@ GgufVocab read_vocab(const GgufFile& f) {
     // llama.cpp ignores the key for BPE vocabularies (it forces add_space_prefix = false).
     v.add_space_prefix = false;
   }
-  if (v.add_bos && !v.bos) fail(file, "tokenizer.ggml.add_bos_token is true but there is no BOS token");
-  if (v.add_eos && !v.eos) fail(file, "tokenizer.ggml.add_eos_token is true but there is no EOS token");
+  if (v.add_bos && !v.bos) {
+    fail(file, "tokenizer.ggml.add_bos_token is true but there is no BOS token");
+  }
+  if (v.add_eos && !v.eos) {
+    fail(file, "tokenizer.ggml.add_eos_token is true but there is no EOS token");
+  }
   v.chat_template = f.get_string("tokenizer.chat_template", "");
   return v;
 }
 
 json added_token(TokenId id, const std::string& content, bool special) {
-  return {{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},  {"normalized", false}, {"special", special}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", special}};
 }
 
 json added_tokens(const GgufVocab& v) {
@@ -300,8 +316,10 @@ json bpe_json(const GgufVocab& v) {
                     {"behavior", "Isolated"},
                     {"invert", false}});
   }
-  pres.push_back(
-      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}});
+  pres.push_back({{"type", "ByteLevel"},
+                  {"add_prefix_space", false},
+                  {"trim_offsets", false},
+                  {"use_regex", false}});
   std::unordered_map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < v.tokens.size(); ++i) index.emplace(v.tokens[i], i);
   json merges = json::array();
@@ -311,8 +329,8 @@ json bpe_json(const GgufVocab& v) {
     for (const std::string* s : parts) {
       std::string t = s ? *s : a + b;
       if (!index.count(t)) {
-        fail(v.file, "tokenizer.ggml.merges[", i, "] '", a, " ", b, "' ",
-             s ? "names" : "produces", " '", t, "', which is not in tokenizer.ggml.tokens");
+        fail(v.file, "tokenizer.ggml.merges[", i, "] '", a, " ", b, "' ", s ? "names" : "produces",
+             " '", t, "', which is not in tokenizer.ggml.tokens");
       }
     }
     merges.push_back({a, b});
@@ -326,7 +344,10 @@ json bpe_json(const GgufVocab& v) {
       {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", pres}}},
       {"post_processor", post_processor(v)},
       {"decoder",
-       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", true},
+        {"trim_offsets", true},
+        {"use_regex", true}}},
       {"model",
        {{"type", "BPE"},
         {"dropout", nullptr},
@@ -344,7 +365,8 @@ json bpe_json(const GgufVocab& v) {
 json spm_json(const GgufVocab& v) {
   const std::string kSpace = "\u2581";
   std::unordered_map<std::string, TokenId> index;
-  for (std::size_t i = 0; i < v.tokens.size(); ++i) index.emplace(v.tokens[i], static_cast<TokenId>(i));
+  for (std::size_t i = 0; i < v.tokens.size(); ++i)
+    index.emplace(v.tokens[i], static_cast<TokenId>(i));
   for (std::size_t i = 0; i < v.scores.size(); ++i) {
     if (!std::isfinite(v.scores[i])) fail(v.file, "tokenizer.ggml.scores[", i, "] is not finite");
   }
@@ -406,7 +428,9 @@ json spm_json(const GgufVocab& v) {
 json tokenizer_json(const GgufVocab& v) { return v.model == "llama" ? spm_json(v) : bpe_json(v); }
 
 json tokenizer_config(const GgufVocab& v) {
-  auto tok = [&](const std::optional<TokenId>& id) { return id ? json(v.tokens[*id]) : json(nullptr); };
+  auto tok = [&](const std::optional<TokenId>& id) {
+    return id ? json(v.tokens[*id]) : json(nullptr);
+  };
   json added = json::object();
   for (auto& a : added_tokens(v)) added[std::to_string(a["id"].get<TokenId>())] = a;
   json c = {{"tokenizer_class", "PreTrainedTokenizerFast"},
