@@ -11,6 +11,7 @@
 #                    downloaded with pip into $CACHE)
 #   PEFT_LLAMACPP_CACHE  cache folder (default ~/.cache/peft-llamacpp); dump_logits goes to $CACHE/bin
 #   LLAMACPP_PY_VERSION  llama-cpp-python sdist version (default 0.3.36)
+#   LLAMACPP_SDIST   an already downloaded sdist .tar.gz (skips pip download)
 #   PEFT_PY          Python whose pip downloads the sdist (default /root/peft-venv/bin/python, else python3)
 #   JOBS             parallel build jobs (default 2)
 set -euo pipefail
@@ -41,12 +42,16 @@ find_src() {
   if [[ -n "$s" && -f "$s/include/llama.h" ]]; then echo "$s"; return; fi
   s="$CACHE/llama_cpp_python-$VERSION/vendor/llama.cpp"
   if [[ ! -f "$s/include/llama.h" ]]; then
-    local py="${PEFT_PY:-/root/peft-venv/bin/python}"
-    [[ -x "$py" ]] || py=python3
+    local tgz="${LLAMACPP_SDIST:-$CACHE/llama_cpp_python-$VERSION.tar.gz}"
     mkdir -p "$CACHE"
-    echo "downloading the llama-cpp-python $VERSION sdist into $CACHE" >&2
-    "$py" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$CACHE" >&2
-    tar -xzf "$CACHE/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE"
+    if [[ ! -f "$tgz" ]]; then
+      local py="${PEFT_PY:-/root/peft-venv/bin/python}"
+      [[ -x "$py" ]] || py=python3
+      echo "downloading the llama-cpp-python $VERSION sdist into $CACHE" >&2
+      "$py" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$CACHE" >&2
+    fi
+    echo "unpacking $tgz" >&2
+    tar -xzf "$tgz" -C "$CACHE" "llama_cpp_python-$VERSION/vendor/llama.cpp"
   fi
   echo "$s"
 }
