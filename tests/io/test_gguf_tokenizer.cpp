@@ -193,6 +193,13 @@ TEST(GgufTokenizer, WritesTokenizerFolderWithChatTemplate) {
   EXPECT_EQ(scfg["add_bos_token"], true);
   EXPECT_EQ(scfg["bos_token"], "<s>");
   EXPECT_TRUE(scfg["pad_token"].is_null());
+  std::string sdir = peft::test::tmp_dir("gguf_tok_write_spm");
+  peft::io::write_gguf_tokenizer(s, sdir);
+  Tokenizer sa = Tokenizer::from_pretrained(sdir);
+  Tokenizer sb = Tokenizer::from_gguf(s.path());
+  for (std::size_t i = 0; i < corpus().size(); i += 97) {
+    EXPECT_EQ(sa.encode(corpus()[i]).ids, sb.encode(corpus()[i]).ids) << corpus()[i];
+  }
 }
 
 // A tiny gpt2 vocabulary: bytes a, b, c and merges (a, b), (ab, c).

@@ -432,7 +432,11 @@ json tokenizer_config(const GgufVocab& v) {
     return id ? json(v.tokens[*id]) : json(nullptr);
   };
   json added = json::object();
-  for (auto& a : added_tokens(v)) added[std::to_string(a["id"].get<TokenId>())] = a;
+  for (auto a : added_tokens(v)) {  // transformers' layout: keyed by id, without "id"
+    std::string id = std::to_string(a["id"].get<TokenId>());
+    a.erase("id");
+    added[id] = a;
+  }
   json c = {{"tokenizer_class", "PreTrainedTokenizerFast"},
             {"add_bos_token", v.add_bos},
             {"add_eos_token", v.add_eos},
