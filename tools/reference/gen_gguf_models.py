@@ -305,6 +305,7 @@ def main():
             manifest["models"][name] = build(name, spec, tmp)
         if args.stories_dir:
             manifest["stories260K"] = stories(args.stories_dir, tmp)
+        COMMANDS[:] = [c.replace(tmp, "$TMP") for c in COMMANDS]  # reproducible manifest
     manifest.update({
         "generator": "tools/reference/gen_gguf_models.py", "command": " ".join(sys.argv),
         "versions": dict(versions(), gguf_py=getattr(gguf, "__version__", "0.19.0 (vendored)")),
