@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   peft::cli::add_eval_command(app);
   peft::cli::add_merge_command(app);
   peft::cli::add_compare_command(app);
+  peft::cli::add_export_command(app);
   try {
     peft::init_runtime();
     app.parse(argc, argv);

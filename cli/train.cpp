@@ -17,6 +17,7 @@
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
 #include "peft/core/runtime.h"
+#include "peft/export/gguf_merge.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
@@ -788,15 +789,21 @@ void add_train_command(CLI::App& app) {
 }
 
 void add_merge_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("merge", "Merge an adapter into its base model and write a full HF folder");
+  auto* cmd = app.add_subcommand("merge", "Merge an adapter into its base model and write a full HF folder "
+                                           "(or, with --format gguf, a llama.cpp GGUF model)");
   struct A {
-    std::string model, adapter, out, quant;
+    std::string model, adapter, out, quant, format = "hf", type;
     bool double_quant = false, requantize = false;
   };
   auto a = std::make_shared<A>();
-  cmd->add_option("model", a->model, "Base model folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("model", a->model, "Base model folder or GGUF file")->required()->check(CLI::ExistingPath);
   cmd->add_option("adapter", a->adapter, "PEFT adapter folder")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("out", a->out, "Output folder")->required();
+  cmd->add_option("out", a->out, "Output folder (--format gguf: output .gguf file)")->required();
+  cmd->add_option("--format", a->format, "hf: a Hugging Face folder; gguf: a llama.cpp GGUF model laid out like "
+                                         "the GGUF base (metadata and tokenizer copied)")
+      ->check(CLI::IsMember({"hf", "gguf"}));
+  cmd->add_option("--type", a->type, "--format gguf: type of the weight matrices (norms stay f32; default f32)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}));
   // QLoRA adapters: merge into the 4-bit base they were trained on (PEFT issues #1080, #2105).
   cmd->add_option("--4bit", a->quant, "The adapter was trained on a 4-bit base of this type (nf4 or fp4): "
                                       "merge into that base's dequantised weights")
@@ -805,6 +812,16 @@ void add_merge_command(CLI::App& app) {
   cmd->add_flag("--requantize", a->requantize, "Keep the merged model 4-bit (bitsandbytes format) and report "
                                                "the re-quantisation error; default: full precision");
   cmd->callback([a] {
+    const bool to_gguf = a->format == "gguf";
+    PEFT_CHECK(to_gguf || a->type.empty(), ConfigError, "[merge] --type applies to --format gguf");
+    if (to_gguf) {
+      PEFT_CHECK(fs::is_regular_file(a->model) && io::is_gguf_file(a->model), NotSupported, "[merge] --format gguf: ",
+                 a->model, " is not a GGUF file; the output copies the base's llama.cpp metadata and tokenizer, so "
+                 "give the GGUF base (convert an HF folder with llama.cpp's convert_hf_to_gguf.py), or merge to an "
+                 "HF folder and convert that");
+      PEFT_CHECK(!a->requantize && a->quant.empty(), ConfigError, "[merge] --format gguf: --4bit / --requantize "
+                 "apply to bitsandbytes bases; choose the GGUF weight type with --type");
+    }
     models::LoadOptions o;
     if (!a->quant.empty()) {
       o.load_in_4bit = true;
@@ -824,6 +841,14 @@ void add_merge_command(CLI::App& app) {
       double worst = 0.0;
       for (auto* l : q4) worst = std::max(worst, l->last_requant_error());
       std::cout << "re-quantised " << q4.size() << " 4-bit layers; largest |merged - 4-bit| " << worst << "\n";
+    }
+    if (to_gguf) {
+      const auto type = *io::parse_ggml_type(a->type.empty() ? "f32" : a->type);
+      const auto r = exporter::write_merged_gguf(*merged, io::GgufFile::open(a->model), a->out, type);
+      std::cout << "wrote merged GGUF " << a->out << ": " << r.tensors << " tensors, " << r.quantized << " in "
+                << io::ggml_type_name(static_cast<uint32_t>(type))
+                << (r.untied_output ? " (output.weight written: the merge changed the tied lm_head)" : "") << "\n";
+      return;
     }
     models::save_pretrained(*merged, a->out);
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})

@@ -41,6 +41,8 @@ set(PEFT_CORE_SOURCES
   # GGUF: ggml block types to and from fp32.
   ${S}/quant/ggml_quants.cpp
   ${S}/quant/ggml_quants_hwy.cpp
+  # Adapters to llama.cpp's LoRA GGUF.
+  ${S}/export/gguf_lora.cpp
 )
 # Highway re-includes the kernel file by name for each SIMD target.
 set_source_files_properties(${S}/quant/gemv4_hwy.cpp PROPERTIES INCLUDE_DIRECTORIES ${S}/quant)
@@ -55,7 +57,7 @@ file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
-  ${I}/quant/quantize.h ${I}/quant/ggml_quants.h)
+  ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/export/gguf.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.
@@ -81,6 +83,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/quant/linear4bit.cpp
   # GGUF: ggml block-type linear base.
   ${S}/quant/ggml_linear.cpp
+  # A merged model as a llama.cpp GGUF.
+  ${S}/export/gguf_merge.cpp
 )
 
 set(PEFT_CLI_SOURCES
@@ -91,6 +95,7 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/compare.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/export.cpp
 )
 
 # Data-parallel training (src/distributed): the sampler and launcher are torch-free; the process
