@@ -150,6 +150,11 @@ void expect_reapplied(const std::string& base_rel, const std::string& gguf, peft
   EXPECT_EQ(checked, expected_pairs);
 }
 
+std::string write_logits(const std::string& path, const at::Tensor& input_ids, const at::Tensor& logits) {
+  peft::io::save_safetensors(path, {{"input_ids", input_ids[0].contiguous()}, {"logits", logits[0].contiguous()}});
+  return path;
+}
+
 // ------------------------------------------------------------------------------------ adapters
 
 TEST(GgufExport, PlainLoraAllLinearReappliesToOurMergedWeights) {
@@ -257,6 +262,7 @@ TEST(GgufExport, AdaLoraMaskedAndPrunedTripletsBecomeAPlainLora) {
   for (const auto& t : r.tensors) EXPECT_EQ(t.rank, 2) << t.module;
   auto merged_p = merged_model(kTiny, pruned);
   expect_reapplied(kTiny, gp, *merged_p, 7);
+  write_logits(out_dir("adalora_pruned_logits.safetensors"), ids(), logits_of(*merged_p, ids()));
 }
 
 TEST(GgufExport, EmbeddingAndLmHeadTargetsOnAnUntiedBase) {
@@ -272,6 +278,7 @@ TEST(GgufExport, EmbeddingAndLmHeadTargetsOnAnUntiedBase) {
   EXPECT_EQ(f.tensor("output.weight.lora_a").ne, (std::vector<int64_t>{64, 4}));
   auto merged = merged_model(kTiny, dir);
   expect_reapplied(kTiny, gguf, *merged, 4);
+  write_logits(out_dir("embed_merged_logits.safetensors"), ids(), logits_of(*merged, ids()));
 }
 
 // ------------------------------------------------------------------------------------ refusals
@@ -377,11 +384,6 @@ TEST(GgufExport, RefusesWhatLlamaCppCannotRepresent) {
 
 // ------------------------------------------------------------------------------------ merged GGUF
 
-std::string write_logits(const std::string& path, const at::Tensor& input_ids, const at::Tensor& logits) {
-  peft::io::save_safetensors(path, {{"input_ids", input_ids[0].contiguous()}, {"logits", logits[0].contiguous()}});
-  return path;
-}
-
 TEST(GgufExport, MergedGgufLoadsBackWithOurLogits) {
   const std::string dir = out_dir("merge_adapter");
   make_adapter(kTiny, lora(kAllLinear, 4, 8), dir, 4);
@@ -469,6 +471,9 @@ TEST(GgufExport, Stories260KAdapterAndMergedModelForLlamaCpp) {
   peft::exporter::write_merged_gguf(*merged, bf, out_dir("stories_merged_q8_0.gguf"), peft::io::GgmlType::Q8_0);
   auto back = peft::models::load_model(out_dir("stories_merged_f32.gguf"));
   EXPECT_TRUE(close(logits_of(*back, input_ids), ours, 1e-5));
+  // Our logits on the Q8_0 file (its blocks decoded to fp32): what llama.cpp's run of it is compared with.
+  auto back_q8 = peft::models::load_model(out_dir("stories_merged_q8_0.gguf"));
+  write_logits(out_dir("stories_merged_q8_0_logits.safetensors"), input_ids, logits_of(*back_q8, input_ids));
 }
 
 }  // namespace
