@@ -1,25 +1,37 @@
-// peft convert: llama2.c checkpoints to a Hugging Face Llama folder.
+// peft convert: llama2.c checkpoints and GGUF files to a Hugging Face folder.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
 
+#include "peft/core/error.h"
+
 #include "commands.h"
+#include "peft/io/gguf.h"
 #include "peft/io/llama2c.h"
+#include "peft/models/gguf_model.h"
 
 namespace peft::cli {
 
 void add_convert_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "convert", "Convert a llama2.c checkpoint (legacy or v1) to a Hugging Face Llama folder");
+      "convert", "Convert a llama2.c checkpoint (legacy or v1) or a GGUF file to a Hugging Face folder");
   struct Args {
     std::string model, tokenizer, out;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("model", a->model, "llama2.c checkpoint (.bin)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("model", a->model, "llama2.c checkpoint (.bin) or GGUF file (.gguf)")->required()->check(CLI::ExistingFile);
   cmd->add_option("out", a->out, "Output folder")->required();
   cmd->add_option("--tokenizer", a->tokenizer, "llama2.c tokenizer.bin to convert alongside")
       ->check(CLI::ExistingFile);
   cmd->callback([a] {
+    if (io::is_gguf_file(a->model)) {
+      if (!a->tokenizer.empty())
+        throw ConfigError("[convert] --tokenizer applies to llama2.c checkpoints; a GGUF file carries its own");
+      models::convert_gguf_to_hf(a->model, a->out);
+      std::cout << "wrote " << a->out
+                << " (config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json)\n";
+      return;
+    }
     io::convert_llama2c(a->model, a->tokenizer, a->out);
     std::cout << "wrote " << a->out << " (config.json, generation_config.json, model.safetensors"
               << (a->tokenizer.empty() ? "" : ", tokenizer.json, tokenizer.bin") << ")\n";

@@ -23,10 +23,11 @@ void add_generate_command(CLI::App& app) {
     uint64_t seed = 0;
     std::string dtype = "float32";
     std::string adapter;
+    bool dequantize = false, print_ids = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("model", a->model, "Model folder (config.json, safetensors, tokenizer)")->required()
-      ->check(CLI::ExistingDirectory);
+  cmd->add_option("model", a->model, "Model folder (config.json, safetensors, tokenizer) or GGUF file")->required()
+      ->check(CLI::ExistingPath);
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text (default: empty, i.e. BOS only)");
   auto* g = cmd->add_option_group("Decoding");
   g->add_option("-n,--max-new-tokens", a->max_new_tokens, "Tokens to generate")->capture_default_str()
@@ -41,9 +42,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--dtype", a->dtype, "float32 | bfloat16")->capture_default_str();
   cmd->add_option("-a,--adapter", a->adapter, "PEFT adapter folder (LoRA, prompt tuning, P-tuning, prefix tuning)")
       ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--dequantize", a->dequantize, "GGUF: decode quantised weights to fp32 first");
+  cmd->add_flag("--ids", a->print_ids, "Also print the prompt and generated token ids");
   cmd->callback([a] {
     models::LoadOptions lo;
     lo.dtype = a->dtype;
+    lo.dequantize = a->dequantize;
     auto model = models::load_model(a->model, lo);
     const auto tok = io::Tokenizer::from_pretrained(a->model);
     const auto enc = tok.encode(a->prompt);
@@ -62,6 +66,11 @@ void add_generate_command(CLI::App& app) {
                                .contiguous();
     std::vector<io::TokenId> all(out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + out.numel());
     std::cout << tok.decode(all, /*skip_special_tokens=*/true) << "\n";
+    if (a->print_ids) {
+      std::cout << "ids:";
+      for (std::size_t i = 0; i < all.size(); ++i) std::cout << (i == enc.ids.size() ? " |" : "") << " " << all[i];
+      std::cout << "\n";
+    }
   });
 }
 

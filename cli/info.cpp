@@ -4,14 +4,17 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "adapter_info.h"
 #include "commands.h"
 #include "peft/config/peft_config.h"
 #include "peft/core/check.h"
+#include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
+#include "peft/models/gguf_model.h"
 #include "peft/models/model_config.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
@@ -40,9 +43,86 @@ std::string with_commas(int64_t n) {
   return out;
 }
 
+std::string percent(int64_t part, int64_t whole) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1) << (whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0) << "%";
+  return os.str();
+}
+
+// A GGUF file: architecture from its metadata (as the HF config it loads as), quantisation types
+// and their share, the tokenizer.
+void run_gguf_info(const std::string& path, bool list_tensors) {
+  const auto f = io::GgufFile::open(path);
+  std::cout << "checkpoint:    " << path << " (GGUF v" << f.version() << ", " << with_commas(static_cast<int64_t>(f.file_size()))
+            << " bytes)\n";
+  if (f.has("general.name")) std::cout << "name:          " << f.get_string("general.name") << "\n";
+  const std::string arch = f.get_string("general.architecture", "-");
+  json cfg;
+  std::string unsupported;
+  try {
+    cfg = models::gguf_hf_config(f);
+  } catch (const std::exception& e) {
+    unsupported = e.what();
+  }
+  if (!cfg.is_null()) {
+    const std::string heads = field(cfg, {"num_attention_heads"});
+    std::cout << "architecture:  " << arch << " (loads as " << cfg["architectures"][0].get<std::string>() << ", model_type "
+              << field(cfg, {"model_type"}) << ")\n"
+              << "layers:        " << field(cfg, {"num_hidden_layers"}) << "\n"
+              << "hidden size:   " << field(cfg, {"hidden_size"}) << "\n"
+              << "ffn size:      " << field(cfg, {"intermediate_size"}) << "\n"
+              << "query heads:   " << heads << "\n"
+              << "kv heads:      " << field(cfg, {"num_key_value_heads"}, heads) << "\n"
+              << "vocab size:    " << field(cfg, {"vocab_size"}) << "\n"
+              << "max positions: " << field(cfg, {"max_position_embeddings"}) << "\n"
+              << "rope theta:    " << field(cfg, {"rope_theta"}) << "\n"
+              << "tied output:   " << field(cfg, {"tie_word_embeddings"}) << "\n";
+  } else {
+    std::cout << "architecture:  " << arch << " (does not load here: " << unsupported << ")\n";
+  }
+  std::map<std::string, std::pair<int64_t, int64_t>> per_type;  // params, bytes
+  int64_t total = 0, bytes = 0;
+  for (const auto& t : f.tensors()) {
+    auto& e = per_type[io::ggml_type_name(t.type)];
+    e.first += t.numel();
+    e.second += static_cast<int64_t>(t.nbytes);
+    total += t.numel();
+    bytes += static_cast<int64_t>(t.nbytes);
+  }
+  std::cout << "tensors:       " << f.tensors().size() << "\n"
+            << "parameters:    " << with_commas(total) << " (" << with_commas(bytes) << " bytes, "
+            << std::fixed << std::setprecision(2) << (total ? 8.0 * static_cast<double>(bytes) / static_cast<double>(total) : 0.0)
+            << " bits per weight)\n";
+  for (const auto& [ty, e] : per_type)
+    std::cout << "  " << std::left << std::setw(6) << ty << " " << std::setw(14) << with_commas(e.first) << " params "
+              << std::right << std::setw(6) << percent(e.first, total) << "  " << with_commas(e.second) << " bytes\n";
+  if (f.has("tokenizer.ggml.model")) {
+    std::cout << "tokenizer:     " << f.get_string("tokenizer.ggml.model") << " (pre " << f.get_string("tokenizer.ggml.pre", "default")
+              << "), " << (f.has("tokenizer.ggml.tokens") ? f.at("tokenizer.ggml.tokens").items.size() : 0) << " tokens";
+    for (const auto& [k, n] : {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos"},
+                               {"tokenizer.ggml.eos_token_id", "eos"}, {"tokenizer.ggml.padding_token_id", "pad"}})
+      if (f.has(k)) std::cout << ", " << n << " " << f.get_int(k);
+    std::cout << (f.has("tokenizer.chat_template") ? ", chat template" : "") << "\n";
+  }
+  if (list_tensors) {
+    std::map<std::string, std::string> hf;
+    if (!cfg.is_null())
+      for (const auto& t : models::gguf_tensor_map(f)) hf[t.gguf_name] = t.hf_name;
+    for (const auto& t : f.tensors()) {
+      std::cout << "  " << t.name << "  " << io::ggml_type_name(t.type) << " [";
+      const auto sh = t.shape();
+      for (std::size_t i = 0; i < sh.size(); ++i) std::cout << (i ? ", " : "") << sh[i];
+      std::cout << "]";
+      if (hf.count(t.name)) std::cout << "  -> " << hf[t.name];
+      std::cout << "\n";
+    }
+  }
+}
+
 void run_info(const std::string& path, bool list_tensors, const std::string& plot) {
   if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors, plot);
   PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot needs an AdaLoRA adapter folder, got ", path);
+  if (io::is_gguf_file(path)) return run_gguf_info(path, list_tensors);
   const auto ck = io::HfCheckpoint::open(path);
   const json& cfg = ck.config();
   std::cout << "checkpoint:    " << path << "\n";
@@ -115,10 +195,10 @@ void adapter_info(const std::string& model_dir, const std::string& adapter) {
 }  // namespace
 
 void add_info_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder, a .safetensors file or a PEFT adapter folder");
+  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder, a GGUF file, a .safetensors file or a PEFT adapter folder");
   auto path = std::make_shared<std::string>();
   auto tensors = std::make_shared<bool>(false);
-  cmd->add_option("path", *path, "Model folder (config.json + safetensors), .safetensors file or adapter folder")
+  cmd->add_option("path", *path, "Model folder (config.json + safetensors), .gguf file, .safetensors file or adapter folder")
       ->required();
   cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
   auto adapter = std::make_shared<std::string>();

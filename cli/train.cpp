@@ -18,6 +18,7 @@
 #include "peft/core/file_util.h"
 #include "peft/core/runtime.h"
 #include "peft/export/gguf_merge.h"
+#include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
@@ -71,6 +72,8 @@ struct RunConfig {
   // QLoRA: transformers' BitsAndBytesConfig names; method qlora turns load_in_4bit on.
   bool load_in_4bit = false, bnb_4bit_use_double_quant = true;
   std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
+  /// GGUF models: decode block-quantised projections to fp32 instead of keeping them quantised.
+  bool dequantize = false;
 
   /// The PEFT config of a prompt-learning or LoRA method (p_tuning_v2 is prefix tuning, saved as
   /// PREFIX_TUNING; qlora is LoRA on a 4-bit base; adalora: see adalora_config).
@@ -206,6 +209,7 @@ const std::map<std::string, Setter>& setters() {
     S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
     S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
     S_STR("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype);
+    S_BOOL("dequantize", dequantize);
 #undef S_STR
 #undef S_INT
 #undef S_DBL
@@ -244,10 +248,14 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
     apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
   }
-  PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder) is required");
+  PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder or a .gguf file) is required");
   // qlora = LoRA on a 4-bit (nf4 + double quant by default) base, all linear layers unless given.
+  const bool gguf = fs::is_regular_file(c.model) && io::is_gguf_file(c.model);
+  PEFT_CHECK(!(gguf && c.load_in_4bit), ConfigError, "[config] key 'load_in_4bit': ", c.model,
+             " is a GGUF file, which keeps its own quantisation (set dequantize: true for fp32 weights)");
   if (c.method == "qlora") {
-    c.load_in_4bit = true;
+    // A GGUF base is already quantised: qlora is LoRA on its blocks.
+    c.load_in_4bit = !gguf;
     if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
   }
   PEFT_CHECK(c.bnb_4bit_quant_type == "nf4" || c.bnb_4bit_quant_type == "fp4", ConfigError,
@@ -310,6 +318,7 @@ models::LoadOptions load_options(const RunConfig& c) {
   o.bnb_4bit_quant_type = c.bnb_4bit_quant_type;
   o.bnb_4bit_use_double_quant = c.bnb_4bit_use_double_quant;
   o.bnb_4bit_compute_dtype = c.bnb_4bit_compute_dtype;
+  o.dequantize = c.dequantize;
   return o;
 }
 
@@ -318,6 +327,8 @@ models::LoadOptions load_options(const RunConfig& c) {
 std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
   if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, load_options(c));
   const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
+  PEFT_CHECK(!io::is_gguf_file(c.model), NotSupported, "[train] task '", c.task, "' on a GGUF model (", c.model,
+             ") is not supported; convert it first: peft convert ", c.model, " OUT_DIR");
   const std::string cfg_path = (fs::path(c.model) / "config.json").string();
   nlohmann::json j = io::read_json_file(cfg_path);
   const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);

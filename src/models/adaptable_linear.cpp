@@ -1,6 +1,7 @@
 // Adapter slots. Mirrors the forward/merge/unmerge contract of peft/tuners/lora/layer.py
 // (Linear.forward, merge(safe_merge), unmerge) and tuners_utils.BaseTunerLayer bookkeeping.
 #include "peft/models/adaptable_linear.h"
+#include "peft/models/model.h"
 
 #include <ATen/ATen.h>
 
@@ -79,6 +80,14 @@ template class AdapterSet<EmbeddingAdapter>;
 
 // ---------------------------------------------------------------- AdaptableLinear
 
+namespace {
+thread_local bool tl_no_init = false;
+}
+
+NoInitWeights::NoInitWeights() : previous_(tl_no_init) { tl_no_init = true; }
+NoInitWeights::~NoInitWeights() { tl_no_init = previous_; }
+bool NoInitWeights::active() { return tl_no_init; }
+
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
                                          bool fan_in_fan_out)
     : in_features_(in_features), out_features_(out_features), fan_in_fan_out_(fan_in_fan_out) {
@@ -86,6 +95,7 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_featur
                                                        : at::empty({out_features, in_features}));
   if (with_bias) bias = register_parameter("bias", at::zeros({out_features}));
   // transformers' default init (normal(0, 0.02)); checkpoints overwrite it.
+  if (NoInitWeights::active()) return;
   torch::NoGradGuard ng;
   weight.normal_(0.0, 0.02);
 }
@@ -297,6 +307,7 @@ void AdaptableLinearImpl::unmerge() {
 AdaptableEmbeddingImpl::AdaptableEmbeddingImpl(int64_t n, int64_t dim, std::optional<int64_t> padding_idx)
     : padding_idx_(padding_idx) {
   weight = register_parameter("weight", at::empty({n, dim}));
+  if (NoInitWeights::active()) return;
   torch::NoGradGuard ng;
   weight.normal_(0.0, 0.02);
   if (padding_idx_) weight[*padding_idx_].zero_();

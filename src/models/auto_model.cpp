@@ -108,8 +108,8 @@ WeightSource hf_source(const std::string& path) {
   return s;
 }
 
-void load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
-                         const std::set<std::string>& consumed);
+std::vector<std::string> load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
+                                             const std::set<std::string>& consumed);
 
 // The checkpoint key that serves a model key: the same name, or the same name with the base
 // prefix added (base model from a task checkpoint) or removed (task model from a base one).
@@ -131,8 +131,9 @@ void load_weights(PretrainedModel& model, const std::string& path, const std::st
 
 namespace {
 // `consumed`: checkpoint keys already loaded elsewhere (4-bit or GGUF block-quantised layers).
-void load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
-                         const std::set<std::string>& consumed) {
+// Returns the task-head parameters the checkpoint did not have (left at their initial values).
+std::vector<std::string> load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
+                                             const std::set<std::string>& consumed) {
   const std::string& path = ck.path;
   const auto want = parse_load_dtype(dtype);
   const std::string prefix = model.base_model_prefix() + ".";
@@ -215,6 +216,7 @@ void load_weights_except(PretrainedModel& model, const WeightSource& ck, const s
     std::cerr << "warning: " << path << ": " << unexpected_other.size()
               << " checkpoint tensors not used by this task head (e.g. " << unexpected_other.front() << ")\n";
   }
+  return missing_head;
 }
 }  // namespace
 
@@ -276,7 +278,13 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
              "(or use dequantize: true)");
   auto f = std::make_shared<const io::GgufFile>(io::GgufFile::open(path));
   const ModelConfig cfg(gguf_hf_config(*f), path);
-  auto model = create_model(cfg, opts.head ? *opts.head : TaskHead::CausalLM);
+  // Weights the file provides are never initialised: block-quantised ones are then never touched,
+  // so peak memory stays near the file size (transformers' no_init_weights).
+  std::shared_ptr<PretrainedModel> model;
+  {
+    NoInitWeights no_init;
+    model = create_model(cfg, opts.head ? *opts.head : TaskHead::CausalLM);
+  }
   const auto targets = gguf_tensor_map(*f);
   const WeightSource src = gguf_source(f, targets);
   std::map<std::string, const GgufTensorTarget*> by_key;
@@ -300,7 +308,14 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
       consumed.insert(key);
     }
   }
-  load_weights_except(*model, src, opts.dtype == "auto" ? "float32" : opts.dtype, consumed);
+  const auto missing = load_weights_except(*model, src, opts.dtype == "auto" ? "float32" : opts.dtype, consumed);
+  if (!missing.empty()) {  // a new task head: the initialisation create_model would have given it
+    torch::NoGradGuard ng;
+    std::set<std::string> m(missing.begin(), missing.end());
+    for (auto& p : model->named_parameters(true))
+      if (m.count(p.key()) && p.key().size() > 7 && p.key().compare(p.key().size() - 7, 7, ".weight") == 0)
+        p.value().normal_(0.0, 0.02);
+  }
   model->eval();
   return model;
 }

@@ -52,6 +52,7 @@ class Tokenizer {
   /// Loads an HF tokenizer.json.
   static Tokenizer from_file(const std::string& path);
   /// AutoTokenizer-style folder load: tokenizer.json, else tokenizer.model, else tokenizer.bin,
+  /// (a GGUF model file: from_gguf),
   /// plus tokenizer_config.json (pad/bos/eos tokens, add_bos_token/add_eos_token) when present.
   static Tokenizer from_pretrained(const std::string& dir);
   /// A SentencePiece model file (needs a build with libsentencepiece).

@@ -92,6 +92,21 @@ class PretrainedModel : public torch::nn::Module {
   bool gradient_checkpointing_ = false;
 };
 
+/// While alive (on this thread), new AdaptableLinear / AdaptableEmbedding weights are left
+/// uninitialised (at::empty): for loaders that overwrite them (transformers' no_init_weights).
+class NoInitWeights {
+ public:
+  NoInitWeights();
+  ~NoInitWeights();
+  NoInitWeights(const NoInitWeights&) = delete;
+  NoInitWeights& operator=(const NoInitWeights&) = delete;
+  /// True while a guard is alive on this thread.
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 /// How load_model builds the model.
 struct LoadOptions {
   /// Task head; default: the one named by config.json's `architectures[0]`.

@@ -6,6 +6,7 @@
 #include "io/tokenizer/components_impl.h"
 #include "io/tokenizer/tokenizer_impl.h"
 #include "peft/core/file_util.h"
+#include "peft/io/gguf.h"
 
 namespace peft::io {
 
@@ -35,8 +36,9 @@ Tokenizer Tokenizer::from_llama2c(const std::string& path) {
 
 Tokenizer Tokenizer::from_pretrained(const std::string& dir) {
   fs::path d(dir);
+  if (fs::is_regular_file(d) && is_gguf_file(dir)) return from_gguf(dir);  // a GGUF model file
   PEFT_CHECK(fs::is_directory(d), FormatError, "[io::Tokenizer::from_pretrained] '", dir,
-             "' is not a directory");
+             "' is not a directory (nor a GGUF file)");
   std::optional<Tokenizer> t;
   if (fs::exists(d / "tokenizer.json")) {
     t = from_file((d / "tokenizer.json").string());
