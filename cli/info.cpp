@@ -57,14 +57,24 @@ void run_gguf_info(const std::string& path, bool list_tensors) {
             << " bytes)\n";
   if (f.has("general.name")) std::cout << "name:          " << f.get_string("general.name") << "\n";
   const std::string arch = f.get_string("general.architecture", "-");
+  const bool adapter = f.get_string("general.type", "model") == "adapter";
   json cfg;
   std::string unsupported;
-  try {
-    cfg = models::gguf_hf_config(f);
-  } catch (const std::exception& e) {
-    unsupported = e.what();
+  if (!adapter) {
+    try {
+      cfg = models::gguf_hf_config(f);
+    } catch (const std::exception& e) {
+      unsupported = e.what();
+    }
   }
-  if (!cfg.is_null()) {
+  if (adapter) {
+    int64_t pairs = 0;
+    for (const auto& t : f.tensors()) pairs += t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".lora_a") == 0;
+    std::cout << "adapter:       llama.cpp " << f.get_string("adapter.type", "-") << " adapter for " << arch << ", "
+              << pairs << " lora_a/lora_b pairs";
+    if (f.has("adapter.lora.alpha")) std::cout << ", adapter.lora.alpha " << f.get_float("adapter.lora.alpha");
+    std::cout << "\n";
+  } else if (!cfg.is_null()) {
     const std::string heads = field(cfg, {"num_attention_heads"});
     std::cout << "architecture:  " << arch << " (loads as " << cfg["architectures"][0].get<std::string>() << ", model_type "
               << field(cfg, {"model_type"}) << ")\n"

@@ -1,6 +1,7 @@
 #include "peft/core/file_util.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,49 @@ std::string read_file(const std::string& path) {
   ss << in.rdbuf();
   PEFT_CHECK(!in.bad(), FormatError, "[read_file] error while reading '", path, "'");
   return ss.str();
+}
+
+namespace {
+
+struct Mapping {
+  void* addr = nullptr;
+  std::size_t size = 0;
+  ~Mapping() {
+    if (addr != nullptr && addr != MAP_FAILED) ::munmap(addr, size);
+  }
+};
+
+}  // namespace
+
+MappedFile map_file(const std::string& path, const std::string& tag, std::size_t min_size,
+                    const std::string& what_header) {
+  auto fail = [&](const std::string& what) { throw FormatError("[" + tag + "] " + path + ": " + what); };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(std::string("cannot open file: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    fail(std::string("cannot stat file: ") + std::strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("not a regular file");
+  }
+  auto map = std::make_shared<Mapping>();
+  map->size = static_cast<std::size_t>(st.st_size);
+  if (map->size < min_size) {
+    ::close(fd);
+    fail("file is " + std::to_string(map->size) + " bytes; " + what_header);
+  }
+  if (map->size > 0) map->addr = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map->addr == MAP_FAILED) fail(std::string("mmap failed: ") + std::strerror(errno));
+  MappedFile m;
+  m.data = static_cast<const uint8_t*>(map->addr);
+  m.size = map->size;
+  m.keepalive = map;
+  return m;
 }
 
 namespace {

@@ -6,8 +6,6 @@
 #include "peft/io/gguf.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -221,13 +219,6 @@ std::vector<int64_t> GgufTensorInfo::shape() const { return {ne.rbegin(), ne.ren
 
 namespace {
 
-struct Mapping {
-  void* addr = nullptr;
-  std::size_t size = 0;
-  ~Mapping() {
-    if (addr != nullptr && addr != MAP_FAILED) ::munmap(addr, size);
-  }
-};
 
 constexpr char kMagic[4] = {'G', 'G', 'U', 'F'};
 
@@ -343,29 +334,10 @@ GgufValue read_value(Cursor& c, GgufType type, const std::string& key, const Ggu
 GgufFile GgufFile::open(const std::string& path, const GgufLimits& limits) {
   GgufFile f;
   f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_file(path, std::string("cannot open file: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail_file(path, std::string("cannot stat file: ") + std::strerror(errno));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail_file(path, "not a regular file");
-  }
-  auto map = std::make_shared<Mapping>();
-  map->size = static_cast<std::size_t>(st.st_size);
-  if (map->size < 24) {
-    ::close(fd);
-    fail_file(path, "file is " + std::to_string(map->size) +
-                        " bytes; a GGUF file starts with a 24-byte header (magic, version, counts)");
-  }
-  map->addr = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map->addr == MAP_FAILED) fail_file(path, std::string("mmap failed: ") + std::strerror(errno));
-  f.storage_ = map;
-  f.parse(static_cast<const uint8_t*>(map->addr), map->size, limits);
+  const MappedFile m =
+      map_file(path, "gguf", 24, "a GGUF file starts with a 24-byte header (magic, version, counts)");
+  f.storage_ = m.keepalive;
+  f.parse(m.data, m.size, limits);
   return f;
 }
 

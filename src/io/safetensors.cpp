@@ -3,10 +3,6 @@
 // the data section exactly in offset order, shape x itemsize == span.
 #include "peft/io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -30,13 +26,6 @@ int64_t TensorInfo::numel() const {
 
 namespace {
 
-struct Mapping {
-  void* addr = nullptr;
-  std::size_t size = 0;
-  ~Mapping() {
-    if (addr != nullptr && addr != MAP_FAILED) ::munmap(addr, size);
-  }
-};
 
 [[noreturn]] void fail(const std::string& file, const std::string& what) {
   throw FormatError("[safetensors] " + file + ": " + what);
@@ -53,29 +42,10 @@ uint64_t read_u64_le(const uint8_t* p) {
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
   f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open file: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail(path, std::string("cannot stat file: ") + std::strerror(errno));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  auto map = std::make_shared<Mapping>();
-  map->size = static_cast<std::size_t>(st.st_size);
-  if (map->size < 8) {
-    ::close(fd);
-    fail(path, "file is " + std::to_string(map->size) +
-                   " bytes; a safetensors file starts with an 8-byte header length");
-  }
-  map->addr = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map->addr == MAP_FAILED) fail(path, std::string("mmap failed: ") + std::strerror(errno));
-  f.storage_ = map;
-  f.parse(static_cast<const uint8_t*>(map->addr), map->size);
+  const MappedFile m =
+      map_file(path, "safetensors", 8, "a safetensors file starts with an 8-byte header length");
+  f.storage_ = m.keepalive;
+  f.parse(m.data, m.size);
   return f;
 }
 

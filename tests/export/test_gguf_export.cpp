@@ -446,7 +446,7 @@ TEST(GgufExport, MergedGgufLoadsBackWithOurLogits) {
 }
 
 TEST(GgufExport, Stories260KAdapterAndMergedModelForLlamaCpp) {
-  // The files tools/llamacpp/compare_logits.py runs llama.cpp on (docs/gguf_export.md).
+  // The files tools/llamacpp/compare_logits.py runs llama.cpp on (docs/gguf.md, "Exporting to llama.cpp").
   const std::string dir = out_dir("stories_adapter"), gguf = out_dir("stories_adapter.gguf");
   auto cfg = lora(kAllLinear, 8, 16);
   cfg.use_rslora = true;  // scaling folded into lora_b

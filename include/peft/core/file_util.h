@@ -1,13 +1,27 @@
 #pragma once
 // Whole-file reads and atomic writes (tier 0: torch-free).
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace peft {
 
 /// Reads a whole file; throws FormatError naming the path when it cannot be read.
 std::string read_file(const std::string& path);
+
+/// A whole regular file mapped read-only. `keepalive` owns the mapping (empty files: no mapping).
+struct MappedFile {
+  const uint8_t* data = nullptr;
+  std::size_t size = 0;
+  std::shared_ptr<const void> keepalive;
+};
+
+/// Maps `path`; throws FormatError "[tag] path: cannot open file: ..." (or not a regular file,
+/// or too short: fewer than `min_size` bytes, with `what_header` saying what a file starts with).
+MappedFile map_file(const std::string& path, const std::string& tag, std::size_t min_size = 0,
+                    const std::string& what_header = "");
 
 /// A sink that appends bytes to the file being written.
 using ByteSink = std::function<void(const void* data, std::size_t n)>;

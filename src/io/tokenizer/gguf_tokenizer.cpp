@@ -364,34 +364,15 @@ json bpe_json(const GgufVocab& v) {
 
 json spm_json(const GgufVocab& v) {
   const std::string kSpace = "\u2581";
-  std::unordered_map<std::string, TokenId> index;
-  for (std::size_t i = 0; i < v.tokens.size(); ++i)
-    index.emplace(v.tokens[i], static_cast<TokenId>(i));
   for (std::size_t i = 0; i < v.scores.size(); ++i) {
     if (!std::isfinite(v.scores[i])) fail(v.file, "tokenizer.ggml.scores[", i, "] is not finite");
   }
   // llm_tokenizer_spm merges any two adjacent symbols whose concatenation is a token, best
-  // score first: every split of a token into two tokens is a merge, ranked by the token's score
-  // (then by the ids of its halves, as HF's SentencePieceExtractor orders them).
-  std::vector<std::tuple<float, TokenId, TokenId>> merges;
-  for (std::size_t id = 0; id < v.tokens.size(); ++id) {
-    const std::string& piece = v.tokens[id];
-    for (std::size_t k = 1; k < piece.size(); ++k) {
-      if ((static_cast<unsigned char>(piece[k]) & 0xC0) == 0x80) continue;
-      auto l = index.find(piece.substr(0, k));
-      if (l == index.end()) continue;
-      auto r = index.find(piece.substr(k));
-      if (r == index.end()) continue;
-      merges.emplace_back(v.scores[id], l->second, r->second);
-    }
-  }
-  std::stable_sort(merges.begin(), merges.end(), [](const auto& a, const auto& b) {
-    if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
-    return std::make_pair(std::get<1>(a), std::get<2>(a)) <
-           std::make_pair(std::get<1>(b), std::get<2>(b));
-  });
+  // score first: the merges HF's SentencePieceExtractor derives from the scores.
+  std::vector<std::pair<std::string, TokenId>> vocab;
+  for (std::size_t i = 0; i < v.tokens.size(); ++i) vocab.emplace_back(v.tokens[i], static_cast<TokenId>(i));
   json jm = json::array();
-  for (auto& m : merges) jm.push_back({v.tokens[std::get<1>(m)], v.tokens[std::get<2>(m)]});
+  for (const auto& [l, r] : sentencepiece_merges(vocab, v.scores)) jm.push_back({v.tokens[l], v.tokens[r]});
 
   json norms = json::array();
   if (v.add_space_prefix) norms.push_back({{"type", "Prepend"}, {"prepend", kSpace}});

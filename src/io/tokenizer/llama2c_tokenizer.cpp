@@ -4,6 +4,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <tuple>
+#include <unordered_map>
 
 #include "io/tokenizer/tokenizer_impl.h"
 #include "io/tokenizer/unicode_impl.h"
@@ -68,6 +69,27 @@ std::string replace_all(std::string s, const std::string& a, const std::string& 
 
 }  // namespace
 
+std::vector<std::pair<TokenId, TokenId>> sentencepiece_merges(
+    const std::vector<std::pair<std::string, TokenId>>& vocab, const std::vector<float>& scores) {
+  std::unordered_map<std::string, TokenId> index(vocab.begin(), vocab.end());
+  std::vector<std::tuple<float, TokenId, TokenId>> merges;
+  for (const auto& [piece, id] : vocab) {
+    for (std::size_t k = 1; k < piece.size(); ++k) {
+      if ((static_cast<unsigned char>(piece[k]) & 0xC0) == 0x80) continue;  // split whole characters
+      auto l = index.find(piece.substr(0, k)), r = index.find(piece.substr(k));
+      if (l != index.end() && r != index.end()) merges.emplace_back(scores[id], l->second, r->second);
+    }
+  }
+  std::sort(merges.begin(), merges.end(), [](const auto& a, const auto& b) {
+    if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
+    return std::make_pair(std::get<1>(a), std::get<2>(a)) < std::make_pair(std::get<1>(b), std::get<2>(b));
+  });
+  std::vector<std::pair<TokenId, TokenId>> out;
+  out.reserve(merges.size());
+  for (const auto& m : merges) out.emplace_back(std::get<1>(m), std::get<2>(m));
+  return out;
+}
+
 std::string llama2c_tokenizer_json(const std::string& bin_path) {
   Llama2cVocab v = read_llama2c(bin_path);
   const std::string kSpace = "\u2581";
@@ -80,24 +102,9 @@ std::string llama2c_tokenizer_json(const std::string& bin_path) {
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     vocab.emplace(pieces[i], static_cast<TokenId>(i));  // first occurrence wins
   }
-  // HF SentencePieceExtractor: every split of a vocab piece into two vocab pieces is a merge,
-  // ordered by the merged piece's score (highest first), then by the ids of the two halves.
-  std::vector<std::tuple<float, TokenId, TokenId>> merges;
-  for (auto& [piece, id] : vocab) {
-    for (std::size_t k = 1; k < piece.size(); ++k) {
-      if ((static_cast<unsigned char>(piece[k]) & 0xC0) == 0x80) continue;
-      auto l = vocab.find(piece.substr(0, k)), r = vocab.find(piece.substr(k));
-      if (l != vocab.end() && r != vocab.end())
-        merges.emplace_back(v.scores[id], l->second, r->second);
-    }
-  }
-  std::sort(merges.begin(), merges.end(), [](const auto& a, const auto& b) {
-    if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
-    return std::make_pair(std::get<1>(a), std::get<2>(a)) <
-           std::make_pair(std::get<1>(b), std::get<2>(b));
-  });
   json jm = json::array();
-  for (auto& m : merges) jm.push_back({pieces[std::get<1>(m)], pieces[std::get<2>(m)]});
+  for (const auto& [l, r] : sentencepiece_merges({vocab.begin(), vocab.end()}, v.scores))
+    jm.push_back({pieces[l], pieces[r]});
   json jv = json::object();
   for (auto& [p, id] : vocab) jv[p] = id;
 

@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/io/tokenizer.h"
@@ -31,6 +32,12 @@ std::shared_ptr<TokenizerBackend> load_hf_tokenizer(const std::string& json_text
                                                     const std::string& file);
 /// A SentencePiece .model (NotSupported when built without libsentencepiece).
 std::shared_ptr<TokenizerBackend> load_sentencepiece(const std::string& path);
+/// BPE merges of a SentencePiece vocabulary with scores (HF's SentencePieceExtractor, which also
+/// reproduces llama.cpp's llm_tokenizer_spm): every split of a piece into two pieces of `vocab`,
+/// ranked by the whole piece's score (highest first), then by the ids of the halves.
+/// `vocab` maps each piece to its id (first occurrence); scores are indexed by id.
+std::vector<std::pair<TokenId, TokenId>> sentencepiece_merges(
+    const std::vector<std::pair<std::string, TokenId>>& vocab, const std::vector<float>& scores);
 /// The tokenizer.json text equivalent to a llama2.c tokenizer.bin.
 std::string llama2c_tokenizer_json(const std::string& bin_path);
 
