@@ -1,0 +1,34 @@
+// Loads a model (a GGUF file or an HF folder, with an optional PEFT adapter), runs one prompt and
+// writes its logits, the numbers to set beside llama.cpp's (tools/llamacpp/compare_logits.py) or
+// transformers'.
+//   example_gguf_logits SmolLM2-135M-Instruct.Q4_1.gguf "The capital of France is" out.safetensors [ADAPTER]
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "peft/peft.h"
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::cerr << "usage: " << argv[0] << " <model.gguf | model folder> <prompt> <out.safetensors> [adapter folder]\n";
+    return 2;
+  }
+  try {
+    peft::init_runtime();
+    auto base = peft::models::load_model(argv[1]);  // GGUF: quantised weights stay in their blocks
+    const auto tok = peft::io::Tokenizer::from_pretrained(argv[1]);
+    const auto enc = tok.encode(argv[2]);
+    const at::Tensor ids = torch::tensor(std::vector<int64_t>(enc.ids.begin(), enc.ids.end())).unsqueeze(0);
+    peft::models::ModelInputs in;
+    in.input_ids = ids;
+    torch::NoGradGuard no_grad;
+    const at::Tensor logits = argc > 4 ? peft::PeftModel::from_pretrained(base, argv[4])->forward(in).logits
+                                       : base->forward(in).logits;
+    peft::io::save_safetensors(argv[3], {{"logits", logits[0].contiguous()}, {"input_ids", ids[0].contiguous()}});
+    std::cout << "wrote " << argv[3] << ": " << ids.size(1) << " tokens x " << logits.size(-1) << " logits\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
