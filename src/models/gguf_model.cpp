@@ -4,6 +4,7 @@
 // (integrations/ggml.py GGUF_CONFIG_MAPPING) for the config keys.
 #include "peft/models/gguf_model.h"
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -121,6 +122,69 @@ double float_key(const GgufFile& f, const std::string& key, double dflt) {
   return f.at(key).type == io::GgufType::FLOAT32 ? f32_decimal(v) : v;
 }
 
+// Llama 3.x files carry rope_freqs.weight: per-frequency divisors llama.cpp applies to the rotary
+// frequencies, which the converter computed from the HF config's llama3 rope parameters
+// (conversion/llama.py: generate_extra_tensors). transformers' llama3 rule depends on
+// (original_max_position, low, high) only through their ratios, so low_freq_factor is taken as 1
+// (every Llama 3 config), the rest fitted to the medium band and the result checked against every
+// factor.
+json llama3_rope_from_factors(const GgufFile& f, double theta, int64_t head_dim) {
+  const auto& t = f.tensor("rope_freqs.weight");
+  PEFT_CHECK(t.type == static_cast<uint32_t>(io::GgmlType::F32) && t.ne.size() == 1 && t.ne[0] == head_dim / 2,
+             FormatError, "[gguf] ", f.path(), ": rope_freqs.weight must be F32 [", head_dim / 2, "]");
+  std::vector<float> fac(static_cast<std::size_t>(head_dim / 2));
+  std::memcpy(fac.data(), t.data, fac.size() * sizeof(float));
+  const double factor = fac.back();
+  std::vector<double> wl(fac.size());
+  for (std::size_t i = 0; i < fac.size(); ++i)
+    wl[i] = 2 * M_PI / std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  // The converter's factors for given parameters.
+  auto factors_for = [&](double L, double lo, double hi) {
+    std::vector<double> r;
+    for (double w : wl) {
+      if (w < L / hi) r.push_back(1.0);
+      else if (w > L / lo) r.push_back(factor);
+      else {
+        const double sm = (L / w - lo) / (hi - lo);
+        r.push_back(1.0 / ((1 - sm) / factor + sm));
+      }
+    }
+    return r;
+  };
+  auto fits = [&](double L, double lo, double hi) {
+    const auto r = factors_for(L, lo, hi);
+    for (std::size_t i = 0; i < r.size(); ++i)
+      if (std::abs(r[i] - fac[i]) > 1e-4 * std::max(1.0, std::abs(r[i]))) return false;
+    return true;
+  };
+  std::vector<std::pair<double, double>> medium;  // (1 / wavelength, smooth)
+  for (std::size_t i = 0; i < fac.size(); ++i)
+    if (std::abs(fac[i] - 1) > 1e-6 && std::abs(fac[i] - factor) > 1e-6 * factor)
+      medium.emplace_back(1 / wl[i], (1 / fac[i] - 1 / factor) / (1 - 1 / factor));
+  std::vector<std::array<double, 3>> candidates = {{8192, 1, 4}};  // Meta's values
+  if (medium.size() >= 2) {
+    // smooth = L/(hi-1) * (1/wl) - 1/(hi-1): a least-squares line through the medium band.
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    const double n = static_cast<double>(medium.size());
+    for (const auto& [x, y] : medium) sx += x, sy += y, sxx += x * x, sxy += x * y;
+    const double A = (n * sxy - sx * sy) / (n * sxx - sx * sx), B = (sy - A * sx) / n;
+    if (B < 0) {
+      const double hi = 1 - 1 / B;
+      const double round_hi = std::round(hi * 1000) / 1000;  // the config's value, before fp32 noise
+      candidates.push_back({std::round(A * (round_hi - 1)), 1, round_hi});
+      candidates.push_back({std::round(A * (hi - 1)), 1, hi});
+    }
+  } else if (medium.size() == 1) {
+    candidates.push_back({std::round((3 * medium[0].second + 1) / medium[0].first), 1, 4});
+  }
+  for (const auto& [L, lo, hi] : candidates)
+    if (factor > 1 && fits(L, lo, hi))
+      return {{"rope_type", "llama3"}, {"factor", f32_decimal(factor)}, {"low_freq_factor", lo},
+              {"high_freq_factor", f32_decimal(hi)}, {"original_max_position_embeddings", static_cast<int64_t>(L)}};
+  throw NotSupported("[gguf] " + f.path() +
+                     ": rope_freqs.weight does not follow the llama3 rope rule; these frequency factors are not supported");
+}
+
 }  // namespace
 
 std::vector<std::string> gguf_supported_architectures() {
@@ -164,8 +228,11 @@ json gguf_hf_config(const GgufFile& f) {
     PEFT_CHECK(scaling == "none", NotSupported, "[gguf] ", f.path(), ": ", a, "rope.scaling.type '", scaling,
                "' is not supported (none, linear)");
   }
-  PEFT_CHECK(!f.has_tensor("rope_freqs.weight"), NotSupported, "[gguf] ", f.path(),
-             ": rope_freqs.weight (Llama 3.1-style rope frequency factors) is not supported yet");
+  if (f.has_tensor("rope_freqs.weight")) {
+    PEFT_CHECK(scaling == "none", NotSupported, "[gguf] ", f.path(), ": rope_freqs.weight together with ", a,
+               "rope.scaling.type '", scaling, "' is not supported");
+    c["rope_scaling"] = llama3_rope_from_factors(f, c["rope_theta"].get<double>(), head_dim);
+  }
   // Sizes the tensors fix: the vocabulary from the embedding table.
   const auto& emb = f.tensor("token_embd.weight");
   PEFT_CHECK(emb.ne.size() == 2 && emb.ne[0] == hidden, FormatError, "[gguf] ", f.path(),

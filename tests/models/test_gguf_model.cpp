@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -12,7 +13,9 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/adaptable_linear.h"
+#include "peft/models/generation.h"
 #include "peft/models/gguf_model.h"
+#include "peft/io/tokenizer.h"
 #include "peft/models/model.h"
 #include "peft/quant/ggml_linear.h"
 
@@ -88,7 +91,19 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"tiny_llama_tied", "tiny_llama_tied_q8_0.gguf", "logits_q8_0", 1e-5, 14, 0.05},
                       Case{"tiny_llama_kq", "tiny_llama_kq_q4_k.gguf", "logits_q4_k", 1e-5, 7, 0.5},
                       Case{"tiny_llama_kq", "tiny_llama_kq_q6_k.gguf", "logits_q6_k", 1e-5, 7, 0.1},
-                      Case{"tiny_llama_kq", "tiny_llama_kq_q4_k_m.gguf", "logits_q4_k_m", 1e-5, 7, 0.5}));
+                      Case{"tiny_llama_kq", "tiny_llama_kq_q4_k_m.gguf", "logits_q4_k_m", 1e-5, 7, 0.5},
+                      Case{"tiny_llama3_rope", "tiny_llama3_rope_q8_0.gguf", "logits_q8_0", 1e-5, 7, 0.1}));
+
+// Llama 3.1-style files: rope_freqs.weight becomes transformers' llama3 rope parameters again.
+TEST(GgufModelConfig, Llama3RopeFactorsBecomeRopeScaling) {
+  const auto f = peft::io::GgufFile::open(fixture("gguf/models/tiny_llama3_rope/tiny_llama3_rope_q8_0.gguf"));
+  ASSERT_TRUE(f.has_tensor("rope_freqs.weight"));
+  const nlohmann::json c = peft::models::gguf_hf_config(f);
+  const nlohmann::json want = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                               {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  EXPECT_EQ(c.at("rope_scaling"), want) << c.dump();
+  EXPECT_EQ(c.at("rope_theta").get<double>(), 500000.0);
+}
 
 TEST(GgufModelConfig, ConfigMatchesTheHfFolderItCameFrom) {
   for (const char* d : {"tiny_llama", "tiny_llama_tied"}) {
@@ -144,6 +159,31 @@ TEST(GgufModelQuantized, BlockWeightForwardAndInputGradientMatchDense) {
   const at::Tensor g = at::randn_like(y);
   y.backward(g);
   EXPECT_TRUE(close(x.grad(), at::matmul(g, W), 1e-5, 1e-5));
+}
+
+// The real SmolLM2-135M-Instruct Q4_1 file (scripts/fetch_models.sh; skipped when absent): greedy
+// ids from the prompt equal transformers' on the same (dequantised) weights, 32 tokens for each of
+// the three prompts of tests/fixtures/gguf/smollm2_greedy.json.
+TEST(GgufModelSmolLM2, GreedyMatchesTransformersOnTheDequantisedWeights) {
+  const char* env = std::getenv("PEFT_SMOLLM2_GGUF");
+  const std::string path = env ? env : peft::test::source_path("build/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present (scripts/fetch_models.sh)";
+  const auto golden = nlohmann::json::parse(peft::read_file(fixture("gguf/smollm2_greedy.json")));
+  auto model = peft::models::load_model(path);
+  const auto tok = peft::io::Tokenizer::from_pretrained(path);
+  auto gc = peft::models::generation_config_from(model->config());
+  gc.max_new_tokens = 32;
+  for (const auto& c : golden["cases"]) {
+    const auto enc = tok.encode(c["prompt"].get<std::string>());
+    const std::vector<int64_t> prompt(enc.ids.begin(), enc.ids.end());
+    EXPECT_EQ(prompt, c["prompt_ids"].get<std::vector<int64_t>>()) << c["prompt"];
+    const at::Tensor out = peft::models::generate(*model, torch::tensor(prompt).unsqueeze(0), {}, gc)[0];
+    const std::vector<int64_t> all(out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + out.numel());
+    const std::vector<int64_t> gen(all.begin() + static_cast<long>(prompt.size()), all.end());
+    auto want = c["transformers_dequant"]["generated_ids"].get<std::vector<int64_t>>();
+    EXPECT_EQ(std::vector<int64_t>(gen.begin(), gen.begin() + static_cast<long>(std::min(gen.size(), want.size()))), want)
+        << c["prompt"];
+  }
 }
 
 TEST(GgufModelErrors, UnknownArchitectureAndTensorsAreNamed) {

@@ -65,6 +65,15 @@ MODELS = {
     "tiny_llama_kq": dict(seed=2, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                           convert=["f32"], quantize=["Q4_K", "Q6_K", "Q4_K_M"], store_hf=False),
+    # Llama 3.1-style rope scaling: the converter writes rope_freqs.weight (per-frequency factors)
+    # instead of rope-scaling keys. head_dim 64 and theta 500000 put several frequencies in the
+    # smoothed band (original_max_position_embeddings 64 < max_position_embeddings 128).
+    "tiny_llama3_rope": dict(seed=3, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
+                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                             rope_theta=500000.0,
+                             rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                               high_freq_factor=4.0, original_max_position_embeddings=64),
+                             convert=["q8_0"], quantize=[], store_hf=False),
 }
 
 
@@ -116,6 +125,8 @@ def hf_state_from_gguf(path, cfg):
         w = gguf.quants.dequantize(t.data, t.tensor_type)
         w = np.asarray(w, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
         types[t.name] = t.tensor_type.name
+        if t.name == "rope_freqs.weight":  # derived from the config's rope parameters, not a weight
+            continue
         parts = t.name.split(".")
         if parts[0] == "blk":
             kind = parts[2]
@@ -157,7 +168,9 @@ def make_model(name, spec, tmp):
     torch.manual_seed(spec["seed"])
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "tie_word_embeddings")
-    cfg = LlamaConfig(**BASE, **{k: spec[k] for k in keys})
+    extra = {k: spec[k] for k in ("rope_theta", "rope_scaling") if k in spec}
+    base = {k: v for k, v in BASE.items() if k not in extra}
+    cfg = LlamaConfig(**base, **{k: spec[k] for k in keys}, **extra)
     model = LlamaForCausalLM(cfg).eval()
     # transformers' default init (std 0.02) gives near-uniform logits; larger weights make the
     # logits (and so any loader mistake) visible: matrices normal(0, 0.8 / sqrt(in_features)),
