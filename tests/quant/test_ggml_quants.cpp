@@ -24,13 +24,7 @@ using peft::io::GgmlType;
 
 namespace {
 
-template <typename T>
-std::vector<T> values(const peft::io::SafetensorsFile& f, const std::string& key) {
-  const auto& t = f.at(key);
-  std::vector<T> v(t.nbytes() / sizeof(T));
-  std::memcpy(v.data(), t.data, t.nbytes());
-  return v;
-}
+using peft::test::values;
 
 struct Case {
   std::string name;

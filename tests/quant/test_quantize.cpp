@@ -18,13 +18,7 @@ namespace pq = peft::quant;
 
 namespace {
 
-template <typename T>
-std::vector<T> values(const peft::io::SafetensorsFile& f, const std::string& key) {
-  const auto& t = f.at(key);
-  std::vector<T> v(t.nbytes() / sizeof(T));
-  std::memcpy(v.data(), t.data, t.nbytes());
-  return v;
-}
+using peft::test::values;
 
 struct Fixture {
   peft::io::SafetensorsFile file = peft::io::SafetensorsFile::open(peft::test::fixture("qlora/quant/expected.safetensors"));

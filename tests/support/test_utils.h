@@ -2,8 +2,12 @@
 // Shared helpers for the test executables (torch-free).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "peft/io/safetensors.h"
 
 namespace peft::test {
 
@@ -19,6 +23,15 @@ inline std::string tmp_dir(const std::string& name) {
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d.string();
+}
+
+/// The elements of a safetensors tensor as T (the file's own element type).
+template <typename T>
+std::vector<T> values(const peft::io::SafetensorsFile& f, const std::string& key) {
+  const auto& t = f.at(key);
+  std::vector<T> v(t.nbytes() / sizeof(T));
+  std::memcpy(v.data(), t.data, t.nbytes());
+  return v;
 }
 
 /// Runs `fn`, expects it to throw `Exc`, and checks that what() contains every fragment.
