@@ -22,6 +22,7 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
+#include "peft/models/gguf_model.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/quant/linear4bit.h"
@@ -862,8 +863,14 @@ void add_merge_command(CLI::App& app) {
       return;
     }
     models::save_pretrained(*merged, a->out);
+    if (fs::is_regular_file(a->model) && io::is_gguf_file(a->model)) {  // a GGUF base carries its tokenizer
+      const auto g = io::GgufFile::open(a->model);
+      io::write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
+      if (g.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(g, a->out);
+    }
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})
-      if (fs::exists(fs::path(a->model) / f)) fs::copy_file(fs::path(a->model) / f, fs::path(a->out) / f, fs::copy_options::overwrite_existing);
+      if (fs::is_directory(a->model) && fs::exists(fs::path(a->model) / f))
+        fs::copy_file(fs::path(a->model) / f, fs::path(a->out) / f, fs::copy_options::overwrite_existing);
     std::cout << "wrote merged model to " << a->out << "\n";
   });
 }

@@ -46,3 +46,14 @@ execute_process(COMMAND ${PEFT} train ${SRC}/examples/configs/e2e_lora.yaml ${co
 if(NOT rc EQUAL 2 OR NOT err MATCHES "load_in_4bit" OR NOT err MATCHES "GGUF")
   message(FATAL_ERROR "load_in_4bit on a GGUF should exit 2 naming the key, got ${rc}: ${err}")
 endif()
+# Merging into a GGUF base as an HF folder carries the GGUF's tokenizer along.
+execute_process(COMMAND ${PEFT} merge ${M}/tiny_llama/tiny_llama_q8_0.gguf ${OUT}/run/adapter ${OUT}/merged_hf
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT EXISTS ${OUT}/merged_hf/tokenizer.json OR NOT EXISTS ${OUT}/merged_hf/model.safetensors)
+  message(FATAL_ERROR "peft merge of a GGUF base to an HF folder failed (${rc}):\n${out}${err}")
+endif()
+execute_process(COMMAND ${PEFT} generate ${OUT}/merged_hf -p "name[The Eagle] ||" -n 8
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft generate on the merged folder failed (${rc}):\n${out}${err}")
+endif()
