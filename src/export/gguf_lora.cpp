@@ -283,10 +283,9 @@ GgufLoraExportReport export_lora_gguf(const std::string& adapter_dir, const Gguf
     if (base.arch == "llama" && ends_with(*g, ".attn_q.weight")) heads = base.n_head;
     if (base.arch == "llama" && ends_with(*g, ".attn_k.weight")) heads = base.n_head_kv;
     if (heads > 0) {
-      const auto src = models::gguf_unpermute_rows(out, heads);
       std::vector<float> P(B.size());
-      for (int64_t r = 0; r < out; ++r)
-        std::copy(B.begin() + r * kept, B.begin() + (r + 1) * kept, P.begin() + src[static_cast<std::size_t>(r)] * kept);
+      models::gguf_permute_rows(B.data(), P.data(), out, static_cast<std::size_t>(kept) * sizeof(float), heads,
+                                /*to_hf=*/false);
       B.swap(P);
     }
     Out o;

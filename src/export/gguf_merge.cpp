@@ -48,12 +48,10 @@ MergedGgufReport write_merged_gguf(models::PretrainedModel& model, const io::Ggu
     const std::vector<int64_t> shape(w.sizes().begin(), w.sizes().end());
     const int64_t cols = shape.empty() ? 1 : shape.back();
     const int64_t rows = cols == 0 ? 0 : w.numel() / cols;
-    if (permute_heads > 0) {
-      // HF row r goes to GGUF row src[r] (the converter's permute; see gguf_unpermute_rows).
-      const auto src = models::gguf_unpermute_rows(rows, permute_heads);
+    if (permute_heads > 0) {  // back into llama.cpp's RoPE row order
       at::Tensor p = at::empty_like(w);
-      const at::Tensor w2 = w.view({rows, cols}), p2 = p.view({rows, cols});
-      for (int64_t r = 0; r < rows; ++r) p2[src[static_cast<std::size_t>(r)]].copy_(w2[r]);
+      models::gguf_permute_rows(w.data_ptr<float>(), p.data_ptr<float>(), rows,
+                                static_cast<std::size_t>(cols) * sizeof(float), permute_heads, /*to_hf=*/false);
       w = p;
     }
     io::GgmlType t = io::GgmlType::F32;

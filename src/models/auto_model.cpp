@@ -224,13 +224,10 @@ namespace {
 
 // GGUF tensor bytes with the converter's Q/K row permutation undone (rows are whole blocks).
 std::vector<uint8_t> gguf_rows_in_hf_order(const io::GgufTensorInfo& t, int64_t permute_heads) {
-  const uint8_t* p = t.data;
-  if (permute_heads <= 0) return std::vector<uint8_t>(p, p + t.nbytes);
-  const int64_t rows = t.rows();
-  const std::size_t rb = static_cast<std::size_t>(t.nbytes / static_cast<uint64_t>(rows));
-  const auto src = gguf_unpermute_rows(rows, permute_heads);
+  if (permute_heads <= 0) return std::vector<uint8_t>(t.data, t.data + t.nbytes);
   std::vector<uint8_t> out(t.nbytes);
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(out.data() + r * rb, p + src[r] * rb, rb);
+  gguf_permute_rows(t.data, out.data(), t.rows(), static_cast<std::size_t>(t.nbytes / static_cast<uint64_t>(t.rows())),
+                    permute_heads, /*to_hf=*/true);
   return out;
 }
 
@@ -256,14 +253,14 @@ WeightSource gguf_source(std::shared_ptr<const io::GgufFile> f, const std::vecto
     PEFT_CHECK(quant::ggml_can_dequantize(type), NotSupported, "[load_model] ", f->path(), ": tensor '", t.name,
                "' is ", io::ggml_type_name(t.type), ", which cannot be decoded here (supported: F32, F16, BF16, "
                "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
-    const std::vector<uint8_t> bytes = gguf_rows_in_hf_order(t, tg.permute_heads);
+    std::vector<uint8_t> permuted;
+    if (tg.permute_heads > 0) permuted = gguf_rows_in_hf_order(t, tg.permute_heads);
+    const uint8_t* bytes = permuted.empty() ? t.data : permuted.data();
+    if (type == io::GgmlType::F16 || type == io::GgmlType::BF16)
+      return at::from_blob(const_cast<uint8_t*>(bytes), t.shape(), type == io::GgmlType::F16 ? at::kHalf : at::kBFloat16)
+          .clone();
     at::Tensor out = at::empty(t.shape(), at::kFloat);
-    if (type == io::GgmlType::F16 || type == io::GgmlType::BF16) {
-      const at::Tensor h = at::from_blob(const_cast<uint8_t*>(bytes.data()), t.shape(),
-                                         type == io::GgmlType::F16 ? at::kHalf : at::kBFloat16);
-      return h.clone();
-    }
-    quant::ggml_dequantize_rows(type, bytes.data(), out.data_ptr<float>(), t.rows(), t.row_length(),
+    quant::ggml_dequantize_rows(type, bytes, out.data_ptr<float>(), t.rows(), t.row_length(),
                                 std::max(1, at::get_num_threads()));
     return out;
   };

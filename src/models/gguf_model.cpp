@@ -259,13 +259,17 @@ json gguf_hf_config(const GgufFile& f) {
   return c;
 }
 
-json gguf_generation_config(const GgufFile& f) {
-  const json c = gguf_hf_config(f);
+namespace {
+// generation_config.json's special ids, from the config gguf_hf_config built.
+json generation_from(const json& c) {
   json g = json::object();
   for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"})
     if (c.contains(k)) g[k] = c[k];
   return g;
 }
+}  // namespace
+
+json gguf_generation_config(const GgufFile& f) { return generation_from(gguf_hf_config(f)); }
 
 std::vector<GgufTensorTarget> gguf_tensor_map(const GgufFile& f) {
   const ArchRow& row = arch_row(f);
@@ -326,6 +330,16 @@ std::vector<int64_t> gguf_unpermute_rows(int64_t rows, int64_t heads) {
   return src;
 }
 
+void gguf_permute_rows(const void* src, void* dst, int64_t rows, std::size_t row_bytes, int64_t heads, bool to_hf) {
+  const auto order = gguf_unpermute_rows(rows, heads);
+  const auto* s = static_cast<const uint8_t*>(src);
+  auto* d = static_cast<uint8_t*>(dst);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::size_t hf = static_cast<std::size_t>(r) * row_bytes, gg = static_cast<std::size_t>(order[r]) * row_bytes;
+    std::memcpy(d + (to_hf ? hf : gg), s + (to_hf ? gg : hf), row_bytes);
+  }
+}
+
 void convert_gguf_to_hf(const std::string& gguf_path, const std::string& out_dir, const GgufConvertOptions& opts) {
   namespace fs = std::filesystem;
   const auto f = io::GgufFile::open(gguf_path);
@@ -342,20 +356,18 @@ void convert_gguf_to_hf(const std::string& gguf_path, const std::string& out_dir
                "' is ", io::ggml_type_name(t.type), ", which cannot be dequantised here");
     const int64_t rows = t.rows(), cols = t.row_length();
     const std::size_t esize = half ? 2 : 4;
-    std::vector<uint8_t> out(static_cast<std::size_t>(rows * cols) * esize);
-    if (half) {
-      std::memcpy(out.data(), t.data, out.size());
-    } else {
-      quant::ggml_dequantize_rows(type, t.data, reinterpret_cast<float*>(out.data()), rows, cols);
-    }
+    // Rows are whole blocks, so the permutation is undone on the stored bytes, before decoding.
+    std::vector<uint8_t> rows_hf;
+    const uint8_t* in = t.data;
     if (tg.permute_heads > 0) {
-      const auto src = gguf_unpermute_rows(rows, tg.permute_heads);
-      std::vector<uint8_t> p(out.size());
-      const std::size_t rb = static_cast<std::size_t>(cols) * esize;
-      for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(p.data() + static_cast<std::size_t>(r) * rb, out.data() + static_cast<std::size_t>(src[r]) * rb, rb);
-      out.swap(p);
+      rows_hf.resize(t.nbytes);
+      gguf_permute_rows(t.data, rows_hf.data(), rows, static_cast<std::size_t>(t.nbytes / static_cast<uint64_t>(rows)),
+                        tg.permute_heads, /*to_hf=*/true);
+      in = rows_hf.data();
     }
+    std::vector<uint8_t> out(static_cast<std::size_t>(rows * cols) * esize);
+    if (half) std::memcpy(out.data(), in, out.size());
+    else quant::ggml_dequantize_rows(type, in, reinterpret_cast<float*>(out.data()), rows, cols);
     io::TensorBytes tb;
     tb.dtype = half ? (type == io::GgmlType::F16 ? DType::F16 : DType::BF16) : DType::F32;
     tb.shape = t.shape();
@@ -367,7 +379,7 @@ void convert_gguf_to_hf(const std::string& gguf_path, const std::string& out_dir
   fs::create_directories(out_dir);
   io::write_safetensors((fs::path(out_dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   io::write_json_file((fs::path(out_dir) / "config.json").string(), config);
-  io::write_json_file((fs::path(out_dir) / "generation_config.json").string(), gguf_generation_config(f));
+  io::write_json_file((fs::path(out_dir) / "generation_config.json").string(), generation_from(config));
   if (f.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(f, out_dir);
 }
 

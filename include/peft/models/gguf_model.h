@@ -51,6 +51,11 @@ std::optional<std::string> hf_to_gguf_name(const std::string& arch, const std::s
 /// `result[r]`. `rows` = heads x head_dim.
 std::vector<int64_t> gguf_unpermute_rows(int64_t rows, int64_t heads);
 
+/// Copies `rows` rows of `row_bytes` bytes each (any encoding: rows are whole blocks) from `src`
+/// to `dst` (no overlap), reordered between the two layouts: `to_hf` undoes the converter's Q/K
+/// permutation (GGUF -> HF), otherwise applies it (HF -> GGUF).
+void gguf_permute_rows(const void* src, void* dst, int64_t rows, std::size_t row_bytes, int64_t heads, bool to_hf);
+
 /// What `peft convert` writes for a GGUF file.
 struct GgufConvertOptions {
   /// Keep F16 / BF16 tensors in their dtype (true) or write everything as F32.
