@@ -28,6 +28,7 @@
 #include "peft/peft_model.h"
 #include "peft/quant/linear4bit.h"
 #include "peft/train/trainer.h"
+#include "peft/tuners/registry.h"
 
 namespace {
 

@@ -12,6 +12,7 @@
 #include "peft/io/safetensors.h"
 #include "peft/train/plot.h"
 #include "peft/tuners/adalora/config.h"
+#include "peft/tuners/registry.h"
 
 namespace peft::cli {
 

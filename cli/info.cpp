@@ -18,6 +18,7 @@
 #include "peft/models/model_config.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
+#include "peft/tuners/registry.h"
 
 namespace peft::cli {
 

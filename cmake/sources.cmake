@@ -14,7 +14,6 @@ set(PEFT_CORE_SOURCES
   ${S}/models/gguf_model.cpp
   ${S}/core/regex.cpp
   ${S}/config/peft_config.cpp
-  ${S}/tuners/registry.cpp
   ${S}/tuners/target_match.cpp
   ${S}/tuners/lora/config.cpp
   ${S}/tuners/adalora/config.cpp
@@ -76,8 +75,18 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/adalora/layer.cpp
   ${S}/tuners/peft_model.cpp
+  ${S}/tuners/save_and_load.cpp
+  ${S}/tuners/registry.cpp
+  ${S}/tuners/tuner_model.cpp
+  ${S}/tuners/layer_tuner.cpp
+  ${S}/tuners/lora/model.cpp
+  ${S}/tuners/adalora/model.cpp
   ${S}/tuners/prompt_learning/encoder.cpp
-  ${S}/tuners/prompt_learning/prompt_model.cpp
+  ${S}/tuners/prompt_learning/model.cpp
+  ${S}/tuners/prompt_learning/generate.cpp
+  ${S}/tuners/prompt_learning/ensemble.cpp
+  ${S}/tuners/p_tuning/template.cpp
+  ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
   # QLoRA: 4-bit linear base and model helpers.
   ${S}/quant/linear4bit.cpp

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "peft/config/peft_config.h"
+#include "peft/core/check.h"
 #include "peft/models/generation.h"
 #include "peft/models/model.h"
 
@@ -21,11 +22,8 @@ namespace peft {
 
 namespace detail {
 struct ModulesToSave;
-struct PromptState;
 }
-namespace adalora {
-class RankAllocator;
-}
+class TunerModel;
 
 class PeftModel {
  public:
@@ -46,7 +44,7 @@ class PeftModel {
   void add_adapter(const std::string& adapter_name, const PeftConfig& config);
   /// Makes `name` the only active adapter (trainable unless its config is in inference mode).
   void set_adapter(const std::string& name);
-  /// Several active adapters, summed (LoRA).
+  /// Several active adapters (LoRA: summed; (IA)³: multiplied).
   void set_adapters(const std::vector<std::string>& names);
   void delete_adapter(const std::string& name);
   const std::vector<std::string>& active_adapters() const { return active_; }
@@ -83,17 +81,13 @@ class PeftModel {
   /// The tensors save_pretrained writes for one adapter, under PEFT's keys.
   std::map<std::string, at::Tensor> adapter_state_dict(const std::string& name) const;
 
-  /// New LoRA adapter from weighted existing ones: "linear", "cat" or "svd" (PEFT's
-  /// add_weighted_adapter; svd_rank 0 = max rank of the inputs).
-  void add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
-                            const std::string& adapter_name, const std::string& combination_type = "svd",
-                            int64_t svd_rank = 0);
-
   /// {trainable, all} parameter counts (PEFT's get_nb_trainable_parameters).
   std::pair<int64_t, int64_t> get_nb_trainable_parameters() const;
   /// "trainable params: X || all params: Y || trainable%: Z" (also printed to stdout).
   std::string print_trainable_parameters() const;
   std::vector<at::Tensor> trainable_parameters() const;
+  /// The trainable parameters by name: the base model's, then the tuner's own (prompt encoders).
+  std::vector<std::pair<std::string, at::Tensor>> named_trainable_parameters() const;
   /// Names of the modules that carry adapter `name`.
   std::vector<std::string> adapted_modules(const std::string& name) const;
 
@@ -109,23 +103,36 @@ class PeftModel {
   std::map<std::string, at::Tensor> training_state();
   /// Restores training_state() into the trainable adapter (shapes checked).
   void load_training_state(const std::map<std::string, at::Tensor>& state);
-  /// AdaLoRA's rank allocator for the trainable adapter (created on first use; nullptr for other tuners).
-  adalora::RankAllocator* rank_allocator();
-  // ---- prompt learning (Prompt Tuning, P-Tuning, Prefix Tuning / P-Tuning v2)
-  /// Greedy or sampled generation with the active adapter: the prompt or key/value prefix is
-  /// added at prefill and the mask grows by P at every step, as PEFT's generate. Returns [B, T + n]
-  /// (decoder-only) or the decoder ids [B, 1 + n] (encoder-decoder).
+  /// Greedy or sampled generation with the active adapter (prompt learning: the prompt or
+  /// key/value prefix is added at prefill and the mask grows by P at every step, as PEFT's
+  /// generate). Returns [B, T + n] (decoder-only) or the decoder ids [B, 1 + n] (encoder-decoder).
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                       const models::GenerationConfig& cfg);
-  /// What PEFT saves as `prompt_embeddings` for a prompt-learning adapter (the encoder output).
-  at::Tensor prompt_embeddings(const std::string& name = "") const;
-  /// The parameters of a prompt-learning adapter's full encoder (what prompt_encoder.safetensors
-  /// holds), under PEFT's module names (embedding.weight, mlp_head.0.weight, ...).
-  std::map<std::string, at::Tensor> prompt_encoder_state(const std::string& name = "") const;
   /// TOKEN_CLS with Prompt Tuning / P-Tuning: drop the P virtual-token positions from the logits
   /// so they line up with the user's labels (PEFT issue #1974). Labels of length T are always
   /// padded with -100 for the virtual tokens.
   bool trim_prompt_logits = false;
+
+  /// The method's model (PEFT's peft_model.base_model: LoraModel, AdaLoraModel, ...), for what
+  /// only that method has (add_weighted_adapter, the rank allocator, the prompt encoders).
+  TunerModel& tuner() const;
+  template <typename T>
+  T& tuner_as() const {
+    auto* t = dynamic_cast<T*>(&tuner());
+    PEFT_CHECK(t != nullptr, std::invalid_argument, "[PeftModel] this model's adapters are ",
+               to_string(peft_config(order_.front()).peft_type), "; the requested tuner model does not apply");
+    return *t;
+  }
+  /// For tuners: the stored config of adapter `name`, mutable (AdaLoRA's rank pattern).
+  PeftConfig& mutable_config(const std::string& name);
+  bool disabled() const { return disabled_ > 0; }
+  /// One parameter of a modules_to_save module for adapter `name`: its full name, module, the
+  /// adapter's value and the frozen original.
+  struct SavedModuleParam {
+    std::string module, param;
+    at::Tensor value, original;
+  };
+  std::vector<SavedModuleParam> modules_to_save_params(const std::string& name) const;
 
   models::PretrainedModel& base_model() { return *base_; }
   std::shared_ptr<models::PretrainedModel> base_model_ptr() { return base_; }
@@ -134,24 +141,16 @@ class PeftModel {
   void inject(const std::string& name, const PeftConfig& cfg);
   void update_trainable();
   void remove_all_adapters();
-  void setup_modules_to_save(const std::string& name, std::optional<std::vector<std::string>>& modules, TaskType task);
-  // Prompt learning (src/tuners/prompt_learning/prompt_model.cpp).
-  void inject_prompt(const std::string& name, PeftConfig& cfg);
-  models::ModelOutput prompt_forward(const models::ModelInputs& in);
-  void prompt_set_trainable(const std::string& name, bool trainable);
-  void load_prompt_weights(const std::string& dir, const std::string& name, bool is_trainable);
-  std::vector<at::Tensor> prompt_parameters() const;
+  void setup_modules_to_save(const std::string& name, std::optional<std::vector<std::string>> modules, TaskType task);
 
   std::shared_ptr<models::PretrainedModel> base_;
+  std::unique_ptr<TunerModel> tuner_;  ///< made by the first adapter's registry row
   std::map<std::string, std::unique_ptr<PeftConfig>> configs_;
   std::vector<std::string> order_;     ///< adapters in creation order
   std::vector<std::string> active_;
   std::map<std::string, std::vector<std::string>> targets_;  ///< adapter -> adapted module names
   std::unique_ptr<detail::ModulesToSave> mts_;
   int disabled_ = 0;
-  std::unique_ptr<adalora::RankAllocator> allocator_;  ///< AdaLoRA only
-  std::map<std::string, at::Tensor> live_state_dict(const std::string& name) const;
-  std::shared_ptr<detail::PromptState> prompt_;
 };
 
 /// PEFT's get_peft_model.

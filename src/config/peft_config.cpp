@@ -6,7 +6,6 @@
 #include <iostream>
 
 #include "peft/core/check.h"
-#include "peft/io/hf_checkpoint.h"
 
 namespace peft {
 
@@ -144,13 +143,5 @@ void read_base_fields(PeftConfig& c, json& rest, const std::string& source) {
 }
 
 }  // namespace detail
-
-std::unique_ptr<PeftConfig> load_peft_config(const std::string& path_or_dir) {
-  namespace fs = std::filesystem;
-  std::string p = path_or_dir;
-  if (fs::is_directory(p)) p = (fs::path(p) / "adapter_config.json").string();
-  PEFT_CHECK(fs::exists(p), FormatError, "[config] ", path_or_dir, ": no adapter_config.json found");
-  return peft_config_from_json(io::read_json_file(p), p);
-}
 
 }  // namespace peft

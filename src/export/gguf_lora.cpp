@@ -138,12 +138,21 @@ GgufLoraExportReport export_lora_gguf(const std::string& adapter_dir, const Gguf
   PEFT_CHECK(opts.type == io::GgmlType::F32 || opts.type == io::GgmlType::F16, ConfigError, "[export] ", dir,
              ": --type ", io::ggml_type_name(static_cast<uint32_t>(opts.type)), " is not supported for LoRA "
              "tensors (f32 or f16)");
-  const auto cfg_any = load_peft_config(dir);
   // ---- What llama.cpp's LoRA format cannot hold: refused by config field first.
-  PEFT_CHECK(!cfg_any->is_prompt_learning(), NotSupported, "[export] ", dir, ": peft_type ",
-             to_string(cfg_any->peft_type), " is a prompt-learning method (virtual tokens / a key-value prefix); "
-             "llama.cpp LoRA files hold only low-rank weight updates");
-  const auto& cfg = dynamic_cast<const LoraConfig&>(*cfg_any);
+  const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
+  PEFT_CHECK(fs::exists(cfg_path), FormatError, "[export] ", dir, ": no adapter_config.json found");
+  const nlohmann::json cj = io::read_json_file(cfg_path);
+  PEFT_CHECK(cj.is_object() && cj.contains("peft_type") && cj["peft_type"].is_string(), FormatError, "[export] ",
+             cfg_path, ": missing required string field 'peft_type'");
+  const PeftType type = parse_peft_type(cj["peft_type"].get<std::string>());
+  PEFT_CHECK(type == PeftType::Lora || type == PeftType::AdaLora, NotSupported, "[export] ", dir, ": peft_type ",
+             to_string(type), " is not a LoRA-family method (prompt-learning methods add virtual tokens or a "
+             "key/value prefix); llama.cpp LoRA files hold only low-rank weight updates");
+  std::unique_ptr<LoraConfig> cfg_any;
+  if (type == PeftType::AdaLora) cfg_any = std::make_unique<AdaLoraConfig>(AdaLoraConfig::from_json(cj, cfg_path));
+  else cfg_any = std::make_unique<LoraConfig>(LoraConfig::from_json(cj, cfg_path));
+  cfg_any->validate();
+  const LoraConfig& cfg = *cfg_any;
   const auto* ada = dynamic_cast<const AdaLoraConfig*>(cfg_any.get());
   PEFT_CHECK(!cfg.use_dora, NotSupported, "[export] ", dir, ": use_dora = true: llama.cpp applies B·A·alpha/r "
              "only, it has no DoRA magnitude vector (merge it instead: peft merge ... --format gguf)");

@@ -157,17 +157,30 @@ bool fusable(LinearAdapter& a, const at::Tensor& x, const at::Tensor& y, at::Ten
 }  // namespace
 
 at::Tensor AdaptableLinearImpl::forward(const at::Tensor& x) {
-  at::Tensor y = base_forward(x);
-  if (adapters.disabled) return y;
+  if (adapters.disabled) return base_forward(x);
   const auto* rows = ScopedAdapterRouting::current();
   if (rows != nullptr && !adapters.names().empty()) {
     PEFT_CHECK(adapters.merged().empty(), std::invalid_argument,
                "[AdaptableLinear] mixed-adapter batches need unmerged adapters; call unmerge_adapter() first");
-    return routed_delta(x, y, *rows);
+    return routed_delta(x, base_forward(x), *rows);
   }
   std::vector<std::shared_ptr<LinearAdapter>> live;
-  for (const auto& name : adapters.active())
-    if (!adapters.is_merged(name)) live.push_back(adapters.get(name));
+  std::vector<at::Tensor> out_scales;
+  at::Tensor xin = x;
+  for (const auto& name : adapters.active()) {
+    if (adapters.is_merged(name)) continue;
+    auto a = adapters.get(name);
+    const at::Tensor si = a->input_scale(), so = a->output_scale();
+    if (!si.defined() && !so.defined()) {
+      live.push_back(std::move(a));
+      continue;
+    }
+    // (IA)³: several active vectors multiply together, as PEFT's IA3 layers do.
+    if (si.defined()) xin = xin * si.to(x.scalar_type());
+    if (so.defined()) out_scales.push_back(so);
+  }
+  at::Tensor y = base_forward(xin);
+  for (const auto& s : out_scales) y = y * s.to(y.scalar_type());
   if (live.empty()) return y;
   bool fused = true;
   std::vector<std::tuple<at::Tensor, at::Tensor, double>> factors;
@@ -190,7 +203,8 @@ at::Tensor AdaptableLinearImpl::forward(const at::Tensor& x) {
     return in_place ? y : y2.view(y.sizes());
   }
   const at::Tensor base_out = bias.defined() ? y - bias : y;
-  for (const auto& a : live) y = y + a->delta(x, base_out).to(y.scalar_type());
+  for (const auto& a : live)
+    if (at::Tensor d = a->delta(x, base_out); d.defined()) y = y + d.to(y.scalar_type());
   return y;
 }
 
@@ -271,19 +285,18 @@ void AdaptableLinearImpl::merge(const std::vector<std::string>& names_in, bool s
   torch::NoGradGuard ng;
   for (const auto& [n, a] : adapters.pending_merge(names_in)) {
     at::Tensor w = a->merge_into(weight_out_in().to(at::kFloat));
-    at::Tensor db = a->delta_bias();
+    const at::Tensor db = a->delta_bias();
+    PEFT_CHECK(!db.defined() || bias.defined(), std::invalid_argument, "[merge] adapter '", n,
+               "' has a bias (lora_bias) but the base layer has none");
+    const at::Tensor b = bias.defined() ? a->merge_bias_into(bias) : at::Tensor();
     if (safe_merge) {
-      PEFT_CHECK(at::isfinite(w).all().item<bool>() && (!db.defined() || at::isfinite(db).all().item<bool>()),
+      PEFT_CHECK(at::isfinite(w).all().item<bool>() && (!b.defined() || at::isfinite(b).all().item<bool>()),
                  std::runtime_error, "[merge] NaNs detected in the merged weights. The adapter ", n,
                  " seems to be broken");
     }
     if (quantized_) last_requant_error_ = quantized_->requantize(w);  // lossy: PEFT's bnb merge
     else weight.copy_(fan_in_fan_out_ ? w.t() : w);
-    if (db.defined()) {
-      PEFT_CHECK(bias.defined(), std::invalid_argument, "[merge] adapter '", n,
-                 "' has a bias (lora_bias) but the base layer has none");
-      bias.add_(db.to(bias.scalar_type()));
-    }
+    if (b.defined()) bias.copy_(b);
     adapters.mark_merged(n);
   }
 }
@@ -296,8 +309,8 @@ void AdaptableLinearImpl::unmerge() {
     at::Tensor w = a->unmerge_from(weight_out_in().to(at::kFloat));
     if (quantized_) last_requant_error_ = quantized_->requantize(w);
     else weight.copy_(fan_in_fan_out_ ? w.t() : w);
-    at::Tensor db = a->delta_bias();
-    if (db.defined()) bias.sub_(db.to(bias.scalar_type()));
+    if (bias.defined())
+      if (const at::Tensor b = a->unmerge_bias_from(bias); b.defined()) bias.copy_(b);
   }
   adapters.clear_merged();
 }

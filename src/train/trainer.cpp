@@ -261,23 +261,19 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
                "the training set (build both with merge_tasks, the eval sets with the training label names)");
   }
   // AdamW over trainable parameters only; no weight decay on biases and norm weights.
+  // The base model's trainable parameters, then the tuner's own (prompt encoders, PEFT's
+  // prompt_encoder): no decay on biases, and on the base model's norm weights.
   std::vector<at::Tensor> decay, no_decay;
-  for (const auto& p : s_->model->base_model().named_parameters()) {
-    if (!p.value().requires_grad()) continue;
-    const std::string& n = p.key();
-    const bool nd = n.size() >= 5 && (n.compare(n.size() - 5, 5, ".bias") == 0 || n.find("norm") != std::string::npos ||
-                                      n.find("LayerNorm") != std::string::npos);
-    (nd ? no_decay : decay).push_back(p.value());
-    s_->params.push_back(p.value());
+  const auto base_params = s_->model->base_model().named_parameters(true);
+  for (const auto& [n, p] : s_->model->named_trainable_parameters()) {
+    const bool in_base = base_params.contains(n) && base_params[n].is_same(p);
+    const bool nd = in_base ? n.size() >= 5 && (n.compare(n.size() - 5, 5, ".bias") == 0 ||
+                                                n.find("norm") != std::string::npos ||
+                                                n.find("LayerNorm") != std::string::npos)
+                            : n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0;
+    (nd ? no_decay : decay).push_back(p);
+    s_->params.push_back(p);
   }
-  // Prompt-learning encoders live beside the base model (PEFT's prompt_encoder).
-  if (s_->model->peft_config().is_prompt_learning())
-    for (const auto& [n, p] : s_->model->prompt_encoder_state()) {
-      if (!p.requires_grad()) continue;
-      const bool nd = n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0;
-      (nd ? no_decay : decay).push_back(p);
-      s_->params.push_back(p);
-    }
   PEFT_CHECK(!s_->params.empty(), ConfigError, "[Trainer] the model has no trainable parameters (is the adapter in inference mode?)");
   auto opts = torch::optim::AdamWOptions(s_->args.learning_rate)
                   .betas({s_->args.adam_beta1, s_->args.adam_beta2})

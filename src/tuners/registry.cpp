@@ -1,50 +1,60 @@
-// The one table from peft_type to config parser (no static self-registration).
+// The one table of PEFT methods (no static self-registration). Adding a method adds one row here.
+#include "peft/tuners/registry.h"
+
+#include <filesystem>
 #include <iostream>
 
-#include "peft/config/peft_config.h"
 #include "peft/core/check.h"
-#include "peft/tuners/lora/config.h"
+#include "peft/io/hf_checkpoint.h"
 #include "peft/tuners/adalora/config.h"
+#include "peft/tuners/adalora/model.h"
+#include "peft/tuners/lora/config.h"
+#include "peft/tuners/lora/model.h"
 #include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_learning/model.h"
 #include "peft/tuners/prompt_tuning/config.h"
 
 namespace peft {
 
 namespace {
 
-using Parser = std::unique_ptr<PeftConfig> (*)(const nlohmann::json&, const std::string&);
-
-std::unique_ptr<PeftConfig> parse_lora(const nlohmann::json& j, const std::string& src) {
-  return std::make_unique<LoraConfig>(LoraConfig::from_json(j, src));
+template <typename Config>
+std::unique_ptr<PeftConfig> parse(const nlohmann::json& j, const std::string& source) {
+  return std::make_unique<Config>(Config::from_json(j, source));
 }
 
-std::unique_ptr<PeftConfig> parse_adalora(const nlohmann::json& j, const std::string& src) {
-  return std::make_unique<AdaLoraConfig>(AdaLoraConfig::from_json(j, src));
-}
-std::unique_ptr<PeftConfig> parse_prompt_tuning(const nlohmann::json& j, const std::string& src) {
-  return std::make_unique<PromptTuningConfig>(PromptTuningConfig::from_json(j, src));
-}
-std::unique_ptr<PeftConfig> parse_p_tuning(const nlohmann::json& j, const std::string& src) {
-  return std::make_unique<PromptEncoderConfig>(PromptEncoderConfig::from_json(j, src));
-}
-std::unique_ptr<PeftConfig> parse_prefix_tuning(const nlohmann::json& j, const std::string& src) {
-  return std::make_unique<PrefixTuningConfig>(PrefixTuningConfig::from_json(j, src));
+template <typename Model>
+std::unique_ptr<TunerModel> make(PeftModel& owner) {
+  return std::make_unique<Model>(owner);
 }
 
-struct Row {
-  PeftType type;
-  Parser parse;
-};
-const Row kTuners[] = {
-    {PeftType::Lora, parse_lora},
-    {PeftType::AdaLora, parse_adalora},
-    {PeftType::PromptTuning, parse_prompt_tuning},
-    {PeftType::PTuning, parse_p_tuning},
-    {PeftType::PrefixTuning, parse_prefix_tuning},
+const std::vector<TunerRow> kTuners = {
+    {PeftType::Lora, "lora", parse<LoraConfig>, make<lora::LoraModel>},
+    {PeftType::AdaLora, "adalora", parse<AdaLoraConfig>, make<adalora::AdaLoraModel>},
+    {PeftType::PrefixTuning, "prefix_tuning", parse<PrefixTuningConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::PTuning, "p_tuning", parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::PromptTuning, "prompt_tuning", parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
 };
 
 }  // namespace
+
+const std::vector<TunerRow>& tuner_rows() { return kTuners; }
+
+const TunerRow& tuner_row(PeftType type) {
+  for (const auto& row : kTuners)
+    if (row.type == type) return row;
+  throw NotSupported("[config] peft_type '" + to_string(type) + "' is not implemented yet in this build");
+}
+
+const TunerRow& tuner_row(const std::string& name) {
+  std::string names;
+  for (const auto& row : kTuners) {
+    if (name == row.name) return row;
+    names += std::string(names.empty() ? "" : ", ") + row.name;
+  }
+  throw ConfigError("[config] method '" + name + "' is not one of " + names);
+}
 
 std::unique_ptr<PeftConfig> peft_config_from_json(const nlohmann::json& j, const std::string& source) {
   PEFT_CHECK(j.is_object(), ConfigError, "[config] ", source, ": expected a JSON object");
@@ -52,22 +62,25 @@ std::unique_ptr<PeftConfig> peft_config_from_json(const nlohmann::json& j, const
   PEFT_CHECK(it != j.end() && it->is_string(), ConfigError, "[config] ", source,
              ": missing required string field 'peft_type'");
   const PeftType t = parse_peft_type(it->get<std::string>());
-  for (const auto& row : kTuners) {
-    if (row.type != t) continue;
-    auto c = row.parse(j, source);
-    if (!c->unknown.empty()) {
-      std::string keys;
-      for (auto u = c->unknown.begin(); u != c->unknown.end(); ++u)
-        if (u.key() != "peft_version" && u.key() != "auto_mapping" && u.key() != "megatron_core" &&
-            u.key() != "qalora_group_size" && !u->is_null() &&
-            !(u->is_boolean() && !u->get<bool>()) && !((u->is_object() || u->is_array()) && u->empty()))
-          keys += " " + u.key();  // only keys whose value could change behaviour
-      if (!keys.empty()) std::cerr << "warning: " << source << ": unknown keys kept as they are:" << keys << "\n";
-    }
-    return c;
+  auto c = tuner_row(t).parse(j, source);
+  if (!c->unknown.empty()) {
+    std::string keys;
+    for (auto u = c->unknown.begin(); u != c->unknown.end(); ++u)
+      if (u.key() != "peft_version" && u.key() != "auto_mapping" && u.key() != "megatron_core" &&
+          u.key() != "qalora_group_size" && !u->is_null() && !(u->is_boolean() && !u->get<bool>()) &&
+          !((u->is_object() || u->is_array()) && u->empty()))
+        keys += " " + u.key();  // only keys whose value could change behaviour
+    if (!keys.empty()) std::cerr << "warning: " << source << ": unknown keys kept as they are:" << keys << "\n";
   }
-  throw NotSupported("[config] " + source + ": peft_type '" + it->get<std::string>() +
-                     "' is not implemented yet in this build");
+  return c;
+}
+
+std::unique_ptr<PeftConfig> load_peft_config(const std::string& path_or_dir) {
+  namespace fs = std::filesystem;
+  std::string p = path_or_dir;
+  if (fs::is_directory(p)) p = (fs::path(p) / "adapter_config.json").string();
+  PEFT_CHECK(fs::exists(p), FormatError, "[config] ", path_or_dir, ": no adapter_config.json found");
+  return peft_config_from_json(io::read_json_file(p), p);
 }
 
 }  // namespace peft

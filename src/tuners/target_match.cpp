@@ -8,6 +8,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/regex.h"
+#include "peft/core/error.h"
 
 namespace peft {
 
@@ -53,9 +54,19 @@ bool in_list_or_suffix(const std::vector<std::string>& list, const std::string& 
 
 }  // namespace
 
-TargetMatch check_target_module_exists(const LoraConfig& c, const std::string& key) {
-  if (c.exclude_modules.is_regex() && regex_fullmatch(c.exclude_modules.regex(), key)) return TargetMatch::Excluded;
-  if (c.exclude_modules.is_list() && in_list_or_suffix(c.exclude_modules.list(), key)) return TargetMatch::Excluded;
+nlohmann::json TargetSpec::to_json() const {
+  if (is_null()) return nullptr;
+  if (is_regex()) return regex();
+  return list();
+}
+
+bool TargetSpec::matches(const std::string& key) const {
+  if (is_regex()) return regex_fullmatch(regex(), key);
+  return is_list() && in_list_or_suffix(list(), key);
+}
+
+TargetMatch check_target_module_exists(const TargetFields& c, const std::string& key) {
+  if (c.exclude_modules.matches(key)) return TargetMatch::Excluded;
   if (c.modules_to_save)
     for (const auto& m : *c.modules_to_save)
       if (regex_fullmatch("(^|.*\\.)" + m + "($|\\..*)", key)) return TargetMatch::Excluded;
@@ -71,16 +82,16 @@ TargetMatch check_target_module_exists(const LoraConfig& c, const std::string& k
   return TargetMatch::Yes;
 }
 
-std::vector<std::string> resolve_lora_targets(LoraConfig& c, const std::string& model_type,
-                                              const std::vector<std::string>& all_modules,
-                                              const std::vector<std::string>& linear,
-                                              const std::vector<std::string>& embedding,
-                                              const std::string& output_layer) {
+std::vector<std::string> resolve_targets(TargetFields& c, const std::vector<std::string>& defaults,
+                                         const std::string& who, const std::string& model_type,
+                                         const std::vector<std::string>& all_modules,
+                                         const std::vector<std::string>& linear,
+                                         const std::vector<std::string>& embedding,
+                                         const std::string& output_layer) {
   if (c.target_modules.is_null()) {
-    auto d = default_lora_targets(model_type);
-    PEFT_CHECK(!d.empty(), ConfigError, "[lora::inject] Please specify `target_modules` in `peft_config`: "
+    PEFT_CHECK(!defaults.empty(), ConfigError, who, " Please specify `target_modules` in `peft_config`: "
                "there are no default target modules for model_type '", model_type, "'");
-    c.target_modules = TargetSpec(d);
+    c.target_modules = TargetSpec(defaults);
   }
   if (c.target_modules.is_regex()) {
     std::string lower = c.target_modules.regex();
@@ -100,14 +111,14 @@ std::vector<std::string> resolve_lora_targets(LoraConfig& c, const std::string& 
     const TargetMatch m = check_target_module_exists(c, name);
     any_excluded = any_excluded || m == TargetMatch::Excluded;
     if (m != TargetMatch::Yes) continue;
-    PEFT_CHECK(lin.count(name) || emb.count(name), ConfigError, "[lora::inject] Target module '", name,
-               "' is not supported. Currently, only linear projections (incl. GPT-2 Conv1D) and embeddings are "
-               "supported.");
+    PEFT_CHECK(lin.count(name) || emb.count(name), ConfigError, who, " Target module '", name,
+               "' is not supported. Currently, only linear projections (incl. GPT-2 Conv1D)",
+               embedding.empty() ? "" : " and embeddings", " are supported.");
     out.push_back(name);
   }
   if (out.empty()) {
     std::ostringstream os;
-    os << "[lora::inject] Target modules " << c.to_json()["target_modules"].dump()
+    os << who << " Target modules " << c.target_modules.to_json().dump()
        << " not found in the base model. Please check the target modules and try again.";
     if (any_excluded) os << " (Some modules were excluded by exclude_modules or modules_to_save.)";
     os << " Adaptable modules are:";
@@ -119,5 +130,75 @@ std::vector<std::string> resolve_lora_targets(LoraConfig& c, const std::string& 
   }
   return out;
 }
+
+namespace detail {
+
+using nlohmann::json;
+
+TargetSpec take_targets(json& rest, const char* key, const std::string& source) {
+  TargetSpec t;
+  auto it = rest.find(key);
+  if (it == rest.end()) return t;
+  json v = *it;
+  rest.erase(it);
+  if (v.is_null()) return t;
+  if (v.is_string()) return TargetSpec(v.get<std::string>());
+  PEFT_CHECK(v.is_array(), ConfigError, "[config] ", source, ": field '", key,
+             "' must be a string (regex) or a list of module names, got ", v.dump());
+  std::vector<std::string> names;
+  for (const auto& e : v) {
+    PEFT_CHECK(e.is_string(), ConfigError, "[config] ", source, ": field '", key,
+               "' must list module names (strings), got ", e.dump());
+    names.push_back(e.get<std::string>());
+  }
+  return TargetSpec(std::move(names));
+}
+
+void read_target_fields(TargetFields& c, json& rest, const std::string& source, bool layer_fields) {
+  c.target_modules = take_targets(rest, "target_modules", source);
+  c.exclude_modules = take_targets(rest, "exclude_modules", source);
+  {
+    TargetSpec m = take_targets(rest, "modules_to_save", source);
+    PEFT_CHECK(!m.is_regex(), ConfigError, "[config] ", source, ": field 'modules_to_save' must be a list");
+    if (m.is_list()) c.modules_to_save = m.list();
+  }
+  if (!layer_fields) return;
+  if (auto it = rest.find("layers_to_transform"); it != rest.end()) {
+    if (it->is_number_integer()) c.layers_to_transform = std::vector<int64_t>{it->get<int64_t>()};
+    else if (it->is_array()) c.layers_to_transform = it->get<std::vector<int64_t>>();
+    else if (!it->is_null())
+      throw ConfigError("[config] " + source + ": field 'layers_to_transform' must be an int or a list of ints, got " + it->dump());
+    rest.erase(it);
+  }
+  if (auto it = rest.find("layers_pattern"); it != rest.end()) {
+    if (it->is_string()) c.layers_pattern = std::vector<std::string>{it->get<std::string>()};
+    else if (it->is_array()) c.layers_pattern = it->get<std::vector<std::string>>();
+    else if (!it->is_null())
+      throw ConfigError("[config] " + source + ": field 'layers_pattern' must be a string or a list, got " + it->dump());
+    rest.erase(it);
+  }
+}
+
+void write_target_fields(const TargetFields& c, json& j, bool layer_fields) {
+  j["target_modules"] = c.target_modules.to_json();
+  j["exclude_modules"] = c.exclude_modules.to_json();
+  j["modules_to_save"] = c.modules_to_save ? json(*c.modules_to_save) : json(nullptr);
+  if (!layer_fields) return;
+  j["layers_to_transform"] = c.layers_to_transform ? json(*c.layers_to_transform) : json(nullptr);
+  j["layers_pattern"] = c.layers_pattern ? json(*c.layers_pattern) : json(nullptr);
+}
+
+void validate_target_fields(const TargetFields& c, const std::string& who) {
+  PEFT_CHECK(!(c.target_modules.is_regex() && c.layers_to_transform), ConfigError, who,
+             " `layers_to_transform` cannot be used when `target_modules` is a str.");
+  PEFT_CHECK(!(c.target_modules.is_regex() && c.layers_pattern), ConfigError, who,
+             " `layers_pattern` cannot be used when `target_modules` is a str.");
+  PEFT_CHECK(!(c.layers_pattern && !c.layers_pattern->empty() && !c.layers_to_transform), ConfigError, who,
+             " When `layers_pattern` is specified, `layers_to_transform` must also be specified.");
+  if (c.target_modules.is_regex()) (void)regex_fullmatch(c.target_modules.regex(), "");  // compiles or throws
+  if (c.exclude_modules.is_regex()) (void)regex_fullmatch(c.exclude_modules.regex(), "");
+}
+
+}  // namespace detail
 
 }  // namespace peft

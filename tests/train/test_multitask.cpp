@@ -15,6 +15,7 @@
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_learning/model.h"
 
 namespace {
 
@@ -159,7 +160,7 @@ TEST(MultiTask, EachRowUsesItsOwnHead) {
     const auto& other = d.tasks[1 - task];
     EXPECT_GT(g.narrow(0, mine.label_offset, mine.num_labels).abs().sum().item<double>(), 0) << "task " << task;
     EXPECT_EQ(g.narrow(0, other.label_offset, other.num_labels).abs().sum().item<double>(), 0) << "task " << task;
-    const at::Tensor prefix = pm->prompt_encoder_state()["embedding.weight"];
+    const at::Tensor prefix = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()["embedding.weight"];
     ASSERT_TRUE(prefix.grad().defined());
     EXPECT_GT(prefix.grad().abs().sum().item<double>(), 0) << "task " << task << " must train the shared prefix";
   }
@@ -170,14 +171,14 @@ TEST(MultiTask, EachRowUsesItsOwnHead) {
 TEST(MultiTask, TrainerTrainsSharedPrefixAndSplitsHeads) {
   auto pm = shared_prefix(llama_with_head(kA + kB));
   const auto d = two_tasks();
-  const at::Tensor prefix0 = pm->prompt_encoder_state()["embedding.weight"].detach().clone();
+  const at::Tensor prefix0 = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()["embedding.weight"].detach().clone();
   const pt::TrainingArguments args = short_run("multitask");
   pt::Trainer trainer(pm, args, d, &d, 0);
   const double before = trainer.evaluate().loss;
   const auto r = trainer.train();
   ASSERT_TRUE(r.eval_loss.has_value());
   EXPECT_LT(*r.eval_loss, before);
-  EXPECT_FALSE(at::equal(pm->prompt_encoder_state()["embedding.weight"], prefix0));
+  EXPECT_FALSE(at::equal(pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()["embedding.weight"], prefix0));
 
   const std::string dir = args.output_dir + "/tasks";
   pt::save_task_adapters(*pm, d.tasks, dir);

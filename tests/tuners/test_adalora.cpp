@@ -15,6 +15,8 @@
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/layer.h"
 #include "peft/train/trainer.h"
+#include "peft/tuners/registry.h"
+#include "peft/tuners/adalora/model.h"
 
 namespace {
 
@@ -119,7 +121,7 @@ TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {
   const auto [trainable, all] = pm->get_nb_trainable_parameters();
   EXPECT_EQ(trainable, g["nb_trainable_parameters"][0].item<int64_t>());
   EXPECT_EQ(all, g["nb_trainable_parameters"][1].item<int64_t>());
-  auto* alloc = pm->rank_allocator();
+  auto* alloc = pm->tuner_as<peft::adalora::AdaLoraModel>().rank_allocator();
   ASSERT_NE(alloc, nullptr);
   EXPECT_EQ(alloc->init_budget(), g.meta["init_bgt"].get<int64_t>());
   EXPECT_EQ(alloc->target_budget(), g.meta["target_bgt"].get<int64_t>());
@@ -268,7 +270,7 @@ TEST(AdaLora, InjectionFreezesAndRejectsWhatPeftRejects) {
   frozen.inference_mode = true;
   pm->add_adapter("other", frozen);
   peft::test::expect_throw_with<peft::NotSupported>(
-      [&] { pm->add_weighted_adapter({"default", "other"}, {1.0, 1.0}, "mix"); }, {"add_weighted_adapter"});
+      [&] { pm->tuner_as<peft::adalora::AdaLoraModel>().add_weighted_adapter({"default", "other"}, {1.0, 1.0}, "mix"); }, {"add_weighted_adapter"});
   pm->delete_adapter("other");
   EXPECT_EQ(pm->adapter_names(), std::vector<std::string>{"default"});
   // Merging folds B·(A⊙E)·alpha/(ranknum+1e-5) into the weights.
@@ -321,7 +323,7 @@ TEST(AdaLora, TrainerAllocatesAndLogs) {
   std::ifstream f(a.output_dir + "/metrics.jsonl");
   std::string line;
   int64_t budget_lines = 0;
-  auto* alloc = pm->rank_allocator();
+  auto* alloc = pm->tuner_as<peft::adalora::AdaLoraModel>().rank_allocator();
   ASSERT_NE(alloc, nullptr);
   while (std::getline(f, line)) {
     const json j = json::parse(line);

@@ -12,6 +12,8 @@
 #include "peft/peft_model.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/core/error.h"
+#include "peft/tuners/registry.h"
+#include "peft/tuners/lora/model.h"
 
 namespace {
 
@@ -219,7 +221,7 @@ TEST_P(LoraWeighted, AddWeightedAdapterMatchesPeft) {
   const auto& w = g.meta["weighted"];
   auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(c.base), g.dir);
   pm->load_adapter(g.dir + "/other", "other");
-  pm->add_weighted_adapter(w["adapters"].get<std::vector<std::string>>(), w["weights"].get<std::vector<double>>(),
+  pm->tuner_as<peft::lora::LoraModel>().add_weighted_adapter(w["adapters"].get<std::vector<std::string>>(), w["weights"].get<std::vector<double>>(),
                            "combo", w["combination_type"].get<std::string>(), w.value("svd_rank", int64_t{0}));
   const auto sd = pm->adapter_state_dict("combo");
   int n = 0;

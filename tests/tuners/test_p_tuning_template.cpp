@@ -8,6 +8,7 @@
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/tuners/p_tuning/config.h"
+#include "peft/tuners/prompt_learning/model.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ TEST(PTuningTemplate, VirtualTokensAndAnchorsAroundX) {
   ASSERT_EQ(out.logits.size(1), 5 + 4);  // 3 virtual tokens + 1 anchor
 
   // By hand: [v0; x; v1; emb(7); v2; y] per row, template labels -100.
-  const at::Tensor virt = pm->prompt_embeddings().detach();
+  const at::Tensor virt = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings().detach();
   const at::Tensor emb = base->embed(in.input_ids).detach();
   const at::Tensor anchor = base->embed(at::tensor({7}, at::kLong).unsqueeze(0))[0].detach();
   std::vector<at::Tensor> rows, labels;
@@ -55,7 +56,7 @@ TEST(PTuningTemplate, VirtualTokensAndAnchorsAroundX) {
 
   // Anchors are frozen real embeddings: only the prompt encoder gets gradients.
   out.loss.backward();
-  for (const auto& [k, p] : pm->prompt_encoder_state()) {
+  for (const auto& [k, p] : pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()) {
     ASSERT_TRUE(p.grad().defined()) << k;
     EXPECT_GT(p.grad().abs().sum().item<double>(), 0) << k;
   }
@@ -80,9 +81,9 @@ TEST(PTuningTemplate, LstmCouplesTheVirtualTokens) {
   auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
   auto pm = peft::get_peft_model(base, template_cfg("LSTM"));
   torch::NoGradGuard ng;
-  const at::Tensor before = pm->prompt_embeddings().clone();
-  pm->prompt_encoder_state()["embedding.weight"][0].add_(1.0);  // only the first virtual token's input
-  const at::Tensor after = pm->prompt_embeddings();
+  const at::Tensor before = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings().clone();
+  pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()["embedding.weight"][0].add_(1.0);  // only the first virtual token's input
+  const at::Tensor after = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings();
   EXPECT_FALSE(at::allclose(before[2], after[2]));  // the last one moves too (bidirectional LSTM)
 }
 

@@ -19,6 +19,8 @@
 #include "peft/tuners/prompt_learning/encoder.h"
 #include "peft/tuners/prompt_learning/ensemble.h"
 #include "peft/tuners/prompt_tuning/config.h"
+#include "peft/tuners/registry.h"
+#include "peft/tuners/prompt_learning/model.h"
 
 namespace {
 
@@ -64,7 +66,7 @@ peft::models::ModelInputs inputs_of(const GoldenCase& g) {
 
 void load_encoder(peft::PeftModel& pm, const std::string& file) {
   const auto want = peft::io::load_safetensors(file);
-  auto have = pm.prompt_encoder_state();
+  auto have = pm.tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state();
   ASSERT_EQ(have.size(), want.size()) << file;
   torch::NoGradGuard ng;
   for (auto& [k, v] : have) {
@@ -90,7 +92,7 @@ TEST_P(PromptMatrix, MatchesPeft) {
   EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol)) << "loss";
   out.loss.backward();
   int checked = 0;
-  for (const auto& [k, v] : pm->prompt_encoder_state()) {
+  for (const auto& [k, v] : pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()) {
     if (!g.has("grad." + k)) continue;
     EXPECT_TRUE(grad_close(v.grad(), g["grad." + k], g.grad_rtol)) << "grad of " << k;
     ++checked;
@@ -100,7 +102,7 @@ TEST_P(PromptMatrix, MatchesPeft) {
     if (g.has("grad." + p.key())) {
       EXPECT_TRUE(grad_close(p.value().grad(), g["grad." + p.key()], g.grad_rtol)) << "grad of " << p.key();
     }
-  EXPECT_TRUE(close(pm->prompt_embeddings(), g["prompt_embeddings"], g.atol, g.rtol)) << "prompt_embeddings";
+  EXPECT_TRUE(close(pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings(), g["prompt_embeddings"], g.atol, g.rtol)) << "prompt_embeddings";
   {  // disable_adapter(): the base model's forward (original classifier included)
     torch::NoGradGuard ng;
     auto plain = base_of(g);
@@ -242,7 +244,7 @@ TEST(PromptConfig, GqaOverrideAndModelFields) {
   EXPECT_EQ(j["encoder_hidden_size"], 16);
   EXPECT_EQ(j["num_layers"], 2);
   EXPECT_EQ(j["num_transformer_submodules"], 1);
-  EXPECT_EQ(pm->prompt_embeddings().sizes(), (std::vector<int64_t>{4, 2 * 2 * 16}));
+  EXPECT_EQ(pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings().sizes(), (std::vector<int64_t>{4, 2 * 2 * 16}));
 }
 
 // ---------------------------------------------------------------- encoders
@@ -264,7 +266,7 @@ TEST(PromptEncoder, TextAndSampleVocabInit) {
   ASSERT_FALSE(ids.empty());
   ASSERT_LT(ids.size(), 9u);
   const at::Tensor words = pm->base_model().word_embeddings();
-  const at::Tensor table = pm->prompt_embeddings();
+  const at::Tensor table = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings();
   for (int64_t i = 0; i < 9; ++i)  // the id list repeated, then truncated to 9
     EXPECT_TRUE(at::equal(table[i], words[ids[i % ids.size()]])) << "row " << i;
   EXPECT_EQ(peft::prompt::repeat_or_truncate({1, 2, 3, 4}, 2), (std::vector<int64_t>{1, 2}));
@@ -279,7 +281,7 @@ TEST(PromptEncoder, TextAndSampleVocabInit) {
     tc.num_virtual_tokens = p;
     tc.prompt_tuning_init_text = text;
     auto pmt = peft::get_peft_model(peft::models::load_model(dir), tc);
-    EXPECT_TRUE(at::equal(pmt->prompt_embeddings(), ti["table_" + std::to_string(p)])) << "P = " << p;
+    EXPECT_TRUE(at::equal(pmt->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings(), ti["table_" + std::to_string(p)])) << "P = " << p;
   }
 
   peft::PromptTuningConfig s;
@@ -287,7 +289,7 @@ TEST(PromptEncoder, TextAndSampleVocabInit) {
   s.num_virtual_tokens = 5;
   s.prompt_tuning_init = "SAMPLE_VOCAB";
   auto pm2 = peft::get_peft_model(peft::models::load_model(dir), s);
-  const at::Tensor t2 = pm2->prompt_embeddings();
+  const at::Tensor t2 = pm2->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings();
   for (int64_t i = 0; i < 5; ++i) {  // every row is some vocabulary row
     const at::Tensor hit = (words - t2[i]).abs().amax(1).eq(0);
     EXPECT_TRUE(hit.any().item<bool>()) << "row " << i;
@@ -309,7 +311,7 @@ TEST(PromptEncoder, ResumeFromSidecarAndPeftLimit) {
   auto out = again->forward(in);
   EXPECT_TRUE(close(out.logits, g["logits"], g.atol, g.rtol));
   out.loss.backward();
-  const auto st = again->prompt_encoder_state();
+  const auto st = again->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state();
   EXPECT_TRUE(grad_close(st.at("lstm_head.weight_ih_l0").grad(), g["grad.lstm_head.weight_ih_l0"], g.grad_rtol));
   // PEFT's own files carry only the output: resuming them is a clear error, frozen use works.
   peft::test::expect_throw_with<peft::FormatError>(
@@ -329,7 +331,7 @@ TEST(PromptEncoder, GradientCheckpointingKeepsPromptGradients) {
   auto out = pm->forward(inputs_of(g));
   EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol));
   out.loss.backward();
-  for (const auto& [k, v] : pm->prompt_encoder_state())
+  for (const auto& [k, v] : pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state())
     EXPECT_TRUE(grad_close(v.grad(), g["grad." + k], g.grad_rtol)) << "grad of " << k;
 }
 

@@ -13,6 +13,7 @@
 #include "peft/peft_model.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_learning/encoder.h"
+#include "peft/tuners/prompt_learning/model.h"
 
 namespace {
 
@@ -25,7 +26,7 @@ std::shared_ptr<peft::models::PretrainedModel> load(const std::string& name) {
   return m;
 }
 
-at::Tensor table_of(peft::PeftModel& pm) { return pm.prompt_encoder_state()["embedding.weight"]; }
+at::Tensor table_of(peft::PeftModel& pm) { return pm.tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()["embedding.weight"]; }
 
 peft::PrefixTuningConfig prefix_cfg(peft::TaskType task, int64_t P) {
   peft::PrefixTuningConfig c;
@@ -131,7 +132,7 @@ TEST(PromptPlacement, EmbeddingOnlyIsInputVectorsOnly) {
   in.input_ids = at::tensor({5, 9, 13, 2, 7, 4}, at::kLong).view({2, 3});
   in.labels = at::tensor({-100, 9, 13, -100, 4, 11}, at::kLong).view({2, 3});
   const auto out = pm->forward(in);
-  const at::Tensor virt = pm->prompt_embeddings();
+  const at::Tensor virt = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings();
   ASSERT_EQ(virt.sizes(), (at::IntArrayRef{4, d}));  // one token_dim vector per virtual token
   ModelInputs ref;
   ref.inputs_embeds = at::cat({virt.unsqueeze(0).expand({2, -1, -1}), base->embed(in.input_ids)}, 1);
@@ -141,7 +142,7 @@ TEST(PromptPlacement, EmbeddingOnlyIsInputVectorsOnly) {
   EXPECT_NEAR(out.loss.item<double>(), want.loss.item<double>(), 1e-6);
   // The gradient reaches the reparametrisation (embedding -> MLP), nothing in the base.
   out.loss.backward();
-  for (const auto& [k, p] : pm->prompt_encoder_state()) {
+  for (const auto& [k, p] : pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state()) {
     ASSERT_TRUE(p.grad().defined()) << k;
     EXPECT_GT(p.grad().abs().sum().item<double>(), 0) << k;
   }

@@ -37,17 +37,10 @@ struct PeftConfig {
   /// The whole adapter_config.json object (sorted keys, all known fields, unknown ones kept).
   virtual nlohmann::json to_json() const;
   virtual std::unique_ptr<PeftConfig> clone() const = 0;
-  bool is_prompt_learning() const {
-    return peft_type == PeftType::PrefixTuning || peft_type == PeftType::PTuning ||
-           peft_type == PeftType::PromptTuning;
-  }
+  /// The method's modules_to_save field (trained and saved in full beside the adapter), or
+  /// nullptr for methods without one.
+  virtual std::optional<std::vector<std::string>>* modules_to_save_field() { return nullptr; }
 };
-
-/// Parses an adapter_config.json object by its peft_type through the tuner registry
-/// (src/tuners/registry.cpp). Unknown keys are kept and reported on stderr; missing keys take
-/// PEFT's defaults; the result is validated. `source` names the file in errors.
-std::unique_ptr<PeftConfig> peft_config_from_json(const nlohmann::json& j, const std::string& source);
-std::unique_ptr<PeftConfig> load_peft_config(const std::string& path_or_dir);
 
 namespace detail {
 

@@ -19,15 +19,30 @@ class LinearAdapter {
  public:
   virtual ~LinearAdapter() = default;
   /// The term added to the base output for x: [..., in] -> [..., out]. `base_out` is x·Wᵀ
-  /// without the bias (DoRA rescales it); it may be used, never modified.
+  /// without the bias (DoRA rescales it); it may be used, never modified. Undefined: nothing is
+  /// added (multiplicative adapters).
   virtual at::Tensor delta(const at::Tensor& x, const at::Tensor& base_out) = 0;
+  /// Multiplicative adapters ((IA)³): a vector [in] multiplied into the input before the base
+  /// projection, or a vector [out] multiplied into the whole output (bias included) after it.
+  /// Undefined for additive adapters.
+  virtual at::Tensor input_scale() { return {}; }
+  virtual at::Tensor output_scale() { return {}; }
   /// The weight update in [out, in] layout.
   virtual at::Tensor delta_weight() = 0;
   /// The bias update (undefined when the adapter has none).
   virtual at::Tensor delta_bias() { return {}; }
-  /// Merged weight from the current one ([out, in]); DoRA overrides (it rescales rows).
+  /// Merged weight from the current one ([out, in]); DoRA and (IA)³ override.
   virtual at::Tensor merge_into(const at::Tensor& w) { return w + delta_weight().to(w.scalar_type()); }
   virtual at::Tensor unmerge_from(const at::Tensor& w) { return w - delta_weight().to(w.scalar_type()); }
+  /// Merged bias from the current one (undefined: the bias is left alone).
+  virtual at::Tensor merge_bias_into(const at::Tensor& b) {
+    const at::Tensor d = delta_bias();
+    return d.defined() ? b + d.to(b.scalar_type()) : at::Tensor();
+  }
+  virtual at::Tensor unmerge_bias_from(const at::Tensor& b) {
+    const at::Tensor d = delta_bias();
+    return d.defined() ? b - d.to(b.scalar_type()) : at::Tensor();
+  }
   /// Plain low-rank form s·B·A (A: [r, in], B: [out, r]) for batched mixed-adapter routing;
   /// false when the adapter is not of that form or has active dropout.
   virtual bool low_rank_factors(at::Tensor& A, at::Tensor& B, double& scaling) { return false; }

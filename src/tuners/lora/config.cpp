@@ -15,47 +15,13 @@ using detail::take_double;
 using detail::take_int;
 using detail::take_opt_string;
 
-namespace {
-
-TargetSpec take_targets(json& rest, const char* key, const std::string& source) {
-  TargetSpec t;
-  auto it = rest.find(key);
-  if (it == rest.end()) return t;
-  json v = *it;
-  rest.erase(it);
-  if (v.is_null()) return t;
-  if (v.is_string()) return TargetSpec(v.get<std::string>());
-  PEFT_CHECK(v.is_array(), ConfigError, "[config] ", source, ": field '", key,
-             "' must be a string (regex) or a list of module names, got ", v.dump());
-  std::vector<std::string> names;
-  for (const auto& e : v) {
-    PEFT_CHECK(e.is_string(), ConfigError, "[config] ", source, ": field '", key,
-               "' must list module names (strings), got ", e.dump());
-    names.push_back(e.get<std::string>());
-  }
-  return TargetSpec(std::move(names));
-}
-
-json targets_json(const TargetSpec& t) {
-  if (t.is_null()) return nullptr;
-  if (t.is_regex()) return t.regex();
-  return t.list();
-}
-
-}  // namespace
-
 void LoraConfig::validate() const {
   PEFT_CHECK(r > 0, ConfigError, "[LoraConfig] `r` should be a positive integer value but the value passed is ", r);
   PEFT_CHECK(lora_dropout >= 0 && lora_dropout < 1, ConfigError,
              "[LoraConfig] `lora_dropout` must be in [0, 1), got ", lora_dropout);
   PEFT_CHECK(bias == "none" || bias == "all" || bias == "lora_only", ConfigError,
              "[LoraConfig] Requested bias: ", bias, ", is not implemented. Use 'none', 'all' or 'lora_only'.");
-  PEFT_CHECK(!(target_modules.is_regex() && layers_to_transform), ConfigError,
-             "[LoraConfig] `layers_to_transform` cannot be used when `target_modules` is a str.");
-  PEFT_CHECK(!(target_modules.is_regex() && layers_pattern), ConfigError,
-             "[LoraConfig] `layers_pattern` cannot be used when `target_modules` is a str.");
-  PEFT_CHECK(!(layers_pattern && !layers_pattern->empty() && !layers_to_transform), ConfigError,
-             "[LoraConfig] When `layers_pattern` is specified, `layers_to_transform` must also be specified.");
+  detail::validate_target_fields(*this, "[LoraConfig]");
   PEFT_CHECK(init_lora_weights == "true" || init_lora_weights == "false" || init_lora_weights == "gaussian",
              NotSupported, "[LoraConfig] init_lora_weights '", init_lora_weights,
              "' is not supported (true, false, gaussian)");
@@ -66,8 +32,6 @@ void LoraConfig::validate() const {
              "got init_lora_weights=gaussian instead.");
   for (const auto& [k, v] : rank_pattern)
     PEFT_CHECK(v > 0, ConfigError, "[LoraConfig] rank_pattern['", k, "'] = ", v, " must be a positive integer");
-  if (target_modules.is_regex()) (void)regex_fullmatch(target_modules.regex(), "");  // compiles or throws
-  if (exclude_modules.is_regex()) (void)regex_fullmatch(exclude_modules.regex(), "");
 }
 
 json LoraConfig::to_json() const {
@@ -76,17 +40,13 @@ json LoraConfig::to_json() const {
   if (lora_alpha == std::floor(lora_alpha)) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
   else j["lora_alpha"] = lora_alpha;
   j["lora_dropout"] = lora_dropout;
-  j["target_modules"] = targets_json(target_modules);
-  j["exclude_modules"] = targets_json(exclude_modules);
+  detail::write_target_fields(*this, j, /*layer_fields=*/true);
   j["fan_in_fan_out"] = fan_in_fan_out;
   j["bias"] = bias;
   j["use_rslora"] = use_rslora;
-  j["modules_to_save"] = modules_to_save ? json(*modules_to_save) : json(nullptr);
   if (init_lora_weights == "true") j["init_lora_weights"] = true;
   else if (init_lora_weights == "false") j["init_lora_weights"] = false;
   else j["init_lora_weights"] = init_lora_weights;
-  j["layers_to_transform"] = layers_to_transform ? json(*layers_to_transform) : json(nullptr);
-  j["layers_pattern"] = layers_pattern ? json(*layers_pattern) : json(nullptr);
   j["rank_pattern"] = rank_pattern;
   j["alpha_pattern"] = alpha_pattern;
   j["use_dora"] = use_dora;
@@ -102,35 +62,15 @@ LoraConfig LoraConfig::from_json(const json& in, const std::string& source) {
   c.r = take_int(rest, "r", c.r, source);
   c.lora_alpha = take_double(rest, "lora_alpha", c.lora_alpha, source);
   c.lora_dropout = take_double(rest, "lora_dropout", c.lora_dropout, source);
-  c.target_modules = take_targets(rest, "target_modules", source);
-  c.exclude_modules = take_targets(rest, "exclude_modules", source);
+  detail::read_target_fields(c, rest, source, /*layer_fields=*/true);
   c.fan_in_fan_out = take_bool(rest, "fan_in_fan_out", false, source);
   c.bias = take_opt_string(rest, "bias", source).value_or("none");
   c.use_rslora = take_bool(rest, "use_rslora", false, source);
-  {
-    TargetSpec m = take_targets(rest, "modules_to_save", source);
-    PEFT_CHECK(!m.is_regex(), ConfigError, "[config] ", source, ": field 'modules_to_save' must be a list");
-    if (m.is_list()) c.modules_to_save = m.list();
-  }
   if (auto it = rest.find("init_lora_weights"); it != rest.end()) {
     if (it->is_boolean()) c.init_lora_weights = it->get<bool>() ? "true" : "false";
     else if (it->is_string()) c.init_lora_weights = it->get<std::string>();
     else if (!it->is_null())
       throw ConfigError("[config] " + source + ": field 'init_lora_weights' must be a bool or a string, got " + it->dump());
-    rest.erase(it);
-  }
-  if (auto it = rest.find("layers_to_transform"); it != rest.end()) {
-    if (it->is_number_integer()) c.layers_to_transform = std::vector<int64_t>{it->get<int64_t>()};
-    else if (it->is_array()) c.layers_to_transform = it->get<std::vector<int64_t>>();
-    else if (!it->is_null())
-      throw ConfigError("[config] " + source + ": field 'layers_to_transform' must be an int or a list of ints, got " + it->dump());
-    rest.erase(it);
-  }
-  if (auto it = rest.find("layers_pattern"); it != rest.end()) {
-    if (it->is_string()) c.layers_pattern = std::vector<std::string>{it->get<std::string>()};
-    else if (it->is_array()) c.layers_pattern = it->get<std::vector<std::string>>();
-    else if (!it->is_null())
-      throw ConfigError("[config] " + source + ": field 'layers_pattern' must be a string or a list, got " + it->dump());
     rest.erase(it);
   }
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {

@@ -5,43 +5,23 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "peft/config/peft_config.h"
+#include "peft/tuners/target_match.h"
 
 namespace peft {
 
-/// target_modules / exclude_modules: unset (null), a regex (full match), or a list of names
-/// (exact or ".suffix" match). The string "all-linear" selects every linear layer but the output.
-struct TargetSpec {
-  std::variant<std::monostate, std::string, std::vector<std::string>> value;
-  TargetSpec() = default;
-  TargetSpec(std::vector<std::string> names) : value(std::move(names)) {}
-  TargetSpec(std::string regex) : value(std::move(regex)) {}
-  TargetSpec(const char* regex) : value(std::string(regex)) {}
-  bool is_null() const { return std::holds_alternative<std::monostate>(value); }
-  bool is_regex() const { return std::holds_alternative<std::string>(value); }
-  bool is_list() const { return std::holds_alternative<std::vector<std::string>>(value); }
-  const std::string& regex() const { return std::get<std::string>(value); }
-  const std::vector<std::string>& list() const { return std::get<std::vector<std::string>>(value); }
-};
-
-struct LoraConfig : PeftConfig {
+struct LoraConfig : PeftConfig, TargetFields {
   LoraConfig() { peft_type = PeftType::Lora; }
   int64_t r = 8;
   double lora_alpha = 8;
   double lora_dropout = 0.0;
-  TargetSpec target_modules;
-  TargetSpec exclude_modules;
   bool fan_in_fan_out = false;
   std::string bias = "none";  ///< "none" | "all" | "lora_only"
   bool use_rslora = false;
-  std::optional<std::vector<std::string>> modules_to_save;
   /// "true" (Kaiming-uniform A, zero B), "false" (random A and B), "gaussian" (A ~ N(0, 1/r)).
   std::string init_lora_weights = "true";
-  std::optional<std::vector<int64_t>> layers_to_transform;
-  std::optional<std::vector<std::string>> layers_pattern;
   std::map<std::string, int64_t> rank_pattern;
   std::map<std::string, double> alpha_pattern;
   bool use_dora = false;
@@ -50,6 +30,7 @@ struct LoraConfig : PeftConfig {
   void validate() const override;
   nlohmann::json to_json() const override;
   std::unique_ptr<PeftConfig> clone() const override { return std::make_unique<LoraConfig>(*this); }
+  std::optional<std::vector<std::string>>* modules_to_save_field() override { return &modules_to_save; }
   /// Parses the LoRA fields of an adapter_config.json (base fields included).
   static LoraConfig from_json(const nlohmann::json& j, const std::string& source = "adapter_config.json");
 

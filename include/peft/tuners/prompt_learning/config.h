@@ -25,6 +25,7 @@ struct PromptLearningConfig : PeftConfig {
   std::optional<std::vector<std::string>> modules_to_save;
 
   void validate() const override;
+  std::optional<std::vector<std::string>>* modules_to_save_field() override { return &modules_to_save; }
   nlohmann::json to_json() const override;
   /// Total virtual tokens of the prompt table: P × num_transformer_submodules.
   int64_t total_virtual_tokens() const { return num_virtual_tokens * num_transformer_submodules; }

@@ -1,0 +1,149 @@
+// PeftModel's saved form. Mirrors peft/utils/save_and_load.py (get_peft_model_state_dict,
+// set_peft_model_state_dict) and peft/peft_model.py (save_pretrained, from_pretrained,
+// load_adapter). What is method-specific (the keys, side files, AdaLoRA's ranks) comes from the
+// TunerModel; modules_to_save are handled here for every method.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "modules_to_save.h"
+#include "peft/core/check.h"
+#include "peft/io/hf_checkpoint.h"
+#include "peft/io/safetensors.h"
+#include "peft/io/tensor_bridge.h"
+#include "peft/peft_model.h"
+#include "peft/tuners/registry.h"
+#include "peft/tuners/tuner_model.h"
+
+namespace peft {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// The tensors of adapter `name` under PEFT's keys: the tuner's plus modules_to_save.
+std::map<std::string, at::Tensor> with_modules_to_save(const PeftModel& pm, std::map<std::string, at::Tensor> out,
+                                                       const std::string& name) {
+  const std::string pre = pm.tuner().key_prefix();
+  for (const auto& m : pm.modules_to_save_params(name)) out[pre + m.param] = m.value;
+  return out;
+}
+
+std::string problems(const std::vector<std::string>& mismatched, const std::vector<std::string>& missing,
+                     const std::vector<std::string>& unexpected) {
+  std::ostringstream err;
+  auto list = [&](const char* what, const std::vector<std::string>& v) {
+    if (v.empty()) return;
+    err << "\n  " << what << " (" << v.size() << "):";
+    for (std::size_t i = 0; i < v.size() && i < 12; ++i) err << "\n    " << v[i];
+    if (v.size() > 12) err << "\n    ... and " << v.size() - 12 << " more";
+  };
+  list("shape mismatches (an adapter trained for another base model?)", mismatched);
+  list("missing from the file", missing);
+  list("in the file but matching no module of this model (the adapter would have no effect)", unexpected);
+  return err.str();
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> PeftModel::adapter_state_dict(const std::string& name) const {
+  PEFT_CHECK(configs_.count(name), std::invalid_argument, "[save_pretrained] no adapter named '", name, "'");
+  return with_modules_to_save(*this, tuner().saved_state_dict(name), name);
+}
+
+void PeftModel::save_pretrained(const std::string& dir, const std::vector<std::string>& selected) const {
+  const auto names = selected.empty() ? order_ : selected;
+  for (const auto& n : names) {
+    PEFT_CHECK(configs_.count(n), std::invalid_argument, "[save_pretrained] no adapter named '", n, "'");
+    const fs::path out = n == "default" ? fs::path(dir) : fs::path(dir) / n;
+    fs::create_directories(out);
+    std::map<std::string, at::Tensor> tensors;
+    for (const auto& [k, v] : adapter_state_dict(n)) tensors[k] = v.contiguous().clone();
+    io::save_safetensors((out / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+    tuner_->save_extra(out.string(), n);
+    nlohmann::json j = configs_.at(n)->to_json();
+    j["inference_mode"] = true;
+    if (j["base_model_name_or_path"].is_null() && !base_->config().source().empty())
+      j["base_model_name_or_path"] = fs::path(base_->config().source()).parent_path().string();
+    io::write_json_file((out / "adapter_config.json").string(), j);
+  }
+}
+
+std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::PretrainedModel> base,
+                                                      const std::string& dir, const std::string& adapter_name,
+                                                      bool is_trainable) {
+  auto cfg = load_peft_config(dir);
+  cfg->inference_mode = !is_trainable;
+  auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
+  pm->tuner().before_load(adapter_name);
+  pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
+  pm->set_adapter(adapter_name);
+  return pm;
+}
+
+void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool is_trainable) {
+  auto cfg = load_peft_config(dir);
+  cfg->inference_mode = !is_trainable;
+  inject(name, *cfg);
+  tuner_->before_load(name);
+  load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
+  set_adapters(active_);
+}
+
+void PeftModel::load_adapter_weights(const std::string& file, const std::string& name) {
+  PEFT_CHECK(fs::exists(file), FormatError, "[from_pretrained] ", file,
+             ": not found (adapter_model.bin pickles are not read; save adapters as safetensors)");
+  PEFT_CHECK(configs_.count(name), std::invalid_argument, "[from_pretrained] no adapter named '", name, "'");
+  const auto f = io::SafetensorsFile::open(file);
+  // Every key this adapter expects, by saved name -> our tensor (mirrors the inverse of
+  // get_peft_model_state_dict, as set_peft_model_state_dict derives it).
+  const auto tuned = tuner_->state_dict(name);
+  const auto expected = with_modules_to_save(*this, tuned, name);
+  auto params = base_->named_parameters(true);
+  const std::string pre = tuner_->key_prefix();
+  std::vector<std::string> unexpected, mismatched;
+  std::set<std::string> seen;
+  torch::NoGradGuard ng;
+  for (const auto& key : f.names()) {
+    auto it = expected.find(key);
+    if (it == expected.end()) {
+      unexpected.push_back(key);
+      continue;
+    }
+    const at::Tensor src = io::to_tensor(f, key);
+    seen.insert(key);  // present: a shape mismatch is reported as such, not as missing
+    if (src.sizes() != it->second.sizes()) {
+      std::ostringstream os;
+      os << "'" << key << "': file " << src.sizes() << " vs model " << it->second.sizes()
+         << tuner_->mismatch_hint(key, name);
+      mismatched.push_back(os.str());
+      continue;
+    }
+    // modules_to_save values go to the adapter's copy (and to the live module if it is live);
+    // ".original_module." entries are the untouched base values and are only checked for shape.
+    bool done = false;
+    for (auto& [mod, e] : mts_->modules) {
+      for (std::size_t i = 0; i < e.params.size(); ++i) {
+        const std::string leaf = e.params[i].substr(mod.size() + 1);
+        if (key == pre + mod + ".original_module." + leaf) done = true;
+        if ((pre + e.params[i] == key || key == pre + mod + ".modules_to_save." + leaf) && e.copies.count(name)) {
+          e.copies[name][i].copy_(src);
+          if (e.live == name) params[e.params[i]].copy_(src);
+          done = true;
+        }
+      }
+    }
+    if (!done) at::Tensor(it->second).copy_(src);
+  }
+  std::vector<std::string> missing;
+  for (const auto& [k, v] : tuned)
+    if (!seen.count(k) && tuner_->required_key(k)) missing.push_back(k);
+  const std::string e = problems(mismatched, missing, unexpected);
+  PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model:", e);
+  tuner_->after_load(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);
+}
+
+}  // namespace peft
