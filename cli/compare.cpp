@@ -23,15 +23,14 @@
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
 #include "peft/train/plot.h"
+#include "peft/train/run_config.h"
+#include "peft/core/strings.h"
 
 namespace peft::cli {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-const std::vector<std::string> kAllMethods = {"lora",          "adalora",  "qlora",        "prefix_tuning",
-                                              "p_tuning",      "prompt_tuning", "p_tuning_v2"};
 
 // Placement variants of prefix tuning (the Prefix-Tuning paper's ablations), for a "prompt
 // placement" table: `--methods prefix_tuning,prefix_infix,prefix_embedding`. Each runs
@@ -41,7 +40,8 @@ const std::map<std::string, std::string> kPlacementVariants = {
     {"prefix_infix", "prefix_placement=infix"}, {"prefix_embedding", "prefix_placement=embedding"}};
 
 bool known_method(const std::string& m) {
-  return std::find(kAllMethods.begin(), kAllMethods.end(), m) != kAllMethods.end() || kPlacementVariants.count(m);
+  const auto all = train::run_methods();
+  return std::find(all.begin(), all.end(), m) != all.end() || kPlacementVariants.count(m);
 }
 
 // Settings each method gets unless the config's `compare: {<method>: {...}}` says otherwise:
@@ -148,18 +148,17 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
         }
       } else {
         std::string valid = "methods, output_dir";
-        for (const auto& m : kAllMethods) valid += ", " + m;
+        for (const auto& m : train::run_methods()) valid += ", " + m;
         for (const auto& [m, extra] : kPlacementVariants) valid += ", " + m;
         throw ConfigError("[config] " + cfg_path + ": unknown key 'compare." + k + "' (valid: " + valid + ")");
       }
     }
     root.remove("compare");
   }
-  if (methods.empty()) methods = kAllMethods;
+  if (methods.empty()) methods = train::run_methods();
   for (const auto& m : methods)
-    PEFT_CHECK(known_method(m), ConfigError,
-               "[compare] unknown method '", m, "' (valid: lora, adalora, qlora, prefix_tuning, p_tuning, "
-               "prompt_tuning, p_tuning_v2, and the prefix placements prefix_infix, prefix_embedding)");
+    PEFT_CHECK(known_method(m), ConfigError, "[compare] unknown method '", m, "' (valid: ", join(train::run_methods(), 99),
+               ", and the prefix placements prefix_infix, prefix_embedding)");
   if (out.empty()) out = "compare";
   fs::create_directories(out);
   const std::string base_cfg = (fs::path(out) / "train_config.yaml").string();

@@ -2,7 +2,6 @@
 // PEFT config and transformers TrainingArguments field names, plus `key=value` overrides.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
-#include <yaml-cpp/yaml.h>
 
 #include <filesystem>
 #include <iostream>
@@ -28,12 +27,8 @@
 #include "peft/quant/linear4bit.h"
 #include "peft/train/data.h"
 #include "peft/train/metrics.h"
+#include "peft/train/run_config.h"
 #include "peft/train/trainer.h"
-#include "peft/tuners/lora/config.h"
-#include "peft/tuners/adalora/config.h"
-#include "peft/tuners/p_tuning/config.h"
-#include "peft/tuners/prefix_tuning/config.h"
-#include "peft/tuners/prompt_tuning/config.h"
 
 namespace peft::cli {
 
@@ -41,292 +36,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// One task of a multi-task run (`tasks:`): its name and the data keys it sets for itself.
-struct TaskEntry {
-  std::string name;
-  std::vector<std::pair<std::string, YAML::Node>> keys;
-};
-
-// The run configuration, field names as in PEFT / transformers.
-struct RunConfig {
-  std::string model, adapter, method = "lora", task = "causal_lm", train_file, eval_file;
-  std::string text_column = "text", text_pair_column, label_column = "label", label_regex;
-  std::vector<TaskEntry> tasks;  ///< multi-task classification: one shared adapter, a head per task
-  std::string task_name;         ///< set on a task's own configuration (task_config)
-  std::string prompt_template, completion_template, source_column = "source", target_column = "target";
-  int64_t max_length = 256, max_train_samples = 0, max_eval_samples = 0;
-  int64_t tag_column = -1;  ///< token_cls: the CoNLL column holding the tags (0-based; -1 = the last)
-  /// Without eval_file: the last this-percent of train_file's rows is the evaluation set (HF run_*'s
-  /// validation_split_percentage) and the rest the training set.
-  int64_t validation_split_percentage = 0;
-  int64_t eval_generate = 0, max_new_tokens = 48;
-  bool skip_bad_rows = false;
-  double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
-  LoraConfig lora;
-  AdaLoraConfig adalora;  ///< method: adalora (its LoRA fields come from `lora`)
-  // Prompt learning: method prompt_tuning / p_tuning / prefix_tuning / p_tuning_v2.
-  PromptTuningConfig prompt_tuning;
-  PromptEncoderConfig p_tuning;
-  PrefixTuningConfig prefix_tuning;
-  double prefix_dropout = -1;  ///< unset: 0.1 for p_tuning_v2 (THUDM's hidden_dropout_prob), else 0
-  train::TrainingArguments args;
-  // QLoRA: transformers' BitsAndBytesConfig names; method qlora turns load_in_4bit on.
-  bool load_in_4bit = false, bnb_4bit_use_double_quant = true;
-  std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
-  /// GGUF models: decode block-quantised projections to fp32 instead of keeping them quantised.
-  bool dequantize = false;
-
-  /// The PEFT config of a prompt-learning or LoRA method (p_tuning_v2 is prefix tuning, saved as
-  /// PREFIX_TUNING; qlora is LoRA on a 4-bit base; adalora: see adalora_config).
-  const PeftConfig& peft_config() const {
-    if (method == "prompt_tuning") return prompt_tuning;
-    if (method == "p_tuning") return p_tuning;
-    if (method == "prefix_tuning" || method == "p_tuning_v2") return prefix_tuning;
-    return lora;
-  }
-};
-
-// method: adalora: PEFT's AdaLoraConfig from the LoRA keys plus the AdaLoRA ones; total_step
-// defaults to max_steps.
-AdaLoraConfig adalora_config(const RunConfig& c) {
-  AdaLoraConfig a = c.adalora;
-  static_cast<LoraConfig&>(a) = c.lora;
-  a.peft_type = PeftType::AdaLora;
-  if (!a.total_step && c.args.max_steps > 0) a.total_step = c.args.max_steps;
-  return a;
-}
-
-// key -> setter; the one table of accepted keys (unknown keys are an error naming the key).
-using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
-
-template <typename T>
-T as(const YAML::Node& n, const std::string& key, const char* what) {
-  try {
-    return n.as<T>();
-  } catch (const YAML::Exception&) {
-    throw ConfigError("[config] key '" + key + "': expected " + what + ", got '" + YAML::Dump(n) + "'");
-  }
-}
-
-const std::map<std::string, Setter>& setters() {
-  static const std::map<std::string, Setter> t = [] {
-    std::map<std::string, Setter> m;
-#define S_STR(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = n.IsNull() ? std::string() : as<std::string>(n, k, "a string"); }
-#define S_INT(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<int64_t>(n, k, "an integer"); }
-#define S_DBL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<double>(n, k, "a number"); }
-#define S_BOOL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<bool>(n, k, "true or false"); }
-    S_STR("model", model); S_STR("adapter", adapter); S_STR("method", method); S_STR("task", task);
-    S_STR("train_file", train_file); S_STR("eval_file", eval_file);
-    S_STR("text_column", text_column); S_STR("text_pair_column", text_pair_column); S_STR("label_column", label_column);
-    S_STR("label_regex", label_regex);
-    S_STR("prompt_template", prompt_template); S_STR("completion_template", completion_template);
-    S_STR("source_column", source_column); S_STR("target_column", target_column);
-    S_INT("max_length", max_length); S_INT("max_train_samples", max_train_samples);
-    S_INT("max_eval_samples", max_eval_samples);
-    S_INT("validation_split_percentage", validation_split_percentage);
-    S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
-    S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
-    // LoRA (PEFT's LoraConfig names)
-    S_INT("r", lora.r); S_DBL("lora_alpha", lora.lora_alpha); S_DBL("lora_dropout", lora.lora_dropout);
-    S_STR("bias", lora.bias); S_BOOL("use_rslora", lora.use_rslora); S_BOOL("use_dora", lora.use_dora);
-    m["target_modules"] = [](RunConfig& c, const YAML::Node& n) {
-      if (n.IsSequence()) c.lora.target_modules = TargetSpec(as<std::vector<std::string>>(n, "target_modules", "a list of names"));
-      else c.lora.target_modules = TargetSpec(as<std::string>(n, "target_modules", "a list or a regex"));
-    };
-    m["modules_to_save"] = [](RunConfig& c, const YAML::Node& n) {
-      c.lora.modules_to_save = as<std::vector<std::string>>(n, "modules_to_save", "a list of names");
-      c.prompt_tuning.modules_to_save = c.p_tuning.modules_to_save = c.prefix_tuning.modules_to_save = c.lora.modules_to_save;
-    };
-    // AdaLoRA (PEFT's AdaLoraConfig names)
-    S_INT("init_r", adalora.init_r); S_INT("target_r", adalora.target_r); S_INT("tinit", adalora.tinit);
-    S_INT("tfinal", adalora.tfinal); S_INT("deltaT", adalora.deltaT); S_DBL("beta1", adalora.beta1);
-    S_DBL("beta2", adalora.beta2); S_DBL("orth_reg_weight", adalora.orth_reg_weight);
-    m["total_step"] = [](RunConfig& c, const YAML::Node& n) { c.adalora.total_step = as<int64_t>(n, "total_step", "an integer"); };
-    m["init_lora_weights"] = [](RunConfig& c, const YAML::Node& n) { c.lora.init_lora_weights = as<std::string>(n, "init_lora_weights", "true, false or gaussian"); };
-    // Prompt learning (PEFT's PromptTuningConfig / PromptEncoderConfig / PrefixTuningConfig names)
-    m["num_virtual_tokens"] = [](RunConfig& c, const YAML::Node& n) {
-      const auto v = as<int64_t>(n, "num_virtual_tokens", "an integer");
-      c.prompt_tuning.num_virtual_tokens = c.p_tuning.num_virtual_tokens = c.prefix_tuning.num_virtual_tokens = v;
-    };
-    m["encoder_hidden_size"] = [](RunConfig& c, const YAML::Node& n) {
-      c.p_tuning.encoder_hidden_size = c.prefix_tuning.encoder_hidden_size = as<int64_t>(n, "encoder_hidden_size", "an integer");
-    };
-    S_STR("prompt_tuning_init", prompt_tuning.prompt_tuning_init);
-    m["prompt_tuning_init_text"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.prompt_tuning_init_text = as<std::string>(n, "prompt_tuning_init_text", "a string"); };
-    m["tokenizer_name_or_path"] = [](RunConfig& c, const YAML::Node& n) { c.prompt_tuning.tokenizer_name_or_path = as<std::string>(n, "tokenizer_name_or_path", "a path"); };
-    S_STR("encoder_reparameterization_type", p_tuning.encoder_reparameterization_type);
-    S_INT("encoder_num_layers", p_tuning.encoder_num_layers); S_DBL("encoder_dropout", p_tuning.encoder_dropout);
-    S_BOOL("prefix_projection", prefix_tuning.prefix_projection); S_DBL("prefix_dropout", prefix_dropout);
-    S_STR("p_tuning_template", p_tuning.p_tuning_template);
-    S_STR("prefix_on", prefix_tuning.prefix_on); S_STR("prefix_placement", prefix_tuning.prefix_placement);
-    // TrainingArguments
-    S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
-    S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
-    S_DBL("adam_epsilon", args.adam_epsilon); S_DBL("max_grad_norm", args.max_grad_norm);
-    S_DBL("num_train_epochs", args.num_train_epochs); S_INT("max_steps", args.max_steps);
-    S_INT("per_device_train_batch_size", args.per_device_train_batch_size);
-    S_INT("per_device_eval_batch_size", args.per_device_eval_batch_size);
-    S_INT("gradient_accumulation_steps", args.gradient_accumulation_steps);
-    S_STR("lr_scheduler_type", args.lr_scheduler_type); S_DBL("warmup_ratio", args.warmup_ratio);
-    S_INT("warmup_steps", args.warmup_steps); S_INT("logging_steps", args.logging_steps);
-    S_INT("eval_steps", args.eval_steps); S_INT("save_steps", args.save_steps); S_INT("seed", args.seed);
-    S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
-    S_BOOL("bf16", args.bf16);
-    S_DBL("ddp_timeout", ddp_timeout);
-    // Multi-task classification: a list of {name, and the data keys below}; the others come from the top level.
-    m["tasks"] = [](RunConfig& c, const YAML::Node& n) {
-      static const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
-                                                      "label_column", "label_regex", "max_train_samples",
-                                                      "max_eval_samples", "max_length", "skip_bad_rows",
-                                                      "validation_split_percentage", "tag_column"};
-      PEFT_CHECK(n.IsSequence() && n.size() > 0, ConfigError, "[config] key 'tasks': expected a list of tasks, each a "
-                 "mapping with 'name' and data keys (train_file, eval_file, text_column, label_column, label_regex, ...)");
-      c.tasks.clear();
-      for (std::size_t i = 0; i < n.size(); ++i) {
-        const YAML::Node& t = n[i];
-        PEFT_CHECK(t.IsMap(), ConfigError, "[config] key 'tasks': entry ", i, " is not a mapping");
-        TaskEntry e;
-        for (const auto& kv : t) {
-          const auto k = kv.first.as<std::string>();
-          if (k == "name") {
-            e.name = as<std::string>(kv.second, "tasks[" + std::to_string(i) + "].name", "a string");
-            continue;
-          }
-          if (!kTaskKeys.count(k)) {
-            std::string valid = "name";
-            for (const auto& v : kTaskKeys) valid += ", " + v;
-            throw ConfigError("[config] key 'tasks': entry " + std::to_string(i) + ": unknown key '" + k +
-                              "' (valid keys: " + valid + ")");
-          }
-          e.keys.emplace_back(k, kv.second);
-        }
-        PEFT_CHECK(!e.name.empty(), ConfigError, "[config] key 'tasks': entry ", i, " has no 'name'");
-        for (const auto& o : c.tasks)
-          PEFT_CHECK(o.name != e.name, ConfigError, "[config] key 'tasks': the name '", e.name, "' is used twice");
-        c.tasks.push_back(std::move(e));
-      }
-    };
-    // BitsAndBytesConfig (QLoRA)
-    S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
-    S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
-    S_STR("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype);
-    S_BOOL("dequantize", dequantize);
-#undef S_STR
-#undef S_INT
-#undef S_DBL
-#undef S_BOOL
-    return m;
-  }();
-  return t;
-}
-
-void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std::string& where) {
-  auto it = setters().find(key);
-  if (it == setters().end()) {
-    std::string valid;
-    for (const auto& [k, f] : setters()) valid += (valid.empty() ? "" : ", ") + k;
-    throw ConfigError("[config] " + where + ": unknown key '" + key + "' (valid keys: " + valid + ")");
-  }
-  it->second(c, v);
-}
-
-RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  RunConfig c;
-  c.lora.task_type = TaskType::CausalLM;
-  if (!path.empty()) {
-    PEFT_CHECK(fs::exists(path), ConfigError, "[config] ", path, ": no such file");
-    YAML::Node root;
-    try {
-      root = YAML::LoadFile(path);
-    } catch (const YAML::Exception& e) {
-      throw ConfigError("[config] " + path + ": not valid YAML: " + e.what());
-    }
-    PEFT_CHECK(root.IsMap() || root.IsNull(), ConfigError, "[config] ", path, ": expected a mapping of key: value");
-    for (const auto& kv : root) apply(c, kv.first.as<std::string>(), kv.second, path);
-  }
-  for (const auto& o : overrides) {
-    const auto eq = o.find('=');
-    PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
-    apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
-  }
-  PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder or a .gguf file) is required");
-  // qlora = LoRA on a 4-bit (nf4 + double quant by default) base, all linear layers unless given.
-  const bool gguf = fs::is_regular_file(c.model) && io::is_gguf_file(c.model);
-  PEFT_CHECK(!(gguf && c.load_in_4bit), ConfigError, "[config] key 'load_in_4bit': ", c.model,
-             " is a GGUF file, which keeps its own quantisation (set dequantize: true for fp32 weights)");
-  if (c.method == "qlora") {
-    // A GGUF base is already quantised: qlora is LoRA on its blocks.
-    c.load_in_4bit = !gguf;
-    if (c.lora.target_modules.is_null()) c.lora.target_modules = TargetSpec(std::string("all-linear"));
-  }
-  PEFT_CHECK(c.bnb_4bit_quant_type == "nf4" || c.bnb_4bit_quant_type == "fp4", ConfigError,
-             "[config] key 'bnb_4bit_quant_type': '", c.bnb_4bit_quant_type, "' is not one of nf4, fp4");
-  PEFT_CHECK(c.bnb_4bit_compute_dtype == "float32" || c.bnb_4bit_compute_dtype == "bfloat16", ConfigError,
-             "[config] key 'bnb_4bit_compute_dtype': '", c.bnb_4bit_compute_dtype,
-             "' is not one of float32, bfloat16");
-  static const std::set<std::string> kMethods = {"lora", "adalora", "qlora", "prompt_tuning", "p_tuning",
-                                                 "prefix_tuning", "p_tuning_v2"};
-  PEFT_CHECK(kMethods.count(c.method), ConfigError, "[config] key 'method': '", c.method,
-             "' is not one of lora, adalora, qlora, prompt_tuning, p_tuning, prefix_tuning, p_tuning_v2");
-  static const std::map<std::string, std::pair<TaskType, train::TaskFormat>> kTasks = {
-      {"causal_lm", {TaskType::CausalLM, train::TaskFormat::CausalLM}},
-      {"seq_cls", {TaskType::SeqCls, train::TaskFormat::SeqCls}},
-      {"token_cls", {TaskType::TokenCls, train::TaskFormat::TokenCls}},
-      {"seq2seq", {TaskType::Seq2SeqLM, train::TaskFormat::Seq2Seq}}};
-  PEFT_CHECK(kTasks.count(c.task), ConfigError, "[config] key 'task': '", c.task,
-             "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
-  c.lora.task_type = kTasks.at(c.task).first;
-  c.prompt_tuning.task_type = c.p_tuning.task_type = c.prefix_tuning.task_type = c.lora.task_type;
-  if (c.method == "p_tuning_v2") {
-    // Deep prompt tuning (a key/value prefix in every layer, no reparameterisation) with the
-    // original code's prefix dropout. The paper targets classification; on generation tasks it is
-    // prefix tuning without projection, which is how `peft compare` runs it on E2E.
-    if (c.task != "seq_cls" && c.task != "token_cls")
-      std::cerr << "note: method p_tuning_v2 on task " << c.task
-                << ": deep prompt tuning (prefix tuning without projection, prefix dropout)\n";
-    if (c.prefix_dropout < 0) c.prefix_tuning.prefix_dropout = 0.1;
-  }
-  if (c.prefix_dropout >= 0) c.prefix_tuning.prefix_dropout = c.prefix_dropout;
-  if (c.method == "p_tuning" && !c.p_tuning.p_tuning_template.empty() && !c.p_tuning.tokenizer_name_or_path)
-    c.p_tuning.tokenizer_name_or_path = c.prompt_tuning.tokenizer_name_or_path.value_or(c.model);
-  if (c.method == "prompt_tuning" && c.prompt_tuning.prompt_tuning_init == "TEXT" && !c.prompt_tuning.tokenizer_name_or_path)
-    c.prompt_tuning.tokenizer_name_or_path = c.model;
-  c.peft_config().validate();
-  if (c.method == "adalora") {
-    PEFT_CHECK(c.adalora.total_step || c.args.max_steps > 0, ConfigError,
-               "[config] method adalora needs 'total_step' (or 'max_steps', which it defaults to)");
-    adalora_config(c).validate();
-  }
-  c.args.validate();
-  PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
-             "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
-  PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
-             "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls or token_cls, not ", c.task);
-  return c;
-}
-
-// A task's own configuration: the run's, with the task's data keys applied.
-RunConfig task_config(const RunConfig& c, const TaskEntry& t) {
-  RunConfig tc = c;
-  tc.task_name = t.name;
-  for (const auto& [k, v] : t.keys) apply(tc, k, v, "task '" + t.name + "'");
-  return tc;
-}
-
-models::LoadOptions load_options(const RunConfig& c) {
-  models::LoadOptions o;
-  o.load_in_4bit = c.load_in_4bit;
-  o.bnb_4bit_quant_type = c.bnb_4bit_quant_type;
-  o.bnb_4bit_use_double_quant = c.bnb_4bit_use_double_quant;
-  o.bnb_4bit_compute_dtype = c.bnb_4bit_compute_dtype;
-  o.dequantize = c.dequantize;
-  return o;
-}
+using train::RunConfig;
+using train::TaskEntry;
 
 // Classification tasks load the model with their head, sized for the labels of the training data
 // when config.json says otherwise (a new head is initialised, as transformers does).
 std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
-  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, load_options(c));
+  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, c.load_options());
   const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
   PEFT_CHECK(!io::is_gguf_file(c.model), NotSupported, "[train] task '", c.task, "' on a GGUF model (", c.model,
              ") is not supported; convert it first: peft convert ", c.model, " OUT_DIR");
@@ -587,7 +303,7 @@ Splits load_train_eval(const RunConfig& c, const io::Tokenizer& tok) {
   std::vector<train::Dataset> tr, ev;
   Splits s;
   for (const auto& t : c.tasks) {
-    Splits one = load_splits(task_config(c, t), tok, "task '" + t.name + "': ");
+    Splits one = load_splits(train::task_config(c, t), tok, "task '" + t.name + "': ");
     PEFT_CHECK(names.empty() || one.has_eval == s.has_eval, ConfigError, "[config] key 'tasks': give every task an "
                "evaluation set (eval_file or validation_split_percentage) or none (task '", t.name, "')");
     s.has_eval = one.has_eval;
@@ -603,7 +319,7 @@ Splits load_train_eval(const RunConfig& c, const io::Tokenizer& tok) {
 }
 
 void run_train(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& resume) {
-  const RunConfig c = load_config(cfg_path, overrides);
+  const RunConfig c = train::load_run_config(cfg_path, overrides);
   // A rank of a data-parallel run (RANK/WORLD_SIZE set by the launcher or torchrun): only rank 0 prints.
   const auto denv = distributed::env_from_environment();
   if (denv.rank != 0) std::cout.setstate(std::ios_base::badbit);
@@ -623,8 +339,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
               << "): weights " << quant::weight_bytes(*model) << " bytes\n";
   }
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
-  const AdaLoraConfig ada = c.method == "adalora" ? adalora_config(c) : AdaLoraConfig();
-  const PeftConfig& pcfg = c.method == "adalora" ? static_cast<const PeftConfig&>(ada) : c.peft_config();
+  const PeftConfig& pcfg = *c.peft;
   if (!c.adapter.empty()) {
     // A per-task adapter of a multi-task run names its labels: the data must have the same ones.
     const fs::path task_json = fs::path(c.adapter) / "task.json";
@@ -716,7 +431,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
 
 // peft eval: loss / perplexity (and BLEU with templates) of a model, with an optional adapter.
 void run_eval(const std::string& cfg_path, const std::vector<std::string>& overrides) {
-  const RunConfig c = load_config(cfg_path, overrides);
+  const RunConfig c = train::load_run_config(cfg_path, overrides);
   PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
   PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
   const auto tok0 = io::Tokenizer::from_pretrained(c.model);

@@ -88,6 +88,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/p_tuning/template.cpp
   ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
+  ${S}/train/run_config.cpp
   # QLoRA: 4-bit linear base and model helpers.
   ${S}/quant/linear4bit.cpp
   # GGUF: ggml block-type linear base.

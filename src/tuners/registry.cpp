@@ -20,6 +20,11 @@ namespace peft {
 namespace {
 
 template <typename Config>
+std::unique_ptr<PeftConfig> defaults() {
+  return std::make_unique<Config>();
+}
+
+template <typename Config>
 std::unique_ptr<PeftConfig> parse(const nlohmann::json& j, const std::string& source) {
   return std::make_unique<Config>(Config::from_json(j, source));
 }
@@ -30,11 +35,11 @@ std::unique_ptr<TunerModel> make(PeftModel& owner) {
 }
 
 const std::vector<TunerRow> kTuners = {
-    {PeftType::Lora, "lora", parse<LoraConfig>, make<lora::LoraModel>},
-    {PeftType::AdaLora, "adalora", parse<AdaLoraConfig>, make<adalora::AdaLoraModel>},
-    {PeftType::PrefixTuning, "prefix_tuning", parse<PrefixTuningConfig>, make<prompt::PromptLearningModel>},
-    {PeftType::PTuning, "p_tuning", parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
-    {PeftType::PromptTuning, "prompt_tuning", parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::Lora, "lora", defaults<LoraConfig>, parse<LoraConfig>, make<lora::LoraModel>},
+    {PeftType::AdaLora, "adalora", defaults<AdaLoraConfig>, parse<AdaLoraConfig>, make<adalora::AdaLoraModel>},
+    {PeftType::PrefixTuning, "prefix_tuning", defaults<PrefixTuningConfig>, parse<PrefixTuningConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::PTuning, "p_tuning", defaults<PromptEncoderConfig>, parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::PromptTuning, "prompt_tuning", defaults<PromptTuningConfig>, parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
 };
 
 }  // namespace

@@ -43,7 +43,7 @@ execute_process(COMMAND ${PEFT} info ${OUT}/model --adapter ${OUT}/run/adapter
 if(NOT rc EQUAL 0 OR NOT out MATCHES "P_TUNING, task CAUSAL_LM" OR NOT out MATCHES "trainable params: 20,320 ")
   message(FATAL_ERROR "peft info --adapter failed (${rc}):\n${out}${err}")
 endif()
-foreach(bad "method=prompt_tunning;is not one of lora, adalora, qlora, prompt_tuning"
+foreach(bad "method=prompt_tunning;is not one of lora, qlora, adalora, prefix_tuning"
             "method=prompt_tuning;prompt_tuning_init=TEXT;prompt_tuning_init_text can't be None"
             "method=p_tuning_v2;gradient_checkpointing=true;train_file=${SRC}/data/e2e/train.csv;eval_file=;max_train_samples=8;max_steps=1;does not work with gradient checkpointing"
             "method=prefix_tuning;num_virtual_tokens=0;num_virtual_tokens must be a positive integer")

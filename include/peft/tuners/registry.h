@@ -18,6 +18,8 @@ struct TunerRow {
   PeftType type;
   /// The method's name in run configs and on the command line ("lora", "prefix_tuning", ...).
   const char* name;
+  /// The config with PEFT's defaults (its to_json() keys are the method's fields).
+  std::unique_ptr<PeftConfig> (*make_config)();
   /// Parses an adapter_config.json object of this type (base fields included; not yet validated).
   std::unique_ptr<PeftConfig> (*parse)(const nlohmann::json& j, const std::string& source);
   /// The method's TunerModel for a PeftModel (created with the model's first adapter).

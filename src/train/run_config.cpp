@@ -1,0 +1,295 @@
+// The run configuration (train/run_config.h): one table of run keys; the method's own keys are
+// handed to its registry row's parser as JSON.
+#include "peft/train/run_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "peft/core/check.h"
+#include "peft/core/strings.h"
+#include "peft/io/gguf.h"
+#include "peft/tuners/registry.h"
+
+namespace peft::train {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+template <typename T>
+T as(const YAML::Node& n, const std::string& key, const char* what) {
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError("[config] key '" + key + "': expected " + what + ", got '" + YAML::Dump(n) + "'");
+  }
+}
+
+/// A YAML value as JSON: quoted scalars stay strings; plain ones become null, booleans, integers
+/// or numbers when they read as such.
+json to_json(const YAML::Node& n) {
+  if (n.IsNull()) return nullptr;
+  if (n.IsSequence()) {
+    json a = json::array();
+    for (const auto& e : n) a.push_back(to_json(e));
+    return a;
+  }
+  if (n.IsMap()) {
+    json o = json::object();
+    for (const auto& kv : n) o[kv.first.as<std::string>()] = to_json(kv.second);
+    return o;
+  }
+  const std::string s = n.Scalar();
+  if (n.Tag() == "!") return s;
+  if (s == "true" || s == "True") return true;
+  if (s == "false" || s == "False") return false;
+  if (s == "null" || s == "~" || s == "None") return nullptr;
+  try {
+    std::size_t pos = 0;
+    const long long i = std::stoll(s, &pos);
+    if (pos == s.size()) return static_cast<int64_t>(i);
+    const double d = std::stod(s, &pos);
+    if (pos == s.size()) return d;
+  } catch (const std::exception&) {
+  }
+  return s;
+}
+
+using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
+
+const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
+                                         "label_column", "label_regex", "max_train_samples",
+                                         "max_eval_samples", "max_length", "skip_bad_rows",
+                                         "validation_split_percentage", "tag_column"};
+
+void set_tasks(RunConfig& c, const YAML::Node& n) {
+  PEFT_CHECK(n.IsSequence() && n.size() > 0, ConfigError, "[config] key 'tasks': expected a list of tasks, each a "
+             "mapping with 'name' and data keys (train_file, eval_file, text_column, label_column, label_regex, ...)");
+  c.tasks.clear();
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node& t = n[i];
+    PEFT_CHECK(t.IsMap(), ConfigError, "[config] key 'tasks': entry ", i, " is not a mapping");
+    TaskEntry e;
+    for (const auto& kv : t) {
+      const auto k = kv.first.as<std::string>();
+      if (k == "name") {
+        e.name = as<std::string>(kv.second, "tasks[" + std::to_string(i) + "].name", "a string");
+        continue;
+      }
+      PEFT_CHECK(kTaskKeys.count(k), ConfigError, "[config] key 'tasks': entry ", i, ": unknown key '", k,
+                 "' (valid keys: name, ", join(std::vector<std::string>(kTaskKeys.begin(), kTaskKeys.end()), 99), ")");
+      e.keys.emplace_back(k, YAML::Dump(kv.second));
+    }
+    PEFT_CHECK(!e.name.empty(), ConfigError, "[config] key 'tasks': entry ", i, " has no 'name'");
+    for (const auto& o : c.tasks)
+      PEFT_CHECK(o.name != e.name, ConfigError, "[config] key 'tasks': the name '", e.name, "' is used twice");
+    c.tasks.push_back(std::move(e));
+  }
+}
+
+// key -> setter; the one table of run keys (the methods' keys come from their configs).
+const std::map<std::string, Setter>& setters() {
+  static const std::map<std::string, Setter> t = [] {
+    std::map<std::string, Setter> m;
+#define S_STR(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = n.IsNull() ? std::string() : as<std::string>(n, k, "a string"); }
+#define S_INT(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<int64_t>(n, k, "an integer"); }
+#define S_DBL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<double>(n, k, "a number"); }
+#define S_BOOL(k, field) m[k] = [](RunConfig& c, const YAML::Node& n) { c.field = as<bool>(n, k, "true or false"); }
+    S_STR("model", model); S_STR("adapter", adapter); S_STR("method", method); S_STR("task", task);
+    S_STR("train_file", train_file); S_STR("eval_file", eval_file);
+    S_STR("text_column", text_column); S_STR("text_pair_column", text_pair_column); S_STR("label_column", label_column);
+    S_STR("label_regex", label_regex);
+    S_STR("prompt_template", prompt_template); S_STR("completion_template", completion_template);
+    S_STR("source_column", source_column); S_STR("target_column", target_column);
+    S_INT("max_length", max_length); S_INT("max_train_samples", max_train_samples);
+    S_INT("max_eval_samples", max_eval_samples);
+    S_INT("validation_split_percentage", validation_split_percentage);
+    S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
+    S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
+    // TrainingArguments
+    S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
+    S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
+    S_DBL("adam_epsilon", args.adam_epsilon); S_DBL("max_grad_norm", args.max_grad_norm);
+    S_DBL("num_train_epochs", args.num_train_epochs); S_INT("max_steps", args.max_steps);
+    S_INT("per_device_train_batch_size", args.per_device_train_batch_size);
+    S_INT("per_device_eval_batch_size", args.per_device_eval_batch_size);
+    S_INT("gradient_accumulation_steps", args.gradient_accumulation_steps);
+    S_STR("lr_scheduler_type", args.lr_scheduler_type); S_DBL("warmup_ratio", args.warmup_ratio);
+    S_INT("warmup_steps", args.warmup_steps); S_INT("logging_steps", args.logging_steps);
+    S_INT("eval_steps", args.eval_steps); S_INT("save_steps", args.save_steps); S_INT("seed", args.seed);
+    S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
+    S_BOOL("bf16", args.bf16);
+    S_DBL("ddp_timeout", ddp_timeout);
+    m["tasks"] = set_tasks;
+    // BitsAndBytesConfig (QLoRA)
+    S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
+    S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
+    S_STR("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype);
+    S_BOOL("dequantize", dequantize);
+#undef S_STR
+#undef S_INT
+#undef S_DBL
+#undef S_BOOL
+    return m;
+  }();
+  return t;
+}
+
+// The PEFT config fields of each registered method (a default config's JSON keys, base fields aside).
+const std::map<std::string, std::set<std::string>>& method_keys() {
+  static const std::map<std::string, std::set<std::string>> t = [] {
+    std::map<std::string, std::set<std::string>> m;
+    for (const auto& row : tuner_rows()) {
+      const json j = row.make_config()->to_json();
+      for (auto it = j.begin(); it != j.end(); ++it)
+        if (it.key() != "peft_type" && it.key() != "task_type" && it.key() != "base_model_name_or_path" &&
+            it.key() != "revision" && it.key() != "inference_mode")
+          m[row.name].insert(it.key());
+    }
+    return m;
+  }();
+  return t;
+}
+
+void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std::string& where) {
+  if (auto it = setters().find(key); it != setters().end()) return it->second(c, v);
+  for (const auto& [method, keys] : method_keys())
+    if (keys.count(key)) {
+      c.method_fields[key] = to_json(v);
+      return;
+    }
+  std::set<std::string> valid;
+  for (const auto& [k, f] : setters()) valid.insert(k);
+  for (const auto& [method, keys] : method_keys()) valid.insert(keys.begin(), keys.end());
+  throw ConfigError("[config] " + where + ": unknown key '" + key +
+                    "' (valid keys: " + join(std::vector<std::string>(valid.begin(), valid.end()), 1000) + ")");
+}
+
+/// The method's PEFT config from the run: its own fields, the task, and the defaults of the
+/// run-config variants (qlora, p_tuning_v2) and of fields that follow from the run.
+std::shared_ptr<const PeftConfig> build_peft_config(const RunConfig& c) {
+  const bool qlora = c.method == "qlora", v2 = c.method == "p_tuning_v2";
+  const TunerRow& row = tuner_row(qlora ? "lora" : v2 ? "prefix_tuning" : c.method);
+  json j = json::object();
+  const auto& own = method_keys().at(row.name);
+  for (auto it = c.method_fields.begin(); it != c.method_fields.end(); ++it)
+    if (own.count(it.key())) j[it.key()] = it.value();
+  j["peft_type"] = to_string(row.type);
+  j["task_type"] = to_string(c.task_type());
+  if (qlora && !j.contains("target_modules")) j["target_modules"] = "all-linear";
+  if (v2) {
+    // Deep prompt tuning (a key/value prefix in every layer, no reparameterisation) with the
+    // original code's prefix dropout. The paper targets classification; on generation tasks it is
+    // prefix tuning without projection, which is how `peft compare` runs it on E2E.
+    if (c.task != "seq_cls" && c.task != "token_cls")
+      std::cerr << "note: method p_tuning_v2 on task " << c.task
+                << ": deep prompt tuning (prefix tuning without projection, prefix dropout)\n";
+    if (!j.contains("prefix_dropout")) j["prefix_dropout"] = 0.1;
+  }
+  if (row.type == PeftType::AdaLora && (!j.contains("total_step") || j["total_step"].is_null())) {
+    PEFT_CHECK(c.args.max_steps > 0, ConfigError,
+               "[config] method adalora needs 'total_step' (or 'max_steps', which it defaults to)");
+    j["total_step"] = c.args.max_steps;
+  }
+  // Prompt tuning from text and P-Tuning templates tokenise with the model's tokenizer by default.
+  const bool text_init = j.value("prompt_tuning_init", std::string()) == "TEXT";
+  const bool templated = j.contains("p_tuning_template") && j["p_tuning_template"].is_string() &&
+                         !j["p_tuning_template"].get<std::string>().empty();
+  if ((text_init || templated) && own.count("tokenizer_name_or_path") &&
+      (!j.contains("tokenizer_name_or_path") || j["tokenizer_name_or_path"].is_null()))
+    j["tokenizer_name_or_path"] = c.model;
+  auto cfg = std::shared_ptr<PeftConfig>(row.parse(j, "method " + c.method));
+  cfg->validate();
+  return cfg;
+}
+
+}  // namespace
+
+TaskType RunConfig::task_type() const {
+  static const std::map<std::string, TaskType> kTasks = {{"causal_lm", TaskType::CausalLM},
+                                                         {"seq_cls", TaskType::SeqCls},
+                                                         {"token_cls", TaskType::TokenCls},
+                                                         {"seq2seq", TaskType::Seq2SeqLM}};
+  auto it = kTasks.find(task);
+  PEFT_CHECK(it != kTasks.end(), ConfigError, "[config] key 'task': '", task,
+             "' is not one of causal_lm, seq_cls, token_cls, seq2seq");
+  return it->second;
+}
+
+models::LoadOptions RunConfig::load_options() const {
+  models::LoadOptions o;
+  o.load_in_4bit = load_in_4bit;
+  o.bnb_4bit_quant_type = bnb_4bit_quant_type;
+  o.bnb_4bit_use_double_quant = bnb_4bit_use_double_quant;
+  o.bnb_4bit_compute_dtype = bnb_4bit_compute_dtype;
+  o.dequantize = dequantize;
+  return o;
+}
+
+std::vector<std::string> run_methods() {
+  std::vector<std::string> out;
+  for (const auto& row : tuner_rows()) {
+    out.push_back(row.name);
+    if (std::string(row.name) == "lora") out.push_back("qlora");
+    if (std::string(row.name) == "prefix_tuning") out.push_back("p_tuning_v2");
+  }
+  return out;
+}
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  RunConfig c;
+  if (!path.empty()) {
+    PEFT_CHECK(fs::exists(path), ConfigError, "[config] ", path, ": no such file");
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(path);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError("[config] " + path + ": not valid YAML: " + e.what());
+    }
+    PEFT_CHECK(root.IsMap() || root.IsNull(), ConfigError, "[config] ", path, ": expected a mapping of key: value");
+    for (const auto& kv : root) apply(c, kv.first.as<std::string>(), kv.second, path);
+  }
+  for (const auto& o : overrides) {
+    const auto eq = o.find('=');
+    PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
+    apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
+  }
+  PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder or a .gguf file) is required");
+  const bool gguf = fs::is_regular_file(c.model) && io::is_gguf_file(c.model);
+  PEFT_CHECK(!(gguf && c.load_in_4bit), ConfigError, "[config] key 'load_in_4bit': ", c.model,
+             " is a GGUF file, which keeps its own quantisation (set dequantize: true for fp32 weights)");
+  const auto methods = run_methods();
+  PEFT_CHECK(std::find(methods.begin(), methods.end(), c.method) != methods.end(), ConfigError,
+             "[config] key 'method': '", c.method, "' is not one of ", join(methods, 99));
+  // qlora = LoRA on a 4-bit (nf4 + double quant by default) base; a GGUF base is already
+  // quantised, so there qlora is LoRA on its blocks.
+  if (c.method == "qlora") c.load_in_4bit = !gguf;
+  PEFT_CHECK(c.bnb_4bit_quant_type == "nf4" || c.bnb_4bit_quant_type == "fp4", ConfigError,
+             "[config] key 'bnb_4bit_quant_type': '", c.bnb_4bit_quant_type, "' is not one of nf4, fp4");
+  PEFT_CHECK(c.bnb_4bit_compute_dtype == "float32" || c.bnb_4bit_compute_dtype == "bfloat16", ConfigError,
+             "[config] key 'bnb_4bit_compute_dtype': '", c.bnb_4bit_compute_dtype,
+             "' is not one of float32, bfloat16");
+  (void)c.task_type();  // checks the task name
+  c.peft = build_peft_config(c);
+  c.args.validate();
+  PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
+             "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
+  PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
+             "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls or token_cls, not ", c.task);
+  return c;
+}
+
+RunConfig task_config(const RunConfig& c, const TaskEntry& t) {
+  RunConfig tc = c;
+  tc.task_name = t.name;
+  for (const auto& [k, v] : t.keys) apply(tc, k, YAML::Load(v), "task '" + t.name + "'");
+  return tc;
+}
+
+}  // namespace peft::train
