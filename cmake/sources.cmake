@@ -89,6 +89,9 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
   ${S}/train/run_config.cpp
+  ${S}/train/datasets.cpp
+  ${S}/train/evaluate.cpp
+  ${S}/train/run.cpp
   # QLoRA: 4-bit linear base and model helpers.
   ${S}/quant/linear4bit.cpp
   # GGUF: ggml block-type linear base.

@@ -50,14 +50,8 @@ json to_json(const YAML::Node& n) {
   if (s == "true" || s == "True") return true;
   if (s == "false" || s == "False") return false;
   if (s == "null" || s == "~" || s == "None") return nullptr;
-  try {
-    std::size_t pos = 0;
-    const long long i = std::stoll(s, &pos);
-    if (pos == s.size()) return static_cast<int64_t>(i);
-    const double d = std::stod(s, &pos);
-    if (pos == s.size()) return d;
-  } catch (const std::exception&) {
-  }
+  const json number = json::parse(s, nullptr, /*allow_exceptions=*/false);  // YAML's numbers are JSON's
+  if (number.is_number()) return number;
   return s;
 }
 
@@ -146,11 +140,13 @@ const std::map<std::string, std::set<std::string>>& method_keys() {
   static const std::map<std::string, std::set<std::string>> t = [] {
     std::map<std::string, std::set<std::string>> m;
     for (const auto& row : tuner_rows()) {
-      const json j = row.make_config()->to_json();
+      const auto cfg = row.make_config();
+      const json j = cfg->to_json();
       for (auto it = j.begin(); it != j.end(); ++it)
         if (it.key() != "peft_type" && it.key() != "task_type" && it.key() != "base_model_name_or_path" &&
             it.key() != "revision" && it.key() != "inference_mode")
           m[row.name].insert(it.key());
+      for (const auto& k : cfg->optional_fields()) m[row.name].insert(k);
     }
     return m;
   }();

@@ -40,6 +40,9 @@ struct PeftConfig {
   /// The method's modules_to_save field (trained and saved in full beside the adapter), or
   /// nullptr for methods without one.
   virtual std::optional<std::vector<std::string>>* modules_to_save_field() { return nullptr; }
+  /// Fields this build has beyond PEFT's, which to_json writes only when set (so PEFT still reads
+  /// the file); with to_json's keys, the config's whole schema.
+  virtual std::vector<std::string> optional_fields() const { return {}; }
 };
 
 namespace detail {

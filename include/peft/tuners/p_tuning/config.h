@@ -31,6 +31,7 @@ struct PromptEncoderConfig : PromptLearningConfig {
   nlohmann::json to_json() const override;
   void fill_from_model(const models::ModelConfig& model) override;
   std::unique_ptr<PeftConfig> clone() const override { return std::make_unique<PromptEncoderConfig>(*this); }
+  std::vector<std::string> optional_fields() const override { return {"p_tuning_template", "tokenizer_name_or_path"}; }
   static PromptEncoderConfig from_json(const nlohmann::json& j, const std::string& source = "adapter_config.json");
 };
 

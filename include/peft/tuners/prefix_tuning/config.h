@@ -45,6 +45,7 @@ struct PrefixTuningConfig : PromptLearningConfig {
   nlohmann::json to_json() const override;
   void fill_from_model(const models::ModelConfig& model) override;
   std::unique_ptr<PeftConfig> clone() const override { return std::make_unique<PrefixTuningConfig>(*this); }
+  std::vector<std::string> optional_fields() const override { return {"prefix_dropout", "prefix_on", "prefix_placement"}; }
   static PrefixTuningConfig from_json(const nlohmann::json& j, const std::string& source = "adapter_config.json");
 };
 

@@ -1,0 +1,96 @@
+// Run configs (train/run_config): run keys, the method's own PEFT keys parsed by its registry row,
+// the qlora / p_tuning_v2 variants, and the errors a user sees.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "peft/core/error.h"
+#include "peft/train/run_config.h"
+#include "peft/tuners/adalora/config.h"
+#include "peft/tuners/lora/config.h"
+#include "peft/tuners/prefix_tuning/config.h"
+#include "peft/tuners/prompt_tuning/config.h"
+#include "peft/tuners/registry.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using peft::train::load_run_config;
+
+std::string yaml_file(const std::string& name, const std::string& text) {
+  const fs::path p = fs::path(PEFT_TEST_OUTPUT_DIR) / "run_config" / name;
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+std::string error_of(const std::string& path, const std::vector<std::string>& overrides) {
+  try {
+    load_run_config(path, overrides);
+  } catch (const peft::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RunConfig, MethodKeysGoToTheMethodsOwnParser) {
+  const auto p = yaml_file("lora.yaml",
+                           "model: m\nmethod: lora\nr: 4\nlora_alpha: 12\ntarget_modules: [q_proj, v_proj]\n"
+                           "init_lora_weights: gaussian\nnum_virtual_tokens: 7\nlearning_rate: 0.001\n");
+  const auto c = load_run_config(p, {"lora_dropout=0.05"});
+  const auto& l = dynamic_cast<const peft::LoraConfig&>(*c.peft);
+  EXPECT_EQ(l.peft_type, peft::PeftType::Lora);
+  EXPECT_EQ(l.task_type, peft::TaskType::CausalLM);
+  EXPECT_EQ(l.r, 4);
+  EXPECT_DOUBLE_EQ(l.lora_alpha, 12);
+  EXPECT_DOUBLE_EQ(l.lora_dropout, 0.05);
+  EXPECT_EQ(l.init_lora_weights, "gaussian");
+  ASSERT_TRUE(l.target_modules.is_list());
+  EXPECT_EQ(l.target_modules.list(), (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_DOUBLE_EQ(c.args.learning_rate, 0.001);
+  // The same file runs another method: its keys apply, the LoRA ones are left to LoRA.
+  const auto pt = load_run_config(p, {"method=prompt_tuning", "task=seq_cls"});
+  const auto& t = dynamic_cast<const peft::PromptTuningConfig&>(*pt.peft);
+  EXPECT_EQ(t.num_virtual_tokens, 7);
+  EXPECT_EQ(t.task_type, peft::TaskType::SeqCls);
+}
+
+TEST(RunConfig, VariantsAndRunDerivedDefaults) {
+  const auto p = yaml_file("variants.yaml", "model: m\nmax_steps: 30\nnum_virtual_tokens: 5\n");
+  const auto q = load_run_config(p, {"method=qlora"});
+  EXPECT_TRUE(q.load_in_4bit);
+  const auto& ql = dynamic_cast<const peft::LoraConfig&>(*q.peft);
+  ASSERT_TRUE(ql.target_modules.is_regex());
+  EXPECT_EQ(ql.target_modules.regex(), "all-linear");
+  const auto v2 = load_run_config(p, {"method=p_tuning_v2"});
+  const auto& pf = dynamic_cast<const peft::PrefixTuningConfig&>(*v2.peft);
+  EXPECT_EQ(pf.peft_type, peft::PeftType::PrefixTuning);
+  EXPECT_DOUBLE_EQ(pf.prefix_dropout, 0.1);
+  EXPECT_DOUBLE_EQ(dynamic_cast<const peft::PrefixTuningConfig&>(
+                       *load_run_config(p, {"method=p_tuning_v2", "prefix_dropout=0.2"}).peft).prefix_dropout, 0.2);
+  const auto ada = load_run_config(p, {"method=adalora", "init_r=6", "target_r=2"});
+  const auto& a = dynamic_cast<const peft::AdaLoraConfig&>(*ada.peft);
+  EXPECT_EQ(a.total_step, 30);  // total_step follows max_steps
+  EXPECT_EQ(a.init_r, 6);
+}
+
+TEST(RunConfig, EveryRegisteredMethodIsARunMethod) {
+  const auto methods = peft::train::run_methods();
+  for (const auto& row : peft::tuner_rows())
+    EXPECT_NE(std::find(methods.begin(), methods.end(), row.name), methods.end()) << row.name;
+}
+
+TEST(RunConfig, ErrorsNameTheKey) {
+  const auto p = yaml_file("errors.yaml", "model: m\nmax_steps: 10\n");
+  EXPECT_NE(error_of(p, {"learning_rat=0.1"}).find("unknown key 'learning_rat'"), std::string::npos);
+  EXPECT_NE(error_of(p, {"method=lorra"}).find("'lorra' is not one of lora"), std::string::npos);
+  EXPECT_NE(error_of(p, {"r=eight"}).find("'r'"), std::string::npos);
+  EXPECT_NE(error_of(p, {"learning_rate=fast"}).find("key 'learning_rate': expected a number"), std::string::npos);
+  EXPECT_NE(error_of(p, {"bias=some"}).find("bias"), std::string::npos);  // LoraConfig's own validation
+  EXPECT_NE(error_of(p, {"task=regression"}).find("key 'task'"), std::string::npos);
+  EXPECT_NE(error_of(yaml_file("no_model.yaml", "r: 4\n"), {}).find("key 'model'"), std::string::npos);
+  EXPECT_NE(error_of(p, {"method=adalora", "max_steps=-1"}).find("total_step"), std::string::npos);
+}
+
+}  // namespace
