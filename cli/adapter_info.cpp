@@ -9,6 +9,7 @@
 #include <map>
 
 #include "peft/core/check.h"
+#include "peft/core/strings.h"
 #include "peft/io/safetensors.h"
 #include "peft/train/plot.h"
 #include "peft/tuners/adalora/config.h"
@@ -23,15 +24,6 @@ bool is_adapter_dir(const std::string& path) {
 }
 
 namespace {
-
-std::string with_commas(int64_t n) {
-  std::string s = std::to_string(n), out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i && (s.size() - i) % 3 == 0) out.push_back(',');
-    out.push_back(s[i]);
-  }
-  return out;
-}
 
 void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const std::string& file,
                    const std::string& plot) {
@@ -99,7 +91,7 @@ void run_adapter_info(const std::string& path, bool list_tensors, const std::str
             << "task_type:     " << (cfg->task_type == TaskType::None ? "-" : to_string(cfg->task_type)) << "\n"
             << "base model:    " << (cfg->base_model_name_or_path.empty() ? "-" : cfg->base_model_name_or_path) << "\n"
             << "tensors:       " << f.names().size() << "\n"
-            << "parameters:    " << with_commas(params) << "\n";
+            << "parameters:    " << thousands(params) << "\n";
   if (const auto* ada = dynamic_cast<const AdaLoraConfig*>(cfg.get())) adalora_table(*ada, f, file, plot);
   else PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot draws AdaLoRA ranks; ", path, " is ", to_string(cfg->peft_type));
   if (list_tensors) {

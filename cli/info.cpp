@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "peft/config/peft_config.h"
 #include "peft/core/check.h"
+#include "peft/core/strings.h"
 #include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
@@ -35,15 +36,6 @@ std::string field(const json& cfg, std::initializer_list<const char*> keys, cons
   return dflt;
 }
 
-std::string with_commas(int64_t n) {
-  std::string s = std::to_string(n), out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i && (s.size() - i) % 3 == 0) out.push_back(',');
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
 std::string percent(int64_t part, int64_t whole) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(1) << (whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0) << "%";
@@ -54,7 +46,7 @@ std::string percent(int64_t part, int64_t whole) {
 // and their share, the tokenizer.
 void run_gguf_info(const std::string& path, bool list_tensors) {
   const auto f = io::GgufFile::open(path);
-  std::cout << "checkpoint:    " << path << " (GGUF v" << f.version() << ", " << with_commas(static_cast<int64_t>(f.file_size()))
+  std::cout << "checkpoint:    " << path << " (GGUF v" << f.version() << ", " << thousands(static_cast<int64_t>(f.file_size()))
             << " bytes)\n";
   if (f.has("general.name")) std::cout << "name:          " << f.get_string("general.name") << "\n";
   const std::string arch = f.get_string("general.architecture", "-");
@@ -101,12 +93,12 @@ void run_gguf_info(const std::string& path, bool list_tensors) {
     bytes += static_cast<int64_t>(t.nbytes);
   }
   std::cout << "tensors:       " << f.tensors().size() << "\n"
-            << "parameters:    " << with_commas(total) << " (" << with_commas(bytes) << " bytes, "
+            << "parameters:    " << thousands(total) << " (" << thousands(bytes) << " bytes, "
             << std::fixed << std::setprecision(2) << (total ? 8.0 * static_cast<double>(bytes) / static_cast<double>(total) : 0.0)
             << " bits per weight)\n";
   for (const auto& [ty, e] : per_type)
-    std::cout << "  " << std::left << std::setw(6) << ty << " " << std::setw(14) << with_commas(e.first) << " params "
-              << std::right << std::setw(6) << percent(e.first, total) << "  " << with_commas(e.second) << " bytes\n";
+    std::cout << "  " << std::left << std::setw(6) << ty << " " << std::setw(14) << thousands(e.first) << " params "
+              << std::right << std::setw(6) << percent(e.first, total) << "  " << thousands(e.second) << " bytes\n";
   if (f.has("tokenizer.ggml.model")) {
     std::cout << "tokenizer:     " << f.get_string("tokenizer.ggml.model") << " (pre " << f.get_string("tokenizer.ggml.pre", "default")
               << "), " << (f.has("tokenizer.ggml.tokens") ? f.at("tokenizer.ggml.tokens").items.size() : 0) << " tokens";
@@ -160,9 +152,9 @@ void run_info(const std::string& path, bool list_tensors, const std::string& plo
   }
   std::cout << "shards:        " << ck.shards().size() << "\n"
             << "tensors:       " << ck.tensor_names().size() << "\n"
-            << "parameters:    " << with_commas(total) << " (" << with_commas(bytes) << " bytes)\n";
+            << "parameters:    " << thousands(total) << " (" << thousands(bytes) << " bytes)\n";
   for (const auto& [dt, n] : per_dtype)
-    std::cout << "  " << std::left << std::setw(6) << dt << " " << with_commas(n) << "\n";
+    std::cout << "  " << std::left << std::setw(6) << dt << " " << thousands(n) << "\n";
   if (list_tensors) {
     for (const auto& n : ck.tensor_names()) {
       const auto& t = ck.tensor(n);
