@@ -130,9 +130,13 @@ double LoraConfig::alpha_for(const std::string& module) const {
   return k ? alpha_pattern.at(*k) : lora_alpha;
 }
 
+double lora_scaling(double alpha, int64_t r, bool use_rslora) {
+  const double rr = static_cast<double>(r);
+  return use_rslora ? alpha / std::sqrt(rr) : alpha / rr;
+}
+
 double LoraConfig::scaling_for(const std::string& module) const {
-  const double rr = static_cast<double>(rank_for(module));
-  return use_rslora ? alpha_for(module) / std::sqrt(rr) : alpha_for(module) / rr;
+  return lora_scaling(alpha_for(module), rank_for(module), use_rslora);
 }
 
 std::vector<std::string> default_lora_targets(const std::string& mt) {

@@ -13,9 +13,7 @@
 
 namespace peft::lora {
 
-double LoraSettings::scaling() const {
-  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
-}
+double LoraSettings::scaling() const { return lora_scaling(alpha, r, use_rslora); }
 
 namespace {
 

@@ -41,6 +41,9 @@ struct LoraConfig : PeftConfig, TargetFields {
   double scaling_for(const std::string& module) const;
 };
 
+/// LoRA's scale of B·A: alpha / r, or alpha / sqrt(r) with use_rslora (rsLoRA).
+double lora_scaling(double alpha, int64_t r, bool use_rslora);
+
 /// PEFT's default target modules per model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
 /// empty when the architecture has no default.
 std::vector<std::string> default_lora_targets(const std::string& model_type);
