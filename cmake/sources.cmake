@@ -17,6 +17,7 @@ set(PEFT_CORE_SOURCES
   ${S}/tuners/target_match.cpp
   ${S}/tuners/lora/config.cpp
   ${S}/tuners/adalora/config.cpp
+  ${S}/tuners/ia3/config.cpp
   ${S}/tuners/prompt_learning/config.cpp
   ${S}/tuners/prompt_tuning/config.cpp
   ${S}/tuners/p_tuning/config.cpp
