@@ -8,6 +8,8 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/model.h"
+#include "peft/tuners/ia3/config.h"
+#include "peft/tuners/ia3/model.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/tuners/lora/model.h"
 #include "peft/tuners/p_tuning/config.h"
@@ -35,6 +37,7 @@ const std::vector<TunerRow> kTuners = {
     {PeftType::PrefixTuning, "prefix_tuning", parse<PrefixTuningConfig>, make<prompt::PromptLearningModel>},
     {PeftType::PTuning, "p_tuning", parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
     {PeftType::PromptTuning, "prompt_tuning", parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::Ia3, "ia3", parse<Ia3Config>, make<ia3::Ia3Model>},
 };
 
 }  // namespace
