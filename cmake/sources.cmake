@@ -17,6 +17,7 @@ set(PEFT_CORE_SOURCES
   ${S}/tuners/target_match.cpp
   ${S}/tuners/lora/config.cpp
   ${S}/tuners/adalora/config.cpp
+  ${S}/tuners/ia3/config.cpp
   ${S}/tuners/prompt_learning/config.cpp
   ${S}/tuners/prompt_tuning/config.cpp
   ${S}/tuners/p_tuning/config.cpp
@@ -74,6 +75,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/generation.cpp
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/adalora/layer.cpp
+  ${S}/tuners/ia3/layer.cpp
   ${S}/tuners/peft_model.cpp
   ${S}/tuners/save_and_load.cpp
   ${S}/tuners/registry.cpp
@@ -81,6 +83,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/layer_tuner.cpp
   ${S}/tuners/lora/model.cpp
   ${S}/tuners/adalora/model.cpp
+  ${S}/tuners/ia3/model.cpp
   ${S}/tuners/prompt_learning/encoder.cpp
   ${S}/tuners/prompt_learning/model.cpp
   ${S}/tuners/prompt_learning/generate.cpp

@@ -19,6 +19,7 @@
 #include "peft/train/metrics.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/adalora/model.h"
+#include "peft/tuners/ia3/model.h"
 #include "peft/tuners/lora/model.h"
 #include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"

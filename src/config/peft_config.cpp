@@ -13,12 +13,13 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::array<std::pair<PeftType, const char*>, 5> kPeftTypes = {{
+constexpr std::array<std::pair<PeftType, const char*>, 6> kPeftTypes = {{
     {PeftType::Lora, "LORA"},
     {PeftType::AdaLora, "ADALORA"},
     {PeftType::PrefixTuning, "PREFIX_TUNING"},
     {PeftType::PTuning, "P_TUNING"},
     {PeftType::PromptTuning, "PROMPT_TUNING"},
+    {PeftType::Ia3, "IA3"},
 }};
 constexpr std::array<std::pair<TaskType, const char*>, 7> kTaskTypes = {{
     {TaskType::None, ""},
@@ -46,16 +47,16 @@ PeftType parse_peft_type(const std::string& s) {
   for (const auto& [k, name] : kPeftTypes)
     if (s == name) return k;
   // Valid PEFT methods this library does not implement are NotSupported, not a typo.
-  static const char* const kOtherPeft[] = {"LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "FOURIERFT", "HRA",
+  static const char* const kOtherPeft[] = {"LOHA", "LOKR", "OFT", "BOFT", "VERA", "FOURIERFT", "HRA",
                                            "VBLORA", "LN_TUNING", "POLY", "MULTITASK_PROMPT_TUNING",
                                            "ADAPTION_PROMPT", "XLORA", "CPT", "BONE", "MISS", "RANDLORA",
                                            "TRAINABLE_TOKENS", "SHIRA", "C3A", "ROAD", "WAVEFT", "DELORA"};
   for (const char* o : kOtherPeft)
     PEFT_CHECK(s != o, NotSupported, "[config] peft_type '", s,
                "' is a PEFT method this library does not implement (LORA, ADALORA, PREFIX_TUNING, "
-               "P_TUNING, PROMPT_TUNING)");
+               "P_TUNING, PROMPT_TUNING, IA3)");
   throw ConfigError("[config] unknown peft_type '" + s +
-                    "'; expected one of LORA, ADALORA, PREFIX_TUNING, P_TUNING, PROMPT_TUNING");
+                    "'; expected one of LORA, ADALORA, PREFIX_TUNING, P_TUNING, PROMPT_TUNING, IA3");
 }
 
 std::string to_string(TaskType t) {

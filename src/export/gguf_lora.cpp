@@ -147,7 +147,8 @@ GgufLoraExportReport export_lora_gguf(const std::string& adapter_dir, const Gguf
   const PeftType type = parse_peft_type(cj["peft_type"].get<std::string>());
   PEFT_CHECK(type == PeftType::Lora || type == PeftType::AdaLora, NotSupported, "[export] ", dir, ": peft_type ",
              to_string(type), " is not a LoRA-family method (prompt-learning methods add virtual tokens or a "
-             "key/value prefix); llama.cpp LoRA files hold only low-rank weight updates");
+             "key/value prefix, (IA)³ rescales activations); llama.cpp LoRA files hold only low-rank weight updates "
+             "(an (IA)³ adapter can be merged instead: peft merge ... --format gguf)");
   std::unique_ptr<LoraConfig> cfg_any;
   if (type == PeftType::AdaLora) cfg_any = std::make_unique<AdaLoraConfig>(AdaLoraConfig::from_json(cj, cfg_path));
   else cfg_any = std::make_unique<LoraConfig>(LoraConfig::from_json(cj, cfg_path));

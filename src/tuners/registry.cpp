@@ -8,6 +8,8 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/model.h"
+#include "peft/tuners/ia3/config.h"
+#include "peft/tuners/ia3/model.h"
 #include "peft/tuners/lora/config.h"
 #include "peft/tuners/lora/model.h"
 #include "peft/tuners/p_tuning/config.h"
@@ -40,6 +42,7 @@ const std::vector<TunerRow> kTuners = {
     {PeftType::PrefixTuning, "prefix_tuning", defaults<PrefixTuningConfig>, parse<PrefixTuningConfig>, make<prompt::PromptLearningModel>},
     {PeftType::PTuning, "p_tuning", defaults<PromptEncoderConfig>, parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
     {PeftType::PromptTuning, "prompt_tuning", defaults<PromptTuningConfig>, parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
+    {PeftType::Ia3, "ia3", defaults<Ia3Config>, parse<Ia3Config>, make<ia3::Ia3Model>},
 };
 
 }  // namespace

@@ -268,7 +268,7 @@ TEST(LoraErrors, PeftRulesAndHostileAdapters) {
   expect_throw_with<peft::ConfigError>(
       [&] { peft::peft_config_from_json({{"peft_type", "LORA"}, {"r", "eight"}}, "x.json"); }, {"x.json", "'r'", "integer"});
   expect_throw_with<peft::ConfigError>([&] { peft::peft_config_from_json({{"peft_type", "LORAX"}}, "x.json"); }, {"LORAX"});
-  expect_throw_with<peft::NotSupported>([&] { peft::peft_config_from_json({{"peft_type", "IA3"}}, "x.json"); }, {"IA3"});
+  expect_throw_with<peft::NotSupported>([&] { peft::peft_config_from_json({{"peft_type", "LOHA"}}, "x.json"); }, {"LOHA"});
   expect_throw_with<peft::NotSupported>(
       [&] { peft::peft_config_from_json({{"peft_type", "LORA"}, {"layer_replication", {{0, 1}}}}, "x.json"); },
       {"layer_replication"});

@@ -10,10 +10,10 @@
 
 namespace peft {
 
-enum class PeftType { Lora, AdaLora, PrefixTuning, PTuning, PromptTuning };
+enum class PeftType { Lora, AdaLora, PrefixTuning, PTuning, PromptTuning, Ia3 };
 enum class TaskType { None, SeqCls, Seq2SeqLM, CausalLM, TokenCls, QuestionAns, FeatureExtraction };
 
-/// "LORA", "ADALORA", "PREFIX_TUNING", "P_TUNING", "PROMPT_TUNING".
+/// "LORA", "ADALORA", "PREFIX_TUNING", "P_TUNING", "PROMPT_TUNING", "IA3".
 std::string to_string(PeftType t);
 /// Throws ConfigError listing the supported values (and NotSupported for PEFT types we lack).
 PeftType parse_peft_type(const std::string& s);
