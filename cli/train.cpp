@@ -15,10 +15,10 @@
 #include "peft/distributed/collective.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 #include "peft/core/runtime.h"
 #include "peft/export/gguf_merge.h"
 #include "peft/io/gguf.h"
-#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
 #include "peft/models/generation.h"
 #include "peft/models/gguf_model.h"
@@ -47,7 +47,7 @@ std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64
   PEFT_CHECK(!io::is_gguf_file(c.model), NotSupported, "[train] task '", c.task, "' on a GGUF model (", c.model,
              ") is not supported; convert it first: peft convert ", c.model, " OUT_DIR");
   const std::string cfg_path = (fs::path(c.model) / "config.json").string();
-  nlohmann::json j = io::read_json_file(cfg_path);
+  nlohmann::json j = read_json_file(cfg_path);
   const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);
   if (num_labels > 0 && have != num_labels) {
     std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << num_labels << "\n";
@@ -145,7 +145,7 @@ Loaded load_split(const RunConfig& c, const std::string& file, int64_t limit, co
   if (c.task == "seq2seq") {
     o.task = train::TaskFormat::Seq2Seq;
     // decoder_input_ids start with the model's decoder_start_token_id (T5: the pad id).
-    const nlohmann::json j = io::read_json_file((fs::path(c.model) / "config.json").string());
+    const nlohmann::json j = read_json_file((fs::path(c.model) / "config.json").string());
     if (auto it = j.find("decoder_start_token_id"); it != j.end() && it->is_number_integer())
       o.decoder_start_token_id = it->get<int64_t>();
   }
@@ -344,7 +344,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
     // A per-task adapter of a multi-task run names its labels: the data must have the same ones.
     const fs::path task_json = fs::path(c.adapter) / "task.json";
     if (fs::exists(task_json) && c.tasks.empty()) {
-      const auto j = io::read_json_file(task_json.string());
+      const auto j = read_json_file(task_json.string());
       const auto want = j.at("label_names").get<std::vector<std::string>>();
       PEFT_CHECK(want == train_split.data.label_names, ConfigError, "[train] ", task_json.string(), ": the head of task '",
                  j.value("task", std::string()), "' was trained for labels [", join_names(want),
@@ -580,7 +580,7 @@ void add_merge_command(CLI::App& app) {
     models::save_pretrained(*merged, a->out);
     if (fs::is_regular_file(a->model) && io::is_gguf_file(a->model)) {  // a GGUF base carries its tokenizer
       const auto g = io::GgufFile::open(a->model);
-      io::write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
+      write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
       if (g.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(g, a->out);
     }
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})

@@ -6,6 +6,7 @@ set(I ${CMAKE_CURRENT_LIST_DIR}/../include/peft)
 set(PEFT_CORE_SOURCES
   ${S}/core/dtype.cpp
   ${S}/core/file_util.cpp
+  ${S}/core/json_file.cpp
   ${S}/io/safetensors.cpp
   ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp

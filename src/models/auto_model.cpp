@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "peft/core/check.h"
+#include "peft/core/json_file.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/architectures.h"
@@ -322,7 +323,7 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
   if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
   PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
              ": expected a model folder with config.json and safetensors weights, or a GGUF file");
-  const ModelConfig cfg(io::read_json_file((fs::path(path) / "config.json").string()),
+  const ModelConfig cfg(read_json_file((fs::path(path) / "config.json").string()),
                         (fs::path(path) / "config.json").string());
   auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
   // A checkpoint bitsandbytes quantised (transformers' save of a load_in_4bit model).
@@ -384,7 +385,7 @@ void save_pretrained(PretrainedModel& model, const std::string& dir) {
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   nlohmann::json cfg = model.config().json();
   if (!qc.is_null()) cfg["quantization_config"] = qc;
-  io::write_json_file((fs::path(dir) / "config.json").string(), cfg);
+  write_json_file((fs::path(dir) / "config.json").string(), cfg);
 }
 
 }  // namespace peft::models
