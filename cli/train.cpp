@@ -20,11 +20,12 @@
 #include "peft/export/gguf_merge.h"
 #include "peft/io/gguf.h"
 #include "peft/io/tokenizer.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/generation.h"
 #include "peft/models/gguf_model.h"
 #include "peft/models/model.h"
+#include "peft/models/quantized_model.h"
 #include "peft/peft_model.h"
-#include "peft/quant/linear4bit.h"
 #include "peft/train/data.h"
 #include "peft/train/metrics.h"
 #include "peft/train/run_config.h"
@@ -61,12 +62,12 @@ std::shared_ptr<models::PretrainedModel> load_for_task(const RunConfig& c, int64
   auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
   models::load_weights(*m, c.model);
   if (c.load_in_4bit) {  // the classification head stays in full precision, as transformers keeps it
-    quant::BnbConfig b;
+    models::BnbConfig b;
     b.load_in_4bit = true;
     b.quant_type = c.bnb_4bit_quant_type;
     b.use_double_quant = c.bnb_4bit_use_double_quant;
     b.compute_dtype = c.bnb_4bit_compute_dtype;
-    quant::quantize_model(*m, b, {"lm_head", "score", "classifier"});
+    models::quantize_model(*m, b, {"lm_head", "score", "classifier"});
   }
   return m;
 }
@@ -334,9 +335,9 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   auto model = load_for_task(c, static_cast<int64_t>(train_split.data.label_names.size()),
                              tok.pad_token_id().value_or(tok.eos_token_id().value_or(0)));
   if (c.load_in_4bit) {
-    quant::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
+    models::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
-              << "): weights " << quant::weight_bytes(*model) << " bytes\n";
+              << "): weights " << models::weight_bytes(*model) << " bytes\n";
   }
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   const PeftConfig& pcfg = *c.peft;
@@ -561,7 +562,7 @@ void add_merge_command(CLI::App& app) {
       if (auto* l = dynamic_cast<models::AdaptableLinearImpl*>(m.get()); l && l->quantized()) q4.push_back(l);
     PEFT_CHECK(!a->requantize || !q4.empty(), ConfigError,
                "[merge] --requantize needs a 4-bit base (--4bit or a bitsandbytes-quantised model folder)");
-    if (!q4.empty() && !a->requantize) quant::dequantize_model(*base);
+    if (!q4.empty() && !a->requantize) models::dequantize_model(*base);
     auto pm = PeftModel::from_pretrained(base, a->adapter);
     auto merged = pm->merge_and_unload(/*safe_merge=*/true);
     if (a->requantize) {

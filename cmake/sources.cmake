@@ -69,6 +69,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
   ${S}/models/llama.cpp
+  ${S}/models/quantized_model.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
   ${S}/models/t5.cpp
@@ -90,7 +91,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
   ${S}/train/run_config.cpp
-  # QLoRA: 4-bit linear base and model helpers.
+  # QLoRA: the 4-bit linear base.
   ${S}/quant/linear4bit.cpp
   # GGUF: ggml block-type linear base.
   ${S}/quant/ggml_linear.cpp
