@@ -32,6 +32,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/gguf_tokenizer.cpp
   ${S}/io/tokenizer/tokenizer.cpp
   ${S}/train/data.cpp
+  ${S}/train/sampler.cpp
   ${S}/train/metrics.cpp
   ${S}/train/event_writer.cpp
   ${S}/train/plot.cpp
@@ -54,7 +55,7 @@ set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTION
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
-  ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
+  ${I}/train/data.h ${I}/train/sampler.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/export/gguf.h)
@@ -68,8 +69,8 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/cpu_kernels.cpp
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
-  ${S}/models/llama.cpp
   ${S}/models/quantized_model.cpp
+  ${S}/models/llama.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
   ${S}/models/t5.cpp
@@ -110,12 +111,12 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/export.cpp
 )
 
-# Data-parallel training (src/distributed): the sampler and launcher are torch-free; the process
-# group (c10d + Gloo) is added in CMakeLists.txt, or its stub when the gloo headers are missing.
+# Data-parallel training (src/distributed): the launcher is torch-free; the process group
+# (c10d + Gloo) is added in CMakeLists.txt, or its stub when the gloo headers are missing. The
+# sampler that shards the batches over the ranks is the trainer's (src/train/sampler.cpp).
 list(APPEND PEFT_CORE_SOURCES
-  ${S}/distributed/sampler.cpp
   ${S}/distributed/launcher.cpp
 )
-list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/sampler.h ${I}/distributed/launcher.h)
+list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/launcher.h)
 list(APPEND PEFT_TORCH_SOURCES ${S}/distributed/env.cpp)
 list(APPEND PEFT_CLI_SOURCES ${CMAKE_CURRENT_LIST_DIR}/../cli/launch.cpp)

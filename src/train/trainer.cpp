@@ -22,8 +22,8 @@
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
 #include "peft/distributed/collective.h"
-#include "peft/distributed/sampler.h"
-#include "peft/io/hf_checkpoint.h"
+#include "peft/train/sampler.h"
+#include "peft/core/json_file.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/train/event_writer.h"
 #include "peft/train/metrics.h"
@@ -124,7 +124,7 @@ void save_task_adapters(const PeftModel& model, const std::vector<TaskSpan>& tas
     auto mine = tensors;
     for (const auto& k : head) mine[k] = mine[k].narrow(0, t.label_offset, t.num_labels).contiguous();
     io::save_safetensors((tmp / "adapter_model.safetensors").string(), mine);
-    io::write_json_file((tmp / "task.json").string(), {{"task", t.name}, {"label_names", t.label_names}});
+    write_json_file((tmp / "task.json").string(), {{"task", t.name}, {"label_names", t.label_names}});
     fs::remove_all(dst);
     fs::rename(tmp, dst);
   }
@@ -331,7 +331,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   // takes its slice of each global batch (world x per-device batch), so one process is world 1.
   const bool main_rank = s_->rank() == 0;
   if (main_rank) fs::create_directories(a.output_dir);
-  const distributed::DistributedSampler sampler(a.per_device_train_batch_size, s_->rank(), s_->world(), a.shuffle,
+  const DistributedSampler sampler(a.per_device_train_batch_size, s_->rank(), s_->world(), a.shuffle,
                                                 static_cast<uint64_t>(a.seed), a.group_by_length);
   const int64_t global_batch = sampler.global_batch();
   const auto n_examples = static_cast<int64_t>(s_->train.examples.size());
@@ -348,7 +348,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   int64_t epoch_start = 0, order_batch = global_batch;
   at::manual_seed(static_cast<uint64_t>(a.seed));
   if (!resume_from.empty()) {
-    const json st = io::read_json_file((fs::path(resume_from) / "trainer_state.json").string());
+    const json st = read_json_file((fs::path(resume_from) / "trainer_state.json").string());
     step = st.at("global_step").get<int64_t>();
     epoch = st.at("epoch").get<int64_t>();
     if (st.contains("epoch_samples")) {
@@ -391,7 +391,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
       io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
     torch::save(*s_->opt, (tmp / "optimizer.pt").string());
     write_rng((tmp / "rng_state.safetensors").string());
-    io::write_json_file((tmp / "trainer_state.json").string(),
+    write_json_file((tmp / "trainer_state.json").string(),
                         {{"global_step", at_step}, {"epoch", epoch}, {"batch_pos", batch_pos},
                          {"epoch_samples", std::min(n_examples, epoch_start + batch_pos * global_batch)},
                          {"epoch_order_batch", order_batch}, {"world_size", s_->world()},
