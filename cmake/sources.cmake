@@ -91,6 +91,10 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/p_tuning/template.cpp
   ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
+  ${S}/train/optim.cpp
+  ${S}/train/checkpoint.cpp
+  ${S}/train/progress.cpp
+  ${S}/train/multitask.cpp
   ${S}/train/run_config.cpp
   # QLoRA: the 4-bit linear base.
   ${S}/quant/linear4bit.cpp
