@@ -24,8 +24,10 @@
 
 #include "peft/core/runtime.h"
 #include "peft/io/gguf.h"
-#include "peft/quant/ggml_quants.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
+#include "peft/models/quantized_model.h"
+#include "peft/quant/ggml_quants.h"
 #include "peft/quant/linear4bit.h"
 
 namespace {
@@ -134,7 +136,7 @@ int main(int argc, char** argv) {
     o.bnb_4bit_quant_type = "nf4";
     o.bnb_4bit_use_double_quant = true;
     auto m4 = peft::models::load_model(model_dir, o);
-    const double a = peft::quant::weight_bytes(*fp), b = peft::quant::weight_bytes(*m4);
+    const double a = peft::models::weight_bytes(*fp), b = peft::models::weight_bytes(*m4);
     std::cout << "RESULT stories260K.weight_bytes_fp32 " << a << "\nRESULT stories260K.weight_bytes_4bit " << b
               << "\nRESULT stories260K.bytes_ratio " << b / a << "\n";
     int64_t lin = 0, lin4 = 0;

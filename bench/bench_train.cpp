@@ -25,8 +25,8 @@
 #include "peft/config/peft_config.h"
 #include "peft/core/runtime.h"
 #include "peft/models/model.h"
+#include "peft/models/quantized_model.h"
 #include "peft/peft_model.h"
-#include "peft/quant/linear4bit.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/registry.h"
 
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
       lo.bnb_4bit_use_double_quant = true;
     }
     auto base = peft::models::load_model(model_dir, lo);
-    if (lo.load_in_4bit) peft::quant::prepare_model_for_kbit_training(*base, false);
+    if (lo.load_in_4bit) peft::models::prepare_model_for_kbit_training(*base, false);
     std::cout << "RESULT rss_model_mb " << rss_mb() << "\n";
     auto cfg = peft::load_peft_config(config_file);
     cfg->inference_mode = false;

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "peft/config/peft_config.h"
 #include "peft/core/check.h"
+#include "peft/core/json_file.h"
 #include "peft/core/strings.h"
 #include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
@@ -173,7 +174,7 @@ void adapter_info(const std::string& model_dir, const std::string& adapter) {
   std::shared_ptr<models::PretrainedModel> model;
   if (cfg->task_type == TaskType::SeqCls || cfg->task_type == TaskType::TokenCls) {
     // The head is sized as the adapter's saved classifier (config.json may say otherwise).
-    json j = io::read_json_file(model_dir + "/config.json");
+    json j = read_json_file(model_dir + "/config.json");
     const auto f = io::SafetensorsFile::open(adapter + "/adapter_model.safetensors");
     auto ends = [](const std::string& s, const std::string& t) {
       return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;

@@ -15,16 +15,17 @@
 #include "peft/distributed/collective.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 #include "peft/core/runtime.h"
 #include "peft/export/gguf_merge.h"
 #include "peft/io/gguf.h"
-#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tokenizer.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/generation.h"
 #include "peft/models/gguf_model.h"
 #include "peft/models/model.h"
+#include "peft/models/quantized_model.h"
 #include "peft/peft_model.h"
-#include "peft/quant/linear4bit.h"
 #include "peft/train/data.h"
 #include "peft/train/metrics.h"
 #include "peft/train/datasets.h"
@@ -186,7 +187,7 @@ void add_merge_command(CLI::App& app) {
       if (auto* l = dynamic_cast<models::AdaptableLinearImpl*>(m.get()); l && l->quantized()) q4.push_back(l);
     PEFT_CHECK(!a->requantize || !q4.empty(), ConfigError,
                "[merge] --requantize needs a 4-bit base (--4bit or a bitsandbytes-quantised model folder)");
-    if (!q4.empty() && !a->requantize) quant::dequantize_model(*base);
+    if (!q4.empty() && !a->requantize) models::dequantize_model(*base);
     auto pm = PeftModel::from_pretrained(base, a->adapter);
     auto merged = pm->merge_and_unload(/*safe_merge=*/true);
     if (a->requantize) {
@@ -205,7 +206,7 @@ void add_merge_command(CLI::App& app) {
     models::save_pretrained(*merged, a->out);
     if (fs::is_regular_file(a->model) && io::is_gguf_file(a->model)) {  // a GGUF base carries its tokenizer
       const auto g = io::GgufFile::open(a->model);
-      io::write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
+      write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
       if (g.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(g, a->out);
     }
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})

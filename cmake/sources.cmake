@@ -6,6 +6,7 @@ set(I ${CMAKE_CURRENT_LIST_DIR}/../include/peft)
 set(PEFT_CORE_SOURCES
   ${S}/core/dtype.cpp
   ${S}/core/file_util.cpp
+  ${S}/core/json_file.cpp
   ${S}/io/safetensors.cpp
   ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp
@@ -32,6 +33,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/gguf_tokenizer.cpp
   ${S}/io/tokenizer/tokenizer.cpp
   ${S}/train/data.cpp
+  ${S}/train/sampler.cpp
   ${S}/train/metrics.cpp
   ${S}/train/event_writer.cpp
   ${S}/train/plot.cpp
@@ -54,7 +56,7 @@ set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTION
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
-  ${I}/train/data.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
+  ${I}/train/data.h ${I}/train/sampler.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/export/gguf.h)
@@ -68,6 +70,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/cpu_kernels.cpp
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
+  ${S}/models/quantized_model.cpp
   ${S}/models/llama.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
@@ -91,11 +94,15 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/p_tuning/template.cpp
   ${S}/tuners/prefix_tuning/infix.cpp
   ${S}/train/trainer.cpp
+  ${S}/train/optim.cpp
+  ${S}/train/checkpoint.cpp
+  ${S}/train/progress.cpp
+  ${S}/train/multitask.cpp
   ${S}/train/run_config.cpp
   ${S}/train/datasets.cpp
   ${S}/train/evaluate.cpp
   ${S}/train/run.cpp
-  # QLoRA: 4-bit linear base and model helpers.
+  # QLoRA: the 4-bit linear base.
   ${S}/quant/linear4bit.cpp
   # GGUF: ggml block-type linear base.
   ${S}/quant/ggml_linear.cpp
@@ -114,12 +121,12 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/export.cpp
 )
 
-# Data-parallel training (src/distributed): the sampler and launcher are torch-free; the process
-# group (c10d + Gloo) is added in CMakeLists.txt, or its stub when the gloo headers are missing.
+# Data-parallel training (src/distributed): the launcher is torch-free; the process group
+# (c10d + Gloo) is added in CMakeLists.txt, or its stub when the gloo headers are missing. The
+# sampler that shards the batches over the ranks is the trainer's (src/train/sampler.cpp).
 list(APPEND PEFT_CORE_SOURCES
-  ${S}/distributed/sampler.cpp
   ${S}/distributed/launcher.cpp
 )
-list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/sampler.h ${I}/distributed/launcher.h)
+list(APPEND PEFT_TIER0_HEADERS ${I}/distributed/launcher.h)
 list(APPEND PEFT_TORCH_SOURCES ${S}/distributed/env.cpp)
 list(APPEND PEFT_CLI_SOURCES ${CMAKE_CURRENT_LIST_DIR}/../cli/launch.cpp)

@@ -5,25 +5,11 @@
 #include <stdexcept>
 
 #include "peft/core/check.h"
-#include "peft/core/file_util.h"
 
 namespace peft::io {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-json read_json_file(const std::string& path) {
-  const std::string text = read_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw FormatError("[json] " + path + ": not valid JSON: " + e.what());
-  }
-}
-
-void write_json_file(const std::string& path, const json& j) {
-  write_file_atomic(path, j.dump(2) + "\n");
-}
 
 HfCheckpoint HfCheckpoint::open(const std::string& path) {
   HfCheckpoint c;

@@ -7,7 +7,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
-#include "peft/io/hf_checkpoint.h"
+#include "peft/core/json_file.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tokenizer.h"
 

@@ -105,7 +105,7 @@ at::Tensor AdaptableLinearImpl::weight_out_in() const {
   return fan_in_fan_out_ ? weight.t() : weight;
 }
 
-void AdaptableLinearImpl::set_quantized(std::shared_ptr<QuantizedBase> q) {
+void AdaptableLinearImpl::set_quantized(std::shared_ptr<quant::QuantizedBase> q) {
   torch::NoGradGuard ng;
   if (q) {
     PEFT_CHECK(adapters.merged().empty(), std::invalid_argument,

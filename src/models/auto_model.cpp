@@ -16,15 +16,17 @@
 #include <sstream>
 
 #include "peft/core/check.h"
+#include "peft/core/json_file.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
 #include "peft/models/model.h"
 #include "peft/io/gguf.h"
 #include "peft/models/gguf_model.h"
+#include "peft/models/quantized_model.h"
 #include "peft/quant/ggml_linear.h"
 #include "peft/quant/ggml_quants.h"
-#include "peft/quant/linear4bit.h"
 
 namespace peft::models {
 
@@ -322,7 +324,7 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
   if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
   PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
              ": expected a model folder with config.json and safetensors weights, or a GGUF file");
-  const ModelConfig cfg(io::read_json_file((fs::path(path) / "config.json").string()),
+  const ModelConfig cfg(read_json_file((fs::path(path) / "config.json").string()),
                         (fs::path(path) / "config.json").string());
   auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
   // A checkpoint bitsandbytes quantised (transformers' save of a load_in_4bit model).
@@ -337,17 +339,17 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
     for (const auto& key : ck.tensor_names())
       if (key.find(".weight") != std::string::npos) qt[key] = io::to_tensor(ck, key);
     const std::string compute = qc->value("bnb_4bit_compute_dtype", opts.bnb_4bit_compute_dtype);
-    const auto used = quant::load_prequantized(*model, qt, compute == "float32" || compute == "bfloat16" ? compute : "float32");
+    const auto used = load_prequantized(*model, qt, compute == "float32" || compute == "bfloat16" ? compute : "float32");
     load_weights_except(*model, hf_source(path), opts.dtype, std::set<std::string>(used.begin(), used.end()));
   } else {
     load_weights(*model, path, opts.dtype);
     if (opts.load_in_4bit) {
-      quant::BnbConfig b;
+      BnbConfig b;
       b.load_in_4bit = true;
       b.quant_type = opts.bnb_4bit_quant_type;
       b.use_double_quant = opts.bnb_4bit_use_double_quant;
       b.compute_dtype = opts.bnb_4bit_compute_dtype;
-      quant::quantize_model(*model, b);
+      quantize_model(*model, b);
     }
   }
   model->eval();
@@ -380,11 +382,11 @@ void save_pretrained(PretrainedModel& model, const std::string& dir) {
   }
   for (const auto& b : model.named_buffers(true)) tensors[b.key()] = b.value().detach().contiguous();
   // 4-bit layers: bitsandbytes' serialised form, and transformers' quantization_config.
-  const nlohmann::json qc = quant::add_quantized_state(model, tensors);
+  const nlohmann::json qc = add_quantized_state(model, tensors);
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   nlohmann::json cfg = model.config().json();
   if (!qc.is_null()) cfg["quantization_config"] = qc;
-  io::write_json_file((fs::path(dir) / "config.json").string(), cfg);
+  write_json_file((fs::path(dir) / "config.json").string(), cfg);
 }
 
 }  // namespace peft::models

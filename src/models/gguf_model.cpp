@@ -16,7 +16,7 @@
 #include <set>
 
 #include "peft/core/check.h"
-#include "peft/io/hf_checkpoint.h"
+#include "peft/core/json_file.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tokenizer.h"
 #include "peft/quant/ggml_quants.h"
@@ -378,8 +378,8 @@ void convert_gguf_to_hf(const std::string& gguf_path, const std::string& out_dir
   }
   fs::create_directories(out_dir);
   io::write_safetensors((fs::path(out_dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  io::write_json_file((fs::path(out_dir) / "config.json").string(), config);
-  io::write_json_file((fs::path(out_dir) / "generation_config.json").string(), generation_from(config));
+  write_json_file((fs::path(out_dir) / "config.json").string(), config);
+  write_json_file((fs::path(out_dir) / "generation_config.json").string(), generation_from(config));
   if (f.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(f, out_dir);
 }
 

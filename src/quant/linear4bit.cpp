@@ -1,8 +1,6 @@
-// The 4-bit linear base and QLoRA model helpers. Mirrors bitsandbytes/nn/modules.py (Linear4bit
-// .forward: cast to compute dtype, x·dequant(W)ᵀ + b, cast back), autograd/_functions.py
-// (MatMul4Bit.backward: grad_x = grad · dequant(W), no weight gradient), transformers'
-// quantizer_bnb_4bit (which modules are quantised, pre-quantised state-dict keys) and
-// peft/utils/other.py: prepare_model_for_kbit_training.
+// The 4-bit linear base. Mirrors bitsandbytes/nn/modules.py (Linear4bit.forward: cast to compute
+// dtype, x·dequant(W)ᵀ + b, cast back) and autograd/_functions.py (MatMul4Bit.backward:
+// grad_x = grad · dequant(W), no weight gradient).
 #include "peft/quant/linear4bit.h"
 
 #include <ATen/ATen.h>
@@ -16,17 +14,16 @@
 #include "frozen_linear.h"
 #include "gemv4.h"
 #include "peft/core/check.h"
-#include "peft/models/model.h"
 
 namespace peft::quant {
 
-namespace {
-
-at::ScalarType parse_compute(const std::string& d) {
+at::ScalarType parse_compute_dtype(const std::string& d) {
   if (d == "float32" || d == "fp32") return at::kFloat;
   if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
   throw ConfigError("[Linear4bit] compute dtype '" + d + "' is not one of float32, bfloat16");
 }
+
+namespace {
 
 // Each byte's two codes (high nibble first), so a row is dequantised a byte at a time.
 struct PairLut {
@@ -102,7 +99,7 @@ void dequant_tile(const at::Tensor& packed, const at::Tensor& scales, QuantType 
 }  // namespace
 
 Linear4bitWeight::Linear4bitWeight(Quantized4 q, const std::string& compute_dtype)
-    : q_(std::move(q)), compute_(parse_compute(compute_dtype)) {
+    : q_(std::move(q)), compute_(parse_compute_dtype(compute_dtype)) {
   PEFT_CHECK(q_.state.shape.size() == 2, std::invalid_argument, "[Linear4bit] expected a 2-D weight, got ",
              q_.state.shape.size(), " dimensions");
   out_ = q_.state.shape[0];
@@ -192,172 +189,6 @@ at::Tensor Linear4bitWeight::forward(const at::Tensor& x) {
     return at::linear(x.to(compute_), w).to(x.scalar_type());
   }
   return detail::FrozenLinearFn<Linear4bitWeight>::apply(x, reinterpret_cast<int64_t>(this));
-}
-
-// ---------------------------------------------------------------- model helpers
-
-namespace {
-
-template <typename F>
-void for_each_linear(models::PretrainedModel& model, F f) {
-  for (const auto& item : model.named_modules("", /*include_self=*/false))
-    if (auto* l = dynamic_cast<models::AdaptableLinearImpl*>(item.value().get())) f(item.key(), *l);
-}
-
-bool skipped(const std::string& name, const std::vector<std::string>& skip) {
-  for (const auto& s : skip) {
-    if (name == s) return true;
-    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0 &&
-        name[name.size() - s.size() - 1] == '.')
-      return true;
-  }
-  return false;
-}
-
-}  // namespace
-
-int quantize_model(models::PretrainedModel& model, const BnbConfig& cfg, const std::vector<std::string>& skip) {
-  Quant4Options o{parse_quant_type(cfg.quant_type), cfg.blocksize, cfg.use_double_quant};
-  parse_compute(cfg.compute_dtype);
-  int n = 0;
-  torch::NoGradGuard ng;
-  for_each_linear(model, [&](const std::string& name, models::AdaptableLinearImpl& l) {
-    if (skipped(name, skip) || l.quantized()) return;
-    const at::Tensor w = l.weight_out_in().detach();
-    const std::string dtype = w.scalar_type() == at::kBFloat16 ? "bfloat16"
-                              : w.scalar_type() == at::kHalf   ? "float16"
-                                                               : "float32";
-    at::Tensor wf = w.to(at::kFloat).contiguous().cpu();
-    Quantized4 q = quantize_4bit(wf.data_ptr<float>(), {l.out_features(), l.in_features()}, o);
-    q.state.dtype = dtype;
-    l.set_quantized(std::make_shared<Linear4bitWeight>(std::move(q), cfg.compute_dtype));
-    ++n;
-  });
-  return n;
-}
-
-std::vector<std::string> load_prequantized(models::PretrainedModel& model,
-                                           const std::map<std::string, at::Tensor>& tensors,
-                                           const std::string& compute_dtype) {
-  std::vector<std::string> used;
-  const std::string prefix = model.base_model_prefix() + ".";
-  auto find = [&](const std::string& key) -> const at::Tensor* {
-    auto it = tensors.find(key);
-    return it == tensors.end() ? nullptr : &it->second;
-  };
-  for_each_linear(model, [&](const std::string& name, models::AdaptableLinearImpl& l) {
-    std::string w = name + ".weight";
-    if (!find(w + ".absmax") && find(prefix + w + ".absmax")) w = prefix + w;
-    if (!find(w + ".absmax")) return;  // not quantised in this checkpoint (e.g. lm_head)
-    std::string qs_key;
-    for (const char* t : {"nf4", "fp4"})
-      if (find(w + ".quant_state.bitsandbytes__" + t)) qs_key = w + ".quant_state.bitsandbytes__" + t;
-    PEFT_CHECK(!qs_key.empty(), FormatError, "[load_model] ", w, ": has absmax but no quant_state.bitsandbytes__nf4/fp4");
-    PEFT_CHECK(find(w) != nullptr, FormatError, "[load_model] ", w, ": quant state without the packed weight");
-    auto bytes = [&](const at::Tensor& t) {
-      at::Tensor c = t.contiguous().cpu();
-      const auto* p = static_cast<const uint8_t*>(c.data_ptr());
-      return std::vector<uint8_t>(p, p + c.numel() * c.element_size());
-    };
-    auto floats = [&](const std::string& k) {
-      const at::Tensor* t = find(k);
-      PEFT_CHECK(t != nullptr, FormatError, "[load_model] ", w, ": missing ", k);
-      PEFT_CHECK(t->scalar_type() == at::kFloat, FormatError, "[load_model] ", k, ": expected float32");
-      at::Tensor c = t->contiguous().cpu();
-      return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-    };
-    const auto js = bytes(*find(qs_key));
-    Quantized4 q;
-    read_quant_state_json(std::string(js.begin(), js.end()), q.state, qs_key);
-    PEFT_CHECK(q.state.shape == (std::vector<int64_t>{l.out_features(), l.in_features()}), std::invalid_argument,
-               "[load_model] ", w, ": quant_state shape does not match the layer [", l.out_features(), ", ",
-               l.in_features(), "]");
-    q.packed = bytes(*find(w));
-    if (q.state.nested) {
-      const at::Tensor* codes = find(w + ".absmax");
-      PEFT_CHECK(codes->scalar_type() == at::kByte, FormatError, "[load_model] ", w, ".absmax: expected uint8 codes");
-      q.state.absmax_codes = bytes(*codes);
-      q.state.nested_absmax = floats(w + ".nested_absmax");
-      const auto map = floats(w + ".nested_quant_map");
-      PEFT_CHECK(map.size() == 256 && std::equal(map.begin(), map.end(), dynamic_map().begin()), NotSupported,
-                 "[load_model] ", w, ".nested_quant_map is not bitsandbytes' dynamic map");
-      used.push_back(w + ".nested_absmax");
-      used.push_back(w + ".nested_quant_map");
-    } else {
-      q.state.absmax = floats(w + ".absmax");
-    }
-    const auto qmap = floats(w + ".quant_map");
-    const auto& book = code_4bit(q.state.quant_type);
-    PEFT_CHECK(qmap.size() == 16 && std::equal(qmap.begin(), qmap.end(), book.begin()), NotSupported,
-               "[load_model] ", w, ".quant_map is not the ", to_string(q.state.quant_type), " code book");
-    l.set_quantized(std::make_shared<Linear4bitWeight>(std::move(q), compute_dtype));
-    for (const std::string& k : {w, w + ".absmax", w + ".quant_map", qs_key}) used.push_back(k);
-  });
-  return used;
-}
-
-nlohmann::json add_quantized_state(models::PretrainedModel& model, std::map<std::string, at::Tensor>& tensors) {
-  nlohmann::json qc;
-  for_each_linear(model, [&](const std::string& name, models::AdaptableLinearImpl& l) {
-    const auto* w = dynamic_cast<const Linear4bitWeight*>(l.quantized().get());
-    if (!w) return;
-    const Quantized4& q = w->quantized();
-    const std::string k = name + ".weight";
-    auto u8 = [](const std::vector<uint8_t>& v, std::vector<int64_t> shape) {
-      return at::from_blob(const_cast<uint8_t*>(v.data()), shape, at::kByte).clone();
-    };
-    auto f32 = [](const float* p, int64_t n) { return at::from_blob(const_cast<float*>(p), {n}, at::kFloat).clone(); };
-    tensors[k] = u8(q.packed, {static_cast<int64_t>(q.packed.size()), 1});
-    const auto& book = code_4bit(q.state.quant_type);
-    tensors[k + ".quant_map"] = f32(book.data(), 16);
-    if (q.state.nested) {
-      tensors[k + ".absmax"] = u8(q.state.absmax_codes, {static_cast<int64_t>(q.state.absmax_codes.size())});
-      tensors[k + ".nested_absmax"] = f32(q.state.nested_absmax.data(), static_cast<int64_t>(q.state.nested_absmax.size()));
-      tensors[k + ".nested_quant_map"] = f32(dynamic_map().data(), 256);
-    } else {
-      tensors[k + ".absmax"] = f32(q.state.absmax.data(), static_cast<int64_t>(q.state.absmax.size()));
-    }
-    const std::string js = quant_state_json(q.state);
-    tensors[k + ".quant_state.bitsandbytes__" + to_string(q.state.quant_type)] =
-        u8(std::vector<uint8_t>(js.begin(), js.end()), {static_cast<int64_t>(js.size())});
-    if (qc.is_null()) {
-      // transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.
-      qc = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}, {"load_in_8bit", false},
-            {"_load_in_4bit", true}, {"_load_in_8bit", false},
-            {"bnb_4bit_quant_type", to_string(q.state.quant_type)},
-            {"bnb_4bit_use_double_quant", q.state.nested},
-            {"bnb_4bit_compute_dtype", w->compute_dtype() == at::kBFloat16 ? "bfloat16" : "float32"},
-            {"bnb_4bit_quant_storage", "uint8"}, {"llm_int8_enable_fp32_cpu_offload", false},
-            {"llm_int8_has_fp16_weight", false}, {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0}};
-    }
-  });
-  return qc;
-}
-
-int64_t weight_bytes(models::PretrainedModel& model) {
-  int64_t n = 0;
-  for (const auto& p : model.named_parameters(true)) n += p.value().numel() * p.value().element_size();
-  for_each_linear(model, [&](const std::string&, models::AdaptableLinearImpl& l) {
-    if (l.quantized()) n += l.quantized()->nbytes();
-  });
-  return n;
-}
-
-void prepare_model_for_kbit_training(models::PretrainedModel& model, bool use_gradient_checkpointing) {
-  torch::NoGradGuard ng;
-  for (auto& p : model.parameters(true)) {
-    p.set_requires_grad(false);
-    if (p.is_floating_point() && p.scalar_type() != at::kFloat) p.set_data(p.to(at::kFloat));
-  }
-  for (auto& b : model.buffers(true))
-    if (b.is_floating_point() && b.scalar_type() != at::kFloat) b.set_data(b.to(at::kFloat));
-  if (use_gradient_checkpointing) model.set_gradient_checkpointing(true);
-}
-
-void dequantize_model(models::PretrainedModel& model) {
-  for_each_linear(model, [&](const std::string&, models::AdaptableLinearImpl& l) {
-    if (l.quantized()) l.set_quantized(nullptr);
-  });
 }
 
 }  // namespace peft::quant

@@ -10,13 +10,14 @@
 
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 #include "peft/core/runtime.h"
 #include "peft/core/strings.h"
 #include "peft/distributed/collective.h"
 #include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/peft_model.h"
-#include "peft/quant/linear4bit.h"
+#include "peft/models/quantized_model.h"
 #include "peft/train/datasets.h"
 #include "peft/train/evaluate.h"
 #include "peft/train/trainer.h"
@@ -31,7 +32,7 @@ std::shared_ptr<models::PretrainedModel> load_run_model(const RunConfig& c, int6
   PEFT_CHECK(!io::is_gguf_file(c.model), NotSupported, "[train] task '", c.task, "' on a GGUF model (", c.model,
              ") is not supported; convert it first: peft convert ", c.model, " OUT_DIR");
   const std::string cfg_path = (fs::path(c.model) / "config.json").string();
-  nlohmann::json j = io::read_json_file(cfg_path);
+  nlohmann::json j = read_json_file(cfg_path);
   const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);
   if (num_labels > 0 && have != num_labels) {
     std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << num_labels << "\n";
@@ -45,12 +46,12 @@ std::shared_ptr<models::PretrainedModel> load_run_model(const RunConfig& c, int6
   auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
   models::load_weights(*m, c.model);
   if (c.load_in_4bit) {  // the classification head stays in full precision, as transformers keeps it
-    quant::BnbConfig b;
+    models::BnbConfig b;
     b.load_in_4bit = true;
     b.quant_type = c.bnb_4bit_quant_type;
     b.use_double_quant = c.bnb_4bit_use_double_quant;
     b.compute_dtype = c.bnb_4bit_compute_dtype;
-    quant::quantize_model(*m, b, {"lm_head", "score", "classifier"});
+    models::quantize_model(*m, b, {"lm_head", "score", "classifier"});
   }
   return m;
 }
@@ -75,7 +76,7 @@ std::shared_ptr<PeftModel> make_peft_model(const RunConfig& c, std::shared_ptr<m
     // A per-task adapter of a multi-task run names its labels: the data must have the same ones.
     const fs::path task_json = fs::path(c.adapter) / "task.json";
     if (fs::exists(task_json) && c.tasks.empty()) {
-      const auto j = io::read_json_file(task_json.string());
+      const auto j = read_json_file(task_json.string());
       const auto want = j.at("label_names").get<std::vector<std::string>>();
       PEFT_CHECK(want == train_data.label_names, ConfigError, "[train] ", task_json.string(), ": the head of task '",
                  j.value("task", std::string()), "' was trained for labels [", join(want, 1000),
@@ -100,9 +101,9 @@ void prepare(Run& r) {
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   auto model = load_run_model(c, static_cast<int64_t>(r.splits.train.data.label_names.size()), r.pad);
   if (c.load_in_4bit) {
-    quant::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
+    models::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
-              << "): weights " << quant::weight_bytes(*model) << " bytes\n";
+              << "): weights " << models::weight_bytes(*model) << " bytes\n";
   }
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   r.pm = make_peft_model(c, std::move(model), r.splits.train.data);

@@ -1,6 +1,6 @@
 // Data-parallel training: N ranks x batch b against one process with batch N*b (same data order),
 // resume with another world size, a rank killed mid-run, two "hosts" in network namespaces, and
-// the sampler / launcher / environment on their own. The ranks are this test binary re-run with
+// the launcher / environment on their own. The ranks are this test binary re-run with
 // --gtest_filter=DistributedChild.Rank, started by the launcher or spawned directly.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -24,7 +24,6 @@
 
 #include "peft/distributed/collective.h"
 #include "peft/distributed/launcher.h"
-#include "peft/distributed/sampler.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
@@ -387,32 +386,6 @@ TEST(DistributedHosts, Node) {
 }
 
 // ------------------------------------------------------------------------ in-process pieces
-
-TEST(DistributedSampler, RanksShareTheSingleProcessBatches) {
-  const auto d = dataset();
-  for (bool group : {false, true}) {
-    const dist::DistributedSampler one(6, 0, 1, true, 42, group), r0(3, 0, 2, true, 42, group), r1(3, 1, 2, true, 42, group);
-    const auto whole = peft::train::make_batches(d, 6, true, 42 + 1, group);
-    const auto b = one.rank_batches(d, 1, 6, 0), b0 = r0.rank_batches(d, 1, 6, 0), b1 = r1.rank_batches(d, 1, 6, 0);
-    ASSERT_EQ(b, whole);
-    ASSERT_EQ(b0.size(), whole.size());
-    ASSERT_EQ(b1.size(), whole.size());
-    for (std::size_t k = 0; k < whole.size(); ++k) {
-      std::vector<int64_t> u = b0[k];
-      u.insert(u.end(), b1[k].begin(), b1[k].end());
-      EXPECT_EQ(u, whole[k]) << "global batch " << k;
-    }
-    EXPECT_EQ(b1.back().size(), 1u);  // 22 = 3*6 + 4: rank 1 gets one example of the last batch
-    // Resume after 12 examples with 3 ranks x 2: the rest of the same order.
-    const dist::DistributedSampler r3(2, 2, 3, true, 42, group);
-    const auto rest = r3.rank_batches(d, 1, 6, 12);
-    const auto order = one.epoch_order(d, 1, 6);
-    ASSERT_EQ(rest.size(), 2u);
-    EXPECT_EQ(rest[0], std::vector<int64_t>(order.begin() + 16, order.begin() + 18));
-  }
-  peft::test::expect_throw_with<peft::ConfigError>([] { dist::DistributedSampler(2, 2, 2, true, 0, false); },
-                                                   {"rank 2", "[0, 2)"});
-}
 
 TEST(DistributedEnv, ReadsTorchrunVariablesAndNamesBadOnes) {
   ::setenv("RANK", "1", 1);

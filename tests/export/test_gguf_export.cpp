@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "golden.h"
+#include "peft/core/json_file.h"
 #include "peft/export/gguf.h"
 #include "peft/export/gguf_merge.h"
 #include "peft/io/gguf.h"
-#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/gguf_model.h"
 #include "peft/models/model.h"
@@ -233,7 +233,7 @@ TEST(GgufExport, AdaLoraMaskedAndPrunedTripletsBecomeAPlainLora) {
   fs::remove_all(pruned);
   fs::create_directories(pruned);
   auto st = peft::io::load_safetensors(dir + "/adapter_model.safetensors");
-  nlohmann::json j = peft::io::read_json_file(dir + "/adapter_config.json");
+  nlohmann::json j = peft::read_json_file(dir + "/adapter_config.json");
   nlohmann::json rp = nlohmann::json::object();
   std::map<std::string, at::Tensor> out;
   int i = 0;
@@ -254,7 +254,7 @@ TEST(GgufExport, AdaLoraMaskedAndPrunedTripletsBecomeAPlainLora) {
     out[stem + ".lora_B"] = st.at(stem + ".lora_B").index_select(1, ix).contiguous();
   }
   j["rank_pattern"] = rp;
-  peft::io::write_json_file(pruned + "/adapter_config.json", j);
+  peft::write_json_file(pruned + "/adapter_config.json", j);
   peft::io::save_safetensors(pruned + "/adapter_model.safetensors", out);
   r = peft::exporter::export_lora_gguf(pruned, fixture(kTiny), gp);
   ASSERT_EQ(r.tensors.size(), 7u);
@@ -296,9 +296,9 @@ void expect_refused(const std::string& dir, const std::string& base_rel, const s
 }
 
 void edit_config(const std::string& dir, const std::function<void(nlohmann::json&)>& f) {
-  nlohmann::json j = peft::io::read_json_file(dir + "/adapter_config.json");
+  nlohmann::json j = peft::read_json_file(dir + "/adapter_config.json");
   f(j);
-  peft::io::write_json_file(dir + "/adapter_config.json", j);
+  peft::write_json_file(dir + "/adapter_config.json", j);
 }
 
 TEST(GgufExport, RefusesWhatLlamaCppCannotRepresent) {

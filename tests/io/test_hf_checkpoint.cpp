@@ -112,7 +112,7 @@ TEST(HfCheckpoint, ShardedIndex) {
   }
   peft::io::write_safetensors(dir + "/model-00001-of-00002.safetensors", s1);
   peft::io::write_safetensors(dir + "/model-00002-of-00002.safetensors", s2);
-  peft::io::write_json_file(dir + "/model.safetensors.index.json", {{"metadata", json::object()}, {"weight_map", wm}});
+  peft::write_json_file(dir + "/model.safetensors.index.json", {{"metadata", json::object()}, {"weight_map", wm}});
   const auto ck = HfCheckpoint::open(dir);
   EXPECT_EQ(ck.shards().size(), 2u);
   EXPECT_EQ(ck.tensor_names(), full.tensor_names());
@@ -124,10 +124,10 @@ TEST(HfCheckpoint, ShardedIndex) {
   const std::string first = full.tensor_names().front();
   bad[first] = bad[first] == "model-00001-of-00002.safetensors" ? "model-00002-of-00002.safetensors"
                                                                  : "model-00001-of-00002.safetensors";
-  peft::io::write_json_file(dir + "/model.safetensors.index.json", {{"weight_map", bad}});
+  peft::write_json_file(dir + "/model.safetensors.index.json", {{"weight_map", bad}});
   peft::test::expect_throw_with<FormatError>([&] { HfCheckpoint::open(dir); }, {first, "no such tensor"});
   bad[first] = "../escape.safetensors";
-  peft::io::write_json_file(dir + "/model.safetensors.index.json", {{"weight_map", bad}});
+  peft::write_json_file(dir + "/model.safetensors.index.json", {{"weight_map", bad}});
   peft::test::expect_throw_with<FormatError>([&] { HfCheckpoint::open(dir); }, {"not a file name inside"});
 }
 

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "golden.h"
+#include "peft/core/json_file.h"
 #include "peft/io/gguf.h"
-#include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/generation.h"
@@ -110,7 +110,7 @@ TEST(GgufModelConfig, ConfigMatchesTheHfFolderItCameFrom) {
     const std::string dir = fixture(std::string("gguf/models/") + d);
     const auto f = peft::io::GgufFile::open(dir + "/" + d + "_f32.gguf");
     const nlohmann::json got = peft::models::gguf_hf_config(f);
-    const nlohmann::json hf = peft::io::read_json_file(dir + "/hf/config.json");
+    const nlohmann::json hf = peft::read_json_file(dir + "/hf/config.json");
     for (const char* k : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                           "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings"})
       EXPECT_EQ(got.at(k), hf.at(k)) << d << " " << k;

@@ -11,7 +11,9 @@
 #include <cstring>
 
 #include "golden.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
+#include "peft/models/quantized_model.h"
 #include "peft/peft_model.h"
 #include "peft/quant/linear4bit.h"
 
@@ -200,7 +202,7 @@ TEST(QLoRA, BitsandbytesQuantisedLlamaWithPeftAdapterMatchesPeftLogits) {
   EXPECT_TRUE(at::equal(again->forward(in).logits, fresh->forward(in).logits));
   // 4-bit weights are ~1/7 of fp32 (embeddings and head stay fp32 in this tiny model).
   auto fp = peft::models::load_model(c.dir + "/base_fp32");
-  EXPECT_LT(pq::weight_bytes(*mine), pq::weight_bytes(*fp));
+  EXPECT_LT(peft::models::weight_bytes(*mine), peft::models::weight_bytes(*fp));
 }
 
 TEST(QLoRA, MergePathsAndKbitPreparation) {
@@ -213,7 +215,7 @@ TEST(QLoRA, MergePathsAndKbitPreparation) {
     // Merge into the dequantised weights (full precision): same logits as the unmerged adapter.
     auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(c.dir + "/base_bnb4"), c.dir + "/adapter");
     auto base = pm->unload();
-    pq::dequantize_model(*base);
+    peft::models::dequantize_model(*base);
     auto pm2 = peft::PeftModel::from_pretrained(base, c.dir + "/adapter");
     auto merged = pm2->merge_and_unload();
     EXPECT_TRUE(close(merged->forward(in).logits, c["logits_lora"], 1e-4));
@@ -239,7 +241,7 @@ TEST(QLoRA, MergePathsAndKbitPreparation) {
     o.dtype = "bfloat16";
     o.load_in_4bit = true;
     auto m = peft::models::load_model(c.dir + "/base_fp32", o);
-    pq::prepare_model_for_kbit_training(*m);
+    peft::models::prepare_model_for_kbit_training(*m);
     for (const auto& p : m->named_parameters()) {
       EXPECT_EQ(p.value().scalar_type(), at::kFloat) << p.key();
       EXPECT_FALSE(p.value().requires_grad()) << p.key();

@@ -10,7 +10,7 @@
 
 #include "golden.h"
 #include "peft/core/error.h"
-#include "peft/io/hf_checkpoint.h"
+#include "peft/core/json_file.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
@@ -32,7 +32,7 @@ std::shared_ptr<peft::models::PretrainedModel> llama_with_head(
   const std::string dir =
       peft::test::fixture(head == peft::models::TaskHead::SeqCls ? "models/llama_seqcls" : "models/llama_tokcls");
   auto src = peft::models::load_model(dir);
-  nlohmann::json j = peft::io::read_json_file(dir + "/config.json");
+  nlohmann::json j = peft::read_json_file(dir + "/config.json");
   j["num_labels"] = num_labels;
   j.erase("id2label");
   j.erase("label2id");
@@ -184,7 +184,7 @@ TEST(MultiTask, TrainerTrainsSharedPrefixAndSplitsHeads) {
   pt::save_task_adapters(*pm, d.tasks, dir);
   for (const auto& t : d.tasks) {
     ASSERT_TRUE(fs::exists(dir + "/" + t.name + "/adapter_model.safetensors")) << t.name;
-    const auto j = peft::io::read_json_file(dir + "/" + t.name + "/task.json");
+    const auto j = peft::read_json_file(dir + "/" + t.name + "/task.json");
     EXPECT_EQ(j.at("label_names").get<std::vector<std::string>>(), t.label_names);
   }
   auto single = peft::PeftModel::from_pretrained(llama_with_head(kB), dir + "/b");

@@ -9,6 +9,7 @@
 
 #include "golden.h"
 #include "peft/core/error.h"
+#include "peft/core/json_file.h"
 #include "peft/io/safetensors.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
@@ -179,7 +180,7 @@ TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {
   std::cout << "30 steps vs PEFT: max |loss diff| " << worst_loss << ", max score diff / module max score "
             << worst_score << ", max |final weight diff| " << worst_weight << ", rank patterns compared "
             << masks_compared << "\n";
-  const json saved = peft::io::read_json_file(g.dir + "/adapter_config.json");
+  const json saved = peft::read_json_file(g.dir + "/adapter_config.json");
   EXPECT_EQ(*cfg.adalora_rank_pattern, pattern_of(saved["rank_pattern"]));
   pm->base_model().eval();
   peft::models::ModelInputs in;
@@ -199,7 +200,7 @@ TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {
     ASSERT_TRUE(ours.count(k)) << k;
     EXPECT_TRUE(close(ours.at(k), v, 1e-5)) << k;
   }
-  const json mine = peft::io::read_json_file(dir + "/adapter_config.json");
+  const json mine = peft::read_json_file(dir + "/adapter_config.json");
   for (const char* k : {"rank_pattern", "init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2",
                         "orth_reg_weight", "total_step", "peft_type", "lora_alpha"})
     EXPECT_EQ(mine[k], saved[k]) << k;
@@ -336,7 +337,7 @@ TEST(AdaLora, TrainerAllocatesAndLogs) {
   EXPECT_EQ(budget_lines, 12);
   // The final pattern keeps exactly the target budget (4 modules x target_r 2); the saved adapter
   // is pruned to it and reloads with the trained model's logits.
-  const auto saved = peft::AdaLoraConfig::from_json(peft::io::read_json_file(res.adapter_dir + "/adapter_config.json"));
+  const auto saved = peft::AdaLoraConfig::from_json(peft::read_json_file(res.adapter_dir + "/adapter_config.json"));
   ASSERT_TRUE(saved.adalora_rank_pattern.has_value());
   int64_t kept = 0;
   for (const auto& [k, v] : *saved.adalora_rank_pattern) kept += std::count(v.begin(), v.end(), true);
@@ -397,8 +398,8 @@ TEST(AdaLora, TrainerResumesExactly) {
   const auto resumed = run(dir, 0, dir + "/checkpoint-7");
   ASSERT_EQ(resumed.step_losses.size(), full.step_losses.size());
   for (std::size_t i = 0; i < full.step_losses.size(); ++i) EXPECT_DOUBLE_EQ(resumed.step_losses[i], full.step_losses[i]) << i;
-  EXPECT_EQ(peft::io::read_json_file(resumed.adapter_dir + "/adapter_config.json")["rank_pattern"],
-            peft::io::read_json_file(full.adapter_dir + "/adapter_config.json")["rank_pattern"]);
+  EXPECT_EQ(peft::read_json_file(resumed.adapter_dir + "/adapter_config.json")["rank_pattern"],
+            peft::read_json_file(full.adapter_dir + "/adapter_config.json")["rank_pattern"]);
   const auto x = peft::io::load_safetensors(resumed.adapter_dir + "/adapter_model.safetensors");
   const auto y = peft::io::load_safetensors(full.adapter_dir + "/adapter_model.safetensors");
   ASSERT_EQ(x.size(), y.size());

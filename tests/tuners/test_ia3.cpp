@@ -17,7 +17,7 @@
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
-#include "peft/quant/linear4bit.h"
+#include "peft/models/quantized_model.h"
 #include "peft/tuners/ia3/config.h"
 #include "peft/tuners/ia3/layer.h"
 #include "peft/tuners/ia3/model.h"
@@ -400,9 +400,9 @@ TEST(Ia3Errors, PeftRulesAndMismatches) {
 
   // 4-bit base: (IA)³ runs on it, but PEFT refuses to merge.
   auto q = peft::models::load_model(llama.base);
-  peft::quant::BnbConfig bnb;
+  peft::models::BnbConfig bnb;
   bnb.load_in_4bit = true;
-  ASSERT_GT(peft::quant::quantize_model(*q, bnb), 0);
+  ASSERT_GT(peft::models::quantize_model(*q, bnb), 0);
   auto qpm = peft::PeftModel::from_pretrained(q, llama.g.dir);
   torch::NoGradGuard ng;
   EXPECT_EQ(qpm->forward(inputs_of(llama.g, false)).logits.sizes(), llama.g["logits"].sizes());

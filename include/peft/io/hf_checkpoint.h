@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "peft/core/json_file.h"
 #include "peft/io/safetensors.h"
 
 namespace peft::io {
@@ -43,10 +44,8 @@ class HfCheckpoint {
   std::vector<std::string> names_;
 };
 
-/// Reads and parses a JSON file; throws FormatError naming the file and the parse error.
-nlohmann::json read_json_file(const std::string& path);
-
-/// Writes JSON atomically, indented like Python's json.dump(indent=2).
-void write_json_file(const std::string& path, const nlohmann::json& j);
+/// The JSON file helpers live in core/json_file.h; these names keep io:: callers working.
+using peft::read_json_file;
+using peft::write_json_file;
 
 }  // namespace peft::io

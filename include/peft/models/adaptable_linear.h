@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "peft/quant/quantized_base.h"
+
 namespace peft::models {
 
 /// What a tuner attaches to a linear slot. The tuner registers the adapter's parameters on the
@@ -46,21 +48,6 @@ class LinearAdapter {
   /// Plain low-rank form s·B·A (A: [r, in], B: [out, r]) for batched mixed-adapter routing;
   /// false when the adapter is not of that form or has active dropout.
   virtual bool low_rank_factors(at::Tensor& A, at::Tensor& B, double& scaling) { return false; }
-};
-
-/// A base weight kept in a compressed form (QLoRA's 4-bit weight, quant/linear4bit.h). When a slot
-/// holds one, its `weight` parameter is dropped and the base projection goes through it.
-class QuantizedBase {
- public:
-  virtual ~QuantizedBase() = default;
-  /// x: [..., in] -> x·Wᵀ [..., out] (no bias), differentiable w.r.t. x; output in x's dtype.
-  virtual at::Tensor forward(const at::Tensor& x) = 0;
-  /// The weight as fp32 [out, in].
-  virtual at::Tensor dequantize() const = 0;
-  /// Bytes held (packed weight + quantisation state).
-  virtual int64_t nbytes() const = 0;
-  /// Replaces the weight by the quantisation of w ([out, in]); returns max |w - dequantize()|.
-  virtual double requantize(const at::Tensor& w) = 0;
 };
 
 /// Per-row adapter routing for mixed-adapter batches ("__base__" = no adapter), set for the
@@ -132,8 +119,8 @@ class AdaptableLinearImpl : public torch::nn::Module {
 
   /// Makes `q` the base weight (drops the `weight` parameter); nullptr restores a full-precision
   /// fp32 `weight` parameter from the quantised one.
-  void set_quantized(std::shared_ptr<QuantizedBase> q);
-  const std::shared_ptr<QuantizedBase>& quantized() const { return quantized_; }
+  void set_quantized(std::shared_ptr<quant::QuantizedBase> q);
+  const std::shared_ptr<quant::QuantizedBase>& quantized() const { return quantized_; }
   /// Largest |merged - requantised| of the last merge/unmerge into a quantised base (PEFT #1080).
   double last_requant_error() const { return last_requant_error_; }
 
@@ -142,7 +129,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
                           const std::vector<std::string>& rows);
   int64_t in_features_, out_features_;
   bool fan_in_fan_out_;
-  std::shared_ptr<QuantizedBase> quantized_;
+  std::shared_ptr<quant::QuantizedBase> quantized_;
   double last_requant_error_ = 0.0;
 };
 TORCH_MODULE(AdaptableLinear);

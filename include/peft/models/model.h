@@ -115,7 +115,7 @@ struct LoadOptions {
   std::string dtype = "float32";
 
   // QLoRA: transformers' BitsAndBytesConfig (4-bit part). With load_in_4bit every linear layer
-  // but the output head is quantised on load (quant/linear4bit.h). Checkpoints that bitsandbytes
+  // but the output head is quantised on load (models/quantized_model.h). Checkpoints that bitsandbytes
   // already quantised (config.json quantization_config) load as 4-bit whatever these say.
   bool load_in_4bit = false;
   std::string bnb_4bit_quant_type = "fp4";  ///< "nf4" or "fp4" (transformers' default: fp4)

@@ -1,7 +1,7 @@
 #pragma once
 // A frozen base weight kept in ggml's block encoding (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, ... as read
 // from a GGUF file) behind the adaptable linear slot, so LoRA trains on a quantised GGUF base with
-// memory close to the file size (tier 2).
+// memory close to the file size (tier 1).
 //
 //   auto w = std::make_shared<peft::quant::GgmlLinearWeight>(io::GgmlType::Q4_K, bytes, out, in);
 //   slot->set_quantized(w);     // forward: tiles of rows dequantised + GEMM; input gradient too
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "peft/io/gguf.h"
-#include "peft/models/adaptable_linear.h"
+#include "peft/quant/quantized_base.h"
 
 namespace peft::quant {
 
@@ -19,7 +19,7 @@ namespace peft::quant {
 /// forward(x) = x · dequant(W)ᵀ in fp32; the input gradient is grad · dequant(W); no weight
 /// gradient. CPU: tiles of rows are dequantised (Highway, in parallel) into a reused buffer and
 /// multiplied by BLAS; other devices: dequantise with the CPU decoder, then a plain linear.
-class GgmlLinearWeight : public models::QuantizedBase {
+class GgmlLinearWeight : public QuantizedBase {
  public:
   GgmlLinearWeight(io::GgmlType type, std::vector<uint8_t> blocks, int64_t out, int64_t in);
 

@@ -1,11 +1,11 @@
 // DistributedSampler: one order per epoch for all ranks, sliced per rank.
-#include "peft/distributed/sampler.h"
+#include "peft/train/sampler.h"
 
 #include <algorithm>
 
 #include "peft/core/check.h"
 
-namespace peft::distributed {
+namespace peft::train {
 
 DistributedSampler::DistributedSampler(int64_t per_rank_batch, int rank, int world_size, bool shuffle, uint64_t seed,
                                        bool group_by_length)
@@ -16,15 +16,15 @@ DistributedSampler::DistributedSampler(int64_t per_rank_batch, int rank, int wor
              " is outside [0, ", world_size, ")");
 }
 
-std::vector<int64_t> DistributedSampler::epoch_order(const train::Dataset& d, int64_t epoch, int64_t order_batch) const {
+std::vector<int64_t> DistributedSampler::epoch_order(const Dataset& d, int64_t epoch, int64_t order_batch) const {
   std::vector<int64_t> order;
   order.reserve(d.examples.size());
-  for (const auto& b : train::make_batches(d, order_batch, shuffle_, seed_ + static_cast<uint64_t>(epoch), group_by_length_))
+  for (const auto& b : make_batches(d, order_batch, shuffle_, seed_ + static_cast<uint64_t>(epoch), group_by_length_))
     order.insert(order.end(), b.begin(), b.end());
   return order;
 }
 
-std::vector<std::vector<int64_t>> DistributedSampler::rank_batches(const train::Dataset& d, int64_t epoch,
+std::vector<std::vector<int64_t>> DistributedSampler::rank_batches(const Dataset& d, int64_t epoch,
                                                                    int64_t order_batch, int64_t consumed) const {
   const std::vector<int64_t> order = epoch_order(d, epoch, order_batch);
   const auto n = static_cast<int64_t>(order.size());
@@ -38,4 +38,4 @@ std::vector<std::vector<int64_t>> DistributedSampler::rank_batches(const train::
   return out;
 }
 
-}  // namespace peft::distributed
+}  // namespace peft::train

@@ -8,7 +8,7 @@
 
 #include "peft/train/data.h"
 
-namespace peft::distributed {
+namespace peft::train {
 
 class DistributedSampler {
  public:
@@ -20,12 +20,12 @@ class DistributedSampler {
   /// The example order of `epoch`, the same on every rank: make_batches(d, order_batch, shuffle,
   /// seed + epoch, group_by_length) flattened. `order_batch` is the global batch the epoch began with
   /// (group_by_length's megabatches depend on it), so a resume with another world size keeps the order.
-  std::vector<int64_t> epoch_order(const train::Dataset& d, int64_t epoch, int64_t order_batch) const;
+  std::vector<int64_t> epoch_order(const Dataset& d, int64_t epoch, int64_t order_batch) const;
 
   /// This rank's batches of `epoch`, after the first `consumed` examples of the order: global batch k
   /// is order[consumed + k*G, consumed + (k+1)*G) with G = global_batch(), and this rank gets its
   /// [rank*b, (rank+1)*b) part. A short last global batch can leave a rank an empty batch.
-  std::vector<std::vector<int64_t>> rank_batches(const train::Dataset& d, int64_t epoch, int64_t order_batch,
+  std::vector<std::vector<int64_t>> rank_batches(const Dataset& d, int64_t epoch, int64_t order_batch,
                                                  int64_t consumed) const;
 
  private:
@@ -36,4 +36,4 @@ class DistributedSampler {
   bool group_by_length_;
 };
 
-}  // namespace peft::distributed
+}  // namespace peft::train

@@ -1,0 +1,95 @@
+// Training checkpoints and resume. Mirrors transformers' Trainer._save_checkpoint layout
+// (checkpoint-N/ with the adapter, optimizer.pt, the RNG state and trainer_state.json).
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "peft/core/json_file.h"
+#include "peft/io/tensor_bridge.h"
+#include "trainer_impl.h"
+
+namespace peft::train::detail {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+void save_active_adapter_flat(const PeftModel& model, const fs::path& dir) {
+  const std::string name = model.active_adapters().front();
+  fs::create_directories(dir);
+  model.save_pretrained(dir.string(), {name});
+  if (name == "default") return;
+  for (const auto& f : {"adapter_model.safetensors", "adapter_config.json", "prompt_encoder.safetensors"})
+    if (fs::exists(dir / name / f)) fs::rename(dir / name / f, dir / f);
+  fs::remove_all(dir / name);
+}
+
+namespace {
+
+void write_rng(const std::string& path) {
+  at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
+  io::save_safetensors(path, {{"cpu_rng", state}});
+}
+
+void read_rng(const std::string& path) {
+  auto t = io::load_safetensors(path);
+  at::Generator g = at::detail::getDefaultCPUGenerator();  // shares the global generator
+  g.set_state(t.at("cpu_rng"));
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& output_dir, PeftModel& model, const torch::optim::Optimizer& opt,
+                     const RunState& run) {
+  const fs::path dst = fs::path(output_dir) / ("checkpoint-" + std::to_string(run.step));
+  const fs::path tmp = fs::path(output_dir) / (".checkpoint-" + std::to_string(run.step) + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_active_adapter_flat(model, tmp);
+  if (auto ts = model.training_state(); !ts.empty())
+    io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
+  torch::save(opt, (tmp / "optimizer.pt").string());
+  write_rng((tmp / "rng_state.safetensors").string());
+  write_json_file((tmp / "trainer_state.json").string(),
+                  {{"global_step", run.step}, {"epoch", run.epoch}, {"batch_pos", run.batch_pos},
+                   {"epoch_samples", std::min(run.examples, run.epoch_start + run.batch_pos * run.global_batch)},
+                   {"epoch_order_batch", run.order_batch}, {"world_size", run.world},
+                   {"step_losses", run.step_losses}, {"total_steps", run.total}});
+  fs::remove_all(dst);
+  fs::rename(tmp, dst);
+}
+
+void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Optimizer& opt,
+                     int64_t per_device_batch, RunState& run) {
+  const json st = read_json_file((fs::path(dir) / "trainer_state.json").string());
+  run.step = st.at("global_step").get<int64_t>();
+  run.epoch = st.at("epoch").get<int64_t>();
+  if (st.contains("epoch_samples")) {
+    run.epoch_start = st.at("epoch_samples").get<int64_t>();
+    run.order_batch = st.at("epoch_order_batch").get<int64_t>();
+  } else {  // written before data-parallel support: a single process
+    run.epoch_start = st.at("batch_pos").get<int64_t>() * per_device_batch;
+    run.order_batch = per_device_batch;
+  }
+  run.step_losses = st.at("step_losses").get<std::vector<double>>();
+  // A tuner state (AdaLoRA: full-rank tensors and scores; its saved adapter is pruned) replaces
+  // the adapter file when the checkpoint has one.
+  const fs::path tuner_state = fs::path(dir) / "tuner_state.safetensors";
+  if (fs::exists(tuner_state)) model.load_training_state(io::load_safetensors(tuner_state.string()));
+  else model.load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), model.active_adapters().front());
+  torch::load(opt, (fs::path(dir) / "optimizer.pt").string());
+  read_rng((fs::path(dir) / "rng_state.safetensors").string());
+}
+
+void save_final_adapter(const std::string& dst, const PeftModel& model) {
+  // Written into a temp folder, then renamed, as checkpoints are.
+  const fs::path tmp = fs::path(dst).parent_path() / ("." + fs::path(dst).filename().string() + ".tmp");
+  fs::remove_all(tmp);
+  model.save_pretrained(tmp.string(), {model.active_adapters().front()});
+  fs::remove_all(dst);
+  fs::rename(tmp, dst);
+}
+
+}  // namespace peft::train::detail
