@@ -14,6 +14,18 @@
 
 #include "peft/core/error.h"
 
+// The matmul loop is compiled twice and picked at run time: for x86-64 CPUs with AVX2 and FMA
+// (std::fma becomes one instruction, the integer dot products vectorise) and for any CPU. The
+// results are the same: integer sums are exact and no float operation is reordered or fused
+// beyond what is written (-ffp-contract=off).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define GGML_CPU_X86_FAST 1
+#define GGML_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define GGML_CPU_X86_FAST 0
+#define GGML_CPU_INLINE inline
+#endif
+
 namespace peft::quant::ggml_cpu {
 namespace {
 
@@ -26,38 +38,62 @@ constexpr int QK_K = 256;  // K-quant super-block
 constexpr int kQ4_0 = 18, kQ4_1 = 20, kQ5_0 = 22, kQ5_1 = 24, kQ8_0 = 34, kQ8_1 = 36;
 constexpr int kQ4_K = 144, kQ5_K = 176, kQ6_K = 210, kQ8_K = 292;
 
-uint32_t f32_bits(float f) {
+GGML_CPU_INLINE uint32_t f32_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
 }
-float bits_f32(uint32_t u) {
+GGML_CPU_INLINE float bits_f32(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
-uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-void wr16(uint8_t* p, uint16_t v) {
+GGML_CPU_INLINE uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+GGML_CPU_INLINE void wr16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v);
   p[1] = static_cast<uint8_t>(v >> 8);
 }
-float rdf32(const uint8_t* p) {
+GGML_CPU_INLINE float rdf32(const uint8_t* p) {
   float f;
   std::memcpy(&f, p, 4);
   return f;
 }
-float h2f(const uint8_t* p) { return fp16_to_fp32(rd16(p)); }
+GGML_CPU_INLINE float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
+  if (exp == 0) return bits_f32(f32_bits(static_cast<float>(mant) * 5.9604644775390625e-8f) | sign);
+  if (exp == 31) return bits_f32(sign | 0x7F800000u | (mant << 13));
+  return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+// F16C's vcvtps2ph (round to nearest even; NaN quieted).
+GGML_CPU_INLINE uint16_t float_to_half(float f) {
+  const uint32_t x = f32_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  const uint32_t a = x & 0x7FFFFFFFu;
+  if (a >= 0x7F800000u) {  // inf, or NaN quieted (vcvtps2ph)
+    if (a == 0x7F800000u) return sign | 0x7C00;
+    return static_cast<uint16_t>(sign | 0x7E00 | ((a & 0x7FFFFF) >> 13));
+  }
+  if (a >= 0x477FF000u) return sign | 0x7C00;
+  if (a < 0x38800000u) {
+    const float v = bits_f32(a) + 0.5f;
+    return sign | static_cast<uint16_t>(f32_bits(v) - 0x3F000000u);
+  }
+  const uint32_t odd = (a >> 13) & 1;
+  return sign | static_cast<uint16_t>((a + 0xC8000FFFu + odd) >> 13);
+}
+GGML_CPU_INLINE float h2f(const uint8_t* p) { return half_to_float(rd16(p)); }
 
 // hsum_float_8 (and llamafile's hsum(__m256), ggml_vec_soft_max_f32's lane sum): the upper half
 // added to the lower, then lanes 0+2 and 1+3, then those two.
-float hsum8(const float* a) {
+GGML_CPU_INLINE float hsum8(const float* a) {
   const float r0 = a[4] + a[0], r1 = a[5] + a[1], r2 = a[6] + a[2], r3 = a[7] + a[3];
   return (r0 + r2) + (r1 + r3);
 }
 
 // GGML_F32x8_REDUCE over four 8-lane accumulators: (s0+s2) + (s1+s3), upper half onto the lower,
 // then two horizontal adds ((t0+t1) + (t2+t3)).
-float reduce4x8(float s[4][8]) {
+GGML_CPU_INLINE float reduce4x8(float s[4][8]) {
   float a[8];
   for (int l = 0; l < 8; ++l) a[l] = (s[0][l] + s[2][l]) + (s[1][l] + s[3][l]);
   const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
@@ -66,16 +102,14 @@ float reduce4x8(float s[4][8]) {
 
 // Lane l of maddubs + madd(ones): the integer sum of elements 4l .. 4l+3.
 template <typename A, typename B>
-void lane_dots(const A* a, const B* b, int32_t out[8]) {
-  for (int l = 0; l < 8; ++l) {
-    int32_t s = 0;
-    for (int e = 4 * l; e < 4 * l + 4; ++e) s += static_cast<int32_t>(a[e]) * static_cast<int32_t>(b[e]);
-    out[l] = s;
-  }
+GGML_CPU_INLINE void lane_dots(const A* a, const B* b, int32_t out[8]) {
+  int32_t p[32];
+  for (int e = 0; e < 32; ++e) p[e] = static_cast<int32_t>(a[e]) * static_cast<int32_t>(b[e]);
+  for (int l = 0; l < 8; ++l) out[l] = (p[4 * l] + p[4 * l + 1]) + (p[4 * l + 2] + p[4 * l + 3]);
 }
 
 template <typename A, typename B>
-int32_t idot(const A* a, const B* b, int n) {
+GGML_CPU_INLINE int32_t idot(const A* a, const B* b, int n) {
   int32_t s = 0;
   for (int e = 0; e < n; ++e) s += static_cast<int32_t>(a[e]) * static_cast<int32_t>(b[e]);
   return s;
@@ -92,7 +126,7 @@ void quantize_q8(const float* x, uint8_t* y, int64_t n, bool with_sum) {
     for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.f;
     const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-    wr16(y, fp32_to_fp16(d));
+    wr16(y, float_to_half(d));
     int8_t* q = reinterpret_cast<int8_t*>(y + (with_sum ? 4 : 2));
     int32_t sum = 0;
     for (int j = 0; j < QK; ++j) {
@@ -103,7 +137,7 @@ void quantize_q8(const float* x, uint8_t* y, int64_t n, bool with_sum) {
       sum += i;
       q[j] = static_cast<int8_t>(std::clamp<int32_t>(i, -128, 127));
     }
-    if (with_sum) wr16(y + 2, fp32_to_fp16(d * static_cast<float>(sum)));
+    if (with_sum) wr16(y + 2, float_to_half(d * static_cast<float>(sum)));
   }
 }
 
@@ -146,7 +180,7 @@ void quantize_q8_k(const float* x, uint8_t* y, int64_t n) {
 // ----------------------------------------------------------------------------- vec_dot kernels
 
 // Nibble j (0..31) of a 16-byte Q4 payload: low nibbles are elements 0..15, high nibbles 16..31.
-void nibbles(const uint8_t* qs, uint8_t out[32]) {
+GGML_CPU_INLINE void nibbles(const uint8_t* qs, uint8_t out[32]) {
   for (int j = 0; j < 16; ++j) {
     out[j] = qs[j] & 0x0F;
     out[j + 16] = qs[j] >> 4;
@@ -154,7 +188,7 @@ void nibbles(const uint8_t* qs, uint8_t out[32]) {
 }
 
 // Fifth bits of Q5_0 / Q5_1: bit j of the little-endian qh is element j's.
-uint32_t qh32(const uint8_t* p) {
+GGML_CPU_INLINE uint32_t qh32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
@@ -163,7 +197,7 @@ uint32_t qh32(const uint8_t* p) {
 // ggml_vec_dot_q4_0_q8_0 / q5_0 / q8_0 (AVX2): acc = fma(dx·dy, lanes, acc) block after block.
 // `signed_vals` fills the 32 signed weight values of block b.
 template <typename Vals>
-float dot_q8_sym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, Vals&& vals) {
+GGML_CPU_INLINE float dot_q8_sym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, Vals&& vals) {
   float acc[8] = {};
   int8_t w[32];
   int32_t lane[8];
@@ -176,22 +210,22 @@ float dot_q8_sym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, Vals&& 
   return hsum8(acc);
 }
 
-void vals_q4_0(const uint8_t* x, int8_t w[32]) {
+GGML_CPU_INLINE void vals_q4_0(const uint8_t* x, int8_t w[32]) {
   uint8_t n[32];
   nibbles(x + 2, n);
   for (int j = 0; j < 32; ++j) w[j] = static_cast<int8_t>(n[j] - 8);
 }
-void vals_q5_0(const uint8_t* x, int8_t w[32]) {
+GGML_CPU_INLINE void vals_q5_0(const uint8_t* x, int8_t w[32]) {
   uint8_t n[32];
   nibbles(x + 6, n);
   const uint32_t qh = qh32(x + 2);
   for (int j = 0; j < 32; ++j) w[j] = static_cast<int8_t>((n[j] | (((qh >> j) & 1) << 4)) - 16);
 }
-void vals_q8_0(const uint8_t* x, int8_t w[32]) { std::memcpy(w, x + 2, 32); }
+GGML_CPU_INLINE void vals_q8_0(const uint8_t* x, int8_t w[32]) { std::memcpy(w, x + 2, 32); }
 
 // ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1 (AVX2): acc = fma(dx·dy, lanes, acc); summs = fma(m, s, summs)
 // (GCC fuses it); the result hsum(acc) + summs.
-float dot_q8_asym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, bool five) {
+GGML_CPU_INLINE float dot_q8_asym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, bool five) {
   float acc[8] = {};
   float summs = 0;
   uint8_t w[32];
@@ -214,7 +248,7 @@ float dot_q8_asym(const uint8_t* x, int xb, const uint8_t* y, int64_t nb, bool f
 }
 
 // Q4_K / Q5_K: eight 6-bit scales and mins in 12 bytes (get_scale_min_k4).
-void scales_mins_k(const uint8_t* s, int sc[8], int m[8]) {
+GGML_CPU_INLINE void scales_mins_k(const uint8_t* s, int sc[8], int m[8]) {
   for (int j = 0; j < 8; ++j) {
     if (j < 4) {
       sc[j] = s[j] & 63;
@@ -228,7 +262,7 @@ void scales_mins_k(const uint8_t* s, int sc[8], int m[8]) {
 
 // Q4_K / Q5_K weights of one super-block as 0..15 / 0..31: element 64j + e (e < 32) is the low
 // nibble of qs[32j + e], 64j + 32 + e the high one; Q5_K adds bit 2j / 2j+1 of qh[e] as bit 4.
-void vals_k45(const uint8_t* x, bool five, uint8_t w[256]) {
+GGML_CPU_INLINE void vals_k45(const uint8_t* x, bool five, uint8_t w[256]) {
   const uint8_t* qs = x + (five ? 48 : 16);
   const uint8_t* qh = x + 16;
   for (int j = 0; j < 4; ++j)
@@ -259,7 +293,7 @@ struct Q8K {
 // elements 4l..4l+3 of each 32-element half); acc = fma(d, lanes, acc) with d = y.d · x.d; the mins
 // in four lanes acc_m = fma(-y.d · x.dmin, m[2k]·S[2k] + m[2k+1]·S[2k+1], acc_m).
 // ggml_vec_dot_q5_K_q8_K: the same lanes; the mins summed as one integer, summs = fma(Σ, dmin, summs).
-float dot_k45(const uint8_t* x, const uint8_t* y, int64_t nb, bool five) {
+GGML_CPU_INLINE float dot_k45(const uint8_t* x, const uint8_t* y, int64_t nb, bool five) {
   const int xb = five ? kQ5_K : kQ4_K;
   float acc[8] = {}, acc_m[4] = {};
   float summs = 0;
@@ -295,7 +329,7 @@ float dot_k45(const uint8_t* x, const uint8_t* y, int64_t nb, bool five) {
 }
 
 // Q6_K weights of one super-block as 0..63 (q6 + 32): half j (128 elements), quarter k.
-void vals_q6_k(const uint8_t* x, uint8_t w[256]) {
+GGML_CPU_INLINE void vals_q6_k(const uint8_t* x, uint8_t w[256]) {
   const uint8_t *ql = x, *qh = x + 128;
   for (int j = 0; j < 2; ++j)
     for (int e = 0; e < 32; ++e) {
@@ -310,7 +344,7 @@ void vals_q6_k(const uint8_t* x, uint8_t w[256]) {
 // ggml_vec_dot_q6_K_q8_K (AVX2): lane l sums scale · (dot of elements 4l..4l+3 of each 32-element
 // quarter) over the eight quarters, minus 32·(bsums[2l]·sc[2l] + bsums[2l+1]·sc[2l+1]);
 // acc = fma(y.d · x.d, lanes, acc).
-float dot_q6_k(const uint8_t* x, const uint8_t* y, int64_t nb) {
+GGML_CPU_INLINE float dot_q6_k(const uint8_t* x, const uint8_t* y, int64_t nb) {
   float acc[8] = {};
   uint8_t w[256];
   for (int64_t b = 0; b < nb; ++b, x += kQ6_K, y += kQ8_K) {
@@ -336,7 +370,7 @@ float dot_q6_k(const uint8_t* x, const uint8_t* y, int64_t nb) {
 
 // ggml_gemv/gemm_q4_0_8x8_q8_0 (AVX2, weights repacked 8 rows at a time): per output, the block's
 // whole integer dot, acc = fma(dot, dw · da, acc).
-float dot_q4_0_repack(const uint8_t* x, const uint8_t* y, int64_t nb) {
+GGML_CPU_INLINE float dot_q4_0_repack(const uint8_t* x, const uint8_t* y, int64_t nb) {
   float acc = 0;
   int8_t w[32];
   for (int64_t b = 0; b < nb; ++b, x += kQ4_0, y += kQ8_0) {
@@ -351,7 +385,7 @@ float dot_q4_0_repack(const uint8_t* x, const uint8_t* y, int64_t nb) {
 // Σ min·sum; acc = fma(Σ, dw · da, acc), acc_min = fma(Σmin, dminw · da, acc_min); acc - acc_min.
 // ggml_gemm_q4_K_8x8_q8_K (groups of four activation rows) does the same per 64 elements
 // (`per_pair`: one fma per pair of 32-element sub-blocks).
-float dot_q4_k_repack(const uint8_t* x, const uint8_t* y, int64_t nb, bool per_pair) {
+GGML_CPU_INLINE float dot_q4_k_repack(const uint8_t* x, const uint8_t* y, int64_t nb, bool per_pair) {
   float acc = 0, acc_min = 0;
   uint8_t w[256];
   for (int64_t b = 0; b < nb; ++b, x += kQ4_K, y += kQ8_K) {
@@ -381,7 +415,7 @@ float dot_q4_k_repack(const uint8_t* x, const uint8_t* y, int64_t nb, bool per_p
 // ggml's tiled K-quant matmul (AVX2 microtile, 8+ activation rows): per super-block the exact
 // integer s1 = Σ scale·dot (and s2 = Σ min·sum), res = dw · s1 (then fma(-dminw, s2, res)),
 // out = fma(res, da, out).
-float dot_k_tiled(GgmlType t, const uint8_t* x, const uint8_t* y, int64_t nb) {
+GGML_CPU_INLINE float dot_k_tiled(GgmlType t, const uint8_t* x, const uint8_t* y, int64_t nb) {
   float out = 0;
   uint8_t w[256];
   for (int64_t b = 0; b < nb; ++b, y += kQ8_K) {
@@ -421,7 +455,7 @@ float dot_k_tiled(GgmlType t, const uint8_t* x, const uint8_t* y, int64_t nb) {
 
 // llamafile's tinyBLAS (AVX2, KN = 8): one 8-lane accumulator over k in steps of 8, then hsum.
 template <typename Load>
-float tinyblas_dot(int64_t k, Load&& load) {
+GGML_CPU_INLINE float tinyblas_dot(int64_t k, Load&& load) {
   float acc[8] = {};
   for (int64_t l = 0; l < k; l += 8)
     for (int i = 0; i < 8; ++i) {
@@ -464,30 +498,9 @@ Kernel pick_kernel(GgmlType type, int64_t out, int64_t in, int64_t rows) {
 
 // ------------------------------------------------------------------------------------ public
 
-uint16_t fp32_to_fp16(float f) {
-  const uint32_t x = f32_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
-  const uint32_t a = x & 0x7FFFFFFFu;
-  if (a >= 0x7F800000u) {  // inf, or NaN quieted (vcvtps2ph)
-    if (a == 0x7F800000u) return sign | 0x7C00;
-    return static_cast<uint16_t>(sign | 0x7E00 | ((a & 0x7FFFFF) >> 13));
-  }
-  if (a >= 0x477FF000u) return sign | 0x7C00;
-  if (a < 0x38800000u) {
-    const float v = bits_f32(a) + 0.5f;
-    return sign | static_cast<uint16_t>(f32_bits(v) - 0x3F000000u);
-  }
-  const uint32_t odd = (a >> 13) & 1;
-  return sign | static_cast<uint16_t>((a + 0xC8000FFFu + odd) >> 13);
-}
+uint16_t fp32_to_fp16(float f) { return float_to_half(f); }
 
-float fp16_to_fp32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
-  if (exp == 0) return bits_f32(f32_bits(static_cast<float>(mant) * 5.9604644775390625e-8f) | sign);
-  if (exp == 31) return bits_f32(sign | 0x7F800000u | (mant << 13));
-  return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
-}
+float fp16_to_fp32(uint16_t h) { return half_to_float(h); }
 
 io::GgmlType vec_dot_type(io::GgmlType w) {
   switch (w) {
@@ -532,16 +545,16 @@ void quantize_row(io::GgmlType t, const float* x, void* dst, int64_t n) {
     case GgmlType::Q8_1: quantize_q8(x, y, n, true); return;
     case GgmlType::Q8_K: quantize_q8_k(x, y, n); return;
     case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) wr16(y + 2 * i, fp32_to_fp16(x[i]));
+      for (int64_t i = 0; i < n; ++i) wr16(y + 2 * i, float_to_half(x[i]));
       return;
     case GgmlType::F32: std::memcpy(y, x, static_cast<std::size_t>(n) * 4); return;
     default: unsupported("quantize_row", t);
   }
 }
 
-float vec_dot(io::GgmlType t, int64_t n, const void* w_row, const void* act_row) {
-  const auto* x = static_cast<const uint8_t*>(w_row);
-  const auto* y = static_cast<const uint8_t*>(act_row);
+namespace {
+
+GGML_CPU_INLINE float vec_dot_blocks(GgmlType t, int64_t n, const uint8_t* x, const uint8_t* y) {
   switch (t) {
     case GgmlType::Q4_0: return dot_q8_sym(x, kQ4_0, y, n / QK, vals_q4_0);
     case GgmlType::Q5_0: return dot_q8_sym(x, kQ5_0, y, n / QK, vals_q5_0);
@@ -559,6 +572,12 @@ float vec_dot(io::GgmlType t, int64_t n, const void* w_row, const void* act_row)
   }
 }
 
+}  // namespace
+
+float vec_dot(io::GgmlType t, int64_t n, const void* w_row, const void* act_row) {
+  return vec_dot_blocks(t, n, static_cast<const uint8_t*>(w_row), static_cast<const uint8_t*>(act_row));
+}
+
 std::vector<uint8_t> prepare_activations(io::GgmlType w, const float* x, int64_t rows, int64_t in) {
   const GgmlType a = vec_dot_type(w);
   const uint64_t rb = io::ggml_row_bytes(a, in);
@@ -567,9 +586,11 @@ std::vector<uint8_t> prepare_activations(io::GgmlType w, const float* x, int64_t
   return out;
 }
 
-void mul_mat_range(io::GgmlType t, const uint8_t* w, int64_t out, int64_t in, const uint8_t* act, int64_t rows,
-                   int64_t o0, int64_t o1, float* y) {
-  if (!can_mul_mat(t)) unsupported("mul_mat", t);
+namespace {
+
+// mul_mat_range's loop, inlined into both builds below.
+GGML_CPU_INLINE void mul_mat_rows(GgmlType t, const uint8_t* w, int64_t out, int64_t in, const uint8_t* act,
+                                  int64_t rows, int64_t o0, int64_t o1, float* y) {
   const uint64_t wb = io::ggml_row_bytes(t, in);
   const uint64_t ab = io::ggml_row_bytes(vec_dot_type(t), in);
   const Kernel k = pick_kernel(t, out, in, rows);
@@ -593,16 +614,41 @@ void mul_mat_range(io::GgmlType t, const uint8_t* w, int64_t out, int64_t in, co
             const auto* xh = reinterpret_cast<const uint16_t*>(x);
             const auto* ah = reinterpret_cast<const uint16_t*>(a);
             v = tinyblas_dot(in, [&](int64_t i, float& p, float& q) {
-              p = fp16_to_fp32(xh[i]);
-              q = fp16_to_fp32(ah[i]);
+              p = half_to_float(xh[i]);
+              q = half_to_float(ah[i]);
             });
           }
           break;
-        default: v = vec_dot(t, in, x, a);
+        default: v = vec_dot_blocks(t, in, x, a);
       }
       y[r * out + o] = v;
     }
   }
+}
+
+void mul_mat_rows_generic(GgmlType t, const uint8_t* w, int64_t out, int64_t in, const uint8_t* act, int64_t rows,
+                          int64_t o0, int64_t o1, float* y) {
+  mul_mat_rows(t, w, out, in, act, rows, o0, o1, y);
+}
+
+#if GGML_CPU_X86_FAST
+__attribute__((target("avx2,fma,f16c"))) void mul_mat_rows_avx2(GgmlType t, const uint8_t* w, int64_t out, int64_t in,
+                                                               const uint8_t* act, int64_t rows, int64_t o0,
+                                                               int64_t o1, float* y) {
+  mul_mat_rows(t, w, out, in, act, rows, o0, o1, y);
+}
+#endif
+
+}  // namespace
+
+void mul_mat_range(io::GgmlType t, const uint8_t* w, int64_t out, int64_t in, const uint8_t* act, int64_t rows,
+                   int64_t o0, int64_t o1, float* y) {
+  if (!can_mul_mat(t)) unsupported("mul_mat", t);
+#if GGML_CPU_X86_FAST
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return mul_mat_rows_avx2(t, w, out, in, act, rows, o0, o1, y);
+#endif
+  mul_mat_rows_generic(t, w, out, in, act, rows, o0, o1, y);
 }
 
 void mul_mat(io::GgmlType t, const uint8_t* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y) {
@@ -707,9 +753,9 @@ float vec_dot_f16(int64_t n, const uint16_t* x, const uint16_t* y) {
   for (int64_t i = 0; i < np; i += 32)
     for (int j = 0; j < 4; ++j)
       for (int l = 0; l < 8; ++l)
-        s[j][l] = std::fma(fp16_to_fp32(x[i + 8 * j + l]), fp16_to_fp32(y[i + 8 * j + l]), s[j][l]);
+        s[j][l] = std::fma(half_to_float(x[i + 8 * j + l]), half_to_float(y[i + 8 * j + l]), s[j][l]);
   double sum = reduce4x8(s);
-  for (int64_t i = np; i < n; ++i) sum += static_cast<double>(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+  for (int64_t i = np; i < n; ++i) sum += static_cast<double>(half_to_float(x[i]) * half_to_float(y[i]));
   return static_cast<float>(sum);
 }
 
@@ -736,10 +782,10 @@ void soft_max_row(float* p, int64_t n, float scale, int64_t visible) {
 // ggml_vec_mad_f16 (y = F16(fma(x, v, y)) over 32-element steps, then the scalar tail) and
 // ggml_vec_scale_f16 (y = F16(y · v)).
 void mad_f16(int64_t n, uint16_t* y, const uint16_t* x, float v) {
-  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(std::fma(fp16_to_fp32(x[i]), v, fp16_to_fp32(y[i])));
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(std::fma(half_to_float(x[i]), v, half_to_float(y[i])));
 }
 void scale_f16(int64_t n, uint16_t* y, float v) {
-  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(fp16_to_fp32(y[i]) * v);
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(half_to_float(y[i]) * v);
 }
 
 }  // namespace
@@ -759,13 +805,13 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
     // ggml_compute_forward_flash_attn_ext_f16_one_chunk with F16 K and V (an F32 cache is cast).
     std::vector<uint16_t> kh(static_cast<std::size_t>(S * KVH * D)), vh(kh.size()), qh(D), acc(D);
     for (std::size_t i = 0; i < kh.size(); ++i) {
-      kh[i] = fp32_to_fp16(k[i]);
-      vh[i] = fp32_to_fp16(v[i]);
+      kh[i] = float_to_half(k[i]);
+      vh[i] = float_to_half(v[i]);
     }
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < H; ++h) {
         const int64_t hk = h / rep;
-        for (int64_t d = 0; d < D; ++d) qh[d] = fp32_to_fp16(q[(t * H + h) * D + d]);
+        for (int64_t d = 0; d < D; ++d) qh[d] = float_to_half(q[(t * H + h) * D + d]);
         std::fill(acc.begin(), acc.end(), 0);
         float Ssum = 0.0f, M = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j <= past + t; ++j) {
@@ -786,7 +832,7 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
         }
         const float inv = Ssum == 0.0f ? 0.0f : 1.0f / Ssum;
         float* o = out + (t * H + h) * D;
-        for (int64_t d = 0; d < D; ++d) o[d] = fp16_to_fp32(acc[d]) * inv;
+        for (int64_t d = 0; d < D; ++d) o[d] = half_to_float(acc[d]) * inv;
       }
     return;
   }
@@ -797,8 +843,8 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
     kh.resize(static_cast<std::size_t>(S * KVH * D));
     vh.resize(kh.size());
     for (std::size_t i = 0; i < kh.size(); ++i) {
-      kh[i] = fp32_to_fp16(k[i]);
-      vh[i] = fp32_to_fp16(v[i]);
+      kh[i] = float_to_half(k[i]);
+      vh[i] = float_to_half(v[i]);
     }
   }
   std::vector<float> vcol(static_cast<std::size_t>(n_kv));
@@ -810,7 +856,7 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
       // KQ: q is a permuted (non-contiguous) view, so no llamafile for F32 K; F16 K converts q to F16
       // first, and llamafile's tinyBLAS takes two or more query rows.
       if (c.kv_f16)
-        for (int64_t d = 0; d < D; ++d) qh[d] = fp32_to_fp16(qr[d]);
+        for (int64_t d = 0; d < D; ++d) qh[d] = float_to_half(qr[d]);
       for (int64_t j = 0; j < n_kv; ++j) {
         if (j >= S) {
           p[j] = 0.0f;
@@ -821,8 +867,8 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
         } else if (T >= 2 && D % 8 == 0) {
           const uint16_t* kr = kh.data() + (j * KVH + hk) * D;
           p[j] = tinyblas_dot(D, [&](int64_t i, float& a, float& b) {
-            a = fp16_to_fp32(kr[i]);
-            b = fp16_to_fp32(qh[i]);
+            a = half_to_float(kr[i]);
+            b = half_to_float(qh[i]);
           });
         } else {
           p[j] = vec_dot_f16(D, kh.data() + (j * KVH + hk) * D, qh.data());
@@ -832,7 +878,7 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
       // KQV: the cache's V is stored transposed (one row of n_kv cells per dimension); kq is
       // contiguous, so llamafile runs for two or more query rows (F16 V: kq converted to F16).
       if (c.kv_f16)
-        for (int64_t j = 0; j < n_kv; ++j) ph[j] = fp32_to_fp16(p[j]);
+        for (int64_t j = 0; j < n_kv; ++j) ph[j] = float_to_half(p[j]);
       float* o = out + (t * H + h) * D;
       for (int64_t d = 0; d < D; ++d) {
         for (int64_t j = 0; j < n_kv; ++j) {
@@ -846,8 +892,8 @@ void attention(const AttentionConfig& c, const float* q, const float* k, const f
                       : vec_dot_f32(n_kv, vcol.data(), p.data());
         } else {
           o[d] = tiny ? tinyblas_dot(n_kv, [&](int64_t i, float& a, float& b) {
-            a = fp16_to_fp32(vcolh[i]);
-            b = fp16_to_fp32(ph[i]);
+            a = half_to_float(vcolh[i]);
+            b = half_to_float(ph[i]);
           })
                       : vec_dot_f16(n_kv, vcolh.data(), ph.data());
         }
