@@ -24,6 +24,8 @@ void add_generate_command(CLI::App& app) {
     std::string dtype = "float32";
     std::string adapter;
     bool dequantize = false, print_ids = false;
+    bool llamacpp = false;
+    std::string llamacpp_cache_type = "f16", llamacpp_flash_attn = "on";
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("model", a->model, "Model folder (config.json, safetensors, tokenizer) or GGUF file")->required()
@@ -44,10 +46,24 @@ void add_generate_command(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   cmd->add_flag("--dequantize", a->dequantize, "GGUF: decode quantised weights to fp32 first");
   cmd->add_flag("--ids", a->print_ids, "Also print the prompt and generated token ids");
+  auto* l = cmd->add_option_group("llama.cpp numerics (GGUF)");
+  l->add_flag("--llamacpp-numerics", a->llamacpp,
+              "Compute as llama.cpp's CPU backend does (quantised activations in every matmul, its rounding "
+              "in norms, RoPE and attention), to reproduce its tokens");
+  l->add_option("--llamacpp-cache-type", a->llamacpp_cache_type,
+                "KV cache type of the llama.cpp run to reproduce (its -ctk/-ctv): f16 (its default) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))->capture_default_str();
+  l->add_option("--llamacpp-flash-attn", a->llamacpp_flash_attn,
+                "Flash attention of the llama.cpp run to reproduce (its -fa): on (what its default auto gives "
+                "on the CPU) or off")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   cmd->callback([a] {
     models::LoadOptions lo;
     lo.dtype = a->dtype;
     lo.dequantize = a->dequantize;
+    lo.llamacpp_numerics.enabled = a->llamacpp;
+    lo.llamacpp_numerics.kv_cache_f16 = a->llamacpp_cache_type == "f16";
+    lo.llamacpp_numerics.flash_attn = a->llamacpp_flash_attn == "on";
     auto model = models::load_model(a->model, lo);
     const auto tok = io::Tokenizer::from_pretrained(a->model);
     const auto enc = tok.encode(a->prompt);

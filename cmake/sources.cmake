@@ -43,6 +43,8 @@ set(PEFT_CORE_SOURCES
   # GGUF: ggml block types to and from fp32.
   ${S}/quant/ggml_quants.cpp
   ${S}/quant/ggml_quants_hwy.cpp
+  # llama.cpp's CPU arithmetic (GGUF inference as llama.cpp computes it).
+  ${S}/quant/ggml_cpu.cpp
   # Adapters to llama.cpp's LoRA GGUF.
   ${S}/export/gguf_lora.cpp
 )
@@ -52,6 +54,8 @@ set_source_files_properties(${S}/quant/gemv4_hwy.cpp PROPERTIES INCLUDE_DIRECTOR
 set_source_files_properties(${S}/quant/ggml_quants_hwy.cpp PROPERTIES INCLUDE_DIRECTORIES ${S}/quant
   COMPILE_OPTIONS -ffp-contract=off)
 set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+# ggml's rounding: a*b+c is fused exactly where ggml's binary fuses it (std::fma), nowhere else.
+set_source_files_properties(${S}/quant/ggml_cpu.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
@@ -59,7 +63,7 @@ file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/train/data.h ${I}/train/sampler.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
-  ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/export/gguf.h)
+  ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/quant/ggml_cpu.h ${I}/export/gguf.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
 # LibTorch library.

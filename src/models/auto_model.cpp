@@ -25,6 +25,7 @@
 #include "peft/io/gguf.h"
 #include "peft/models/gguf_model.h"
 #include "peft/models/quantized_model.h"
+#include "peft/quant/ggml_cpu.h"
 #include "peft/quant/ggml_linear.h"
 #include "peft/quant/ggml_quants.h"
 
@@ -76,6 +77,11 @@ TaskHead head_from_architectures(const ModelConfig& cfg) {
   if (ends("ForTokenClassification")) return TaskHead::TokenCls;
   if (ends("ForConditionalGeneration")) return TaskHead::Seq2SeqLM;
   return TaskHead::Base;
+}
+
+void PretrainedModel::set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights&) {
+  PEFT_CHECK(!n.enabled, NotSupported, "[llamacpp_numerics] ", config().model_type(),
+             " models do not run with llama.cpp's arithmetic (llama only)");
 }
 
 std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead head) {
@@ -275,6 +281,9 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
   PEFT_CHECK(!opts.load_in_4bit, ConfigError, "[load_model] ", path,
              ": load_in_4bit applies to Hugging Face checkpoints; a GGUF base keeps its own quantisation "
              "(or use dequantize: true)");
+  const bool llamacpp = opts.llamacpp_numerics.enabled;
+  PEFT_CHECK(!llamacpp || !opts.dequantize, ConfigError, "[load_model] ", path,
+             ": llamacpp_numerics computes on the GGUF's own encodings; it cannot be combined with dequantize");
   auto f = std::make_shared<const io::GgufFile>(io::GgufFile::open(path));
   const ModelConfig cfg(gguf_hf_config(*f), path);
   // Weights the file provides are never initialised: block-quantised ones are then never touched,
@@ -288,8 +297,14 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
   const WeightSource src = gguf_source(f, targets);
   std::map<std::string, const GgufTensorTarget*> by_key;
   for (const auto& t : targets) by_key[t.hf_name] = &t;
-  // Block-quantised projections stay in their blocks behind the slot (QLoRA-style).
+  // Block-quantised projections stay in their blocks behind the slot (QLoRA-style); with
+  // llamacpp_numerics every projection does (F32 and F16 too), as llama.cpp multiplies them.
   std::set<std::string> consumed;
+  auto numerics_type = [&](const io::GgufTensorInfo& t) {
+    PEFT_CHECK(quant::ggml_cpu::can_mul_mat(t.ggml_type()), NotSupported, "[load_model] ", path, ": tensor '", t.name,
+               "' is ", io::ggml_type_name(t.type), ", whose llama.cpp matmul llamacpp_numerics does not reproduce "
+               "(supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
+  };
   if (!opts.dequantize) {
     for (const auto& item : model->named_modules("", /*include_self=*/false)) {
       auto* slot = dynamic_cast<AdaptableLinearImpl*>(item.value().get());
@@ -298,12 +313,15 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
       if (key.empty()) continue;
       const auto& tg = *by_key.at(key);
       const io::GgufTensorInfo& t = f->tensor(tg.gguf_name);
-      if (!is_block_type(t.ggml_type()) || !quant::ggml_can_dequantize(t.ggml_type())) continue;
+      if (llamacpp) numerics_type(t);
+      else if (!is_block_type(t.ggml_type()) || !quant::ggml_can_dequantize(t.ggml_type())) continue;
       PEFT_CHECK(t.ne.size() == 2 && t.ne[0] == slot->in_features() && t.ne[1] == slot->out_features(), FormatError,
                  "[load_model] ", path, ": tensor '", t.name, "' is ", shape_str(t.shape()), " but ", item.key(), " is [",
                  slot->out_features(), ", ", slot->in_features(), "]");
-      slot->set_quantized(std::make_shared<quant::GgmlLinearWeight>(
-          t.ggml_type(), gguf_rows_in_hf_order(t, tg.permute_heads), slot->out_features(), slot->in_features()));
+      auto w = std::make_shared<quant::GgmlLinearWeight>(t.ggml_type(), gguf_rows_in_hf_order(t, tg.permute_heads),
+                                                         slot->out_features(), slot->in_features());
+      w->set_llamacpp_numerics(llamacpp);
+      slot->set_quantized(w);
       consumed.insert(key);
     }
   }
@@ -314,6 +332,23 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
     for (auto& p : model->named_parameters(true))
       if (m.count(p.key()) && p.key().size() > 7 && p.key().compare(p.key().size() - 7, 7, ".weight") == 0)
         p.value().normal_(0.0, 0.02);
+  }
+  if (llamacpp) {
+    LlamaCppNumericsWeights w;
+    if (model->head() == TaskHead::CausalLM && cfg.get_bool("tie_word_embeddings", false)) {
+      const io::GgufTensorInfo& t = f->tensor("token_embd.weight");
+      numerics_type(t);
+      auto out = std::make_shared<quant::GgmlLinearWeight>(t.ggml_type(), std::vector<uint8_t>(t.data, t.data + t.nbytes),
+                                                           t.ne[1], t.ne[0]);
+      out->set_llamacpp_numerics(true);
+      w.tied_output = out;
+    }
+    if (f->has_tensor("rope_freqs.weight")) {
+      const io::GgufTensorInfo& t = f->tensor("rope_freqs.weight");
+      w.rope_freq_factors.resize(static_cast<std::size_t>(t.nbytes / 4));
+      std::memcpy(w.rope_freq_factors.data(), t.data, t.nbytes);
+    }
+    model->set_llamacpp_numerics(opts.llamacpp_numerics, w);
   }
   model->eval();
   return model;

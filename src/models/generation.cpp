@@ -119,6 +119,7 @@ at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const a
     in.position_ids = pos.narrow(1, pos.size(1) - step_ids.size(1), step_ids.size(1));
     in.prefix_kv = prefix_kv;
     in.cache = &cache;
+    in.logits_to_keep = 1;
     const at::Tensor next = chooser.next(model.forward(in).logits.select(1, -1), ids);
     ids = at::cat({ids, next.unsqueeze(1)}, 1);
     mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);

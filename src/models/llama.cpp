@@ -15,6 +15,9 @@
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
 #include "peft/models/blocks.h"
+#include "peft/models/gguf_model.h"
+#include "peft/models/model.h"
+#include "peft/quant/ggml_cpu.h"
 
 namespace peft::models {
 
@@ -197,6 +200,7 @@ class Llama : public PretrainedModel {
   ModelOutput forward(const ModelInputs& in) override {
     PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
                "[llama] give exactly one of input_ids and inputs_embeds");
+    if (numerics_.enabled && !at::GradMode::is_enabled()) return forward_llamacpp(in);
     at::Tensor h = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
     check_shape(h, {-1, -1, c_.hidden_size}, "llama", "inputs_embeds");
     const int64_t B = h.size(0), T = h.size(1);
@@ -225,6 +229,8 @@ class Llama : public PretrainedModel {
     ModelOutput out;
     out.last_hidden_state = h;
     if (head_ == TaskHead::CausalLM) {
+      if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
+        h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
       out.logits = lm_head ? lm_head->forward(h) : at::linear(h, embed_tokens->weight);
       if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
     } else if (head_ == TaskHead::TokenCls) {
@@ -244,6 +250,22 @@ class Llama : public PretrainedModel {
       if (in.labels.defined()) out.loss = sequence_classification_loss(out.logits, in.labels, c_.problem_type);
     }
     return out;
+  }
+
+  void set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights& w) override {
+    if (n.enabled) {
+      PEFT_CHECK(head_ == TaskHead::CausalLM || head_ == TaskHead::Base, NotSupported,
+                 "[llama] llamacpp_numerics: only the causal LM (and base) model runs as llama.cpp does");
+      PEFT_CHECK(c_.hidden_act == "silu" || c_.hidden_act == "swish", NotSupported,
+                 "[llama] llamacpp_numerics: activation '", c_.hidden_act, "' (llama.cpp's Llama graph uses SiLU)");
+      PEFT_CHECK(c_.rope_type != "llama3" || static_cast<int64_t>(w.rope_freq_factors.size()) == c_.head_dim / 2,
+                 NotSupported, "[llama] llamacpp_numerics: llama3 rope needs the GGUF's rope_freqs.weight");
+      PEFT_CHECK(head_ != TaskHead::CausalLM || lm_head || w.tied_output, std::invalid_argument,
+                 "[llama] llamacpp_numerics: a tied output needs the embedding's GGUF blocks");
+    }
+    numerics_ = n;
+    tied_output_ = w.tied_output;
+    rope_freq_factors_ = w.rope_freq_factors;
   }
 
   at::Tensor embed(const at::Tensor& ids) override { return embed_tokens->forward(ids); }
@@ -275,6 +297,110 @@ class Llama : public PretrainedModel {
   LlamaConfig c_;
   TaskHead head_;
   at::Tensor inv_freq_;
+  LlamaCppNumerics numerics_;
+  std::shared_ptr<quant::QuantizedBase> tied_output_;
+  std::vector<float> rope_freq_factors_;
+
+  // ggml_rms_norm + ggml_mul, row by row ([1, T, hidden] fp32 contiguous).
+  at::Tensor ggml_rms(const at::Tensor& x, const at::Tensor& w) const {
+    const at::Tensor wc = w.to(at::kFloat).contiguous();
+    at::Tensor y = at::empty_like(x);
+    const int64_t n = x.size(-1), rows = x.numel() / n;
+    for (int64_t r = 0; r < rows; ++r)
+      quant::ggml_cpu::rms_norm_mul(x.data_ptr<float>() + r * n, wc.data_ptr<float>(), y.data_ptr<float>() + r * n, n,
+                                    static_cast<float>(c_.rms_norm_eps));
+    return y;
+  }
+
+  // llama.cpp's Llama graph (src/models/llama.cpp, llm_graph_context::build_attn / build_ffn) with
+  // ggml's CPU rounding: the slots' matmuls run ggml_cpu::mul_mat (GgmlLinearWeight in that mode),
+  // Q and K are taken to llama.cpp's RoPE pair order (the GGUF's row order) for RoPE and attention,
+  // the KV cache holds what llama.cpp's does (F16-rounded by default), and only the kept positions
+  // go through the last layer's feed-forward and the output (llama.cpp's inp_out_ids).
+  ModelOutput forward_llamacpp(const ModelInputs& in) {
+    namespace gc = quant::ggml_cpu;
+    at::Tensor h = (in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids)).to(at::kFloat).contiguous();
+    PEFT_CHECK(h.dim() == 3 && h.size(0) == 1 && h.device().is_cpu(), NotSupported,
+               "[llama] llamacpp_numerics runs one sequence at a time on the CPU, got input ", h.sizes(), " on ",
+               h.device());
+    PEFT_CHECK(in.prefix_kv.empty(), NotSupported, "[llama] llamacpp_numerics: key/value prefixes are not part of llama.cpp's graph");
+    const int64_t T = h.size(1), H = c_.num_attention_heads, KVH = c_.num_key_value_heads, D = c_.head_dim;
+    const int64_t past = in.cache ? in.cache->length() : 0;
+    if (in.attention_mask.defined())
+      PEFT_CHECK(in.attention_mask.size(-1) == past + T && in.attention_mask.ne(0).all().item<bool>(), NotSupported,
+                 "[llama] llamacpp_numerics: padding (an attention mask with zeros) is not supported");
+    if (in.position_ids.defined())
+      PEFT_CHECK(at::equal(in.position_ids.reshape({-1}).cpu(), at::arange(past, past + T, at::kLong)), NotSupported,
+                 "[llama] llamacpp_numerics: positions must follow the cache (", past, " .. ", past + T - 1, ")");
+    // RoPE angles per position, as ggml_rope_cache_init.
+    std::vector<float> cs(static_cast<std::size_t>(T * D));
+    const float freq_scale = c_.rope_type == "linear" ? 1.0f / static_cast<float>(c_.rope_factor) : 1.0f;
+    for (int64_t t = 0; t < T; ++t)
+      gc::rope_cache(past + t, D, static_cast<float>(c_.rope_theta), freq_scale,
+                     rope_freq_factors_.empty() ? nullptr : rope_freq_factors_.data(), cs.data() + t * D);
+    // HF dimension r of a head is llama.cpp's dimension hf_to_llama[r].
+    const std::vector<int64_t> from = gguf_unpermute_rows(D, 1);
+    std::vector<int64_t> inv(static_cast<std::size_t>(D));
+    for (int64_t r = 0; r < D; ++r) inv[static_cast<std::size_t>(from[static_cast<std::size_t>(r)])] = r;
+    const at::Tensor to_llama = at::tensor(inv, at::kLong);
+    auto rope = [&](const at::Tensor& x, int64_t heads) {
+      at::Tensor y = x.view({T, heads, D}).index_select(2, to_llama).contiguous();
+      float* p = y.data_ptr<float>();
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t hh = 0; hh < heads; ++hh) gc::rope_apply(p + (t * heads + hh) * D, cs.data() + t * D, D);
+      return y;
+    };
+    auto f16 = [&](at::Tensor x) {
+      if (numerics_.kv_cache_f16) {
+        float* p = x.data_ptr<float>();
+        for (int64_t i = 0; i < x.numel(); ++i) p[i] = gc::round_fp16(p[i]);
+      }
+      return x;
+    };
+    gc::AttentionConfig ac;
+    ac.n_head = H;
+    ac.n_head_kv = KVH;
+    ac.head_dim = D;
+    ac.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    ac.kv_f16 = numerics_.kv_cache_f16;
+    ac.flash_attn = numerics_.flash_attn;
+    const bool lm = head_ == TaskHead::CausalLM;
+    const int64_t keep = lm && in.logits_to_keep > 0 ? std::min(in.logits_to_keep, T) : T;
+    for (std::size_t i = 0; i < decoder_layers.size(); ++i) {
+      auto& L = decoder_layers[i];
+      auto& A = L->self_attn;
+      const at::Tensor x = ggml_rms(h, L->input_layernorm->weight);
+      const at::Tensor q = rope(A->q_proj->forward(x).to(at::kFloat).contiguous(), H);
+      const at::Tensor k = f16(rope(A->k_proj->forward(x).to(at::kFloat).contiguous(), KVH));
+      const at::Tensor v = f16(A->v_proj->forward(x).to(at::kFloat).contiguous().view({T, KVH, D}).clone());
+      const KeyValue kv = extend_kv(nullptr, in.cache, i, k.view({1, T, KVH, D}).transpose(1, 2),
+                                    v.view({1, T, KVH, D}).transpose(1, 2));
+      const at::Tensor ks = kv.key[0].transpose(0, 1).contiguous(), vs = kv.value[0].transpose(0, 1).contiguous();
+      at::Tensor o = at::empty({T, H, D}, at::kFloat);
+      gc::attention(ac, q.data_ptr<float>(), ks.data_ptr<float>(), vs.data_ptr<float>(), T, past, o.data_ptr<float>());
+      at::Tensor attn = A->o_proj->forward(o.view({1, T, H * D})).to(at::kFloat);
+      at::Tensor res = h;
+      if (i + 1 == decoder_layers.size() && keep < T) {
+        attn = attn.narrow(1, T - keep, keep);
+        res = res.narrow(1, T - keep, keep);
+      }
+      h = (attn + res).contiguous();
+      const at::Tensor x2 = ggml_rms(h, L->post_attention_layernorm->weight);
+      auto& M = L->mlp;
+      const at::Tensor g = M->gate_proj->forward(x2).to(at::kFloat).contiguous();
+      const at::Tensor u = M->up_proj->forward(x2).to(at::kFloat).contiguous();
+      at::Tensor a = at::empty_like(g);
+      const int64_t ff = g.size(-1);
+      for (int64_t r = 0; r < g.numel() / ff; ++r)
+        gc::swiglu(g.data_ptr<float>() + r * ff, u.data_ptr<float>() + r * ff, a.data_ptr<float>() + r * ff, ff);
+      h = (M->down_proj->forward(a).to(at::kFloat) + h).contiguous();
+    }
+    h = ggml_rms(h, norm->weight);
+    ModelOutput out;
+    out.last_hidden_state = h;
+    if (lm) out.logits = lm_head ? lm_head->forward(h) : tied_output_->forward(h);
+    return out;
+  }
 };
 
 }  // namespace

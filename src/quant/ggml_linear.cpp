@@ -7,6 +7,7 @@
 
 #include "frozen_linear.h"
 #include "peft/core/check.h"
+#include "peft/quant/ggml_cpu.h"
 #include "peft/quant/ggml_quants.h"
 
 namespace peft::quant {
@@ -62,7 +63,27 @@ at::Tensor GgmlLinearWeight::matmul_t(const at::Tensor& g2) const {
   });
 }
 
+void GgmlLinearWeight::set_llamacpp_numerics(bool on) {
+  PEFT_CHECK(!on || ggml_cpu::can_mul_mat(type_), NotSupported, "[GgmlLinear] llama.cpp's CPU matmul is not reproduced for ",
+             io::ggml_traits(type_).name, " weights (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
+  llamacpp_ = on;
+}
+
 at::Tensor GgmlLinearWeight::forward(const at::Tensor& x) {
+  if (llamacpp_ && !at::GradMode::is_enabled() && x.device().is_cpu()) {
+    // llama.cpp's mul_mat: the activation rows quantised once, then output rows in parallel.
+    auto sizes = x.sizes().vec();
+    const at::Tensor x2 = x.reshape({-1, in_}).to(at::kFloat).contiguous();
+    const int64_t n = x2.size(0);
+    const std::vector<uint8_t> act = ggml_cpu::prepare_activations(type_, x2.data_ptr<float>(), n, in_);
+    at::Tensor y = at::empty({n, out_}, at::kFloat);
+    float* py = y.data_ptr<float>();
+    at::parallel_for(0, out_, std::max<int64_t>(8, 65536 / std::max<int64_t>(in_ * n, 1)), [&](int64_t a, int64_t b) {
+      ggml_cpu::mul_mat_range(type_, blocks_.data(), out_, in_, act.data(), n, a, b, py);
+    });
+    sizes.back() = out_;
+    return y.view(sizes).to(x.scalar_type());
+  }
   if (!x.device().is_cpu()) {
     // Device-agnostic path: decode once on the CPU, then a plain linear on x's device.
     const at::Tensor w = dequantize().to(x.device());

@@ -57,3 +57,35 @@ execute_process(COMMAND ${PEFT} generate ${OUT}/merged_hf -p "name[The Eagle] ||
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "peft generate on the merged folder failed (${rc}):\n${out}${err}")
 endif()
+
+# --llamacpp-numerics: llama.cpp's own greedy tokens (tests/fixtures/gguf/llamacpp/manifest.json,
+# written by tools/llamacpp/gen_llamacpp_logits.py), with its defaults and with an F32 cache and
+# flash attention off; without the flag the same file may part from them.
+file(READ ${SRC}/tests/fixtures/gguf/llamacpp/manifest.json manifest)
+string(JSON prompt GET "${manifest}" files tiny_llama_kq_q4_k_m greedy prompt)
+foreach(cfg "defaults;f16;on" "f32_cache;f32;off")
+  list(GET cfg 0 key)
+  list(GET cfg 1 cache)
+  list(GET cfg 2 fa)
+  string(JSON n LENGTH "${manifest}" files tiny_llama_kq_q4_k_m greedy ${key} generated_ids)
+  set(want "")
+  math(EXPR last "${n} - 1")
+  foreach(i RANGE ${last})
+    string(JSON id GET "${manifest}" files tiny_llama_kq_q4_k_m greedy ${key} generated_ids ${i})
+    string(APPEND want " ${id}")
+  endforeach()
+  execute_process(COMMAND ${PEFT} generate ${M}/tiny_llama_kq/tiny_llama_kq_q4_k_m.gguf -p "${prompt}" -n ${n} --ids
+                          --llamacpp-numerics --llamacpp-cache-type ${cache} --llamacpp-flash-attn ${fa}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REGEX MATCH "ids:[^\n]*" ids "${out}")
+  string(REGEX REPLACE "^[^|]*\\|" "" got "${ids}")
+  if(NOT rc EQUAL 0 OR NOT got STREQUAL want)
+    message(FATAL_ERROR "peft generate --llamacpp-numerics (${key}) does not give llama.cpp's ids (${rc}):\n"
+                        "llama.cpp:${want}\npeft.cpp: ${got}\n${out}${err}")
+  endif()
+endforeach()
+execute_process(COMMAND ${PEFT} generate ${M}/tiny_llama/tiny_llama_q8_0.gguf -p "x" -n 2 --llamacpp-numerics --dequantize
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "llamacpp_numerics" OR NOT err MATCHES "dequantize")
+  message(FATAL_ERROR "--llamacpp-numerics with --dequantize should fail naming both, got ${rc}: ${err}")
+endif()

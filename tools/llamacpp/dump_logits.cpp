@@ -7,9 +7,13 @@
 //   dump_logits -m MODEL.gguf --prompt "Once upon a time" --greedy 32   (prints JSON)
 //
 // Logits mode evaluates each sequence in one llama_decode call (positions 0..T-1, every position
-// an output) in a fresh KV cache and writes float32 .npy of shape [T, n_vocab] (one sequence) or
-// [n_seq, T, n_vocab] (sequences of equal length). The KV cache is F32 and flash attention off,
-// so an F32 model's logits carry only matmul rounding (llama.cpp's default F16 cache adds ~1e-3).
+// an output; --stepwise: one call per token, as generation does) in a fresh KV cache and writes
+// float32 .npy of shape [T, n_vocab] (one sequence) or [n_seq, T, n_vocab] (sequences of equal
+// length). By default the KV cache is F32 and flash attention off, so an F32 model's logits carry
+// only matmul rounding (llama.cpp's default F16 cache adds ~1e-3); --cache-type f16 and
+// --flash-attn auto are llama.cpp's own defaults (what llama-simple and llama-cli run with).
+// --dump-tensors DIR writes every tensor of the graph as DIR/<decode call>_<node>_<name>.npy
+// (float32; node = evaluation order within the call).
 #include <llama.h>
 
 #include <algorithm>
@@ -33,6 +37,8 @@ struct Args {
   int greedy = 0;
   int threads = 0;
   bool verbose = false;
+  bool stepwise = false;
+  std::string cache_type = "f32", flash_attn = "off", dump_dir;
 };
 
 [[noreturn]] void usage(const char* msg) {
@@ -40,7 +46,8 @@ struct Args {
                "error: %s\nusage: dump_logits -m MODEL.gguf [--lora FILE] [--lora-scale S]\n"
                "         (--tokens 1,2,3 | --tokens-file FILE) -o OUT.npy\n"
                "       dump_logits -m MODEL.gguf [--lora FILE] --prompt TEXT --greedy N\n"
-               "       [-t THREADS] [-v]\n",
+               "       [--cache-type f32|f16] [--flash-attn off|on|auto] [--stepwise]\n"
+               "       [--dump-tensors DIR] [-t THREADS] [-v]\n",
                msg);
   std::exit(2);
 }
@@ -63,12 +70,19 @@ Args parse(int argc, char** argv) {
     else if (k == "--greedy") a.greedy = std::stoi(val());
     else if (k == "-t" || k == "--threads") a.threads = std::stoi(val());
     else if (k == "-v" || k == "--verbose") a.verbose = true;
+    else if (k == "--stepwise") a.stepwise = true;
+    else if (k == "--cache-type") a.cache_type = val();
+    else if (k == "--flash-attn") a.flash_attn = val();
+    else if (k == "--dump-tensors") a.dump_dir = val();
     else usage(("unknown argument " + k).c_str());
   }
   if (a.model.empty()) usage("-m MODEL.gguf is required");
   const bool logits_mode = !a.tokens.empty() || !a.tokens_file.empty();
   if (logits_mode == (a.greedy > 0)) usage("give either --tokens/--tokens-file with -o, or --prompt with --greedy");
   if (logits_mode && a.out.empty()) usage("-o OUT.npy is required with --tokens/--tokens-file");
+  if (a.cache_type != "f32" && a.cache_type != "f16") usage("--cache-type must be f32 or f16");
+  if (a.flash_attn != "off" && a.flash_attn != "on" && a.flash_attn != "auto")
+    usage("--flash-attn must be off, on or auto");
   return a;
 }
 
@@ -103,10 +117,49 @@ void write_npy(const std::string& path, const std::vector<size_t>& shape, const 
   f.write(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float));
 }
 
+ggml_type g_cache_type = GGML_TYPE_F32;
+llama_flash_attn_type g_flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+
 void quiet_log(ggml_log_level level, const char* text, void* user) {
   const bool verbose = *static_cast<bool*>(user);
   if (verbose || level >= GGML_LOG_LEVEL_WARN) std::fputs(text, stderr);
 }
+
+// --dump-tensors: every graph tensor, as float32 .npy named <decode call>_<node>_<tensor name>.
+struct TensorDump {
+  std::string dir;
+  int call = 0;
+  int node = 0;
+};
+
+bool dump_tensor(ggml_tensor* t, bool ask, void* user) {
+  auto* d = static_cast<TensorDump*>(user);
+  if (ask) return true;  // observe every tensor
+  if (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16) return true;
+  const int64_t n = ggml_nelements(t);
+  std::vector<float> v(static_cast<size_t>(n));
+  if (ggml_is_contiguous(t)) {
+    std::vector<uint8_t> raw(ggml_nbytes(t));
+    ggml_backend_tensor_get(t, raw.data(), 0, raw.size());
+    if (t->type == GGML_TYPE_F32) std::memcpy(v.data(), raw.data(), raw.size());
+    else
+      for (int64_t i = 0; i < n; ++i) v[i] = ggml_fp16_to_fp32(reinterpret_cast<const ggml_fp16_t*>(raw.data())[i]);
+  } else {
+    return true;  // views with gaps (KV cache slices) are skipped
+  }
+  std::vector<size_t> shape;
+  for (int i = GGML_MAX_DIMS - 1; i >= 0; --i)
+    if (t->ne[i] > 1 || !shape.empty() || i == 0) shape.push_back(static_cast<size_t>(t->ne[i]));
+  std::string name = t->name;
+  for (char& c : name)
+    if (c == '/' || c == ' ' || c == '(' || c == ')') c = '_';
+  char seq[16];
+  std::snprintf(seq, sizeof seq, "%04d", d->node++);
+  write_npy(d->dir + "/" + std::to_string(d->call) + "_" + seq + "_" + name + ".npy", shape, v);
+  return true;
+}
+
+TensorDump* g_dump = nullptr;
 
 llama_context* make_context(llama_model* model, llama_adapter_lora* lora, float scale, int n_ctx,
                             int n_batch, int threads) {
@@ -115,9 +168,13 @@ llama_context* make_context(llama_model* model, llama_adapter_lora* lora, float 
   cp.n_batch = static_cast<uint32_t>(n_batch);
   cp.n_ubatch = static_cast<uint32_t>(n_batch);  // one ubatch: the whole sequence at once
   cp.n_seq_max = 1;
-  cp.type_k = GGML_TYPE_F32;  // the default F16 cache rounds K/V
-  cp.type_v = GGML_TYPE_F32;
-  cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  // F32 by default: llama.cpp's default F16 cache rounds K/V.
+  cp.type_k = cp.type_v = g_cache_type;
+  cp.flash_attn_type = g_flash_attn;
+  if (g_dump) {
+    cp.cb_eval = dump_tensor;
+    cp.cb_eval_user_data = g_dump;
+  }
   cp.n_threads = cp.n_threads_batch = threads;
   cp.no_perf = true;
   llama_context* ctx = llama_init_from_model(model, cp);
@@ -139,6 +196,10 @@ void decode(llama_context* ctx, const llama_token* ids, int n, int pos0, bool al
   }
   b.n_tokens = n;
   const int rc = llama_decode(ctx, b);
+  if (g_dump) {
+    ++g_dump->call;
+    g_dump->node = 0;
+  }
   llama_batch_free(b);
   if (rc != 0) throw std::runtime_error("[dump_logits] llama_decode returned " + std::to_string(rc));
 }
@@ -167,6 +228,15 @@ std::string ids_json(const std::vector<llama_token>& v) {
 int run(const Args& a) {
   bool verbose = a.verbose;
   llama_log_set(quiet_log, &verbose);
+  g_cache_type = a.cache_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
+  g_flash_attn = a.flash_attn == "on"     ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                 : a.flash_attn == "auto" ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                                          : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  TensorDump dump;
+  if (!a.dump_dir.empty()) {
+    dump.dir = a.dump_dir;
+    g_dump = &dump;
+  }
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
@@ -251,11 +321,20 @@ int run(const Args& a) {
       // A fresh context per sequence: nothing of the previous one can leak into the cache.
       llama_context* ctx = make_context(model, lora, a.lora_scale, static_cast<int>(T), static_cast<int>(T),
                                         threads);
-      decode(ctx, s.data(), static_cast<int>(T), 0, true);
-      for (size_t i = 0; i < T; ++i) {
-        const float* lg = llama_get_logits_ith(ctx, static_cast<int32_t>(i));
-        if (!lg) throw std::runtime_error("[dump_logits] no logits for position " + std::to_string(i));
-        out.insert(out.end(), lg, lg + n_vocab);
+      if (a.stepwise) {
+        for (size_t i = 0; i < T; ++i) {
+          decode(ctx, &s[i], 1, static_cast<int>(i), true);
+          const float* lg = llama_get_logits_ith(ctx, 0);
+          if (!lg) throw std::runtime_error("[dump_logits] no logits for position " + std::to_string(i));
+          out.insert(out.end(), lg, lg + n_vocab);
+        }
+      } else {
+        decode(ctx, s.data(), static_cast<int>(T), 0, true);
+        for (size_t i = 0; i < T; ++i) {
+          const float* lg = llama_get_logits_ith(ctx, static_cast<int32_t>(i));
+          if (!lg) throw std::runtime_error("[dump_logits] no logits for position " + std::to_string(i));
+          out.insert(out.end(), lg, lg + n_vocab);
+        }
       }
       llama_free(ctx);
     }

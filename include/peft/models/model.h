@@ -44,6 +44,9 @@ struct ModelInputs {
   /// softmax, never rotated, always visible; the mask is extended by P when it covers T only.
   std::vector<KeyValue> prefix_kv;
   KVCache* cache = nullptr;   ///< when set: read past keys/values and append this step's
+  /// Causal LMs: logits for the last `logits_to_keep` positions only (0 = all), as transformers'
+  /// argument of that name; generation asks for 1.
+  int64_t logits_to_keep = 0;
 
   // Encoder-decoder models only.
   at::Tensor decoder_input_ids;
@@ -62,6 +65,34 @@ struct ModelOutput {
 };
 
 enum class TaskHead { Base, CausalLM, SeqCls, TokenCls, Seq2SeqLM };
+
+}  // namespace peft::models
+namespace peft::quant {
+class QuantizedBase;
+}
+namespace peft::models {
+
+/// Inference with llama.cpp's CPU arithmetic (quant/ggml_cpu.h) on a GGUF model: every matmul
+/// quantises its activations to the weight type's vec_dot type and sums block dot products as
+/// ggml's x86 AVX2 kernels do, and norms, RoPE, attention and SiLU round as ggml's, so greedy
+/// generation gives llama.cpp's tokens. Inference only: with gradients recorded (training) the
+/// model computes in plain fp32 as usual. One sequence at a time (batch 1, no padding).
+struct LlamaCppNumerics {
+  bool enabled = false;
+  /// KV cache type: F16 (llama.cpp's default, `-ctk f16 -ctv f16`) or F32 (`-ctk f32 -ctv f32`).
+  bool kv_cache_f16 = true;
+  /// Flash attention: on is what llama.cpp's default `-fa auto` resolves to on the CPU; off is
+  /// `-fa off` (mul_mat + soft_max).
+  bool flash_attn = true;
+};
+
+/// What a GGUF loader hands to a model for LlamaCppNumerics besides its slots.
+struct LlamaCppNumericsWeights {
+  /// The output matmul on token_embd's blocks when the output is tied to the embeddings.
+  std::shared_ptr<quant::QuantizedBase> tied_output;
+  /// rope_freqs.weight (Llama 3.x files): llama.cpp divides the rotary angles by these.
+  std::vector<float> rope_freq_factors;
+};
 
 /// A transformers-compatible model. Registered parameter names are the HF state-dict keys.
 class PretrainedModel : public torch::nn::Module {
@@ -84,6 +115,9 @@ class PretrainedModel : public torch::nn::Module {
   virtual std::vector<std::pair<std::string, std::string>> tied_weights() const { return {}; }
   /// Checkpoint keys the model ignores without complaint (regexes, e.g. rotary buffers).
   virtual std::vector<std::string> ignored_checkpoint_keys() const { return {}; }
+  /// Switches inference to llama.cpp's CPU arithmetic (see LlamaCppNumerics); NotSupported for
+  /// architectures without it (every one but Llama).
+  virtual void set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights& w);
   /// Recompute each layer in backward instead of keeping its activations (training only).
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_ && is_training(); }
@@ -125,6 +159,11 @@ struct LoadOptions {
   /// GGUF files: decode block-quantised projections to fp32 parameters instead of keeping them
   /// in their blocks (quant/ggml_linear.h). F32/F16/BF16 tensors always load as dense tensors.
   bool dequantize = false;
+
+  /// GGUF files: run inference with llama.cpp's CPU arithmetic (LlamaCppNumerics), to check that
+  /// peft.cpp computes a GGUF model exactly as llama.cpp does. Keeps every projection in its GGUF
+  /// encoding (incompatible with dequantize).
+  LlamaCppNumerics llamacpp_numerics;
 };
 
 /// Loads config.json + safetensors weights (a folder), or a GGUF file, into the matching

@@ -19,6 +19,8 @@ namespace peft::quant {
 /// forward(x) = x · dequant(W)ᵀ in fp32; the input gradient is grad · dequant(W); no weight
 /// gradient. CPU: tiles of rows are dequantised (Highway, in parallel) into a reused buffer and
 /// multiplied by BLAS; other devices: dequantise with the CPU decoder, then a plain linear.
+/// With llamacpp_numerics on and no gradient recorded, forward is llama.cpp's CPU matmul instead
+/// (quant/ggml_cpu.h: activations quantised to the vec_dot type, block dot products).
 class GgmlLinearWeight : public QuantizedBase {
  public:
   GgmlLinearWeight(io::GgmlType type, std::vector<uint8_t> blocks, int64_t out, int64_t in);
@@ -35,6 +37,10 @@ class GgmlLinearWeight : public QuantizedBase {
   int64_t out_features() const { return out_; }
   int64_t in_features() const { return in_; }
   at::ScalarType compute_dtype() const;
+  /// llama.cpp's CPU matmul arithmetic for inference (LoadOptions::llamacpp_numerics); throws
+  /// NotSupported for a type ggml_cpu::mul_mat does not reproduce.
+  void set_llamacpp_numerics(bool on);
+  bool llamacpp_numerics() const { return llamacpp_; }
   /// x2: [N, in] fp32 contiguous -> [N, out] (no autograd).
   at::Tensor matmul(const at::Tensor& x2) const;
   /// g2: [N, out] fp32 contiguous -> [N, in].
@@ -46,6 +52,7 @@ class GgmlLinearWeight : public QuantizedBase {
   std::vector<uint8_t> blocks_;
   int64_t out_, in_;
   uint64_t row_bytes_;
+  bool llamacpp_ = false;
 };
 
 }  // namespace peft::quant
