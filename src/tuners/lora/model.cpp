@@ -168,6 +168,54 @@ models::ModelOutput LoraModel::forward(const models::ModelInputs& in, const std:
 
 // ---------------------------------------------------------------- add_weighted_adapter
 
+namespace {
+
+// One module of add_weighted_adapter: the new adapter's A and B from the inputs' (absent ones
+// have undefined tensors) with weights × scalings `ws`.
+void combine_into(const LoraTensors& target, const std::vector<LoraTensors>& parts, const std::vector<double>& ws,
+                  const std::string& combination_type, int64_t new_rank, bool emb) {
+  if (!target.A.defined()) return;
+  target.A.zero_();
+  target.B.zero_();
+  if (combination_type == "svd") {
+    at::Tensor delta;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const auto& t = parts[i];
+      if (!t.A.defined()) continue;
+      at::Tensor d = emb ? at::matmul(t.B, t.A).t() : at::matmul(t.B, t.A);  // [out,in] / [V,D]
+      d = d.to(at::kFloat) * ws[i];
+      delta = delta.defined() ? delta + d : d;
+    }
+    if (!delta.defined()) return;
+    at::Tensor M = emb ? delta.t() : delta;  // [D, V] for embeddings, as B @ A
+    auto [U, S, Vh] = at::linalg_svd(M, /*full_matrices=*/true);
+    const int64_t k = std::min<int64_t>(new_rank, S.size(0));
+    U = U.narrow(1, 0, k) * S.narrow(0, 0, k);
+    Vh = Vh.narrow(0, 0, k);
+    target.B.narrow(1, 0, k).copy_(U);
+    target.A.narrow(0, 0, k).copy_(Vh);
+    return;
+  }
+  int64_t off = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const auto& t = parts[i];
+    if (!t.A.defined()) continue;
+    const int64_t r = t.A.size(0);
+    if (combination_type == "linear") {
+      // PEFT splits the weight between A and B: both scaled by sqrt(|w·s|), sign on A.
+      const double m = std::sqrt(std::abs(ws[i])) * (ws[i] < 0 ? -1.0 : 1.0);
+      target.A.add_(t.A * m);
+      target.B.add_(t.B * std::sqrt(std::abs(ws[i])));
+    } else {  // cat
+      target.A.narrow(0, off, r).copy_(t.A * ws[i]);
+      target.B.narrow(1, off, r).copy_(t.B);
+    }
+    off += r;
+  }
+}
+
+}  // namespace
+
 void LoraModel::add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
                                      const std::string& adapter_name, const std::string& combination_type,
                                      int64_t svd_rank) {
@@ -205,48 +253,14 @@ void LoraModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
   torch::NoGradGuard ng;
   for_each_slot([&](const std::string& mod, AdaptableLinearImpl* l, AdaptableEmbeddingImpl* e) {
     if (!target_set.count(mod)) return;
-    auto target = l ? lora_tensors(*l, adapter_name) : lora_tensors(*e, adapter_name);
-    if (!target.A.defined()) return;
-    const bool emb = e != nullptr;
-    target.A.zero_();
-    target.B.zero_();
-    if (combination_type == "svd") {
-      at::Tensor delta;
-      for (std::size_t i = 0; i < adapters.size(); ++i) {
-        auto t = l ? lora_tensors(*l, adapters[i]) : lora_tensors(*e, adapters[i]);
-        if (!t.A.defined()) continue;
-        const double s = config_of<LoraConfig>(adapters[i]).scaling_for(mod);
-        at::Tensor d = emb ? at::matmul(t.B, t.A).t() : at::matmul(t.B, t.A);  // [out,in] / [V,D]
-        d = d.to(at::kFloat) * (weights[i] * s);
-        delta = delta.defined() ? delta + d : d;
-      }
-      if (!delta.defined()) return;
-      at::Tensor M = emb ? delta.t() : delta;  // [D, V] for embeddings, as B @ A
-      auto [U, S, Vh] = at::linalg_svd(M, /*full_matrices=*/true);
-      const int64_t k = std::min<int64_t>(new_rank, S.size(0));
-      U = U.narrow(1, 0, k) * S.narrow(0, 0, k);
-      Vh = Vh.narrow(0, 0, k);
-      target.B.narrow(1, 0, k).copy_(U);
-      target.A.narrow(0, 0, k).copy_(Vh);
-      return;
-    }
-    int64_t off = 0;
+    auto tensors = [&](const std::string& a) { return l ? lora_tensors(*l, a) : lora_tensors(*e, a); };
+    std::vector<LoraTensors> parts;
+    std::vector<double> scaled;  // weight × the adapter's scaling on this module
     for (std::size_t i = 0; i < adapters.size(); ++i) {
-      auto t = l ? lora_tensors(*l, adapters[i]) : lora_tensors(*e, adapters[i]);
-      if (!t.A.defined()) continue;
-      const int64_t r = t.A.size(0);
-      const double ws = weights[i] * config_of<LoraConfig>(adapters[i]).scaling_for(mod);
-      if (combination_type == "linear") {
-        // PEFT splits the weight between A and B: both scaled by sqrt(|w·s|), sign on A.
-        const double m = std::sqrt(std::abs(ws)) * (ws < 0 ? -1.0 : 1.0);
-        target.A.add_(t.A * m);
-        target.B.add_(t.B * std::sqrt(std::abs(ws)));
-      } else {  // cat
-        target.A.narrow(0, off, r).copy_(t.A * ws);
-        target.B.narrow(1, off, r).copy_(t.B);
-      }
-      off += r;
+      parts.push_back(tensors(adapters[i]));
+      scaled.push_back(weights[i] * config_of<LoraConfig>(adapters[i]).scaling_for(mod));
     }
+    combine_into(tensors(adapter_name), parts, scaled, combination_type, new_rank, e != nullptr);
   });
 }
 
