@@ -74,11 +74,7 @@ void run_eval(const std::string& cfg_path, const std::vector<std::string>& overr
   int64_t n = 0;
   for (const auto& idx : train::make_batches(split.data, c.args.per_device_eval_batch_size, false, 0, false)) {
     const train::Batch b = train::collate(split.data, idx, pad);
-    models::ModelInputs in;
-    const auto L = at::TensorOptions().dtype(at::kLong);
-    in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
-    in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
-    in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
+    const models::ModelInputs in = train::to_model_inputs(b, train::TaskFormat::CausalLM);
     int64_t k = 0;
     for (int64_t r = 0; r < b.rows; ++r)
       for (int64_t t = 1; t < b.cols; ++t) k += b.labels[r * b.cols + t] != -100;

@@ -10,6 +10,7 @@
 #include "peft/models/generation.h"
 #include "peft/train/datasets.h"
 #include "peft/train/metrics.h"
+#include "peft/train/trainer.h"
 
 namespace peft::train {
 
@@ -68,14 +69,9 @@ Accuracy classification_accuracy(PeftModel& pm, const Dataset& d, int64_t pad, b
   const bool trim = pm.trim_prompt_logits;
   pm.trim_prompt_logits = true;
   std::vector<int64_t> pred, gold, task;
-  const auto L = at::TensorOptions().dtype(at::kLong);
   for (const auto& idx : make_batches(d, 32, false, 0, false)) {
     const Batch b = collate(d, idx, pad);
-    models::ModelInputs in;
-    in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
-    in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
-    if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
-    at::Tensor logits = pm.forward(in).logits;
+    at::Tensor logits = pm.forward(to_model_inputs(b, TaskFormat::CausalLM, /*with_labels=*/false)).logits;
     if (!d.tasks.empty()) logits = mask_to_tasks(logits.to(at::kFloat), b.seq_tasks, d.tasks);
     const at::Tensor p = logits.argmax(-1).contiguous();
     if (tokens) {

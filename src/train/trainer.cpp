@@ -66,30 +66,9 @@ struct Trainer::State {
 
 namespace {
 
-models::ModelInputs to_inputs(const Batch& b, TaskFormat task) {
-  const auto L = at::TensorOptions().dtype(at::kLong);
-  models::ModelInputs in;
-  in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
-  in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
-  if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
-  switch (task) {
-    case TaskFormat::SeqCls:
-      // Class ids for classification; float targets for regression (seq_values).
-      in.labels = !b.seq_labels.empty() ? at::tensor(b.seq_labels, L) : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
-      break;
-    case TaskFormat::Seq2Seq:
-      in.labels = at::tensor(b.labels, L).view({b.rows, -1});
-      if (!b.decoder_input_ids.empty()) in.decoder_input_ids = at::tensor(b.decoder_input_ids, L).view({b.rows, b.decoder_cols});
-      break;
-    default:
-      in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
-  }
-  return in;
-}
-
 // The batch loss: the model's own, or for multi-task data the cross-entropy over each row's head.
 at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const std::vector<TaskSpan>& tasks) {
-  models::ModelInputs in = to_inputs(b, task);
+  models::ModelInputs in = to_model_inputs(b, task);
   if (tasks.empty() || (task != TaskFormat::SeqCls && task != TaskFormat::TokenCls)) return model.forward(in).loss;
   return detail::multitask_loss(model, std::move(in), b.seq_tasks, task, tasks);
 }
@@ -140,6 +119,28 @@ void all_reduce_grads(distributed::Collective& dist, const std::vector<at::Tenso
 // gradient_accumulation_steps micro-batches from batches[first], weighted by their loss tokens so
 // accumulation equals one big batch; gradients summed over the ranks; clip; AdamW; the tuner's
 // work between the optimizer step and zero_grad (AdaLoRA's rank allocation).
+models::ModelInputs to_model_inputs(const Batch& b, TaskFormat task, bool with_labels) {
+  const auto L = at::TensorOptions().dtype(at::kLong);
+  models::ModelInputs in;
+  in.input_ids = at::tensor(b.input_ids, L).view({b.rows, b.cols});
+  in.attention_mask = at::tensor(b.attention_mask, L).view({b.rows, b.cols});
+  if (!b.token_type_ids.empty()) in.token_type_ids = at::tensor(b.token_type_ids, L).view({b.rows, b.cols});
+  if (!with_labels) return in;
+  switch (task) {
+    case TaskFormat::SeqCls:
+      // Class ids for classification; float targets for regression (seq_values).
+      in.labels = !b.seq_labels.empty() ? at::tensor(b.seq_labels, L) : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
+      break;
+    case TaskFormat::Seq2Seq:
+      in.labels = at::tensor(b.labels, L).view({b.rows, -1});
+      if (!b.decoder_input_ids.empty()) in.decoder_input_ids = at::tensor(b.decoder_input_ids, L).view({b.rows, b.decoder_cols});
+      break;
+    default:
+      in.labels = at::tensor(b.labels, L).view({b.rows, b.cols});
+  }
+  return in;
+}
+
 Trainer::State::Step Trainer::State::optimizer_step(const std::vector<std::vector<int64_t>>& batches, int64_t first,
                                                     TaskFormat task, int64_t global_step) {
   std::vector<Batch> micro;

@@ -93,4 +93,20 @@ TEST(RunConfig, ErrorsNameTheKey) {
   EXPECT_NE(error_of(p, {"method=adalora", "max_steps=-1"}).find("total_step"), std::string::npos);
 }
 
+TEST(RunConfig, EveryExampleConfigLoads) {
+  // Every key of every example config is known and valid (the compare section aside).
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(PEFT_SOURCE_DIR) / "examples" / "configs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("compare_", 0) == 0) continue;
+    SCOPED_TRACE(name);
+    const auto c = load_run_config(e.path().string());
+    ASSERT_NE(c.peft, nullptr);
+    const auto& row = peft::tuner_row(c.peft->peft_type);
+    EXPECT_TRUE(c.method == row.name || c.method == "qlora" || c.method == "p_tuning_v2") << c.method;
+    ++n;
+  }
+  EXPECT_GE(n, 15);
+}
+
 }  // namespace

@@ -69,6 +69,10 @@ struct EvalResult {
 /// get_scheduler builds it.
 double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total);
 
+/// A collated batch as model inputs: ids, mask, token types and, with `with_labels`, the task's
+/// labels (token labels, class ids or regression targets, or seq2seq labels with the decoder ids).
+models::ModelInputs to_model_inputs(const Batch& b, TaskFormat task, bool with_labels = true);
+
 /// Multi-task classification (merge_tasks in data.h): `logits` [B, sum of num_labels] (sequence
 /// classification) or [B, T, sum of num_labels] (token classification) with every class outside
 /// each row's task set to -inf, so softmax, cross-entropy and argmax see only the row's own head.
