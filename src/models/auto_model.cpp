@@ -21,6 +21,7 @@
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
+#include "peft/models/blocks.h"
 #include "peft/models/model.h"
 #include "peft/io/gguf.h"
 #include "peft/models/gguf_model.h"
@@ -77,6 +78,23 @@ TaskHead head_from_architectures(const ModelConfig& cfg) {
   if (ends("ForTokenClassification")) return TaskHead::TokenCls;
   if (ends("ForConditionalGeneration")) return TaskHead::Seq2SeqLM;
   return TaskHead::Base;
+}
+
+PretrainedModel::ForwardStart PretrainedModel::start_forward(const ModelInputs& in, const char* model,
+                                                            int64_t hidden_size, int64_t num_layers) {
+  PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument, "[", model,
+             "] give exactly one of input_ids and inputs_embeds");
+  if (in.input_ids.defined()) check_shape(in.input_ids, {-1, -1}, model, "input_ids");
+  ForwardStart s;
+  s.hidden = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
+  check_shape(s.hidden, {-1, -1, hidden_size}, model, "inputs_embeds");
+  s.batch = s.hidden.size(0);
+  s.length = s.hidden.size(1);
+  s.past = in.cache ? in.cache->length() : 0;
+  PEFT_CHECK(in.prefix_kv.empty() || static_cast<int64_t>(in.prefix_kv.size()) == num_layers, std::invalid_argument,
+             "[", model, "] prefix_kv has ", in.prefix_kv.size(), " layers; the model has ", num_layers);
+  s.prefix = in.prefix_kv.empty() ? 0 : in.prefix_kv[0].key.size(2);
+  return s;
 }
 
 void PretrainedModel::set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights&) {

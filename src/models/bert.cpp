@@ -251,18 +251,11 @@ class Bert : public PretrainedModel {
   }
 
   ModelOutput forward(const ModelInputs& in) override {
-    PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
-               "[bert] give exactly one of input_ids and inputs_embeds");
     PEFT_CHECK(in.cache == nullptr, std::invalid_argument,
                "[bert] BERT is an encoder: a KV cache is not supported (use prefix_kv for a key/value prefix)");
-    if (in.input_ids.defined()) check_shape(in.input_ids, {-1, -1}, "bert", "input_ids");
-    at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
-    check_shape(x, {-1, -1, c_.hidden_size}, "bert", "inputs_embeds");
-    const int64_t B = x.size(0), T = x.size(1);
-    PEFT_CHECK(in.prefix_kv.empty() || static_cast<int64_t>(in.prefix_kv.size()) == c_.num_hidden_layers,
-               std::invalid_argument, "[bert] prefix_kv has ", in.prefix_kv.size(),
-               " layers; the model has ", c_.num_hidden_layers);
-    const int64_t P = in.prefix_kv.empty() ? 0 : in.prefix_kv[0].key.size(2);
+    const ForwardStart start = start_forward(in, "bert", c_.hidden_size, c_.num_hidden_layers);
+    const at::Tensor& x = start.hidden;
+    const int64_t B = start.batch, T = start.length, P = start.prefix;
 
     at::Tensor pos = in.position_ids;
     if (pos.defined()) {

@@ -179,16 +179,9 @@ class GPT2 : public PretrainedModel {
   }
 
   ModelOutput forward(const ModelInputs& in) override {
-    PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
-               "[gpt2] give exactly one of input_ids and inputs_embeds");
-    at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
-    check_shape(x, {-1, -1, c_.n_embd}, "gpt2", "inputs_embeds");
-    const int64_t B = x.size(0), T = x.size(1);
-    const int64_t past = in.cache ? in.cache->length() : 0;
-    const int64_t P = in.prefix_kv.empty() ? 0 : in.prefix_kv[0].key.size(2);
-    PEFT_CHECK(in.prefix_kv.empty() || static_cast<int64_t>(in.prefix_kv.size()) == c_.n_layer,
-               std::invalid_argument, "[gpt2] prefix_kv has ", in.prefix_kv.size(), " layers; the model has ",
-               c_.n_layer);
+    const ForwardStart start = start_forward(in, "gpt2", c_.n_embd, c_.n_layer);
+    at::Tensor x = start.hidden;
+    const int64_t B = start.batch, T = start.length, past = start.past, P = start.prefix;
     const at::Tensor pos = in.position_ids.defined() ? in.position_ids.to(x.device())
                                                      : default_position_ids(B, T, past, x.device());
     const int64_t max_pos = pos.numel() ? pos.max().item<int64_t>() : 0;

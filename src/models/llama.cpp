@@ -201,14 +201,9 @@ class Llama : public PretrainedModel {
     PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
                "[llama] give exactly one of input_ids and inputs_embeds");
     if (numerics_.enabled && !at::GradMode::is_enabled()) return forward_llamacpp(in);
-    at::Tensor h = in.inputs_embeds.defined() ? in.inputs_embeds : embed(in.input_ids);
-    check_shape(h, {-1, -1, c_.hidden_size}, "llama", "inputs_embeds");
-    const int64_t B = h.size(0), T = h.size(1);
-    const int64_t past = in.cache ? in.cache->length() : 0;
-    const int64_t P = in.prefix_kv.empty() ? 0 : in.prefix_kv[0].key.size(2);
-    PEFT_CHECK(in.prefix_kv.empty() || static_cast<int64_t>(in.prefix_kv.size()) == c_.num_hidden_layers,
-               std::invalid_argument, "[llama] prefix_kv has ", in.prefix_kv.size(),
-               " layers; the model has ", c_.num_hidden_layers);
+    const ForwardStart start = start_forward(in, "llama", c_.hidden_size, c_.num_hidden_layers);
+    at::Tensor h = start.hidden;
+    const int64_t B = start.batch, T = start.length, past = start.past, P = start.prefix;
     at::Tensor pos = in.position_ids.defined() ? in.position_ids : default_position_ids(B, T, past, h.device());
     const RotaryTables rope = rotary_tables(inv_freq_.to(h.device()), pos, h.scalar_type());
     const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, h.scalar_type(), h.device());

@@ -122,6 +122,18 @@ class PretrainedModel : public torch::nn::Module {
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_ && is_training(); }
 
+ protected:
+  /// What every architecture's forward starts with: exactly one of input_ids / inputs_embeds
+  /// (ids go through embed()), the embeddings checked to be [B, T, hidden_size], the key/value
+  /// prefix checked to hold one entry per layer. Errors are prefixed "[<model>]".
+  struct ForwardStart {
+    at::Tensor hidden;   ///< [B, T, hidden_size]
+    int64_t batch = 0, length = 0;
+    int64_t past = 0;    ///< positions already in the KV cache
+    int64_t prefix = 0;  ///< P, the key/value prefix length
+  };
+  ForwardStart start_forward(const ModelInputs& in, const char* model, int64_t hidden_size, int64_t num_layers);
+
  private:
   bool gradient_checkpointing_ = false;
 };
