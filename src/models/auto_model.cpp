@@ -377,9 +377,25 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
   if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
   PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
              ": expected a model folder with config.json and safetensors weights, or a GGUF file");
-  const ModelConfig cfg(read_json_file((fs::path(path) / "config.json").string()),
-                        (fs::path(path) / "config.json").string());
-  auto model = create_model(cfg, opts.head ? *opts.head : head_from_architectures(cfg));
+  const std::string cfg_path = (fs::path(path) / "config.json").string();
+  nlohmann::json cj = read_json_file(cfg_path);
+  const TaskHead head = opts.head ? *opts.head : head_from_architectures(ModelConfig(cj, cfg_path));
+  const bool classifier = head == TaskHead::SeqCls || head == TaskHead::TokenCls;
+  if (classifier) {
+    // A head sized for the task's labels (transformers: num_labels=... re-initialises it), and the
+    // padding id decoder-only classifiers pool with (model.config.pad_token_id = tokenizer's).
+    const int64_t have = cj.contains("id2label") ? static_cast<int64_t>(cj["id2label"].size()) : cj.value("num_labels", 2);
+    if (opts.num_labels > 0 && have != opts.num_labels) {
+      std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << opts.num_labels << "\n";
+      cj["num_labels"] = opts.num_labels;
+      cj.erase("id2label");
+      cj.erase("label2id");
+    }
+    if (opts.pad_token_id >= 0 && (!cj.contains("pad_token_id") || cj["pad_token_id"].is_null()))
+      cj["pad_token_id"] = opts.pad_token_id;
+  }
+  const ModelConfig cfg(cj, cfg_path);
+  auto model = create_model(cfg, head);
   // A checkpoint bitsandbytes quantised (transformers' save of a load_in_4bit model).
   const auto& j = cfg.json();
   const auto qc = j.find("quantization_config");
@@ -402,7 +418,9 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
       b.quant_type = opts.bnb_4bit_quant_type;
       b.use_double_quant = opts.bnb_4bit_use_double_quant;
       b.compute_dtype = opts.bnb_4bit_compute_dtype;
-      quantize_model(*model, b);
+      // The classification head stays in full precision, as transformers keeps it.
+      if (classifier) quantize_model(*model, b, {"lm_head", "score", "classifier"});
+      else quantize_model(*model, b);
     }
   }
   model->eval();

@@ -27,32 +27,15 @@ namespace peft::train {
 namespace fs = std::filesystem;
 
 std::shared_ptr<models::PretrainedModel> load_run_model(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
-  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, c.load_options());
-  const auto head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
+  models::LoadOptions o = c.load_options();
+  if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, o);
   PEFT_CHECK(!io::is_gguf_file(c.model), NotSupported, "[train] task '", c.task, "' on a GGUF model (", c.model,
              ") is not supported; convert it first: peft convert ", c.model, " OUT_DIR");
-  const std::string cfg_path = (fs::path(c.model) / "config.json").string();
-  nlohmann::json j = read_json_file(cfg_path);
-  const int64_t have = j.contains("id2label") ? static_cast<int64_t>(j["id2label"].size()) : j.value("num_labels", 2);
-  if (num_labels > 0 && have != num_labels) {
-    std::cerr << "note: " << cfg_path << " has " << have << " labels; the data has " << num_labels << "\n";
-    j["num_labels"] = num_labels;
-    j.erase("id2label");
-    j.erase("label2id");
-  }
-  // Decoder-only classifiers pool the last non-padding token: they need the padding id
-  // (model.config.pad_token_id = tokenizer.pad_token_id in transformers).
-  if (!j.contains("pad_token_id") || j["pad_token_id"].is_null()) j["pad_token_id"] = pad_id;
-  auto m = models::create_model(models::ModelConfig(j, cfg_path), head);
-  models::load_weights(*m, c.model);
-  if (c.load_in_4bit) {  // the classification head stays in full precision, as transformers keeps it
-    models::BnbConfig b;
-    b.load_in_4bit = true;
-    b.quant_type = c.bnb_4bit_quant_type;
-    b.use_double_quant = c.bnb_4bit_use_double_quant;
-    b.compute_dtype = c.bnb_4bit_compute_dtype;
-    models::quantize_model(*m, b, {"lm_head", "score", "classifier"});
-  }
+  o.head = c.task == "seq_cls" ? models::TaskHead::SeqCls : models::TaskHead::TokenCls;
+  o.num_labels = num_labels;
+  o.pad_token_id = pad_id;
+  auto m = models::load_model(c.model, o);
+  m->train();
   return m;
 }
 

@@ -157,6 +157,12 @@ class NoInitWeights {
 struct LoadOptions {
   /// Task head; default: the one named by config.json's `architectures[0]`.
   std::optional<TaskHead> head;
+  /// Classification heads: the number of labels when it differs from config.json's (a new head
+  /// of that size is initialised and noted on stderr, as transformers does); 0 keeps config.json's.
+  int64_t num_labels = 0;
+  /// Classification heads of decoder-only models pool the last non-padding token: the padding id
+  /// used when config.json has no pad_token_id (-1: none).
+  int64_t pad_token_id = -1;
   /// "float32" (default), "bfloat16", "float16", or "auto" (the checkpoint's dtype).
   std::string dtype = "float32";
 
