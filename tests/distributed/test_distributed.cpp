@@ -91,20 +91,7 @@ const MethodCase& method(const std::string& name) {
   throw std::invalid_argument("no method case " + name);
 }
 
-// 22 token sequences of lengths 4..15 (padding differs between a batch of 6 and two of 3).
-peft::train::Dataset dataset() {
-  peft::train::Dataset d;
-  std::mt19937_64 rng(7);
-  for (int i = 0; i < 22; ++i) {
-    peft::train::Example e;
-    const int len = 4 + static_cast<int>(rng() % 12);
-    for (int t = 0; t < len; ++t) e.input_ids.push_back(3 + static_cast<int64_t>(rng() % 60));
-    e.labels = e.input_ids;
-    e.labels[0] = -100;
-    d.examples.push_back(e);
-  }
-  return d;
-}
+peft::train::Dataset dataset() { return peft::test::tiny_causal_dataset(); }
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);

@@ -10,6 +10,7 @@
 
 #include "peft/core/file_util.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/models/model.h"
 #include "test_utils.h"
 
 namespace peft::test {
@@ -61,6 +62,18 @@ inline ::testing::AssertionResult grad_close(const at::Tensor& g, const at::Tens
   if (!g.defined()) return ::testing::AssertionFailure() << "gradient is undefined";
   const double scale = std::max(e.abs().max().item<double>(), 1e-3);
   return close(g, e, rtol * scale * 10, 0.0);
+}
+
+/// The model inputs stored in a PEFT fixture (input_ids, attention_mask, and when present
+/// decoder_input_ids, token_type_ids; labels unless `with_labels` is false).
+inline peft::models::ModelInputs inputs_of(const GoldenCase& g, bool with_labels = true) {
+  peft::models::ModelInputs in;
+  in.input_ids = g["input_ids"];
+  in.attention_mask = g["attention_mask"];
+  if (g.has("decoder_input_ids")) in.decoder_input_ids = g["decoder_input_ids"];
+  if (g.has("token_type_ids")) in.token_type_ids = g["token_type_ids"];
+  if (with_labels) in.labels = g["labels"];
+  return in;
 }
 
 }  // namespace peft::test

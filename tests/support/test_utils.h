@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <random>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "peft/io/safetensors.h"
+#include "peft/train/data.h"
 
 namespace peft::test {
 
@@ -47,6 +49,22 @@ void expect_throw_with(Fn&& fn, std::initializer_list<std::string> fragments) {
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
   }
+}
+
+/// 22 causal-LM examples of 4..15 tokens (ids 3..62, first label -100), the same every run: a
+/// batch of 6 and two of 3 pad differently.
+inline peft::train::Dataset tiny_causal_dataset() {
+  peft::train::Dataset d;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 22; ++i) {
+    peft::train::Example e;
+    const int len = 4 + static_cast<int>(rng() % 12);
+    for (int t = 0; t < len; ++t) e.input_ids.push_back(3 + static_cast<int64_t>(rng() % 60));
+    e.labels = e.input_ids;
+    e.labels[0] = -100;
+    d.examples.push_back(e);
+  }
+  return d;
 }
 
 }  // namespace peft::test

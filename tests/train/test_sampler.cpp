@@ -12,20 +12,7 @@
 
 namespace {
 
-// 22 causal-LM examples of 4..15 tokens.
-peft::train::Dataset dataset() {
-  peft::train::Dataset d;
-  std::mt19937_64 rng(7);
-  for (int i = 0; i < 22; ++i) {
-    peft::train::Example e;
-    const int len = 4 + static_cast<int>(rng() % 12);
-    for (int t = 0; t < len; ++t) e.input_ids.push_back(3 + static_cast<int64_t>(rng() % 60));
-    e.labels = e.input_ids;
-    e.labels[0] = -100;
-    d.examples.push_back(e);
-  }
-  return d;
-}
+peft::train::Dataset dataset() { return peft::test::tiny_causal_dataset(); }
 
 TEST(DistributedSampler, RanksShareTheSingleProcessBatches) {
   const auto d = dataset();

@@ -54,15 +54,7 @@ std::string out_dir(const std::string& name) {
   return d;
 }
 
-peft::models::ModelInputs inputs_of(const GoldenCase& g, bool with_labels = true) {
-  peft::models::ModelInputs in;
-  in.input_ids = g["input_ids"];
-  in.attention_mask = g["attention_mask"];
-  if (g.has("decoder_input_ids")) in.decoder_input_ids = g["decoder_input_ids"];
-  if (g.has("token_type_ids")) in.token_type_ids = g["token_type_ids"];
-  if (with_labels) in.labels = g["labels"];
-  return in;
-}
+using peft::test::inputs_of;
 
 // Our parameter name -> PEFT's in-memory name (the fixtures' grad.* keys).
 std::string peft_param_name(const std::string& ours) {

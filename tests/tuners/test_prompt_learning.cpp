@@ -52,7 +52,7 @@ std::shared_ptr<peft::models::PretrainedModel> base_of(const GoldenCase& g) {
   return m;
 }
 
-peft::models::ModelInputs inputs_of(const GoldenCase& g) {
+peft::models::ModelInputs prompt_inputs_of(const GoldenCase& g) {
   peft::models::ModelInputs in;
   for (const auto& [k, v] : g.t) {
     if (k == "in.input_ids") in.input_ids = v;
@@ -86,7 +86,7 @@ TEST_P(PromptMatrix, MatchesPeft) {
   EXPECT_EQ(all, g.meta["all_params"].get<int64_t>());
 
   // Forward, loss and gradients of the prompt parameters (and the classifier).
-  const auto in = inputs_of(g);
+  const auto in = prompt_inputs_of(g);
   auto out = pm->forward(in);
   EXPECT_TRUE(close(out.logits, g["logits"], g.atol, g.rtol)) << "logits";
   EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol)) << "loss";
@@ -307,7 +307,7 @@ TEST(PromptEncoder, ResumeFromSidecarAndPeftLimit) {
   // Trainable load rebuilds the full LSTM encoder from the sidecar: same output, same gradients.
   auto again = peft::PeftModel::from_pretrained(base_of(g), dir, "default", /*is_trainable=*/true);
   EXPECT_EQ(again->get_nb_trainable_parameters(), pm->get_nb_trainable_parameters());
-  const auto in = inputs_of(g);
+  const auto in = prompt_inputs_of(g);
   auto out = again->forward(in);
   EXPECT_TRUE(close(out.logits, g["logits"], g.atol, g.rtol));
   out.loss.backward();
@@ -328,7 +328,7 @@ TEST(PromptEncoder, GradientCheckpointingKeepsPromptGradients) {
   load_encoder(*pm, g.dir + "/encoder.safetensors");
   base->set_gradient_checkpointing(true);
   base->train();  // checkpointing is active in training mode; the fixture model has no dropout
-  auto out = pm->forward(inputs_of(g));
+  auto out = pm->forward(prompt_inputs_of(g));
   EXPECT_TRUE(close(out.loss.reshape({1}), g["loss"], g.atol, g.rtol));
   out.loss.backward();
   for (const auto& [k, v] : pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_encoder_state())
@@ -339,7 +339,7 @@ TEST(PromptEncoder, TokenClassificationLabelsAndTrim) {
   const GoldenCase g = peft::test::load_case("prompt/bert_tokcls_prompt");
   auto pm = peft::get_peft_model(base_of(g), *config_of(g));
   load_encoder(*pm, g.dir + "/encoder.safetensors");
-  const auto in = inputs_of(g);  // labels of length T: padded for the virtual tokens here
+  const auto in = prompt_inputs_of(g);  // labels of length T: padded for the virtual tokens here
   const int64_t T = in.input_ids.size(1);
   {
     torch::NoGradGuard ng;
