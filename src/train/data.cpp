@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "peft/core/check.h"
+#include "peft/core/strings.h"
 #include "peft/core/file_util.h"
 #include "peft/core/regex.h"
 
@@ -226,13 +227,6 @@ std::vector<Row> records_to_rows(const std::string& path, std::vector<Record> re
 // ------------------------------------------------------------------------------- tokenisation
 
 std::vector<int64_t> widen(const std::vector<io::TokenId>& v) { return {v.begin(), v.end()}; }
-
-std::string join(const std::vector<std::string>& v, std::size_t max_items = 20) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size() && i < max_items; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > max_items) s += ", ... (" + std::to_string(v.size()) + " in all)";
-  return s;
-}
 
 /// A per-row failure: carries the message without location; the caller adds file:line.
 struct RowError : std::runtime_error {
