@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "peft/core/check.h"
+#include "peft/core/strings.h"
 #include "peft/core/json_file.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/tensor_bridge.h"
@@ -220,17 +221,9 @@ std::vector<std::string> load_weights_except(PretrainedModel& model, const Weigh
     (base_key ? unexpected_base : unexpected_other).push_back(key);
   }
 
-  std::ostringstream err;
-  auto list = [&](const char* what, const std::vector<std::string>& v) {
-    if (v.empty()) return;
-    err << "\n  " << what << " (" << v.size() << "):";
-    for (std::size_t i = 0; i < v.size() && i < 20; ++i) err << "\n    " << v[i];
-    if (v.size() > 20) err << "\n    ... and " << v.size() - 20 << " more";
-  };
-  list("shape mismatches", mismatched);
-  list("missing from the checkpoint", missing_base);
-  list("in the checkpoint but not in the model", unexpected_base);
-  const std::string e = err.str();
+  const std::string e = listing("shape mismatches", mismatched, 20) +
+                        listing("missing from the checkpoint", missing_base, 20) +
+                        listing("in the checkpoint but not in the model", unexpected_base, 20);
   PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, " does not fit the ", ck.model_type,
              " built from its config:", e);
   if (!missing_head.empty()) {

@@ -11,6 +11,7 @@
 
 #include "modules_to_save.h"
 #include "peft/core/check.h"
+#include "peft/core/strings.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
@@ -30,21 +31,6 @@ std::map<std::string, at::Tensor> with_modules_to_save(const PeftModel& pm, std:
   const std::string pre = pm.tuner().key_prefix();
   for (const auto& m : pm.modules_to_save_params(name)) out[pre + m.param] = m.value;
   return out;
-}
-
-std::string problems(const std::vector<std::string>& mismatched, const std::vector<std::string>& missing,
-                     const std::vector<std::string>& unexpected) {
-  std::ostringstream err;
-  auto list = [&](const char* what, const std::vector<std::string>& v) {
-    if (v.empty()) return;
-    err << "\n  " << what << " (" << v.size() << "):";
-    for (std::size_t i = 0; i < v.size() && i < 12; ++i) err << "\n    " << v[i];
-    if (v.size() > 12) err << "\n    ... and " << v.size() - 12 << " more";
-  };
-  list("shape mismatches (an adapter trained for another base model?)", mismatched);
-  list("missing from the file", missing);
-  list("in the file but matching no module of this model (the adapter would have no effect)", unexpected);
-  return err.str();
 }
 
 }  // namespace
@@ -141,7 +127,10 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   std::vector<std::string> missing;
   for (const auto& [k, v] : tuned)
     if (!seen.count(k) && tuner_->required_key(k)) missing.push_back(k);
-  const std::string e = problems(mismatched, missing, unexpected);
+  const std::string e =
+      listing("shape mismatches (an adapter trained for another base model?)", mismatched, 12) +
+      listing("missing from the file", missing, 12) +
+      listing("in the file but matching no module of this model (the adapter would have no effect)", unexpected, 12);
   PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model:", e);
   tuner_->after_load(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);
 }

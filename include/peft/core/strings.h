@@ -25,4 +25,14 @@ inline std::string thousands(int64_t n) {
   return out;
 }
 
+/// One section of an error listing: "\n  <what> (N):" and a line per item, at most `max_items`
+/// then "... and K more"; "" when `v` is empty.
+inline std::string listing(const char* what, const std::vector<std::string>& v, std::size_t max_items) {
+  if (v.empty()) return "";
+  std::string s = "\n  " + std::string(what) + " (" + std::to_string(v.size()) + "):";
+  for (std::size_t i = 0; i < v.size() && i < max_items; ++i) s += "\n    " + v[i];
+  if (v.size() > max_items) s += "\n    ... and " + std::to_string(v.size() - max_items) + " more";
+  return s;
+}
+
 }  // namespace peft
