@@ -19,7 +19,10 @@
 namespace peft::models {
 
 at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
-                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device) {
+                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device,
+                          int64_t sliding_window) {
+  PEFT_CHECK(sliding_window >= 0 && (sliding_window == 0 || causal), std::invalid_argument,
+             "[attention] sliding_window ", sliding_window, " needs causal attention and a value >= 0");
   const int64_t S = prefix + past + T;
   if (!causal && !attention_mask.defined()) return {};
   const auto opts = at::TensorOptions().device(device);
@@ -28,7 +31,9 @@ at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64
     // Query i (absolute position past + i) sees every prefix slot and keys j <= prefix + past + i.
     auto q = at::arange(T, opts.dtype(at::kLong)).unsqueeze(1) + (prefix + past);
     auto k = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0);
-    keep = (k <= q).view({1, 1, T, S}).expand({batch, 1, T, S});
+    at::Tensor allowed = k <= q;
+    if (sliding_window > 0) allowed = allowed.logical_and(k > q - sliding_window);
+    keep = allowed.view({1, 1, T, S}).expand({batch, 1, T, S});
   }
   if (attention_mask.defined()) {
     PEFT_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch, std::invalid_argument,
@@ -80,10 +85,10 @@ KeyValue extend_kv(const KeyValue* prefix, KVCache* cache, std::size_t layer, co
 }
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const at::Tensor& bias, double scale, double dropout, bool training) {
+                  const at::Tensor& bias, double scale, double dropout, bool training, double softcap) {
   // Inference on fp32 CPU tensors: one fused pass per query row (same operation order, no
   // [B, H, T, S] intermediates, masked keys skipped).
-  if (!(training && dropout > 0) && kernels::attention_f32_applicable(q, k, v, bias))
+  if (!(training && dropout > 0) && softcap <= 0 && kernels::attention_f32_applicable(q, k, v, bias))
     return kernels::attention_f32(q, k, v, bias, scale);
   const int64_t H = q.size(1), KVH = k.size(1);
   at::Tensor kk = k, vv = v;
@@ -97,6 +102,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     vv = expand(v);
   }
   at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;
+  if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
   if (bias.defined()) scores = scores + bias;
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   if (bias.defined()) {

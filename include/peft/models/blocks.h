@@ -11,16 +11,22 @@ namespace peft::models {
 /// Additive attention bias [B, 1, T, P + past + T]: 0 where attending is allowed, the dtype's
 /// lowest value elsewhere (transformers' convention, so fully padded rows stay finite).
 /// `attention_mask` is [B, past + T] or [B, P + past + T] (1 = keep) or undefined.
+/// `sliding_window` > 0 (causal only) also hides keys `sliding_window` or more slots behind the
+/// query, counting the prefix slots as the first positions (transformers' sliding-window mask with
+/// the prefix held as cache).
 at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
-                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device);
+                          int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device,
+                          int64_t sliding_window = 0);
 
 /// [prefix ; cached ; new] keys and values for `layer`; appends the new ones to `cache`.
 KeyValue extend_kv(const KeyValue* prefix, KVCache* cache, std::size_t layer, const at::Tensor& k,
                    const at::Tensor& v);
 
 /// softmax(q·kᵀ·scale + bias)·v. q: [B, H, T, D]; k, v: [B, KVH, S, D] (KVH divides H).
+/// `softcap` > 0 caps the scores before the bias: softcap·tanh(scores / softcap) (Gemma 2).
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const at::Tensor& bias, double scale, double dropout, bool training);
+                  const at::Tensor& bias, double scale, double dropout, bool training,
+                  double softcap = 0.0);
 
 /// transformers' LlamaRMSNorm / T5LayerNorm: x * rsqrt(mean(x²) + eps) in fp32, then * weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
