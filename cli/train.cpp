@@ -48,7 +48,7 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
   // A rank of a data-parallel run (RANK/WORLD_SIZE set by the launcher or torchrun): only rank 0 prints.
   if (distributed::env_from_environment().rank != 0) std::cout.setstate(std::ios_base::badbit);
   const auto res = train::run_training(c, resume);
-  std::cout << "adapter:     " << res.adapter_dir << "\n"
+  std::cout << (c.method == "full" ? "model:       " : "adapter:     ") << res.adapter_dir << "\n"
             << "checkpoints: " << c.args.output_dir << "/checkpoint-*\n"
             << "metrics:     " << c.args.output_dir << "/metrics.jsonl, " << c.args.output_dir << "/runs (TensorBoard)\n"
             << "loss plot:   " << c.args.output_dir << "/loss.png\n"

@@ -23,6 +23,7 @@ set(PEFT_CORE_SOURCES
   ${S}/tuners/prompt_tuning/config.cpp
   ${S}/tuners/p_tuning/config.cpp
   ${S}/tuners/prefix_tuning/config.cpp
+  ${S}/tuners/full/config.cpp
   ${S}/io/tokenizer/unicode.cpp
   ${S}/io/tokenizer/normalized.cpp
   ${S}/io/tokenizer/normalizers.cpp
@@ -97,6 +98,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/tuners/prompt_learning/ensemble.cpp
   ${S}/tuners/p_tuning/template.cpp
   ${S}/tuners/prefix_tuning/infix.cpp
+  ${S}/tuners/full/model.cpp
   ${S}/train/trainer.cpp
   ${S}/train/optim.cpp
   ${S}/train/checkpoint.cpp

@@ -13,13 +13,14 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::array<std::pair<PeftType, const char*>, 6> kPeftTypes = {{
+constexpr std::array<std::pair<PeftType, const char*>, 7> kPeftTypes = {{
     {PeftType::Lora, "LORA"},
     {PeftType::AdaLora, "ADALORA"},
     {PeftType::PrefixTuning, "PREFIX_TUNING"},
     {PeftType::PTuning, "P_TUNING"},
     {PeftType::PromptTuning, "PROMPT_TUNING"},
     {PeftType::Ia3, "IA3"},
+    {PeftType::Full, "FULL"},
 }};
 constexpr std::array<std::pair<TaskType, const char*>, 7> kTaskTypes = {{
     {TaskType::None, ""},

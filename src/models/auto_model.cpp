@@ -81,6 +81,34 @@ TaskHead head_from_architectures(const ModelConfig& cfg) {
   return TaskHead::Base;
 }
 
+std::string architecture_name(const ModelConfig& cfg, TaskHead head) {
+  const auto& j = cfg.json();
+  std::string a;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string())
+    a = (*it)[0].get<std::string>();
+  if (!a.empty() && head_from_architectures(cfg) == head) return a;
+  static const char* const kSuffixes[] = {"ForConditionalGeneration", "ForSequenceClassification",
+                                          "ForTokenClassification", "ForCausalLM", "LMHeadModel", "Model"};
+  std::string stem = a;
+  for (const char* s : kSuffixes) {
+    const std::string suf = s;
+    if (stem.size() > suf.size() && stem.compare(stem.size() - suf.size(), suf.size(), suf) == 0) {
+      stem.resize(stem.size() - suf.size());
+      break;
+    }
+  }
+  if (stem.empty()) stem = cfg.model_type();
+  const bool gpt2 = cfg.model_type() == "gpt2";
+  switch (head) {
+    case TaskHead::CausalLM: return stem + (gpt2 ? "LMHeadModel" : "ForCausalLM");
+    case TaskHead::SeqCls: return stem + "ForSequenceClassification";
+    case TaskHead::TokenCls: return stem + "ForTokenClassification";
+    case TaskHead::Seq2SeqLM: return stem + "ForConditionalGeneration";
+    case TaskHead::Base: return stem + "Model";
+  }
+  return stem + "Model";
+}
+
 PretrainedModel::ForwardStart PretrainedModel::start_forward(const ModelInputs& in, const char* model,
                                                             int64_t hidden_size, int64_t num_layers) {
   PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument, "[", model,
@@ -449,6 +477,7 @@ void save_pretrained(PretrainedModel& model, const std::string& dir) {
   const nlohmann::json qc = add_quantized_state(model, tensors);
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   nlohmann::json cfg = model.config().json();
+  cfg["architectures"] = {architecture_name(model.config(), model.head())};
   if (!qc.is_null()) cfg["quantization_config"] = qc;
   write_json_file((fs::path(dir) / "config.json").string(), cfg);
 }

@@ -9,6 +9,7 @@
 
 #include "peft/core/json_file.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/tuners/tuner_model.h"
 #include "trainer_impl.h"
 
 namespace peft::train::detail {
@@ -21,8 +22,8 @@ void save_active_adapter_flat(const PeftModel& model, const fs::path& dir) {
   fs::create_directories(dir);
   model.save_pretrained(dir.string(), {name});
   if (name == "default") return;
-  for (const auto& f : {"adapter_model.safetensors", "adapter_config.json", "prompt_encoder.safetensors"})
-    if (fs::exists(dir / name / f)) fs::rename(dir / name / f, dir / f);
+  for (const auto& e : fs::directory_iterator(dir / name))
+    if (e.is_regular_file()) fs::rename(e.path(), dir / e.path().filename());
   fs::remove_all(dir / name);
 }
 
@@ -78,7 +79,7 @@ void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Opt
   // the adapter file when the checkpoint has one.
   const fs::path tuner_state = fs::path(dir) / "tuner_state.safetensors";
   if (fs::exists(tuner_state)) model.load_training_state(io::load_safetensors(tuner_state.string()));
-  else model.load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), model.active_adapters().front());
+  else model.load_adapter_weights((fs::path(dir) / model.tuner().weights_file()).string(), model.active_adapters().front());
   torch::load(opt, (fs::path(dir) / "optimizer.pt").string());
   read_rng((fs::path(dir) / "rng_state.safetensors").string());
 }

@@ -276,6 +276,17 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   c.args.validate();
   PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
              "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
+  if (c.method == "full") {
+    PEFT_CHECK(!c.load_in_4bit, ConfigError, "[config] method full: a 4-bit base cannot be fine-tuned in full "
+               "(quantised weights have no gradient); drop load_in_4bit or use method qlora");
+    PEFT_CHECK(!gguf || c.dequantize, ConfigError, "[config] method full on the GGUF file ", c.model,
+               ": its quantised blocks have no gradient; convert it first (peft convert ", c.model,
+               " DIR) and fine-tune DIR, or set dequantize: true");
+    PEFT_CHECK(c.tasks.empty(), ConfigError, "[config] key 'tasks': multi-task runs share one adapter between "
+               "task heads; method full has none (run one task per full fine-tune)");
+    PEFT_CHECK(c.adapter.empty(), ConfigError, "[config] key 'adapter': method full trains the model itself; to "
+               "continue a full fine-tune, give its model folder as 'model'");
+  }
   PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
              "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls or token_cls, not ", c.task);
   return c;

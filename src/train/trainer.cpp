@@ -16,6 +16,7 @@
 #include "peft/distributed/collective.h"
 #include "peft/train/metrics.h"
 #include "peft/train/sampler.h"
+#include "peft/tuners/tuner_model.h"
 #include "trainer_impl.h"
 
 namespace peft::train {
@@ -292,7 +293,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
   for (double l : res.step_losses) sum += l;
   res.train_loss = res.step_losses.empty() ? 0 : sum / static_cast<double>(res.step_losses.size());
   if (s_->has_eval) res.eval_loss = evaluate_and_log().loss;
-  res.adapter_dir = (fs::path(a.output_dir) / "adapter").string();
+  // A full fine-tune is a model folder, not an adapter.
+  res.adapter_dir = (fs::path(a.output_dir) / (s_->model->tuner().saves_adapter_config() ? "adapter" : "model")).string();
   if (!main_rank) return res;
   detail::save_final_adapter(res.adapter_dir, *s_->model);
   s_->progress.finish(a.output_dir);

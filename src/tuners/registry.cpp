@@ -8,6 +8,8 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/tuners/adalora/config.h"
 #include "peft/tuners/adalora/model.h"
+#include "peft/tuners/full/config.h"
+#include "peft/tuners/full/model.h"
 #include "peft/tuners/ia3/config.h"
 #include "peft/tuners/ia3/model.h"
 #include "peft/tuners/lora/config.h"
@@ -43,6 +45,8 @@ const std::vector<TunerRow> kTuners = {
     {PeftType::PTuning, "p_tuning", defaults<PromptEncoderConfig>, parse<PromptEncoderConfig>, make<prompt::PromptLearningModel>},
     {PeftType::PromptTuning, "prompt_tuning", defaults<PromptTuningConfig>, parse<PromptTuningConfig>, make<prompt::PromptLearningModel>},
     {PeftType::Ia3, "ia3", defaults<Ia3Config>, parse<Ia3Config>, make<ia3::Ia3Model>},
+    // Not a PEFT method: the full fine-tuning baseline (saved as a model folder, never as an adapter).
+    {PeftType::Full, "full", defaults<FullConfig>, parse<FullConfig>, make<full::FullModel>},
 };
 
 }  // namespace
@@ -87,8 +91,14 @@ std::unique_ptr<PeftConfig> load_peft_config(const std::string& path_or_dir) {
   namespace fs = std::filesystem;
   std::string p = path_or_dir;
   if (fs::is_directory(p)) p = (fs::path(p) / "adapter_config.json").string();
+  if (!fs::exists(p) && fs::is_directory(path_or_dir) && fs::exists(fs::path(path_or_dir) / "config.json"))
+    throw FormatError("[config] " + path_or_dir + ": no adapter_config.json; this is a model folder (config.json), "
+                      "e.g. a base model or a full fine-tune: use it as the model, not as an adapter");
   PEFT_CHECK(fs::exists(p), FormatError, "[config] ", path_or_dir, ": no adapter_config.json found");
-  return peft_config_from_json(io::read_json_file(p), p);
+  auto cfg = peft_config_from_json(io::read_json_file(p), p);
+  PEFT_CHECK(cfg->peft_type != PeftType::Full, FormatError, "[config] ", p,
+             ": peft_type FULL is not an adapter (a full fine-tune is saved as a model folder: use that as the model)");
+  return cfg;
 }
 
 }  // namespace peft

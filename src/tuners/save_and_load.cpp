@@ -48,8 +48,9 @@ void PeftModel::save_pretrained(const std::string& dir, const std::vector<std::s
     fs::create_directories(out);
     std::map<std::string, at::Tensor> tensors;
     for (const auto& [k, v] : adapter_state_dict(n)) tensors[k] = v.contiguous().clone();
-    io::save_safetensors((out / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+    io::save_safetensors((out / tuner_->weights_file()).string(), tensors, {{"format", "pt"}});
     tuner_->save_extra(out.string(), n);
+    if (!tuner_->saves_adapter_config()) continue;
     nlohmann::json j = configs_.at(n)->to_json();
     j["inference_mode"] = true;
     if (j["base_model_name_or_path"].is_null() && !base_->config().source().empty())

@@ -15,6 +15,7 @@
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
+#include "peft/tuners/full/config.h"
 #include "peft/tuners/lora/config.h"
 
 extern char** environ;
@@ -201,3 +202,93 @@ TEST(Trainer, EveryTaskHeadTrains) {
 }
 
 }  // namespace
+
+namespace {
+
+// method full: the trainer on every parameter of models/llama_causal (train/trajectory_full).
+struct FullSetup {
+  std::shared_ptr<peft::PeftModel> pm;
+  peft::train::Dataset data;
+  peft::train::TrainingArguments args;
+};
+
+FullSetup full_setup(const std::string& out) {
+  const auto g = peft::test::load_case("train/trajectory_full");
+  FullSetup s;
+  peft::FullConfig cfg;
+  cfg.task_type = peft::TaskType::CausalLM;
+  s.pm = peft::get_peft_model(peft::models::load_model(peft::test::fixture("models/llama_causal")), cfg);
+  for (const auto& seq : g.meta["sequences"]) {
+    peft::train::Example e;
+    e.input_ids = seq.get<std::vector<int64_t>>();
+    e.labels = e.input_ids;
+    s.data.examples.push_back(e);
+  }
+  s.args.output_dir = out;
+  s.args.learning_rate = g.meta["learning_rate"];
+  s.args.warmup_steps = g.meta["warmup_steps"];
+  s.args.max_steps = g.meta["steps"];
+  s.args.per_device_train_batch_size = g.meta["batch_size"];
+  s.args.max_grad_norm = g.meta["max_grad_norm"];
+  s.args.weight_decay = g.meta["weight_decay"];
+  s.args.lr_scheduler_type = g.meta["lr_scheduler_type"];
+  s.args.shuffle = false;
+  s.args.logging_steps = 1;
+  s.args.progress_bar = false;
+  return s;
+}
+
+}  // namespace
+
+TEST(Trainer, FullFineTuningMatchesTorchAdamWWithTrainersDecayGroups) {
+  const auto g = peft::test::load_case("train/trajectory_full");
+  auto s = full_setup(peft::test::tmp_dir("trajectory_full"));
+  const auto [trainable, all] = s.pm->get_nb_trainable_parameters();
+  EXPECT_EQ(trainable, all);
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  const auto r = t.train();
+  ASSERT_EQ(r.step_losses.size(), 10u);
+  EXPECT_TRUE(close(torch::tensor(r.step_losses, at::kDouble), g["losses"], g.atol));
+  int n = 0;
+  for (const auto& p : s.pm->base_model().named_parameters()) {
+    EXPECT_TRUE(close(p.value(), g["final." + p.key()], g.atol)) << p.key();
+    ++n;
+  }
+  EXPECT_EQ(n, 21);
+  // The result is a model folder: loaded as a model it gives the trained model's logits.
+  EXPECT_EQ(r.adapter_dir, s.args.output_dir + "/model");
+  EXPECT_FALSE(fs::exists(r.adapter_dir + "/adapter_config.json"));
+  auto reloaded = peft::models::load_model(r.adapter_dir);
+  torch::NoGradGuard ng;
+  peft::models::ModelInputs in;
+  in.input_ids = torch::tensor({{5, 17, 33, 9, 41}});
+  s.pm->eval();
+  EXPECT_TRUE(close(reloaded->forward(in).logits, s.pm->forward(in).logits, 1e-6));
+  peft::test::expect_throw_with<peft::FormatError>([&] { peft::load_peft_config(r.adapter_dir); },
+                                                   {"model folder", "use it as the model"});
+  peft::test::expect_throw_with<peft::NotSupported>([&] { auto guard = s.pm->disable_adapter(); (void)guard; }, {"no adapter to disable"});
+}
+
+TEST(Trainer, FullFineTuningResumesExactly) {
+  const std::string dir = peft::test::tmp_dir("full_resume");
+  auto a = full_setup(dir + "/a");
+  a.args.save_steps = 4;
+  peft::train::Trainer ta(a.pm, a.args, a.data, nullptr, 0);
+  const auto ra = ta.train();
+  ASSERT_TRUE(fs::exists(dir + "/a/checkpoint-4/model.safetensors"));
+  auto b = full_setup(dir + "/b");
+  peft::train::Trainer tb(b.pm, b.args, b.data, nullptr, 0);
+  const auto rb = tb.train(dir + "/a/checkpoint-4");
+  EXPECT_EQ(ra.step_losses, rb.step_losses);
+  for (const auto& p : b.pm->base_model().named_parameters())
+    EXPECT_TRUE(at::equal(p.value(), a.pm->base_model().named_parameters()[p.key()])) << p.key();
+}
+
+TEST(Trainer, FullFineTuningRefusesAQuantisedBase) {
+  peft::models::LoadOptions o;
+  o.load_in_4bit = true;
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"), o);
+  peft::FullConfig cfg;
+  peft::test::expect_throw_with<peft::NotSupported>([&] { peft::get_peft_model(base, cfg); },
+                                                    {"quantised", "no gradient"});
+}

@@ -1,7 +1,10 @@
-"""Training-trajectory fixture: Python PEFT + a plain torch AdamW loop, 10 steps, the loop the C++
+"""Training-trajectory fixtures: Python PEFT + a plain torch AdamW loop, 10 steps, the loop the C++
 Trainer implements (sequential batches, linear schedule with 2 warm-up steps, grad-norm clipping,
 AdamW with weight decay on LoRA matrices). Writes tests/fixtures/train/trajectory/: the initial
-adapter (init/), the batches, the loss at every step and the final LoRA weights.
+adapter (init/), the batches, the loss at every step and the final LoRA weights; and
+tests/fixtures/train/trajectory_full/: the same loop fine-tuning every parameter of the base (the
+`method: full` baseline), weight decay on the parameters transformers' Trainer decays
+(Trainer.get_decay_parameter_names: no biases, no norm weights), the final weights of all of them.
 
     /root/peft-venv/bin/python tools/reference/gen_train.py
 """
@@ -76,5 +79,47 @@ def main():
     print("losses", [round(x, 6) for x in losses])
 
 
+def full():
+    """Full fine-tuning: every parameter trained, decay groups as transformers' Trainer makes them."""
+    from transformers import Trainer, TrainingArguments
+
+    out = os.path.join(FIXTURES, "train", "trajectory_full")
+    os.makedirs(out, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32).eval()
+    decay_names = set(Trainer.get_decay_parameter_names(None, model))
+    decay = [p for n, p in model.named_parameters() if n in decay_names]
+    no_decay = [p for n, p in model.named_parameters() if n not in decay_names]
+    lr = 1e-3
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    params = decay + no_decay
+    seqs = sequences()
+    batches = [seqs[i:i + BS] for i in range(0, len(seqs), BS)]
+    losses = []
+    for step in range(STEPS):
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_lambda(step)
+        ids, mask, labels = collate(batches[step % len(batches)])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP)
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    t = {"final." + n: p.detach().clone() for n, p in model.named_parameters()}
+    t["losses"] = torch.tensor(losses, dtype=torch.float64)
+    save_file(t, os.path.join(out, "expected.safetensors"))
+    with open(os.path.join(out, "case.json"), "w") as f:
+        json.dump({"steps": STEPS, "learning_rate": lr, "warmup_steps": WARMUP, "batch_size": BS,
+                   "max_grad_norm": CLIP, "weight_decay": WD, "lr_scheduler_type": "linear",
+                   "sequences": seqs, "atol": 1e-5, "decayed": sorted(decay_names),
+                   "notes": "full fine-tuning of models/llama_causal; eval mode (no dropout); batches in order, "
+                            "right-padded with 0; decay groups from transformers' Trainer.get_decay_parameter_names"},
+                  f, indent=2)
+    write_manifest(out, seeds={}, tolerance=1e-5)
+    print("full losses", [round(x, 6) for x in losses])
+
+
 if __name__ == "__main__":
     main()
+    full()

@@ -10,10 +10,11 @@
 
 namespace peft {
 
-enum class PeftType { Lora, AdaLora, PrefixTuning, PTuning, PromptTuning, Ia3 };
+/// `Full` is not a PEFT method: full fine-tuning, the baseline (tuners/full), never in an adapter file.
+enum class PeftType { Lora, AdaLora, PrefixTuning, PTuning, PromptTuning, Ia3, Full };
 enum class TaskType { None, SeqCls, Seq2SeqLM, CausalLM, TokenCls, QuestionAns, FeatureExtraction };
 
-/// "LORA", "ADALORA", "PREFIX_TUNING", "P_TUNING", "PROMPT_TUNING", "IA3".
+/// "LORA", "ADALORA", "PREFIX_TUNING", "P_TUNING", "PROMPT_TUNING", "IA3" ("FULL" for Full).
 std::string to_string(PeftType t);
 /// Throws ConfigError listing the supported values (and NotSupported for PEFT types we lack).
 PeftType parse_peft_type(const std::string& s);

@@ -204,6 +204,9 @@ std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead h
 
 /// The head named by config.json's `architectures[0]` (Base when absent or unknown).
 TaskHead head_from_architectures(const ModelConfig& cfg);
+/// transformers' class name for `head` on the architecture of `cfg`, from `architectures[0]` (or the
+/// model_type) with the head's suffix swapped: BertModel + SeqCls -> BertForSequenceClassification.
+std::string architecture_name(const ModelConfig& cfg, TaskHead head);
 
 /// The last non-padding position per row, for pooling the last token (HF's SeqCls rule).
 at::Tensor last_token_index(const at::Tensor& input_ids, const at::Tensor& attention_mask, int64_t pad_token_id);

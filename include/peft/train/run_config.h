@@ -60,7 +60,8 @@ struct RunConfig {
 
 /// The methods a run config can name: every registry row ("lora", "adalora", "prefix_tuning",
 /// ...) and the variants "qlora" (LoRA on a 4-bit base, all linear layers unless given) and
-/// "p_tuning_v2" (prefix tuning without projection, prefix_dropout 0.1 unless given).
+/// "p_tuning_v2" (prefix tuning without projection, prefix_dropout 0.1 unless given), and "full"
+/// (full fine-tuning, the baseline: every parameter trained, a model folder saved).
 std::vector<std::string> run_methods();
 
 /// Reads `path` (may be empty: overrides only) and applies `overrides` ("key=value", the value

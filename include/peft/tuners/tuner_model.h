@@ -10,6 +10,7 @@
 //   tuners/adalora/model.cpp          AdaLoraModel (LoraModel + rank allocation)
 //   tuners/ia3/model.cpp              Ia3Model    (a LayerTuner)
 //   tuners/prompt_learning/model.cpp  PromptLearningModel (virtual tokens or a key/value prefix)
+//   tuners/full/model.cpp             FullModel   (not PEFT: every parameter, the baseline)
 //
 // docs/architecture.md walks through adding a method.
 #include <map>
@@ -63,6 +64,10 @@ class TunerModel {
   virtual std::map<std::string, at::Tensor> saved_state_dict(const std::string& name) const { return state_dict(name); }
   /// PEFT's key prefix of base-model modules in the adapter file.
   virtual std::string key_prefix() const { return "base_model.model."; }
+  /// The file save_pretrained writes the tensors to, and checkpoints resume from.
+  virtual std::string weights_file() const { return "adapter_model.safetensors"; }
+  /// Whether save_pretrained writes adapter_config.json (full fine-tuning writes a model folder).
+  virtual bool saves_adapter_config() const { return true; }
   /// Whether a file that lacks state_dict key `key` is incomplete (biases and base weights saved
   /// alongside may be absent).
   virtual bool required_key(const std::string& key) const { (void)key; return true; }
