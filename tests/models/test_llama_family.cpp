@@ -11,7 +11,9 @@
 #include "golden.h"
 #include "peft/core/error.h"
 #include "peft/models/architectures.h"
+#include "peft/models/gguf_model.h"
 #include "peft/models/llama.h"
+#include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
 
 namespace {
@@ -126,6 +128,45 @@ TEST_P(LlamaFamily, LlamaCppNumericsRefusesTheFamilyOptions) {
 
 INSTANTIATE_TEST_SUITE_P(Transformers, LlamaFamily, ::testing::Values("qwen2", "qwen3", "mistral"),
                          [](const auto& info) { return info.param; });
+
+// Qwen2 / Qwen3 GGUF files (gguf-py, llama.cpp's names, q/k rows unpermuted) from the HF
+// fixtures (tools/reference/gen_gguf_family.py): transformers' logits on the same weights with
+// full attention (a GGUF carries no sliding window for these architectures).
+TEST(LlamaFamilyGguf, Qwen2AndQwen3FilesGiveTransformersLogits) {
+  const auto e = peft::io::load_safetensors(peft::test::fixture("gguf/family/expected.safetensors"));
+  for (const std::string name : {"qwen2_f32", "qwen3_f32", "qwen3_q8_0"}) {
+    auto m = peft::models::load_model(peft::test::fixture("gguf/family/" + name + ".gguf"));
+    EXPECT_EQ(m->config().model_type(), name.substr(0, 5));
+    int quantized = 0;
+    for (const auto& item : m->named_modules("", false))
+      if (auto* s = dynamic_cast<peft::models::AdaptableLinearImpl*>(item.value().get())) quantized += s->quantized() != nullptr;
+    // Rows of 32 inputs are whole Q8_0 blocks: q/k/v, gate/up/down (not o_proj, 48 inputs) x 2 layers.
+    EXPECT_EQ(quantized, name == "qwen3_q8_0" ? 12 : 0) << name;
+    torch::NoGradGuard ng;
+    ModelInputs in;
+    in.input_ids = e.at("input_ids");
+    expect_close(name + " gguf logits", m->forward(in).logits, e.at(name), 1e-5);
+  }
+  // The same Qwen3 file has the HF fixture's config.
+  const auto hf = peft::models::load_model(peft::test::fixture("models/qwen3_causal"));
+  const auto gg = peft::models::load_model(peft::test::fixture("gguf/family/qwen3_f32.gguf"));
+  for (const char* k : {"head_dim", "num_key_value_heads", "attention_bias", "tie_word_embeddings", "vocab_size"})
+    EXPECT_EQ(gg->config().json()[k], hf->config().json()[k]) << k;
+  // convert_gguf_to_hf writes the folder transformers' Qwen3 loads: same logits.
+  const std::string dir = peft::test::tmp_dir("qwen3_gguf_to_hf");
+  peft::models::convert_gguf_to_hf(peft::test::fixture("gguf/family/qwen3_f32.gguf"), dir);
+  {
+    torch::NoGradGuard ng;
+    ModelInputs in;
+    in.input_ids = e.at("input_ids");
+    expect_close("qwen3 gguf -> hf folder logits", peft::models::load_model(dir)->forward(in).logits, e.at("qwen3_f32"), 1e-5);
+  }
+  peft::models::LoadOptions o;
+  o.llamacpp_numerics.enabled = true;
+  peft::test::expect_throw_with<peft::NotSupported>(
+      [&] { (void)peft::models::load_model(peft::test::fixture("gguf/family/qwen3_f32.gguf"), o); },
+      {"[qwen3]", "llama.cpp's Llama graph only", "q_norm/k_norm"});
+}
 
 nlohmann::json tiny(const std::string& model_type) {
   return {{"model_type", model_type}, {"hidden_size", 32}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
