@@ -15,6 +15,9 @@
 #include "peft/models/llama.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
+#include "peft/tuners/adalora/config.h"
+#include "peft/tuners/ia3/config.h"
+#include "peft/tuners/lora/config.h"
 
 namespace {
 
@@ -233,6 +236,19 @@ TEST(LlamaFamilyConfig, BiasesNormsAndHeadDim) {
   EXPECT_EQ(params["model.layers.2.self_attn.q_norm.weight"].sizes(), (at::IntArrayRef{6}));
   EXPECT_EQ(params["model.layers.2.self_attn.k_norm.weight"].sizes(), (at::IntArrayRef{6}));
   EXPECT_FALSE(params.contains("model.layers.0.mlp.down_proj.bias"));
+}
+
+// PEFT 0.21's TRANSFORMERS_MODELS_TO_{LORA,ADALORA,IA3,IA3_FEEDFORWARD}_*_MAPPING rows.
+TEST(LlamaFamilyConfig, PeftDefaultTargets) {
+  using V = std::vector<std::string>;
+  for (const char* mt : {"qwen2", "qwen3", "mistral"}) EXPECT_EQ(peft::default_lora_targets(mt), (V{"q_proj", "v_proj"})) << mt;
+  EXPECT_EQ(peft::default_adalora_targets("qwen2"), (V{"q_proj", "v_proj"}));
+  EXPECT_EQ(peft::default_adalora_targets("qwen3"), (V{"q_proj", "v_proj"}));
+  EXPECT_TRUE(peft::default_adalora_targets("mistral").empty());  // none in PEFT's table
+  EXPECT_EQ(peft::default_ia3_targets("qwen2"), (V{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(peft::default_ia3_targets("qwen3"), (V{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(peft::default_ia3_targets("mistral"), (V{"k_proj", "v_proj", "down_proj"}));
+  for (const char* mt : {"qwen2", "qwen3", "mistral"}) EXPECT_EQ(peft::default_ia3_feedforward(mt), (V{"down_proj"})) << mt;
 }
 
 }  // namespace
