@@ -77,6 +77,9 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/auto_model.cpp
   ${S}/models/quantized_model.cpp
   ${S}/models/llama.cpp
+  ${S}/models/qwen2.cpp
+  ${S}/models/qwen3.cpp
+  ${S}/models/mistral.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
   ${S}/models/t5.cpp

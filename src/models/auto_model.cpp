@@ -45,6 +45,9 @@ struct ArchitectureRow {
 // The one table of supported architectures.
 const ArchitectureRow kArchitectures[] = {
     {"llama", make_llama},
+    {"qwen2", make_qwen2},
+    {"qwen3", make_qwen3},
+    {"mistral", make_mistral},
     {"gpt2", make_gpt2},
     {"bert", make_bert},
     {"t5", make_t5},

@@ -57,6 +57,32 @@ const NameRule kLlamaNames[] = {
     {"blk.#.ffn_down.bias", "model.layers.#.mlp.down_proj.bias", 0},
 };
 
+// Qwen2 / Qwen3: llama.cpp's converter keeps HF's q/k row order for them (no rotary permutation;
+// transformers' GGUF loader un-permutes Llama's only); q/k/v biases.
+const NameRule kQwen2Names[] = {
+    {"token_embd.weight", "model.embed_tokens.weight", 0},
+    {"output_norm.weight", "model.norm.weight", 0},
+    {"output.weight", "lm_head.weight", 0},
+    {"blk.#.attn_norm.weight", "model.layers.#.input_layernorm.weight", 0},
+    {"blk.#.ffn_norm.weight", "model.layers.#.post_attention_layernorm.weight", 0},
+    {"blk.#.attn_q.weight", "model.layers.#.self_attn.q_proj.weight", 0},
+    {"blk.#.attn_q.bias", "model.layers.#.self_attn.q_proj.bias", 0},
+    {"blk.#.attn_k.weight", "model.layers.#.self_attn.k_proj.weight", 0},
+    {"blk.#.attn_k.bias", "model.layers.#.self_attn.k_proj.bias", 0},
+    {"blk.#.attn_v.weight", "model.layers.#.self_attn.v_proj.weight", 0},
+    {"blk.#.attn_v.bias", "model.layers.#.self_attn.v_proj.bias", 0},
+    {"blk.#.attn_output.weight", "model.layers.#.self_attn.o_proj.weight", 0},
+    {"blk.#.ffn_gate.weight", "model.layers.#.mlp.gate_proj.weight", 0},
+    {"blk.#.ffn_up.weight", "model.layers.#.mlp.up_proj.weight", 0},
+    {"blk.#.ffn_down.weight", "model.layers.#.mlp.down_proj.weight", 0},
+};
+// Qwen3: Qwen2's names plus these.
+const NameRule kQwen3Extra[] = {
+    {"blk.#.attn_output.bias", "model.layers.#.self_attn.o_proj.bias", 0},  // attention_bias
+    {"blk.#.attn_q_norm.weight", "model.layers.#.self_attn.q_norm.weight", 0},
+    {"blk.#.attn_k_norm.weight", "model.layers.#.self_attn.k_norm.weight", 0},
+};
+
 // The one table of GGUF architectures: general.architecture -> HF model_type and class, names.
 struct ArchRow {
   const char* arch;
@@ -64,10 +90,20 @@ struct ArchRow {
   const char* hf_class;
   const NameRule* names;
   std::size_t n_names;
+  const NameRule* extra = nullptr;  ///< more rules (an architecture that adds to another's names)
+  std::size_t n_extra = 0;
+  std::vector<const NameRule*> rules() const {
+    std::vector<const NameRule*> r;
+    for (std::size_t k = 0; k < n_names; ++k) r.push_back(&names[k]);
+    for (std::size_t k = 0; k < n_extra; ++k) r.push_back(&extra[k]);
+    return r;
+  }
 };
 
 const ArchRow kArchs[] = {
     {"llama", "llama", "LlamaForCausalLM", kLlamaNames, std::size(kLlamaNames)},
+    {"qwen2", "qwen2", "Qwen2ForCausalLM", kQwen2Names, std::size(kQwen2Names)},
+    {"qwen3", "qwen3", "Qwen3ForCausalLM", kQwen2Names, std::size(kQwen2Names), kQwen3Extra, std::size(kQwen3Extra)},
 };
 
 const ArchRow& arch_row(const GgufFile& f) {
@@ -216,7 +252,9 @@ json gguf_hf_config(const GgufFile& f) {
   if (f.has(a + "attention.value_length"))
     PEFT_CHECK(positive(f, a + "attention.value_length") == head_dim, NotSupported, "[gguf] ", f.path(), ": ", a,
                "attention.value_length differs from the key length; not supported");
-  if (head_dim * heads != hidden || f.has(a + "attention.key_length")) c["head_dim"] = head_dim;
+  // Qwen3's config reads a missing head_dim as 128: always written for the non-Llama rows.
+  if (head_dim * heads != hidden || f.has(a + "attention.key_length") || std::string(row.arch) != "llama")
+    c["head_dim"] = head_dim;
   if (f.has(a + "rope.dimension_count"))
     PEFT_CHECK(positive(f, a + "rope.dimension_count") == head_dim, NotSupported, "[gguf] ", f.path(), ": ", a,
                "rope.dimension_count = ", f.get_int(a + "rope.dimension_count"),
@@ -278,7 +316,7 @@ std::vector<GgufTensorTarget> gguf_tensor_map(const GgufFile& f) {
   const int64_t kv_heads = f.has(a + "attention.head_count_kv") ? f.get_int(a + "attention.head_count_kv") : heads;
   const int64_t blocks = f.get_int(a + "block_count");
   std::vector<std::pair<std::regex, const NameRule*>> rules;
-  for (std::size_t k = 0; k < row.n_names; ++k) rules.emplace_back(rule_regex(row.names[k].gguf), &row.names[k]);
+  for (const NameRule* r : row.rules()) rules.emplace_back(rule_regex(r->gguf), r);
   std::vector<GgufTensorTarget> out;
   std::vector<std::string> unknown;
   for (const auto& t : f.tensors()) {
@@ -309,10 +347,9 @@ std::vector<GgufTensorTarget> gguf_tensor_map(const GgufFile& f) {
 std::optional<std::string> hf_to_gguf_name(const std::string& arch, const std::string& hf_name) {
   for (const auto& r : kArchs) {
     if (arch != r.arch) continue;
-    for (std::size_t k = 0; k < r.n_names; ++k) {
+    for (const NameRule* rule : r.rules()) {
       std::smatch m;
-      if (std::regex_match(hf_name, m, rule_regex(r.names[k].hf)))
-        return fill(r.names[k].gguf, m.size() > 1 ? m[1].str() : "");
+      if (std::regex_match(hf_name, m, rule_regex(rule->hf))) return fill(rule->gguf, m.size() > 1 ? m[1].str() : "");
     }
   }
   return std::nullopt;

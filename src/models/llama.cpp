@@ -1,6 +1,8 @@
 // Mirrors transformers/models/llama/modeling_llama.py (LlamaRotaryEmbedding, LlamaAttention,
 // LlamaMLP, LlamaDecoderLayer, LlamaModel, LlamaFor{CausalLM,SequenceClassification,
-// TokenClassification}) with eager attention.
+// TokenClassification}) with eager attention. The options of LlamaConfig beyond Llama's
+// (per-projection biases, per-head q/k RMSNorm, per-layer sliding windows) make the same decoder
+// Qwen2, Qwen3 and Mistral (their config parsers: src/models/{qwen2,qwen3,mistral}.cpp).
 #include "peft/models/llama.h"
 
 #include <ATen/ATen.h>
@@ -8,6 +10,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cpu_kernels.h"
@@ -43,7 +46,8 @@ LlamaConfig LlamaConfig::from(const ModelConfig& cfg) {
   c.rms_norm_eps = cfg.get_double("rms_norm_eps", c.rms_norm_eps);
   c.rope_theta = cfg.get_double("rope_theta", c.rope_theta);
   c.attention_dropout = cfg.get_double("attention_dropout", 0.0);
-  c.attention_bias = cfg.get_bool("attention_bias", false);
+  const bool attention_bias = cfg.get_bool("attention_bias", false);
+  c.q_bias = c.k_bias = c.v_bias = c.o_bias = attention_bias;
   c.mlp_bias = cfg.get_bool("mlp_bias", false);
   c.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false);
   c.hidden_act = cfg.get_string("hidden_act", "silu");
@@ -68,7 +72,29 @@ LlamaConfig LlamaConfig::from(const ModelConfig& cfg) {
     c.rope_high_freq_factor = rs.value("high_freq_factor", 4.0);
     c.rope_original_max_position = rs.value("original_max_position_embeddings", int64_t{8192});
   }
+  if (!cfg.model_type().empty()) c.model_type = cfg.model_type();
   return c;
+}
+
+std::vector<int64_t> layer_windows(const ModelConfig& cfg, int64_t num_layers, int64_t window,
+                                   int64_t max_window_layers) {
+  std::vector<std::string> types;
+  if (cfg.has("layer_types")) {
+    const auto& lt = cfg.json()["layer_types"];
+    PEFT_CHECK(lt.is_array() && static_cast<int64_t>(lt.size()) == num_layers, ConfigError, "[config] ",
+               cfg.source(), ": layer_types must be a list of num_hidden_layers (", num_layers, ") strings");
+    for (const auto& t : lt) {
+      PEFT_CHECK(t.is_string() && (t == "full_attention" || t == "sliding_attention"), ConfigError, "[config] ",
+                 cfg.source(), ": layer_types entry ", t.dump(), " is not 'full_attention' or 'sliding_attention'");
+      types.push_back(t.get<std::string>());
+    }
+  } else {
+    for (int64_t i = 0; i < num_layers; ++i)
+      types.push_back(window > 0 && i >= max_window_layers ? "sliding_attention" : "full_attention");
+  }
+  std::vector<int64_t> w;
+  for (const auto& t : types) w.push_back(t == "sliding_attention" ? window : 0);
+  return w;
 }
 
 namespace {
@@ -107,16 +133,26 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaConfig& c) : c_(c) {
     const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-    q_proj = register_module("q_proj", AdaptableLinear(c.hidden_size, H * D, c.attention_bias));
-    k_proj = register_module("k_proj", AdaptableLinear(c.hidden_size, KV * D, c.attention_bias));
-    v_proj = register_module("v_proj", AdaptableLinear(c.hidden_size, KV * D, c.attention_bias));
-    o_proj = register_module("o_proj", AdaptableLinear(H * D, c.hidden_size, c.attention_bias));
+    q_proj = register_module("q_proj", AdaptableLinear(c.hidden_size, H * D, c.q_bias));
+    k_proj = register_module("k_proj", AdaptableLinear(c.hidden_size, KV * D, c.k_bias));
+    v_proj = register_module("v_proj", AdaptableLinear(c.hidden_size, KV * D, c.v_bias));
+    o_proj = register_module("o_proj", AdaptableLinear(H * D, c.hidden_size, c.o_bias));
+    if (c.qk_norm) {
+      q_norm = register_module("q_norm", RMSNorm(D, c.rms_norm_eps));
+      k_norm = register_module("k_norm", RMSNorm(D, c.rms_norm_eps));
+    }
   }
   at::Tensor forward(const at::Tensor& x, const RotaryTables& rope, const at::Tensor& bias,
                      const KeyValue* prefix, KVCache* cache, std::size_t layer) {
     const int64_t B = x.size(0), T = x.size(1), D = c_.head_dim;
-    at::Tensor q = q_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
-    at::Tensor k = k_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
+    at::Tensor q = q_proj->forward(x).view({B, T, -1, D});
+    at::Tensor k = k_proj->forward(x).view({B, T, -1, D});
+    if (q_norm) {
+      q = q_norm->forward(q);
+      k = k_norm->forward(k);
+    }
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
     at::Tensor v = v_proj->forward(x).view({B, T, -1, D}).transpose(1, 2);
     q = apply_rotary(q, rope);
     k = apply_rotary(k, rope);
@@ -126,6 +162,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
     return o_proj->forward(o.transpose(1, 2).reshape({B, T, -1}));
   }
   AdaptableLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
   LlamaConfig c_;
@@ -174,9 +211,13 @@ TORCH_MODULE(LlamaDecoderLayer);
 
 class Llama : public PretrainedModel {
  public:
-  Llama(const ModelConfig& cfg, TaskHead head) : cfg_(cfg), c_(LlamaConfig::from(cfg)), head_(head) {
-    PEFT_CHECK(head != TaskHead::Seq2SeqLM, NotSupported,
-               "[llama] Llama is decoder-only; a seq2seq head is not available");
+  Llama(const ModelConfig& cfg, LlamaConfig c, TaskHead head)
+      : cfg_(cfg), c_(std::move(c)), head_(head), tag_("[" + c_.model_type + "]") {
+    PEFT_CHECK(head != TaskHead::Seq2SeqLM, NotSupported, tag_, " ", c_.model_type,
+               " is decoder-only; a seq2seq head is not available");
+    PEFT_CHECK(c_.sliding_window.empty() || static_cast<int64_t>(c_.sliding_window.size()) == c_.num_hidden_layers,
+               std::invalid_argument, tag_, " sliding windows given for ", c_.sliding_window.size(), " layers; the model has ",
+               c_.num_hidden_layers);
     // The base model's modules sit at the top level for LlamaModel and under "model." otherwise.
     torch::nn::Module& base = head == TaskHead::Base ? static_cast<torch::nn::Module&>(*this)
                                                      : *register_module("model", std::make_shared<torch::nn::Module>());
@@ -199,15 +240,22 @@ class Llama : public PretrainedModel {
 
   ModelOutput forward(const ModelInputs& in) override {
     PEFT_CHECK(in.input_ids.defined() != in.inputs_embeds.defined(), std::invalid_argument,
-               "[llama] give exactly one of input_ids and inputs_embeds");
+               tag_, " give exactly one of input_ids and inputs_embeds");
     if (numerics_.enabled && !at::GradMode::is_enabled()) return forward_llamacpp(in);
-    const ForwardStart start = start_forward(in, "llama", c_.hidden_size, c_.num_hidden_layers);
+    const ForwardStart start = start_forward(in, c_.model_type.c_str(), c_.hidden_size, c_.num_hidden_layers);
     at::Tensor h = start.hidden;
     const int64_t B = start.batch, T = start.length, past = start.past, P = start.prefix;
     at::Tensor pos = in.position_ids.defined() ? in.position_ids : default_position_ids(B, T, past, h.device());
     const RotaryTables rope = rotary_tables(inv_freq_.to(h.device()), pos, h.scalar_type());
-    const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, h.scalar_type(), h.device());
+    // One attention bias per distinct window (0 = full causal attention).
+    std::map<int64_t, at::Tensor> biases;
+    for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
+      const int64_t w = c_.window(i);
+      if (!biases.count(w))
+        biases[w] = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, h.scalar_type(), h.device(), w);
+    }
     for (std::size_t i = 0; i < decoder_layers.size(); ++i) {
+      const at::Tensor& bias = biases.at(c_.window(static_cast<int64_t>(i)));
       if (!gradient_checkpointing() || in.cache) {
         h = decoder_layers[i]->forward(h, rope, bias, P ? &in.prefix_kv[i] : nullptr, in.cache, i);
         continue;
@@ -236,7 +284,7 @@ class Llama : public PretrainedModel {
       at::Tensor idx;
       if (in.input_ids.defined()) {
         PEFT_CHECK(c_.pad_token_id >= 0 || B == 1, std::invalid_argument,
-                   "[llama] cannot pool batches of more than one sequence without pad_token_id in config.json");
+                   tag_, " cannot pool batches of more than one sequence without pad_token_id in config.json");
         idx = last_token_index(in.input_ids, in.attention_mask, c_.pad_token_id);
       } else {
         idx = at::full({B}, T - 1, at::TensorOptions().dtype(at::kLong).device(h.device()));
@@ -249,6 +297,21 @@ class Llama : public PretrainedModel {
 
   void set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights& w) override {
     if (n.enabled) {
+      // llama.cpp's Llama graph: none of the Qwen2/Qwen3/Mistral options.
+      std::vector<std::string> unsupported;
+      if (c_.model_type != "llama") unsupported.push_back("model_type '" + c_.model_type + "'");
+      if (c_.qk_norm) unsupported.push_back("q_norm/k_norm");
+      if (c_.q_bias != c_.o_bias || c_.k_bias != c_.o_bias || c_.v_bias != c_.o_bias)
+        unsupported.push_back("q/k/v projection biases without an o_proj bias");
+      for (int64_t i = 0; i < c_.num_hidden_layers; ++i)
+        if (c_.window(i) > 0) {
+          unsupported.push_back("sliding-window attention (layer " + std::to_string(i) + ")");
+          break;
+        }
+      std::string list;
+      for (const auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
+      PEFT_CHECK(unsupported.empty(), NotSupported, tag_,
+                 " llamacpp_numerics runs llama.cpp's Llama graph only; this model has ", list);
       PEFT_CHECK(head_ == TaskHead::CausalLM || head_ == TaskHead::Base, NotSupported,
                  "[llama] llamacpp_numerics: only the causal LM (and base) model runs as llama.cpp does");
       PEFT_CHECK(c_.hidden_act == "silu" || c_.hidden_act == "swish", NotSupported,
@@ -291,6 +354,7 @@ class Llama : public PretrainedModel {
   ModelConfig cfg_;
   LlamaConfig c_;
   TaskHead head_;
+  std::string tag_;  // "[llama]", "[qwen2]", ...: names the model in errors
   at::Tensor inv_freq_;
   LlamaCppNumerics numerics_;
   std::shared_ptr<quant::QuantizedBase> tied_output_;
@@ -400,8 +464,12 @@ class Llama : public PretrainedModel {
 
 }  // namespace
 
+std::shared_ptr<PretrainedModel> make_llama_decoder(const ModelConfig& cfg, LlamaConfig c, TaskHead head) {
+  return std::make_shared<Llama>(cfg, std::move(c), head);
+}
+
 std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead head) {
-  return std::make_shared<Llama>(cfg, head);
+  return make_llama_decoder(cfg, LlamaConfig::from(cfg), head);
 }
 
 }  // namespace peft::models

@@ -3,7 +3,7 @@
     build/peft convert models/stories260K/stories260K.bin /tmp/s260_lora --tokenizer models/stories260K/tok512.bin
     /root/peft-venv/bin/python tools/reference/gen_lora.py /tmp/s260_lora [GROUP ...]
 
-GROUP is any of llama, other, weighted, mixed, errors (default: all). The script re-executes itself
+GROUP is any of llama, other, family, weighted, mixed, errors (default: all). The script re-executes itself
 with PYTHONHASHSEED=0 (PEFT saves target_modules from a set, so its order follows the string hash).
 
 Each case folder holds
@@ -56,6 +56,9 @@ INPUT_KEYS = {
     "models/llama_seqcls": ["input_ids", "attention_mask", "labels"],
     "models/llama_tokcls": ["input_ids", "attention_mask", "labels"],
     "models/gpt2_causal": ["input_ids", "attention_mask", "labels"],
+    "models/qwen2_causal": ["input_ids", "attention_mask", "labels"],
+    "models/qwen3_causal": ["input_ids", "attention_mask", "labels"],
+    "models/mistral_causal": ["input_ids", "attention_mask", "labels"],
     "models/bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "models/t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
 }
@@ -308,6 +311,15 @@ def other_cases():
              "(tests/fixtures/stories260k stores both).", extra={"atol": 3e-5})
 
 
+def family_cases():
+    """PEFT's default targets (q_proj, v_proj) on the Llama-family fixtures (sliding windows of 4 on
+    the 7-token batch; Qwen2's q/k/v biases and tied embeddings, Qwen3's q/k norms)."""
+    kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
+    for seed, arch in ((122, "qwen2"), (123, "qwen3"), (124, "mistral")):
+        standard(f"{arch}_default", f"models/{arch}_causal", "CAUSAL_LM", seed, dict(kw), QV0,
+                 f"target_modules None -> PEFT's {arch} default (q_proj, v_proj).")
+
+
 def two_adapters(seed_a, seed_b, targets_b=("q_proj", "v_proj")):
     model = load_base(LLAMA)
     inputs = load_inputs(LLAMA)
@@ -433,8 +445,8 @@ def error_cases():
                {}, None)
 
 
-ALL = {"llama": llama_cases, "other": other_cases, "weighted": weighted_cases, "mixed": mixed_case,
-       "errors": error_cases}
+ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "weighted": weighted_cases,
+       "mixed": mixed_case, "errors": error_cases}
 
 
 def main(argv):

@@ -42,6 +42,9 @@ INPUT_KEYS = {
     "llama_seqcls": ["input_ids", "attention_mask", "labels"],
     "llama_tokcls": ["input_ids", "attention_mask", "labels"],
     "gpt2_causal": ["input_ids", "attention_mask", "labels"],
+    "qwen2_causal": ["input_ids", "attention_mask", "labels"],
+    "qwen3_causal": ["input_ids", "attention_mask", "labels"],
+    "mistral_causal": ["input_ids", "attention_mask", "labels"],
     "gpt2_seqcls": ["input_ids", "attention_mask", "labels"],
     "gpt2_tokcls": ["input_ids", "attention_mask", "labels"],
     "bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
@@ -71,6 +74,8 @@ CASES = [
     ("gpt2_causal", "ptuning_mlp", True), ("gpt2_causal", "prefix_proj", True), ("gpt2_seqcls", "prefix", False),
     ("gpt2_tokcls", "prompt", False), ("llama_tokcls", "prefix", False), ("llama_seqcls", "ptuning_lstm", False),
     ("bert_tokcls", "ptuning_lstm", False), ("t5_seq2seq", "ptuning_lstm", False), ("t5_seq2seq", "prefix_proj", True),
+    # Llama family (4-slot sliding windows): the prefix / virtual tokens leave the window while generating.
+    ("qwen2_causal", "prefix", True), ("qwen3_causal", "ptuning_mlp", True), ("mistral_causal", "prompt", True),
 ]
 P = 3
 GEN_TOKENS = 6

@@ -3,11 +3,17 @@
 // src/models/auto_model.cpp maps config.json's model_type to them in one explicit table.
 #include <memory>
 
+#include "peft/models/llama.h"
 #include "peft/models/model.h"
 
 namespace peft::models {
 
 std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead head);
+/// The Llama decoder with the options of `c`; the Llama-family architectures are built with it.
+std::shared_ptr<PretrainedModel> make_llama_decoder(const ModelConfig& cfg, LlamaConfig c, TaskHead head);
+std::shared_ptr<PretrainedModel> make_qwen2(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_qwen3(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_mistral(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_gpt2(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_bert(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);

@@ -136,6 +136,7 @@ std::vector<std::string> default_adalora_targets(const std::string& mt) {
       {"bert", {"query", "value"}},
       {"roberta", {"query", "key", "value", "dense"}},
       {"qwen2", {"q_proj", "v_proj"}},
+      {"qwen3", {"q_proj", "v_proj"}},  // PEFT has no AdaLoRA default for mistral
   };
   auto it = kDefaults.find(mt);
   return it == kDefaults.end() ? std::vector<std::string>{} : it->second;

@@ -142,6 +142,7 @@ double LoraConfig::scaling_for(const std::string& module) const {
 std::vector<std::string> default_lora_targets(const std::string& mt) {
   static const std::map<std::string, std::vector<std::string>> kDefaults = {
       {"llama", {"q_proj", "v_proj"}},   {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
+      {"qwen3", {"q_proj", "v_proj"}},
       {"gpt2", {"c_attn"}},              {"bert", {"query", "value"}},      {"roberta", {"query", "value"}},
       {"t5", {"q", "v"}},                {"mt5", {"q", "v"}},
   };
