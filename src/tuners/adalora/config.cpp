@@ -136,6 +136,9 @@ std::vector<std::string> default_adalora_targets(const std::string& mt) {
       {"bert", {"query", "value"}},
       {"roberta", {"query", "key", "value", "dense"}},
       {"qwen2", {"q_proj", "v_proj"}},
+      {"gemma", {"q_proj", "v_proj"}},
+      {"gemma2", {"q_proj", "v_proj"}},
+      {"gemma3_text", {"q_proj", "v_proj"}},
   };
   auto it = kDefaults.find(mt);
   return it == kDefaults.end() ? std::vector<std::string>{} : it->second;
