@@ -51,6 +51,10 @@ const ArchitectureRow kArchitectures[] = {
     {"gpt2", make_gpt2},
     {"bert", make_bert},
     {"t5", make_t5},
+    {"gemma", make_gemma},
+    {"gemma2", make_gemma},
+    {"gemma3_text", make_gemma},
+    {"gemma3", make_gemma3_multimodal},
 };
 
 std::string shape_str(at::IntArrayRef s) {

@@ -4,6 +4,7 @@
     /root/peft-venv/bin/python tools/reference/gen_lora.py /tmp/s260_lora [GROUP ...]
 
 GROUP is any of llama, other, family, weighted, mixed, errors (default: all). The script re-executes itself
+GROUP is any of llama, other, gemma, weighted, mixed, errors (default: all). The script re-executes itself
 with PYTHONHASHSEED=0 (PEFT saves target_modules from a set, so its order follows the string hash).
 
 Each case folder holds
@@ -15,7 +16,8 @@ Each case folder holds
 
 Procedure per case: load the base fixture (float32, transformers' default SDPA attention, like the
 model fixtures: a query row with no allowed key, i.e. a left-padding position, gets a zero
-attention output, not eager attention's uniform average), torch.manual_seed(seed),
+attention output, not eager attention's uniform average; Gemma 2 runs eager attention, its default,
+since SDPA refuses its attention soft-capping), torch.manual_seed(seed),
 get_peft_model, 3 AdamW steps (lr 1e-2, weight_decay 0) on the case's batch and loss, then everything
 is evaluated in eval mode. Training also runs in eval mode (dropout off; PEFT's lora_dropout is 0),
 so the trained weights are a pure function of the stored files. The adapter weights are stored, so
@@ -61,6 +63,8 @@ INPUT_KEYS = {
     "models/mistral_causal": ["input_ids", "attention_mask", "labels"],
     "models/bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "models/t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
+    "models/gemma2_causal": ["input_ids", "attention_mask", "labels"],
+    "models/gemma3_causal": ["input_ids", "attention_mask", "labels"],
 }
 
 MIXED_IDS = torch.tensor([[5, 17, 33, 9, 41, 12, 7], [0, 0, 23, 8, 50, 3, 19], [4, 9, 16, 25, 36, 49, 60]])
@@ -87,9 +91,10 @@ def base_exists(base):
 def load_base(base):
     path = base_path(base)
     with open(os.path.join(path, "config.json")) as f:
-        arch = json.load(f)["architectures"][0]
-    cls = getattr(transformers, arch)
-    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        config = json.load(f)
+    cls = getattr(transformers, config["architectures"][0])
+    attn = "eager" if config.get("model_type") == "gemma2" else "sdpa"
+    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
     # adapter_config.json's base_model_name_or_path: the fixture-relative name, not this machine's path.
     model.name_or_path = base
     model.config._name_or_path = base
@@ -318,6 +323,14 @@ def family_cases():
     for seed, arch in ((122, "qwen2"), (123, "qwen3"), (124, "mistral")):
         standard(f"{arch}_default", f"models/{arch}_causal", "CAUSAL_LM", seed, dict(kw), QV0,
                  f"target_modules None -> PEFT's {arch} default (q_proj, v_proj).")
+def gemma_cases():
+    kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
+    standard("gemma2_default", "models/gemma2_causal", "CAUSAL_LM", 122, dict(kw), ["model.layers.0.self_attn.q_proj"],
+             "target_modules None -> PEFT's gemma2 default (q_proj, v_proj). Sliding window 4 on layer 0, attention "
+             "and final logit soft-capping, tied lm_head; eager attention (transformers' Gemma 2 default).")
+    standard("gemma3_default", "models/gemma3_causal", "CAUSAL_LM", 123, dict(kw), ["model.layers.1.self_attn.v_proj"],
+             "target_modules None -> PEFT's gemma3_text default (q_proj, v_proj). Gemma3ForCausalLM: q_norm/k_norm, "
+             "local RoPE base on the sliding layer, linear RoPE scaling on the global one, untied lm_head.")
 
 
 def two_adapters(seed_a, seed_b, targets_b=("q_proj", "v_proj")):
@@ -447,6 +460,8 @@ def error_cases():
 
 ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "weighted": weighted_cases,
        "mixed": mixed_case, "errors": error_cases}
+ALL = {"llama": llama_cases, "other": other_cases, "gemma": gemma_cases, "weighted": weighted_cases, "mixed": mixed_case,
+       "errors": error_cases}
 
 
 def main(argv):

@@ -16,7 +16,7 @@ Each case folder holds
   case.json              base, config, PEFT's parameter counts, tolerances
   manifest.json          versions and command line
 
-Procedure: load the base fixture (float32, eval mode, SDPA), torch.manual_seed(seed),
+Procedure: load the base fixture (float32, eval mode, SDPA; Gemma 2: eager), torch.manual_seed(seed),
 get_peft_model, one forward with labels in eval mode (dropout off), backward, then
 save_pretrained; generation cases run PEFT's generate (greedy, no EOS) on the same batch.
 The encoder is stored, so C++ never replays Python's RNG.
@@ -50,6 +50,7 @@ INPUT_KEYS = {
     "bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "bert_tokcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
+    "gemma2_causal": ["input_ids", "attention_mask", "labels"],
 }
 TASK = {"causal": "CAUSAL_LM", "seqcls": "SEQ_CLS", "tokcls": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 METHODS = {
@@ -76,6 +77,7 @@ CASES = [
     ("bert_tokcls", "ptuning_lstm", False), ("t5_seq2seq", "ptuning_lstm", False), ("t5_seq2seq", "prefix_proj", True),
     # Llama family (4-slot sliding windows): the prefix / virtual tokens leave the window while generating.
     ("qwen2_causal", "prefix", True), ("qwen3_causal", "ptuning_mlp", True), ("mistral_causal", "prompt", True),
+    ("gemma2_causal", "prefix", True),
 ]
 P = 3
 GEN_TOKENS = 6
@@ -88,8 +90,11 @@ def case_name(base, method):
 def load_base(base):
     path = os.path.join(FIXTURES, "models", base)
     with open(os.path.join(path, "config.json")) as f:
-        arch = json.load(f)["architectures"][0]
-    model = getattr(transformers, arch).from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        config = json.load(f)
+    # Gemma 2 runs eager attention (its default; SDPA refuses attention soft-capping).
+    attn = "eager" if config.get("model_type") == "gemma2" else "sdpa"
+    model = getattr(transformers, config["architectures"][0]).from_pretrained(path, dtype=torch.float32,
+                                                                            attn_implementation=attn)
     model.name_or_path = f"models/{base}"
     model.config._name_or_path = f"models/{base}"
     return model.eval()

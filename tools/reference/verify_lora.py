@@ -57,9 +57,11 @@ def main():
                 print(f"WARNING: {base_dir}/model.safetensors is not the base this case was generated on "
                       "(base_sha256 differs): regenerate with gen_lora.py")
     with open(os.path.join(base_dir, "config.json")) as f:
-        arch = json.load(f)["architectures"][0]
-    model = getattr(transformers, arch).from_pretrained(base_dir, dtype=torch.float32,
-                                                        attn_implementation="sdpa").eval()
+        config = json.load(f)
+    # As gen_lora.py: SDPA, but eager for Gemma 2 (SDPA refuses its attention soft-capping).
+    attn = "eager" if config.get("model_type") == "gemma2" else "sdpa"
+    model = getattr(transformers, config["architectures"][0]).from_pretrained(base_dir, dtype=torch.float32,
+                                                                            attn_implementation=attn).eval()
     adapter_dir = os.path.join(args.cpp_dir, args.adapter) if args.adapter else args.cpp_dir
     pm = PeftModel.from_pretrained(model, adapter_dir).eval()
 

@@ -17,5 +17,9 @@ std::shared_ptr<PretrainedModel> make_mistral(const ModelConfig& cfg, TaskHead h
 std::shared_ptr<PretrainedModel> make_gpt2(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_bert(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);
+/// Gemma, Gemma 2 and Gemma 3's text model (model_type gemma, gemma2, gemma3_text).
+std::shared_ptr<PretrainedModel> make_gemma(const ModelConfig& cfg, TaskHead head);
+/// model_type "gemma3" (the multimodal wrapper): throws NotSupported pointing to the text model.
+std::shared_ptr<PretrainedModel> make_gemma3_multimodal(const ModelConfig& cfg, TaskHead head);
 
 }  // namespace peft::models

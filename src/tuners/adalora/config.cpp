@@ -137,6 +137,9 @@ std::vector<std::string> default_adalora_targets(const std::string& mt) {
       {"roberta", {"query", "key", "value", "dense"}},
       {"qwen2", {"q_proj", "v_proj"}},
       {"qwen3", {"q_proj", "v_proj"}},  // PEFT has no AdaLoRA default for mistral
+      {"gemma", {"q_proj", "v_proj"}},
+      {"gemma2", {"q_proj", "v_proj"}},
+      {"gemma3_text", {"q_proj", "v_proj"}},
   };
   auto it = kDefaults.find(mt);
   return it == kDefaults.end() ? std::vector<std::string>{} : it->second;

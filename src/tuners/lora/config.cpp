@@ -145,6 +145,7 @@ std::vector<std::string> default_lora_targets(const std::string& mt) {
       {"qwen3", {"q_proj", "v_proj"}},
       {"gpt2", {"c_attn"}},              {"bert", {"query", "value"}},      {"roberta", {"query", "value"}},
       {"t5", {"q", "v"}},                {"mt5", {"q", "v"}},
+      {"gemma", {"q_proj", "v_proj"}},   {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
   };
   auto it = kDefaults.find(mt);
   return it == kDefaults.end() ? std::vector<std::string>{} : it->second;
