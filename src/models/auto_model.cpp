@@ -48,6 +48,7 @@ const ArchitectureRow kArchitectures[] = {
     {"gpt2", make_gpt2},
     {"bert", make_bert},
     {"t5", make_t5},
+    {"phi3", make_phi3},
 };
 
 std::string shape_str(at::IntArrayRef s) {

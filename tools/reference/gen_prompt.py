@@ -47,6 +47,7 @@ INPUT_KEYS = {
     "bert_seqcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "bert_tokcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
+    "phi3_causal": ["input_ids", "attention_mask", "labels"],
 }
 TASK = {"causal": "CAUSAL_LM", "seqcls": "SEQ_CLS", "tokcls": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 METHODS = {
@@ -71,6 +72,7 @@ CASES = [
     ("gpt2_causal", "ptuning_mlp", True), ("gpt2_causal", "prefix_proj", True), ("gpt2_seqcls", "prefix", False),
     ("gpt2_tokcls", "prompt", False), ("llama_tokcls", "prefix", False), ("llama_seqcls", "ptuning_lstm", False),
     ("bert_tokcls", "ptuning_lstm", False), ("t5_seq2seq", "ptuning_lstm", False), ("t5_seq2seq", "prefix_proj", True),
+    ("phi3_causal", "prefix", True),
 ]
 P = 3
 GEN_TOKENS = 6

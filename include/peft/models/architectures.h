@@ -11,5 +11,6 @@ std::shared_ptr<PretrainedModel> make_llama(const ModelConfig& cfg, TaskHead hea
 std::shared_ptr<PretrainedModel> make_gpt2(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_bert(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_phi3(const ModelConfig& cfg, TaskHead head);
 
 }  // namespace peft::models
