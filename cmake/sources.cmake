@@ -64,6 +64,8 @@ file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/train/data.h ${I}/train/sampler.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gemma.h ${I}/models/gpt2.h ${I}/models/bert.h
   ${I}/models/t5.h ${I}/tuners/target_match.h
+  ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
+  ${I}/models/t5.h ${I}/models/phi3.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/quant/ggml_cpu.h ${I}/export/gguf.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 
@@ -84,6 +86,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
   ${S}/models/t5.cpp
+  ${S}/models/phi3.cpp
   ${S}/models/generation.cpp
   ${S}/tuners/lora/layer.cpp
   ${S}/tuners/adalora/layer.cpp

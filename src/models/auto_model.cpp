@@ -55,6 +55,7 @@ const ArchitectureRow kArchitectures[] = {
     {"gemma2", make_gemma},
     {"gemma3_text", make_gemma},
     {"gemma3", make_gemma3_multimodal},
+    {"phi3", make_phi3},
 };
 
 std::string shape_str(at::IntArrayRef s) {

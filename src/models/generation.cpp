@@ -111,6 +111,10 @@ at::Tensor generate(PretrainedModel& model, const at::Tensor& input_ids, const a
   at::Tensor ids = input_ids;
   at::Tensor step_ids = input_ids;
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
+    if (model.rebuild_cache_for_generation(cache.length(), ids.size(1))) {
+      cache.clear();
+      step_ids = ids;
+    }
     // Positions count only real tokens (left padding aware), as prepare_inputs_for_generation does.
     at::Tensor pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
     ModelInputs in;

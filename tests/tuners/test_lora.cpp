@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "golden.h"
 #include "peft/io/llama2c.h"
@@ -274,6 +275,16 @@ TEST(LoraErrors, PeftRulesAndHostileAdapters) {
   norm.target_modules = std::vector<std::string>{"input_layernorm"};
   expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(peft::models::load_model(c.base), norm); },
                                        {"input_layernorm", "not supported"});
+
+  // PEFT has no default target modules for phi3 (lora/error_phi3_no_default): the same refusal.
+  {
+    std::ifstream f(peft::test::fixture("lora/error_phi3_no_default") + "/case.json");
+    const auto meta = nlohmann::json::parse(f);
+    EXPECT_NE(meta["expect_error"].get<std::string>().find("Please specify `target_modules`"), std::string::npos);
+    const std::string base = base_dir(meta["base"].get<std::string>());
+    expect_throw_with<peft::ConfigError>([&] { peft::get_peft_model(peft::models::load_model(base), peft::LoraConfig{}); },
+                                         {"Please specify `target_modules`", "phi3"});
+  }
 
   // An adapter for another base: a shape mismatch names the tensor and both shapes.
   expect_throw_with<peft::FormatError>(

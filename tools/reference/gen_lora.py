@@ -5,6 +5,7 @@
 
 GROUP is any of llama, other, family, weighted, mixed, errors (default: all). The script re-executes itself
 GROUP is any of llama, other, gemma, weighted, mixed, errors (default: all). The script re-executes itself
+GROUP is any of llama, other, weighted, mixed, errors, phi3 (default: all). The script re-executes itself
 with PYTHONHASHSEED=0 (PEFT saves target_modules from a set, so its order follows the string hash).
 
 Each case folder holds
@@ -65,6 +66,8 @@ INPUT_KEYS = {
     "models/t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
     "models/gemma2_causal": ["input_ids", "attention_mask", "labels"],
     "models/gemma3_causal": ["input_ids", "attention_mask", "labels"],
+    "models/phi3_causal": ["input_ids", "attention_mask", "labels"],
+    "models/phi3_longrope": ["input_ids", "attention_mask", "labels"],
 }
 
 MIXED_IDS = torch.tensor([[5, 17, 33, 9, 41, 12, 7], [0, 0, 23, 8, 50, 3, 19], [4, 9, 16, 25, 36, 49, 60]])
@@ -462,6 +465,24 @@ ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "weig
        "mixed": mixed_case, "errors": error_cases}
 ALL = {"llama": llama_cases, "other": other_cases, "gemma": gemma_cases, "weighted": weighted_cases, "mixed": mixed_case,
        "errors": error_cases}
+def phi3_cases():
+    kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
+    # PEFT has no phi3 entry in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: target_modules
+    # must be given (without it get_peft_model raises, recorded in error_phi3_no_default).
+    standard("phi3_qkv", "models/phi3_causal", "CAUSAL_LM", 160, dict(kw, target_modules=["qkv_proj"]),
+             ["model.layers.0.self_attn.qkv_proj", "model.layers.1.self_attn.qkv_proj"],
+             "LoRA on Phi-3's fused qkv_proj (one lora_B of (heads + 2 kv_heads) * head_dim rows); base with "
+             "partial rotary and sliding_window 5.")
+    standard("phi3_fused", "models/phi3_longrope", "CAUSAL_LM", 161,
+             dict(kw, target_modules=["qkv_proj", "gate_up_proj"]),
+             ["model.layers.0.self_attn.qkv_proj", "model.layers.1.mlp.gate_up_proj"],
+             "LoRA on both fused projections (qkv_proj, gate_up_proj); LongRoPE base (short factors at this length).")
+    standard("error_phi3_no_default", "models/phi3_causal", "CAUSAL_LM", 162, dict(kw), [],
+             "No default target modules for model_type phi3 in PEFT.")
+
+
+ALL = {"llama": llama_cases, "other": other_cases, "weighted": weighted_cases, "mixed": mixed_case,
+       "errors": error_cases, "phi3": phi3_cases}
 
 
 def main(argv):

@@ -51,6 +51,7 @@ INPUT_KEYS = {
     "bert_tokcls": ["input_ids", "attention_mask", "token_type_ids", "labels"],
     "t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
     "gemma2_causal": ["input_ids", "attention_mask", "labels"],
+    "phi3_causal": ["input_ids", "attention_mask", "labels"],
 }
 TASK = {"causal": "CAUSAL_LM", "seqcls": "SEQ_CLS", "tokcls": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 METHODS = {
@@ -78,6 +79,7 @@ CASES = [
     # Llama family (4-slot sliding windows): the prefix / virtual tokens leave the window while generating.
     ("qwen2_causal", "prefix", True), ("qwen3_causal", "ptuning_mlp", True), ("mistral_causal", "prompt", True),
     ("gemma2_causal", "prefix", True),
+    ("phi3_causal", "prefix", True),
 ]
 P = 3
 GEN_TOKENS = 6

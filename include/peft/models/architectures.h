@@ -21,5 +21,6 @@ std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_gemma(const ModelConfig& cfg, TaskHead head);
 /// model_type "gemma3" (the multimodal wrapper): throws NotSupported pointing to the text model.
 std::shared_ptr<PretrainedModel> make_gemma3_multimodal(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_phi3(const ModelConfig& cfg, TaskHead head);
 
 }  // namespace peft::models

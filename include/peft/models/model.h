@@ -118,6 +118,9 @@ class PretrainedModel : public torch::nn::Module {
   /// Switches inference to llama.cpp's CPU arithmetic (see LlamaCppNumerics); NotSupported for
   /// architectures without it (every one but Llama).
   virtual void set_llamacpp_numerics(const LlamaCppNumerics& n, const LlamaCppNumericsWeights& w);
+  /// generate(): true when the KV cache holding `cached` positions must be dropped and all `total`
+  /// ids run again before the next step (Phi-3, whose rotary factors switch with the length).
+  virtual bool rebuild_cache_for_generation(int64_t /*cached*/, int64_t /*total*/) const { return false; }
   /// Recompute each layer in backward instead of keeping its activations (training only).
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_ && is_training(); }
