@@ -78,6 +78,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/llama.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
+  ${S}/models/distilbert.cpp
   ${S}/models/t5.cpp
   ${S}/models/generation.cpp
   ${S}/tuners/lora/layer.cpp

@@ -47,6 +47,9 @@ const ArchitectureRow kArchitectures[] = {
     {"llama", make_llama},
     {"gpt2", make_gpt2},
     {"bert", make_bert},
+    {"roberta", make_roberta},
+    {"xlm-roberta", make_roberta},
+    {"distilbert", make_distilbert},
     {"t5", make_t5},
 };
 

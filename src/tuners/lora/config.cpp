@@ -143,6 +143,7 @@ std::vector<std::string> default_lora_targets(const std::string& mt) {
   static const std::map<std::string, std::vector<std::string>> kDefaults = {
       {"llama", {"q_proj", "v_proj"}},   {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
       {"gpt2", {"c_attn"}},              {"bert", {"query", "value"}},      {"roberta", {"query", "value"}},
+      {"xlm-roberta", {"query", "value"}},
       {"t5", {"q", "v"}},                {"mt5", {"q", "v"}},
   };
   auto it = kDefaults.find(mt);
