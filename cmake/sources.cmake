@@ -85,6 +85,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/models/gemma.cpp
   ${S}/models/gpt2.cpp
   ${S}/models/bert.cpp
+  ${S}/models/distilbert.cpp
   ${S}/models/t5.cpp
   ${S}/models/phi3.cpp
   ${S}/models/generation.cpp

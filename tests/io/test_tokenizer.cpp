@@ -1,6 +1,7 @@
 // Tokenizers against golden fixtures from HF `tokenizers` (tools/reference/gen_tokenizers.py).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -158,6 +159,57 @@ TEST(Tokenizer, BertWordPieceMatchesHf) {
   check_corpus(tok, "bert");
   check_pairs(tok, "bert");
   check_batches(tok, "bert", 0);
+}
+
+// RoBERTa-style byte-level BPE with RobertaProcessing (<s> A </s></s> B </s>), trained by
+// gen_tokenizers.py (gen_roberta): single and pair encodings with offsets, and token
+// classification's word-by-word encoding against `tokenizers`' pre-tokenized one.
+TEST(Tokenizer, RobertaProcessingSinglePairAndWordsMatchHf) {
+  auto tok = Tokenizer::from_file(tok_fixture("roberta/tokenizer.json"));
+  EXPECT_EQ(tok.vocab_size(), 1000u);
+  const auto& lines = corpus();
+  auto pairs_of = [](const json& o) {
+    std::vector<std::pair<std::size_t, std::size_t>> v;
+    for (auto& x : o) v.emplace_back(x[0], x[1]);
+    return v;
+  };
+  int singles = 0, pairs = 0, words = 0;
+  for (auto& r : read_jsonl(tok_fixture("roberta/expected.jsonl"))) {
+    const std::string kind = r["kind"];
+    if (kind == "words") {
+      // build_token_dataset: each word encoded alone with a prefix space, no specials, between the
+      // <s> ... </s> the single-sequence template adds.
+      std::vector<TokenId> ids = {0};
+      std::vector<int> word_ids = {-1};
+      int w = 0;
+      for (auto& word : r["words"]) {
+        for (TokenId id : tok.encode(" " + word.get<std::string>(), false).ids) {
+          ids.push_back(id);
+          word_ids.push_back(w);
+        }
+        ++w;
+      }
+      ids.push_back(2);
+      word_ids.push_back(-1);
+      EXPECT_EQ(ids, ids_of(r["ids"])) << r["words"].dump();
+      EXPECT_EQ(word_ids, r["word_ids"].get<std::vector<int>>()) << r["words"].dump();
+      ++words;
+      continue;
+    }
+    const std::string& a = lines[r["a"].get<int>()];
+    Encoding e = kind == "pair" ? tok.encode_pair(a, lines[r["b"].get<int>()]) : tok.encode(a);
+    EXPECT_EQ(e.ids, ids_of(r["ids"])) << kind << " " << a;
+    EXPECT_EQ(e.type_ids, ids_of(r["type_ids"])) << kind << " " << a;
+    EXPECT_EQ(e.special_tokens_mask, r["special_tokens_mask"].get<std::vector<std::uint8_t>>()) << kind << " " << a;
+    EXPECT_EQ(e.offsets, pairs_of(r["offsets"])) << kind << " " << a;
+    (kind == "pair" ? pairs : singles)++;
+  }
+  EXPECT_EQ(singles, 209);
+  EXPECT_EQ(pairs, 50);
+  EXPECT_EQ(words, 50);
+  const Encoding p = tok.encode_pair("a b", "c");
+  EXPECT_EQ(p.ids.front(), 0);
+  EXPECT_EQ(std::count(p.ids.begin(), p.ids.end(), 2), 3);  // </s></s> between, </s> at the end
 }
 
 TEST(Tokenizer, UnigramMetaspaceMatchesHf) {

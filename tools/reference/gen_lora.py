@@ -68,6 +68,8 @@ INPUT_KEYS = {
     "models/gemma3_causal": ["input_ids", "attention_mask", "labels"],
     "models/phi3_causal": ["input_ids", "attention_mask", "labels"],
     "models/phi3_longrope": ["input_ids", "attention_mask", "labels"],
+    "models/roberta_seqcls": ["input_ids", "attention_mask", "labels"],
+    "models/distilbert_seqcls": ["input_ids", "attention_mask", "labels"],
 }
 
 MIXED_IDS = torch.tensor([[5, 17, 33, 9, 41, 12, 7], [0, 0, 23, 8, 50, 3, 19], [4, 9, 16, 25, 36, 49, 60]])
@@ -464,6 +466,23 @@ def error_cases():
 ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "weighted": weighted_cases,
        "mixed": mixed_case, "errors": error_cases}
 ALL = {"llama": llama_cases, "other": other_cases, "gemma": gemma_cases, "weighted": weighted_cases, "mixed": mixed_case,
+def encoder_cases():
+    kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
+    standard("roberta_seqcls", "models/roberta_seqcls", "SEQ_CLS", 116, dict(kw),
+             ["roberta.encoder.layer.0.attention.self.query", "roberta.encoder.layer.1.attention.self.value"],
+             "RoBERTa default targets query, value; SEQ_CLS makes the RobertaClassificationHead 'classifier' "
+             "(dense + out_proj) a modules_to_save copy (base_model.model.classifier.{dense,out_proj}.*).")
+    # Not generated yet: PEFT's SEQ_CLS modules_to_save ["classifier", "score"] also wraps DistilBERT's
+    # "pre_classifier" (PEFT matches module names by plain suffix), which our modules_to_save does not.
+    if os.environ.get("PEFT_GEN_DISTILBERT_SEQCLS") != "1":
+        return
+    standard("distilbert_seqcls", "models/distilbert_seqcls", "SEQ_CLS", 117, dict(kw, target_modules=["q_lin", "v_lin"]),
+             ["distilbert.transformer.layer.0.attention.q_lin", "distilbert.transformer.layer.1.attention.v_lin"],
+             "PEFT has no default target modules for distilbert (target_modules None is an error there), so "
+             "q_lin, v_lin are given; 'classifier' is a modules_to_save copy, pre_classifier stays frozen.")
+
+
+ALL = {"llama": llama_cases, "other": other_cases, "encoders": encoder_cases, "weighted": weighted_cases, "mixed": mixed_case,
        "errors": error_cases}
 def phi3_cases():
     kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)

@@ -52,6 +52,10 @@ INPUT_KEYS = {
     "t5_seq2seq": ["input_ids", "attention_mask", "decoder_input_ids", "labels"],
     "gemma2_causal": ["input_ids", "attention_mask", "labels"],
     "phi3_causal": ["input_ids", "attention_mask", "labels"],
+    "roberta_seqcls": ["input_ids", "attention_mask", "labels"],
+    "roberta_tokcls": ["input_ids", "attention_mask", "labels"],
+    "distilbert_seqcls": ["input_ids", "attention_mask", "labels"],
+    "distilbert_tokcls": ["input_ids", "attention_mask", "labels"],
 }
 TASK = {"causal": "CAUSAL_LM", "seqcls": "SEQ_CLS", "tokcls": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 METHODS = {
@@ -80,7 +84,16 @@ CASES = [
     ("qwen2_causal", "prefix", True), ("qwen3_causal", "ptuning_mlp", True), ("mistral_causal", "prompt", True),
     ("gemma2_causal", "prefix", True),
     ("phi3_causal", "prefix", True),
+    ("roberta_seqcls", "prefix", False), ("roberta_tokcls", "prefix", False),
+    # PEFT has no P-Tuning v2 for DistilBERT (its forward takes no past_key_values: PEFT raises "Model
+    # does not support past key values which are required for prefix tuning"); its prompt methods
+    # need token_dim and num_attention_heads given (config.json says dim, n_heads).
+    # distilbert_seqcls is left out until modules_to_save matches PEFT's plain suffix rule (PEFT's
+    # SEQ_CLS "classifier" also wraps DistilBERT's "pre_classifier").
+    ("distilbert_tokcls", "ptuning_mlp", False),
 ]
+# Config fields PEFT cannot read from the model's config.json.
+EXTRA = {"distilbert": {"token_dim": 32, "num_attention_heads": 4}}
 P = 3
 GEN_TOKENS = 6
 
@@ -110,7 +123,7 @@ def load_inputs(base):
 def peft_model_for(base, method, seed):
     task = TASK[base.split("_")[1]]
     cls, kw = METHODS[method]
-    cfg = cls(task_type=task, num_virtual_tokens=P, **kw)
+    cfg = cls(task_type=task, num_virtual_tokens=P, **kw, **EXTRA.get(base.split("_")[0], {}))
     torch.manual_seed(seed)
     pm = get_peft_model(load_base(base), cfg)
     return pm.eval(), cfg
@@ -161,7 +174,8 @@ def make_case(base, method, gen, seed):
     assert torch.allclose(t["logits_loaded"], t["logits"], atol=1e-6), name
     save_file({k: v.detach().contiguous() for k, v in t.items()}, os.path.join(out, "expected.safetensors"))
     meta = {"base": f"models/{base}", "method": method, "task_type": task, "peft_type": str(cfg.peft_type.value),
-            "config": json.loads(json.dumps(METHODS[method][1])), "num_virtual_tokens": P, "seed": seed,
+            "config": json.loads(json.dumps(dict(METHODS[method][1], **EXTRA.get(base.split("_")[0], {})))),
+            "num_virtual_tokens": P, "seed": seed,
             "trainable_params": trainable, "all_params": total, "generate": gen,
             "gen_tokens": GEN_TOKENS if gen else 0, "atol": 1e-5, "rtol": 1e-4, "grad_rtol": 1e-5}
     with open(os.path.join(out, "case.json"), "w") as f:

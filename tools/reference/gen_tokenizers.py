@@ -4,10 +4,12 @@
 Per tokenizer (gpt2, bert, llama2c, unigram): tokenizer.json, expected.jsonl (one record per corpus
 line: ids; offsets (byte offsets) for the first OFFSET_LINES lines; "decoded" only when
 decode(ids, skip_special_tokens=True) differs from the line), pairs.jsonl and batches.jsonl.
-Also a tiny SentencePiece tokenizer.model with its expected ids.
+Also a tiny SentencePiece tokenizer.model with its expected ids, and roberta/ (a trained byte-level
+BPE with RobertaProcessing: single, pair and pre-tokenized encodings; see gen_roberta).
 
 Run: /root/peft-venv/bin/python tools/reference/gen_tokenizers.py [OUT_DIR] [--retrain]
-(the trained unigram / bpe_suffix_misc / sentencepiece models are reused unless --retrain).
+(the trained unigram / bpe_suffix_misc / sentencepiece models are reused unless --retrain;
+--roberta-only regenerates roberta/ alone from the stored corpus.jsonl).
 """
 import csv
 import json
@@ -409,8 +411,71 @@ def gen_misc(toks, lines, idx):
     return summary
 
 
+def gen_roberta(lines):
+    """A RoBERTa-style tokenizer.json: byte-level BPE (1,000 entries, trained here on the corpus) with
+    RoBERTa's special tokens (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4 with lstrip) and the
+    RobertaProcessing post-processor (<s> A </s> and <s> A </s></s> B </s>, type ids all 0). Writes
+    roberta/{tokenizer.json, expected.jsonl}: single lines (ids, byte offsets, type ids, special
+    mask), pairs (the same), and word lists encoded pre-tokenized with a prefix space (ids, word ids),
+    as token classification encodes them."""
+    from tokenizers import AddedToken
+    from tokenizers.trainers import BpeTrainer
+    d = os.path.join(OUT, "roberta")
+    os.makedirs(d, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(lines[:1500], BpeTrainer(
+        vocab_size=1000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    t.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
+    t.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                    add_prefix_space=False)
+    assert [t.token_to_id(x) for x in specials] == [0, 1, 2, 3, 4]
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(t.to_str())
+    n_single, n_pairs, n_words = 0, 0, 0
+    recs = []
+    sel = list(range(0, 1500, 10)) + list(range(len(lines) - len(HAND_WRITTEN), len(lines))) + [len(lines) - 1]
+    for i in sel:
+        e = t.encode(lines[i])
+        recs.append({"kind": "single", "a": i, "ids": e.ids, "type_ids": e.type_ids,
+                     "special_tokens_mask": e.special_tokens_mask, "offsets": byte_offsets(lines[i], e.offsets)})
+        n_single += 1
+    for i in range(1, 1500, 30):
+        e = t.encode(lines[i], lines[i + 1])
+        # offsets of the pair: each side's own byte offsets (sequence ids tell which side).
+        offs = [byte_offsets(lines[i] if s == 0 else lines[i + 1], [o])[0] if s is not None else [0, 0]
+                for s, o in zip(e.sequence_ids, e.offsets)]
+        recs.append({"kind": "pair", "a": i, "b": i + 1, "ids": e.ids, "type_ids": e.type_ids,
+                     "special_tokens_mask": e.special_tokens_mask, "offsets": offs,
+                     "sequence_ids": [-1 if s is None else s for s in e.sequence_ids]})
+        n_pairs += 1
+    for i in range(2, 1500, 30):
+        words = lines[i].split()[:12]
+        if not words:
+            continue
+        e = t.encode([" " + w for w in words], is_pretokenized=True, add_special_tokens=True)
+        recs.append({"kind": "words", "words": words, "ids": e.ids,
+                     "word_ids": [-1 if w is None else w for w in e.word_ids]})
+        n_words += 1
+    write_jsonl(os.path.join(d, "expected.jsonl"), recs)
+    return {"singles": n_single, "pairs": n_pairs, "word_lists": n_words, "vocab": t.get_vocab_size()}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    if "--roberta-only" in sys.argv:  # regenerate roberta/ alone from the stored corpus
+        with open(os.path.join(OUT, "corpus.jsonl"), encoding="utf-8") as f:
+            lines = [json.loads(x) for x in f]
+        with open(os.path.join(OUT, "manifest.json")) as f:
+            manifest = json.load(f)
+        manifest["fixtures"]["roberta"] = gen_roberta(lines)
+        with open(os.path.join(OUT, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+        print(manifest["fixtures"]["roberta"])
+        return
     refs, mrs = e2e_lines()
     sst, ts, dart = sst2_lines(), tinystories_lines(), dart_lines()
     lines = refs + mrs + sst + ts + dart + HAND_WRITTEN
@@ -441,6 +506,7 @@ def main():
     manifest["fixtures"]["sentencepiece"] = gen_sentencepiece(refs + sst + ts, lines)
     idx = list(range(150)) + list(range(len(lines) - len(HAND_WRITTEN), len(lines)))
     manifest["fixtures"]["misc"] = gen_misc(build_misc(refs + sst + ts, bert, gpt2, uni), lines, idx)
+    manifest["fixtures"]["roberta"] = gen_roberta(lines)
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     print(json.dumps(manifest, indent=2))

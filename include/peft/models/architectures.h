@@ -16,6 +16,9 @@ std::shared_ptr<PretrainedModel> make_qwen3(const ModelConfig& cfg, TaskHead hea
 std::shared_ptr<PretrainedModel> make_mistral(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_gpt2(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_bert(const ModelConfig& cfg, TaskHead head);
+/// RoBERTa and XLM-RoBERTa: BERT's modules with RoBERTa's options (src/models/bert.cpp).
+std::shared_ptr<PretrainedModel> make_roberta(const ModelConfig& cfg, TaskHead head);
+std::shared_ptr<PretrainedModel> make_distilbert(const ModelConfig& cfg, TaskHead head);
 std::shared_ptr<PretrainedModel> make_t5(const ModelConfig& cfg, TaskHead head);
 /// Gemma, Gemma 2 and Gemma 3's text model (model_type gemma, gemma2, gemma3_text).
 std::shared_ptr<PretrainedModel> make_gemma(const ModelConfig& cfg, TaskHead head);

@@ -1,5 +1,6 @@
 #pragma once
-// BERT (BertModel / BertForSequenceClassification / BertForTokenClassification)
+// BERT (BertModel / BertForSequenceClassification / BertForTokenClassification) and RoBERTa /
+// XLM-RoBERTa (the same encoder with RoBERTa's positions and classification head)
 // hyper-parameters (tier 0: torch-free).
 #include <string>
 
@@ -18,6 +19,13 @@ struct BertConfig {
   std::string hidden_act = "gelu", problem_type;
   /// Only "absolute" is supported (transformers 5 dropped the relative variants).
   std::string position_embedding_type = "absolute";
+  /// "bert", "roberta" or "xlm-roberta" (config.json's model_type); also the error prefix.
+  std::string model_type = "bert";
+  /// RoBERTa / XLM-RoBERTa: positions count from pad_token_id + 1 over the non-padding tokens
+  /// (padding keeps pad_token_id, a padding row of position_embeddings), no pooler in the task
+  /// models, RobertaClassificationHead (dense + tanh + out_proj on the first token), prefix
+  /// "roberta".
+  bool roberta() const { return model_type != "bert"; }
 
   /// Parses and validates: hidden_size not divisible by num_attention_heads -> ConfigError;
   /// position_embedding_type other than "absolute", is_decoder or add_cross_attention -> NotSupported.

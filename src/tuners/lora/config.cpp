@@ -144,6 +144,7 @@ std::vector<std::string> default_lora_targets(const std::string& mt) {
       {"llama", {"q_proj", "v_proj"}},   {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
       {"qwen3", {"q_proj", "v_proj"}},
       {"gpt2", {"c_attn"}},              {"bert", {"query", "value"}},      {"roberta", {"query", "value"}},
+      {"xlm-roberta", {"query", "value"}},
       {"t5", {"q", "v"}},                {"mt5", {"q", "v"}},
       {"gemma", {"q_proj", "v_proj"}},   {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
   };

@@ -69,7 +69,8 @@ void PromptLearningConfig::fill_from_model(const models::ModelConfig& m) {
     throw ConfigError(std::string("[") + to_string(peft_type) + "] Please specify `" + field +
                       "` in the config: " + m.source() + " has none of the usual keys");
   };
-  if (num_layers == 0) num_layers = first({"num_hidden_layers", "num_layers", "n_layer"}, "num_layers");
+  // n_layers: DistilBERT (PEFT reads it through transformers' attribute_map as num_hidden_layers).
+  if (num_layers == 0) num_layers = first({"num_hidden_layers", "n_layers", "num_layers", "n_layer"}, "num_layers");
   if (token_dim == 0) token_dim = first({"hidden_size", "n_embd", "d_model"}, "token_dim");
   if (num_attention_heads == 0)
     num_attention_heads = first({"num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"},

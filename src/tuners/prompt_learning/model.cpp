@@ -234,9 +234,13 @@ ModelOutput PromptLearningModel::prefix_forward(ModelInputs x, const std::string
   if (!seq2seq && x.attention_mask.defined()) x.attention_mask = at::cat({ones(x.attention_mask), x.attention_mask}, 1);
   if (seq2seq && x.decoder_attention_mask.defined())
     x.decoder_attention_mask = at::cat({ones(x.decoder_attention_mask), x.decoder_attention_mask}, 1);
-  // The real tokens sit after the P cached prefix positions.
+  // The real tokens sit after the P cached prefix positions. RoBERTa numbers its positions from
+  // the padding id over the non-padding tokens and DistilBERT never moves them: both number them
+  // themselves after a prefix, as transformers does with a cache of length P.
+  const std::string mt = base().config().model_type();
+  const bool own_positions = mt == "roberta" || mt == "xlm-roberta" || mt == "distilbert";
   if (x.position_ids.defined()) x.position_ids = x.position_ids + P;
-  else if (!seq2seq)
+  else if (!seq2seq && !own_positions)
     x.position_ids = at::arange(P + past, P + past + T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
   at::Tensor flat = enc.forward().unsqueeze(0).expand({B, -1, -1}).to(base().word_embeddings().scalar_type());
   if (pc.prefix_dropout > 0 && base().is_training()) flat = at::dropout(flat, pc.prefix_dropout, true);
