@@ -144,7 +144,7 @@ TEST(Trainer, SentencePairsReachBertWithEveryProblemType) {
     EXPECT_TRUE(torch::equal(in.input_ids, ids));
     EXPECT_TRUE(close(in.labels.to(at::kFloat), y.to(at::kFloat), 0.0));
     peft::LoraConfig lc;
-    lc.target_modules = {"query", "value"};  // B = 0: the base model's outputs
+    lc.target_modules = std::vector<std::string>{"query", "value"};  // B = 0: the base model's outputs
     auto pm = peft::get_peft_model(peft::models::load_model(c.dir), lc);
     pm->base_model().eval();
     torch::NoGradGuard ng;
