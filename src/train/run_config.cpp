@@ -295,7 +295,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   PEFT_CHECK(c.problem_type != "regression" || c.num_labels <= 1,
              ConfigError, "[config] key 'num_labels': problem_type regression has one output, got num_labels ",
              c.num_labels);
-  PEFT_CHECK(c.tasks.empty() || c.problem() == "single_label_classification" || c.task == "token_cls", ConfigError,
+  PEFT_CHECK(c.tasks.empty() || c.task != "seq_cls" || c.problem() == "single_label_classification", ConfigError,
              "[config] key 'tasks': multi-task runs join single-label classification sets, not problem_type ",
              c.problem());
   PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
