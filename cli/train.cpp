@@ -55,39 +55,11 @@ void run_train(const std::string& cfg_path, const std::vector<std::string>& over
             << "summary:     " << c.args.output_dir << "/results.json\n";
 }
 
-// peft eval: loss / perplexity (and BLEU with templates) of a model, with an optional adapter.
-void run_eval(const std::string& cfg_path, const std::vector<std::string>& overrides) {
+// peft eval: the trainer's eval loss and the task's metrics (train::run_evaluation).
+void run_eval(const std::string& cfg_path, const std::vector<std::string>& overrides, const std::string& output) {
   const RunConfig c = train::load_run_config(cfg_path, overrides);
-  PEFT_CHECK(!c.eval_file.empty(), ConfigError, "[config] key 'eval_file' is required for peft eval");
-  PEFT_CHECK(c.task == "causal_lm", NotSupported, "[eval] peft eval supports task causal_lm in this build");
-  const auto tok0 = io::Tokenizer::from_pretrained(c.model);
-  auto model = train::load_run_model(c, 0, tok0.pad_token_id().value_or(tok0.eos_token_id().value_or(0)));
-  std::shared_ptr<PeftModel> pm;
-  if (!c.adapter.empty()) pm = PeftModel::from_pretrained(model, c.adapter);
-  const auto tok = io::Tokenizer::from_pretrained(c.model);
-  const auto split = train::load_split(c, c.eval_file, c.max_eval_samples, tok, {});
-  PEFT_CHECK(!split.data.examples.empty(), FormatError, "[eval] ", c.eval_file, ": the dataset is empty");
-  const int64_t pad = tok.pad_token_id().value_or(tok.eos_token_id().value_or(0));
-  torch::NoGradGuard ng;
-  model->eval();
-  double total = 0;
-  int64_t n = 0;
-  for (const auto& idx : train::make_batches(split.data, c.args.per_device_eval_batch_size, false, 0, false)) {
-    const train::Batch b = train::collate(split.data, idx, pad);
-    const models::ModelInputs in = train::to_model_inputs(b, train::TaskFormat::CausalLM);
-    int64_t k = 0;
-    for (int64_t r = 0; r < b.rows; ++r)
-      for (int64_t t = 1; t < b.cols; ++t) k += b.labels[r * b.cols + t] != -100;
-    if (k == 0) continue;
-    total += (pm ? pm->forward(in) : model->forward(in)).loss.item<double>() * static_cast<double>(k);
-    n += k;
-  }
-  const double loss = n ? total / static_cast<double>(n) : 0.0;
-  std::cout << "eval loss " << loss << ", perplexity " << train::perplexity(loss) << " over " << n << " tokens\n";
-  if (c.eval_generate > 0 && !c.prompt_template.empty()) {
-    const auto g = train::generation_eval(c, *model, tok, split.rows, pm.get());
-    std::cout << "BLEU " << g.bleu << "\n" << g.sample_prompt << " " << g.sample << "\n";
-  }
+  const auto m = train::run_evaluation(c, output);
+  std::cout << "metrics: " << m.dump() << "\n";
 }
 
 }  // namespace
@@ -97,8 +69,15 @@ void add_eval_command(CLI::App& app) {
   auto cfg = std::make_shared<std::string>();
   auto over = std::make_shared<std::vector<std::string>>();
   cmd->add_option("config", *cfg, "YAML file (same keys as peft train)")->required();
+  auto output = std::make_shared<std::string>();
   cmd->add_option("overrides", *over, "key=value overrides, e.g. adapter=build/demo/adapter");
-  cmd->callback([cfg, over] { run_eval(*cfg, *over); });
+  cmd->add_option("--output", *output, "Write one JSON line per example (input, gold, prediction, "
+                                       "probabilities/scores) to this file");
+  cmd->footer("Tasks: causal_lm (loss, perplexity; BLEU with prompt_template + eval_generate), seq_cls\n"
+              "(accuracy + F1; regression: MSE, Pearson, Spearman; multi-label: micro/macro F1, subset\n"
+              "accuracy), token_cls (accuracy, entity precision/recall/F1), seq2seq (loss; BLEU and ROUGE-L\n"
+              "with eval_generate). The last line is the metrics as JSON, as results.json has them.");
+  cmd->callback([cfg, over, output] { run_eval(*cfg, *over, *output); });
 }
 
 void add_train_command(CLI::App& app) {

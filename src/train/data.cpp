@@ -381,6 +381,35 @@ std::string label_of(const Row& r, const DataOptions& opt) {
   return *m;
 }
 
+// A multi-label value: a JSON list of names (strings or integers), or names separated by ';'.
+std::vector<std::string> split_labels(const std::string& v) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < v.size() && std::isspace(static_cast<unsigned char>(v[i]))) ++i;
+  if (i < v.size() && v[i] == '[') {
+    const auto j = nlohmann::json::parse(v, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_array()) throw RowError("multi-label value '" + v + "' starts with '[' but is not a JSON list");
+    for (const auto& e : j) {
+      if (e.is_string()) out.push_back(e.get<std::string>());
+      else if (e.is_number_integer()) out.push_back(e.dump());
+      else throw RowError("multi-label value '" + v + "': list items must be label names (strings) or integers");
+    }
+    return out;
+  }
+  std::size_t start = 0;
+  while (start <= v.size()) {
+    auto end = v.find(';', start);
+    if (end == std::string::npos) end = v.size();
+    std::string name = v.substr(start, end - start);
+    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+    std::size_t k = 0;
+    while (k < name.size() && std::isspace(static_cast<unsigned char>(name[k]))) ++k;
+    if (k < name.size()) out.push_back(name.substr(k));
+    start = end + 1;
+  }
+  return out;
+}
+
 Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt,
                        const std::vector<std::string>& names, const std::map<std::string, int64_t>& index,
                        bool regression) {
@@ -388,9 +417,14 @@ Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions
   const std::string* b = opt.text_pair_column.empty() ? nullptr : &field(r, opt.text_pair_column);
   const std::string label = label_of(r, opt);
   Example ex;
-  if (regression) {
+  if (opt.multi_label) {
+    std::set<int64_t> ids;
+    for (const auto& l : split_labels(label)) ids.insert(label_index(names, index, l, false));
+    ex.label_set.assign(ids.begin(), ids.end());
+  } else if (regression) {
     if (!parse_double(label, ex.label_value))
-      throw RowError("regression label '" + label + "' in column '" + opt.label_column + "' is not a number");
+      throw RowError("regression label '" + label + "' in column '" + opt.label_column +
+                     "' is not a number (regression, num_labels 1, reads labels as floats)");
   } else {
     ex.label = label_index(names, index, label, true);
   }
@@ -509,6 +543,11 @@ TaskFormat task_format_from_string(const std::string& s) {
 
 // ------------------------------------------------------------------------------------ datasets
 
+std::string problem_type(const Dataset& d) {
+  if (d.label_names.size() == 1 && d.label_names[0] == kRegressionLabel) return "regression";
+  return d.multi_label ? "multi_label_classification" : "single_label_classification";
+}
+
 Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, const DataOptions& opt) {
   check_options(opt);
   PEFT_CHECK(opt.task != TaskFormat::TokenCls, ConfigError, kTag,
@@ -516,6 +555,8 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
   Dataset d;
   const bool regression = opt.task == TaskFormat::SeqCls && opt.label_names.size() == 1 &&
                           opt.label_names[0] == kRegressionLabel;
+  PEFT_CHECK(!(opt.multi_label && regression), ConfigError, kTag, "multi_label data cannot be regression data");
+  d.multi_label = opt.multi_label && opt.task == TaskFormat::SeqCls;
   if (opt.task == TaskFormat::SeqCls) {
     d.label_names = opt.label_names;
     if (d.label_names.empty()) {
@@ -523,7 +564,16 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
       for (const auto& r : rows) {
         auto it = r.fields.find(opt.label_column);
         if (it == r.fields.end()) continue;
-        if (auto m = extract_label(it->second, opt)) seen.insert(*m);
+        auto m = extract_label(it->second, opt);
+        if (!m) continue;
+        if (!opt.multi_label) {
+          seen.insert(*m);
+          continue;
+        }
+        try {
+          for (auto& l : split_labels(*m)) seen.insert(std::move(l));
+        } catch (const RowError&) {  // reported with its file:line below
+        }
       }
       d.label_names = sorted_labels(seen);
     }
@@ -537,6 +587,7 @@ Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, co
         case TaskFormat::Seq2Seq: d.examples.push_back(seq2seq_example(r, tok, opt)); break;
         case TaskFormat::TokenCls: break;
       }
+      d.examples.back().source = &r - rows.data();
     } catch (const RowError& e) {
       const std::string msg = where(r.file, r.line) + ": " + e.what();
       if (!opt.skip_bad_rows) throw FormatError(kTag + msg);
@@ -600,6 +651,7 @@ Dataset build_token_dataset(const std::vector<TaggedSentence>& sents, const io::
       ex.labels.resize(ex.input_ids.size(), kIgnore);
       ex.token_type_ids.assign(ex.input_ids.size(), 0);
       if (ex.input_ids.size() == prefix.size() + suffix.size()) throw RowError("sentence has no tokens after tokenisation");
+      ex.source = &s - sents.data();
       d.examples.push_back(std::move(ex));
     } catch (const FormatError& e) {
       if (!opt.skip_bad_rows) throw;
@@ -713,7 +765,11 @@ Batch collate(const Dataset& d, const std::vector<int64_t>& idx, int64_t pad_id,
     for (auto l : ex.labels) b.n_label_tokens += l != kIgnore;
     if (any_types) std::copy(ex.token_type_ids.begin(), ex.token_type_ids.end(), b.token_type_ids.begin() + r * C);
     if (any_dec) std::copy(ex.decoder_input_ids.begin(), ex.decoder_input_ids.end(), b.decoder_input_ids.begin() + r * LC);
-    if (regression) b.seq_values.push_back(ex.label_value);
+    if (d.multi_label) {
+      const std::size_t n = d.label_names.size();
+      b.seq_multi_hot.resize((r + 1) * n, 0.0f);
+      for (auto k : ex.label_set) b.seq_multi_hot[r * n + static_cast<std::size_t>(k)] = 1.0f;
+    } else if (regression) b.seq_values.push_back(ex.label_value);
     else if (any_label) b.seq_labels.push_back(ex.label);
     if (!d.tasks.empty()) b.seq_tasks.push_back(ex.task);
   }
@@ -736,6 +792,8 @@ Dataset merge_tasks(const std::vector<std::string>& names, const std::vector<Dat
                ConfigError, kTag, "merge_tasks: task '", name, "' is not a classification set (label names: [",
                join(d.label_names), "])");
     PEFT_CHECK(d.tasks.empty(), ConfigError, kTag, "merge_tasks: task '", name, "' is already a multi-task set");
+    PEFT_CHECK(!d.multi_label, NotSupported, kTag, "merge_tasks: task '", name, "' is multi-label data; multi-task "
+               "runs join single-label classification sets");
     TaskSpan span;
     span.name = name;
     span.label_offset = static_cast<int64_t>(out.label_names.size());

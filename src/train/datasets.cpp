@@ -60,6 +60,9 @@ LoadedSplit load_split(const RunConfig& c, const std::string& file, int64_t limi
   o.source_column = c.source_column;
   o.target_column = c.target_column;
   o.label_names = labels;
+  const std::string problem = c.problem();
+  if (problem == "regression") o.label_names = {kRegressionLabel};
+  o.multi_label = problem == "multi_label_classification";
   if (c.task == "causal_lm" && !c.prompt_template.empty()) {
     for (auto& r : l.rows) {
       r.fields["__prompt"] = fill_template(c.prompt_template, r);
@@ -78,10 +81,10 @@ LoadedSplit load_split(const RunConfig& c, const std::string& file, int64_t limi
   }
   if (c.task == "token_cls") {
     o.task = TaskFormat::TokenCls;
-    auto sentences = read_conll(file, static_cast<int>(c.tag_column));
-    take_part(sentences, part, c.validation_split_percentage, file);
-    if (limit > 0 && static_cast<int64_t>(sentences.size()) > limit) sentences.resize(limit);
-    l.data = build_token_dataset(sentences, tok, o);
+    l.sentences = read_conll(file, static_cast<int>(c.tag_column));
+    take_part(l.sentences, part, c.validation_split_percentage, file);
+    if (limit > 0 && static_cast<int64_t>(l.sentences.size()) > limit) l.sentences.resize(limit);
+    l.data = build_token_dataset(l.sentences, tok, o);
   } else {
     l.data = build_dataset(l.rows, tok, o);
   }
@@ -99,6 +102,10 @@ Splits load_splits(const RunConfig& c, const io::Tokenizer& tok, const std::stri
   Splits s;
   s.train = load_split(c, c.train_file, c.max_train_samples, tok, {}, split ? SplitPart::Train : SplitPart::All);
   PEFT_CHECK(!s.train.data.examples.empty(), FormatError, "[train] ", who, c.train_file, ": the dataset is empty");
+  const auto n_labels = static_cast<int64_t>(s.train.data.label_names.size());
+  PEFT_CHECK(c.task != "seq_cls" || c.num_labels <= 1 || c.num_labels == n_labels, ConfigError, "[config] ", who,
+             "key 'num_labels': ", c.num_labels, ", but ", c.train_file, " has ", n_labels, " labels [",
+             join(s.train.data.label_names, 20), "]");
   if (!c.eval_file.empty() || split) {
     s.eval = load_split(c, split ? c.train_file : c.eval_file, c.max_eval_samples, tok, s.train.data.label_names,
                         split ? SplitPart::Validation : SplitPart::All);

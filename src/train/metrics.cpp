@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -236,6 +237,110 @@ double macro_f1(const std::vector<int64_t>& pred, const std::vector<int64_t>& go
     sum += 2.0 * static_cast<double>(c.tp) / (static_cast<double>(c.n_true) + static_cast<double>(c.n_pred));
   }
   return sum / static_cast<double>(per_label.size());
+}
+
+double binary_f1(const std::vector<int64_t>& pred, const std::vector<int64_t>& gold, int64_t positive) {
+  check_same_size("binary_f1", "pred", pred, "gold", gold);
+  PEFT_CHECK(!gold.empty(), std::invalid_argument, "[train::binary_f1] pred and gold are empty.");
+  int64_t tp = 0, n_true = 0, n_pred = 0;
+  for (size_t i = 0; i < gold.size(); ++i) {
+    n_true += gold[i] == positive;
+    n_pred += pred[i] == positive;
+    tp += gold[i] == positive && pred[i] == positive;
+  }
+  return n_true + n_pred == 0 ? 0.0 : 2.0 * static_cast<double>(tp) / static_cast<double>(n_true + n_pred);
+}
+
+MultiLabelScores multi_label_scores(const std::vector<std::vector<int64_t>>& pred,
+                                    const std::vector<std::vector<int64_t>>& gold) {
+  check_same_size("multi_label_scores", "pred", pred, "gold", gold);
+  PEFT_CHECK(!gold.empty(), std::invalid_argument, "[train::multi_label_scores] pred and gold are empty.");
+  const size_t n = gold.front().size();
+  std::vector<int64_t> tp(n), n_true(n), n_pred(n);
+  int64_t exact = 0;
+  for (size_t i = 0; i < gold.size(); ++i) {
+    PEFT_CHECK(gold[i].size() == n && pred[i].size() == n, std::invalid_argument, "[train::multi_label_scores] row ", i,
+               " has ", gold[i].size(), " gold and ", pred[i].size(), " predicted labels; expected ", n);
+    bool same = true;
+    for (size_t k = 0; k < n; ++k) {
+      const bool g = gold[i][k] != 0, p = pred[i][k] != 0;
+      n_true[k] += g;
+      n_pred[k] += p;
+      tp[k] += g && p;
+      same = same && g == p;
+    }
+    exact += same;
+  }
+  auto f1 = [](int64_t t, int64_t nt, int64_t np) {
+    return nt + np == 0 ? 0.0 : 2.0 * static_cast<double>(t) / static_cast<double>(nt + np);
+  };
+  MultiLabelScores s;
+  int64_t all_tp = 0, all_true = 0, all_pred = 0;
+  for (size_t k = 0; k < n; ++k) {
+    s.macro_f1 += f1(tp[k], n_true[k], n_pred[k]);
+    all_tp += tp[k];
+    all_true += n_true[k];
+    all_pred += n_pred[k];
+  }
+  s.macro_f1 = n ? s.macro_f1 / static_cast<double>(n) : 0.0;
+  s.micro_f1 = f1(all_tp, all_true, all_pred);
+  s.subset_accuracy = static_cast<double>(exact) / static_cast<double>(gold.size());
+  return s;
+}
+
+// ------------------------------------------------------------------ regression
+
+double mean_squared_error(const std::vector<double>& pred, const std::vector<double>& gold) {
+  check_same_size("mean_squared_error", "pred", pred, "gold", gold);
+  PEFT_CHECK(!gold.empty(), std::invalid_argument, "[train::mean_squared_error] pred and gold are empty.");
+  double s = 0;
+  for (size_t i = 0; i < gold.size(); ++i) s += (pred[i] - gold[i]) * (pred[i] - gold[i]);
+  return s / static_cast<double>(gold.size());
+}
+
+double pearson(const std::vector<double>& pred, const std::vector<double>& gold) {
+  check_same_size("pearson", "pred", pred, "gold", gold);
+  PEFT_CHECK(gold.size() >= 2, std::invalid_argument, "[train::pearson] needs at least 2 values, got ", gold.size(), ".");
+  const double n = static_cast<double>(gold.size());
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < gold.size(); ++i) {
+    mx += pred[i];
+    my += gold[i];
+  }
+  mx /= n;
+  my /= n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < gold.size(); ++i) {
+    sxy += (pred[i] - mx) * (gold[i] - my);
+    sxx += (pred[i] - mx) * (pred[i] - mx);
+    syy += (gold[i] - my) * (gold[i] - my);
+  }
+  if (sxx == 0 || syy == 0) return std::numeric_limits<double>::quiet_NaN();
+  const double r = sxy / std::sqrt(sxx * syy);
+  return std::max(-1.0, std::min(1.0, r));  // scipy clips rounding past +-1
+}
+
+namespace {
+// 1-based ranks with ties given their average rank (scipy.stats.rankdata(method="average")).
+std::vector<double> average_ranks(const std::vector<double>& v) {
+  std::vector<size_t> order(v.size());
+  for (size_t i = 0; i < v.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+  std::vector<double> r(v.size());
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+    const double rank = (static_cast<double>(i) + static_cast<double>(j)) / 2.0 + 1.0;
+    for (size_t k = i; k <= j; ++k) r[order[k]] = rank;
+    i = j + 1;
+  }
+  return r;
+}
+}  // namespace
+
+double spearman(const std::vector<double>& pred, const std::vector<double>& gold) {
+  check_same_size("spearman", "pred", pred, "gold", gold);
+  return pearson(average_ranks(pred), average_ranks(gold));
 }
 
 // ------------------------------------------------------------------ sequence labelling

@@ -36,21 +36,21 @@ void Progress::log(const json& line) {
 
 void Progress::add_train_loss(int64_t step, double loss) { train_curve_.emplace_back(step, loss); }
 
-void Progress::step(int64_t step, double loss, double lr, int64_t epoch, const TunerScalars& tuner,
-                    int64_t tokens_seen) {
+void Progress::step(int64_t step, double loss, double logged_loss, double lr, int64_t epoch,
+                    const TunerScalars& tuner, int64_t tokens_seen) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   const double tok_s = tokens_seen / std::max(secs, 1e-9);
   if (logging_steps_ > 0 && (step % logging_steps_ == 0 || step == total_)) {
-    json line = {{"step", step}, {"loss", loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tok_s}};
+    json line = {{"step", step}, {"loss", logged_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tok_s}};
     for (const auto& [k, v] : tuner) line[k] = v;
     log(line);
     if (tb_) {
-      tb_->add_scalar("train/loss", loss, step);
+      tb_->add_scalar("train/loss", logged_loss, step);
       tb_->add_scalar("train/learning_rate", lr, step);
       for (const auto& [k, v] : tuner) tb_->add_scalar(k, v, step);
     }
     if (!tty_ && main_rank_)
-      std::cerr << "step " << step << "/" << total_ << "  loss " << std::fixed << std::setprecision(4) << loss
+      std::cerr << "step " << step << "/" << total_ << "  loss " << std::fixed << std::setprecision(4) << logged_loss
                 << "  lr " << std::scientific << std::setprecision(2) << lr << std::defaultfloat << "  "
                 << (tuner.empty() ? "" : tuner.front().first + " " + std::to_string(static_cast<int64_t>(tuner.front().second)) + "  ")
                 << static_cast<int64_t>(tok_s) << " tok/s\n";

@@ -58,6 +58,7 @@ json to_json(const YAML::Node& n) {
 using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
 
 const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
+                                         "problem_type", "num_labels",
                                          "label_column", "label_regex", "max_train_samples",
                                          "max_eval_samples", "max_length", "skip_bad_rows",
                                          "validation_split_percentage", "tag_column"};
@@ -105,7 +106,7 @@ const std::map<std::string, Setter>& setters() {
     S_INT("max_eval_samples", max_eval_samples);
     S_INT("validation_split_percentage", validation_split_percentage);
     S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
-    S_INT("max_new_tokens", max_new_tokens); S_BOOL("skip_bad_rows", skip_bad_rows);
+    S_INT("max_new_tokens", max_new_tokens); S_STR("problem_type", problem_type); S_INT("num_labels", num_labels); S_BOOL("skip_bad_rows", skip_bad_rows);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
@@ -218,6 +219,12 @@ TaskType RunConfig::task_type() const {
   return it->second;
 }
 
+std::string RunConfig::problem() const {
+  if (task != "seq_cls") return "";
+  if (!problem_type.empty()) return problem_type;
+  return num_labels == 1 ? "regression" : "single_label_classification";
+}
+
 models::LoadOptions RunConfig::load_options() const {
   models::LoadOptions o;
   o.load_in_4bit = load_in_4bit;
@@ -287,6 +294,21 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     PEFT_CHECK(c.adapter.empty(), ConfigError, "[config] key 'adapter': method full trains the model itself; to "
                "continue a full fine-tune, give its model folder as 'model'");
   }
+  PEFT_CHECK(c.problem_type.empty() || c.problem_type == "regression" || c.problem_type == "single_label_classification" ||
+                 c.problem_type == "multi_label_classification",
+             ConfigError, "[config] key 'problem_type': '", c.problem_type,
+             "' is not one of regression, single_label_classification, multi_label_classification");
+  PEFT_CHECK(c.problem_type.empty() || c.task == "seq_cls", ConfigError, "[config] key 'problem_type' applies to "
+             "task seq_cls, not ", c.task);
+  PEFT_CHECK(c.num_labels >= 0, ConfigError, "[config] key 'num_labels': must be >= 0, got ", c.num_labels);
+  PEFT_CHECK(c.num_labels != 1 || c.problem_type.empty() || c.problem_type == "regression", ConfigError,
+             "[config] key 'num_labels': 1 means regression, but problem_type is ", c.problem_type);
+  PEFT_CHECK(c.problem_type != "regression" || c.num_labels <= 1,
+             ConfigError, "[config] key 'num_labels': problem_type regression has one output, got num_labels ",
+             c.num_labels);
+  PEFT_CHECK(c.tasks.empty() || c.task != "seq_cls" || c.problem() == "single_label_classification", ConfigError,
+             "[config] key 'tasks': multi-task runs join single-label classification sets, not problem_type ",
+             c.problem());
   PEFT_CHECK(c.tasks.empty() || c.task == "seq_cls" || c.task == "token_cls", ConfigError,
              "[config] key 'tasks': multi-task training (a head per task) needs task: seq_cls or token_cls, not ", c.task);
   return c;

@@ -14,6 +14,7 @@
 
 #include "peft/core/check.h"
 #include "peft/distributed/collective.h"
+#include "peft/models/blocks.h"
 #include "peft/train/metrics.h"
 #include "peft/train/sampler.h"
 #include "peft/tuners/tuner_model.h"
@@ -67,11 +68,16 @@ struct Trainer::State {
 
 namespace {
 
-// The batch loss: the model's own, or for multi-task data the cross-entropy over each row's head.
-at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const std::vector<TaskSpan>& tasks) {
+// The batch loss: the model's own; for sequence classification the loss of the data's problem type
+// (whatever config.json's problem_type says); for multi-task data the cross-entropy over each row's head.
+at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const Dataset& d) {
   models::ModelInputs in = to_model_inputs(b, task);
-  if (tasks.empty() || (task != TaskFormat::SeqCls && task != TaskFormat::TokenCls)) return model.forward(in).loss;
-  return detail::multitask_loss(model, std::move(in), b.seq_tasks, task, tasks);
+  if (!d.tasks.empty() && (task == TaskFormat::SeqCls || task == TaskFormat::TokenCls))
+    return detail::multitask_loss(model, std::move(in), b.seq_tasks, task, d.tasks);
+  if (task != TaskFormat::SeqCls) return model.forward(in).loss;
+  const at::Tensor labels = in.labels;
+  in.labels = at::Tensor();
+  return models::sequence_classification_loss(model.forward(in).logits, labels, problem_type(d));
 }
 
 TaskFormat task_of(const models::PretrainedModel& m) {
@@ -129,8 +135,10 @@ models::ModelInputs to_model_inputs(const Batch& b, TaskFormat task, bool with_l
   if (!with_labels) return in;
   switch (task) {
     case TaskFormat::SeqCls:
-      // Class ids for classification; float targets for regression (seq_values).
-      in.labels = !b.seq_labels.empty() ? at::tensor(b.seq_labels, L) : at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
+      // Class ids; float multi-hot rows (multi-label); float targets (regression).
+      if (!b.seq_multi_hot.empty()) in.labels = at::tensor(b.seq_multi_hot, at::kFloat).view({b.rows, -1});
+      else if (!b.seq_labels.empty()) in.labels = at::tensor(b.seq_labels, L);
+      else in.labels = at::tensor(b.seq_values, at::kDouble).to(at::kFloat);
       break;
     case TaskFormat::Seq2Seq:
       in.labels = at::tensor(b.labels, L).view({b.rows, -1});
@@ -162,7 +170,7 @@ Trainer::State::Step Trainer::State::optimizer_step(const std::vector<std::vecto
   for (const auto& b : micro) {
     const int64_t n = loss_tokens(b, task);
     if (n == 0) continue;
-    at::Tensor loss = forward_loss(*model, b, task, train.tasks);
+    at::Tensor loss = forward_loss(*model, b, task, train);
     const double w = static_cast<double>(n) / static_cast<double>(std::max<int64_t>(1, n_all));
     (loss * w).backward();
     out.loss += loss.item<double>() * w;
@@ -194,6 +202,36 @@ Trainer::Trainer(std::shared_ptr<PeftModel> model, TrainingArguments args, Datas
 
 Trainer::~Trainer() = default;
 
+LossSum eval_loss_sum(PeftModel& model, const Dataset& d, int64_t pad, int64_t batch_size, int rank, int world) {
+  auto& m = model.base_model();
+  const bool was_training = m.is_training();
+  m.eval();
+  torch::NoGradGuard ng;
+  const TaskFormat task = task_of(m);
+  LossSum r;
+  int64_t i = -1;
+  for (const auto& idx : make_batches(d, batch_size, false, 0, false)) {
+    if (++i % world != rank) continue;  // eval batches are dealt out over the ranks
+    const Batch b = collate(d, idx, pad);
+    const int64_t n = loss_tokens(b, task);
+    if (n == 0) continue;
+    r.total += forward_loss(model, b, task, d).item<double>() * static_cast<double>(n);
+    r.tokens += n;
+  }
+  if (was_training) m.train();
+  return r;
+}
+
+double logged_train_loss(const std::vector<double>& step_losses, int64_t step, int64_t logging_steps) {
+  PEFT_CHECK(step >= 1 && step <= static_cast<int64_t>(step_losses.size()), std::invalid_argument,
+             "[logged_train_loss] step ", step, " of ", step_losses.size(), " step losses");
+  // transformers accumulates tr_loss over the steps since the last log and logs its mean.
+  const int64_t last = logging_steps > 0 ? (step - 1) / logging_steps * logging_steps : step - 1;
+  double sum = 0;
+  for (int64_t k = last; k < step; ++k) sum += step_losses[static_cast<std::size_t>(k)];
+  return sum / static_cast<double>(step - last);
+}
+
 void Trainer::set_collective(std::shared_ptr<distributed::Collective> collective) { s_->dist = std::move(collective); }
 
 EvalResult Trainer::evaluate() {
@@ -203,17 +241,10 @@ EvalResult Trainer::evaluate() {
   const bool was_training = m.is_training();
   m.eval();
   torch::NoGradGuard ng;
-  const TaskFormat task = task_of(m);
-  double total = 0;
-  int64_t i = -1;
-  for (const auto& idx : make_batches(s_->eval, s_->args.per_device_eval_batch_size, false, 0, false)) {
-    if (++i % s_->world() != s_->rank()) continue;  // eval batches are dealt out over the ranks
-    const Batch b = collate(s_->eval, idx, s_->pad);
-    const int64_t n = loss_tokens(b, task);
-    if (n == 0) continue;
-    total += forward_loss(*s_->model, b, task, s_->eval.tasks).item<double>() * static_cast<double>(n);
-    r.tokens += n;
-  }
+  const LossSum sum = eval_loss_sum(*s_->model, s_->eval, s_->pad, s_->args.per_device_eval_batch_size, s_->rank(),
+                                    s_->world());
+  double total = sum.total;
+  r.tokens = sum.tokens;
   if (s_->dist) {
     at::Tensor sums = at::tensor({total, static_cast<double>(r.tokens)}, at::kDouble);
     s_->dist->all_reduce_sum({sums});
@@ -275,7 +306,8 @@ TrainResult Trainer::train(const std::string& resume_from) {
       run.step_losses.push_back(st.loss);
       s_->progress.add_train_loss(run.step, st.loss);
       if (on_step) on_step(run.step, st.loss, lr);
-      s_->progress.step(run.step, st.loss, lr, run.epoch, st.tuner, res.train_tokens);
+      s_->progress.step(run.step, st.loss, logged_train_loss(run.step_losses, run.step, a.logging_steps), lr,
+                        run.epoch, st.tuner, res.train_tokens);
       const bool last = run.step == run.total;
       if (a.eval_steps > 0 && run.step % a.eval_steps == 0 && !last && s_->has_eval) evaluate_and_log();
       if (a.save_steps > 0 && run.step % a.save_steps == 0 && !last) checkpoint();

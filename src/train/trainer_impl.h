@@ -110,8 +110,9 @@ class Progress {
   void start(const TrainingArguments& args, bool main_rank, int64_t total);
   /// The point (step, loss) of the training curve in loss.png.
   void add_train_loss(int64_t step, double loss);
-  /// After optimizer step `step`: the log line (every logging_steps and at the last step) and the bar.
-  void step(int64_t step, double loss, double lr, int64_t epoch, const TunerScalars& tuner,
+  /// After optimizer step `step`: the log line (every logging_steps and at the last step, with
+  /// `logged_loss`, the mean since the previous log line) and the bar (with the step's `loss`).
+  void step(int64_t step, double loss, double logged_loss, double lr, int64_t epoch, const TunerScalars& tuner,
             int64_t tokens_seen);
   /// An evaluation at `step`: metrics.jsonl, TensorBoard and the eval curve.
   void eval(int64_t step, const EvalResult& e);

@@ -278,6 +278,88 @@ TEST(DataTasks, SeqClsLabelsAndErrors) {
   EXPECT_EQ(b.seq_values, (std::vector<double>{3.25}));
 }
 
+// Sentence pairs take the tokenizer's pair template ([CLS] a [SEP] b [SEP], type ids 0 then 1), as
+// the `tokenizers` library encodes them (tests/fixtures/tokenizers/bert/pairs.jsonl), and collate
+// keeps each row's token_type_ids (0 on padding).
+std::vector<std::string> file_lines(const std::string& path) {
+  std::vector<std::string> v;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);) v.push_back(line);
+  return v;
+}
+
+TEST(DataTasks, SeqClsPairsMatchTokenizersPairTemplate) {
+  std::vector<std::string> corpus;
+  for (const auto& line : file_lines(peft::test::fixture("tokenizers/corpus.jsonl")))
+    if (!line.empty()) corpus.push_back(json::parse(line).get<std::string>());
+  std::vector<Row> rows;
+  std::vector<json> want;
+  for (const auto& line : file_lines(peft::test::fixture("tokenizers/bert/pairs.jsonl"))) {
+    if (line.empty()) continue;
+    want.push_back(json::parse(line));
+    rows.push_back(row({{"s1", corpus.at(want.back()["a"].get<std::size_t>())},
+                        {"s2", corpus.at(want.back()["b"].get<std::size_t>())}, {"label", "1"}}));
+  }
+  ASSERT_GE(rows.size(), 50u);
+  DataOptions opt;
+  opt.task = TaskFormat::SeqCls;
+  opt.text_column = "s1";
+  opt.text_pair_column = "s2";
+  opt.max_length = 100000;
+  const auto d = build_dataset(rows, bert(), opt);
+  ASSERT_EQ(d.examples.size(), rows.size());
+  std::vector<int64_t> all(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(d.examples[i].input_ids, to_i64(want[i]["ids"])) << i;
+    EXPECT_EQ(d.examples[i].token_type_ids, to_i64(want[i]["type_ids"])) << i;
+    all[i] = static_cast<int64_t>(i);
+  }
+  const Batch b = collate(d, all, 0);
+  ASSERT_EQ(b.token_type_ids.size(), static_cast<std::size_t>(b.rows * b.cols));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto w = to_i64(want[i]["type_ids"]);
+    for (int64_t t = 0; t < b.cols; ++t)
+      ASSERT_EQ(b.token_type_ids[i * b.cols + t], t < static_cast<int64_t>(w.size()) ? w[t] : 0) << i << " " << t;
+  }
+}
+
+// Multi-label: a JSON list or ';'-separated names; multi-hot rows in the batch; unknown names are
+// errors naming file:line.
+TEST(DataTasks, SeqClsMultiLabel) {
+  DataOptions opt;
+  opt.task = TaskFormat::SeqCls;
+  opt.multi_label = true;
+  const std::vector<Row> rows = {row({{"text", "a"}, {"label", R"(["sports","politics"])"}}, 2),
+                                 row({{"text", "b"}, {"label", "economy; sports"}}, 3),
+                                 row({{"text", "c"}, {"label", "[]"}}, 4), row({{"text", "d"}, {"label", ""}}, 5)};
+  const auto d = build_dataset(rows, bert(), opt);
+  EXPECT_TRUE(d.multi_label);
+  EXPECT_EQ(problem_type(d), "multi_label_classification");
+  EXPECT_EQ(d.label_names, (std::vector<std::string>{"economy", "politics", "sports"}));
+  EXPECT_EQ(d.examples[0].label_set, (I64{1, 2}));
+  EXPECT_EQ(d.examples[1].label_set, (I64{0, 2}));
+  EXPECT_TRUE(d.examples[2].label_set.empty());
+  const Batch b = collate(d, {0, 1, 2, 3}, 0);
+  EXPECT_TRUE(b.seq_labels.empty());
+  EXPECT_EQ(b.seq_multi_hot, (std::vector<float>{0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0}));
+  opt.label_names = d.label_names;
+  peft::test::expect_throw_with<FormatError>(
+      [&] { build_dataset({row({{"text", "a"}, {"label", "sports;weather"}}, 9)}, bert(), opt); },
+      {"mem.csv:9:", "'weather'", "economy, politics, sports"});
+  peft::test::expect_throw_with<FormatError>(
+      [&] { build_dataset({row({{"text", "a"}, {"label", "[1.5]"}}, 6)}, bert(), opt); },
+      {"mem.csv:6:", "label names"});
+  // Single-label and regression data name their problem types too.
+  DataOptions reg;
+  reg.task = TaskFormat::SeqCls;
+  reg.label_names = {kRegressionLabel};
+  EXPECT_EQ(problem_type(build_dataset({row({{"text", "a"}, {"label", "1.5"}})}, bert(), reg)), "regression");
+  DataOptions one;
+  one.task = TaskFormat::SeqCls;
+  EXPECT_EQ(problem_type(build_dataset({row({{"text", "a"}, {"label", "x"}})}, bert(), one)),
+            "single_label_classification");
+}
+
 // label_regex: the label is what the regex extracts from the label column (Python's re.search:
 // group 1, or the whole match); rows it does not match are bad rows naming the regex and column.
 TEST(DataTasks, SeqClsLabelRegex) {

@@ -94,6 +94,43 @@ TEST(Metrics, AccuracyAndMacroF1MatchSklearn) {
   }
 }
 
+TEST(Metrics, BinaryF1MatchesSklearn) {
+  for (const auto& c : fixture().at("binary_f1")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto gold = c.at("gold").get<std::vector<int64_t>>();
+    const auto pred = c.at("pred").get<std::vector<int64_t>>();
+    EXPECT_TRUE(rel_close(pt::binary_f1(pred, gold), c.at("f1").get<double>(), 1e-12));
+  }
+}
+
+TEST(Metrics, RegressionMatchesSklearnAndScipy) {
+  const auto& cases = fixture().at("regression");
+  ASSERT_GE(cases.size(), 4u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto gold = c.at("gold").get<std::vector<double>>();
+    const auto pred = c.at("pred").get<std::vector<double>>();
+    EXPECT_TRUE(rel_close(pt::mean_squared_error(pred, gold), c.at("mse").get<double>(), 1e-12));
+    EXPECT_TRUE(rel_close(pt::pearson(pred, gold), c.at("pearson").get<double>(), 1e-12));
+    EXPECT_TRUE(rel_close(pt::spearman(pred, gold), c.at("spearman").get<double>(), 1e-12));
+  }
+  EXPECT_TRUE(std::isnan(pt::pearson({1, 1, 1}, {1, 2, 3})));  // scipy: constant input -> nan
+}
+
+TEST(Metrics, MultiLabelMatchesSklearn) {
+  for (const auto& c : fixture().at("multi_label")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto gold = c.at("gold").get<std::vector<std::vector<int64_t>>>();
+    const auto pred = c.at("pred").get<std::vector<std::vector<int64_t>>>();
+    const pt::MultiLabelScores s = pt::multi_label_scores(pred, gold);
+    EXPECT_TRUE(rel_close(s.micro_f1, c.at("micro_f1").get<double>(), 1e-12));
+    EXPECT_TRUE(rel_close(s.macro_f1, c.at("macro_f1").get<double>(), 1e-12));
+    EXPECT_TRUE(rel_close(s.subset_accuracy, c.at("subset_accuracy").get<double>(), 1e-12));
+  }
+  peft::test::expect_throw_with<std::invalid_argument>([] { pt::multi_label_scores({{1, 0}}, {{1}}); },
+                                                       {"[train::multi_label_scores]", "row 0"});
+}
+
 TEST(Metrics, Perplexity) {
   for (const auto& c : fixture().at("perplexity"))
     EXPECT_TRUE(rel_close(pt::perplexity(c.at("loss").get<double>()), c.at("expected").get<double>(), 1e-12));

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "golden.h"
@@ -73,6 +75,87 @@ TEST(Trainer, TrajectoryMatchesPeftAndTorchAdamW) {
   EXPECT_TRUE(fs::exists(s.args.output_dir + "/adapter/adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(s.args.output_dir + "/metrics.jsonl"));
   EXPECT_TRUE(fs::exists(s.args.output_dir + "/loss.png"));
+}
+
+// The logged "loss" is transformers' Trainer's: tr_loss summed over the steps since the previous
+// log, divided by their number (trainer.py, _maybe_log_save_evaluate), here checked against the
+// Python step losses of the trajectory fixture with logging_steps 4 over 10 steps (logs at 4, 8, 10).
+TEST(Trainer, LoggedLossIsTheMeanSinceTheLastLog) {
+  const auto g = peft::test::load_case("train/trajectory");
+  auto s = setup(peft::test::tmp_dir("logged_loss"));
+  s.args.logging_steps = 4;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  t.train();
+  const at::Tensor py = g["losses"].to(at::kDouble);
+  std::vector<std::pair<int64_t, double>> logged;
+  std::ifstream f(s.args.output_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) logged.emplace_back(j["step"].get<int64_t>(), j["loss"].get<double>());
+  }
+  ASSERT_EQ(logged.size(), 3u);
+  const std::vector<std::pair<int64_t, int64_t>> windows = {{0, 4}, {4, 8}, {8, 10}};
+  double worst = 0;
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(logged[i].first, windows[i].second);
+    const double want = py.slice(0, windows[i].first, windows[i].second).mean().item<double>();
+    worst = std::max(worst, std::abs(logged[i].second - want));
+    EXPECT_NEAR(logged[i].second, want, g.atol) << "step " << logged[i].first;
+  }
+  RecordProperty("max_abs_diff", std::to_string(worst));
+  EXPECT_DOUBLE_EQ(peft::train::logged_train_loss({1, 2, 3, 4, 5}, 5, 2), 5.0);
+  EXPECT_DOUBLE_EQ(peft::train::logged_train_loss({1, 2, 3, 4, 5}, 4, 2), 3.5);
+  EXPECT_DOUBLE_EQ(peft::train::logged_train_loss({1, 2, 3}, 3, 0), 3.0);
+}
+
+// Sentence pairs end to end: examples with BERT's pair layout ([CLS] a [SEP] b [SEP], type ids 0
+// then 1) are collated, turned into model inputs and scored by the trainer's eval loss, which
+// follows the data's problem type; logits and loss equal transformers' on the same pairs for
+// single-label classification, regression (num_labels 1, MSE) and multi-label (float multi-hot,
+// BCE) heads (tests/fixtures/models/bert_seqcls*, tools/reference/gen_models_bert.py).
+TEST(Trainer, SentencePairsReachBertWithEveryProblemType) {
+  namespace pt = peft::train;
+  for (const char* name : {"models/bert_seqcls", "models/bert_seqcls_regression", "models/bert_seqcls_multilabel"}) {
+    SCOPED_TRACE(name);
+    const auto c = peft::test::load_case(name);
+    const std::string problem = c.meta["problem_type"];
+    const at::Tensor ids = c["input_ids"], types = c["token_type_ids"], mask = c["attention_mask"], y = c["labels"];
+    pt::Dataset d;
+    if (problem == "regression") d.label_names = {pt::kRegressionLabel};
+    else d.label_names = {"a", "b", "c"};
+    d.multi_label = problem == "multi_label_classification";
+    for (int64_t r = 0; r < ids.size(0); ++r) {
+      const int64_t n = mask[r].sum().item<int64_t>();
+      pt::Example e;
+      for (int64_t t = 0; t < n; ++t) {
+        e.input_ids.push_back(ids[r][t].item<int64_t>());
+        e.token_type_ids.push_back(types[r][t].item<int64_t>());
+      }
+      if (problem == "regression") e.label_value = y[r].item<double>();
+      else if (d.multi_label) {
+        for (int64_t k = 0; k < 3; ++k)
+          if (y[r][k].item<double>() > 0.5) e.label_set.push_back(k);
+      } else e.label = y[r].item<int64_t>();
+      d.examples.push_back(e);
+    }
+    EXPECT_EQ(pt::problem_type(d), problem);
+    const pt::Batch b = pt::collate(d, {0, 1}, 0);
+    const auto in = pt::to_model_inputs(b, pt::TaskFormat::SeqCls);
+    EXPECT_TRUE(torch::equal(in.token_type_ids, types));
+    EXPECT_TRUE(torch::equal(in.input_ids, ids));
+    EXPECT_TRUE(close(in.labels.to(at::kFloat), y.to(at::kFloat), 0.0));
+    peft::LoraConfig lc;
+    lc.target_modules = std::vector<std::string>{"query", "value"};  // B = 0: the base model's outputs
+    auto pm = peft::get_peft_model(peft::models::load_model(c.dir), lc);
+    pm->base_model().eval();
+    torch::NoGradGuard ng;
+    auto no_labels = in;
+    no_labels.labels = at::Tensor();
+    EXPECT_TRUE(close(pm->forward(no_labels).logits, c["logits"], c.atol));
+    const auto sum = pt::eval_loss_sum(*pm, d, 0, 2);
+    EXPECT_EQ(sum.tokens, 2);
+    EXPECT_TRUE(close(torch::tensor({sum.total / 2.0}, at::kDouble).to(at::kFloat), c["loss"], c.atol));
+  }
 }
 
 TEST(Trainer, LrSchedules) {

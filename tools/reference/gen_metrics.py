@@ -2,7 +2,8 @@
 """Golden values for src/train/metrics.cpp -> tests/fixtures/metrics/metrics.json.
 
 References: sacrebleu (corpus BLEU, 13a), rouge-score (rougeL), seqeval (entity P/R/F1, default
-mode), scikit-learn (accuracy, macro F1). BLEU/ROUGE inputs are real E2E NLG dev-set references
+mode), scikit-learn (accuracy, macro F1, binary F1,
+multi-label micro/macro F1 and subset accuracy, MSE), scipy (Pearson, Spearman). BLEU/ROUGE inputs are real E2E NLG dev-set references
 (CC BY-SA 4.0, see tests/fixtures/metrics/SOURCE.txt); tag sequences and class labels are made up
 here with a fixed seed.
 
@@ -20,13 +21,15 @@ import warnings
 import rouge_score
 import sacrebleu
 import seqeval
+import scipy
 import sklearn
 from rouge_score import rouge_scorer
 from rouge_score import tokenize as rouge_tokenize
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from seqeval.metrics import f1_score as seq_f1, precision_score as seq_p, recall_score as seq_r
 from seqeval.metrics.sequence_labeling import get_entities
-from sklearn.metrics import accuracy_score, f1_score
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, mean_squared_error
 
 from common import FIXTURES, write_manifest
 
@@ -207,6 +210,46 @@ def label_cases(rng):
     return cases
 
 
+def binary_cases(rng):
+    # GLUE MRPC/QQP report the F1 of the positive class (label 1).
+    specs = [("mrpc_like", [1, 0, 1, 1, 0, 1], [1, 1, 1, 0, 0, 1]), ("no_positive_pred", [1, 0, 1], [0, 0, 0]),
+             ("no_positive_at_all", [0, 0], [0, 0]), ("all_positive", [1, 1, 1], [1, 1, 0])]
+    gold = [rng.randrange(2) for _ in range(300)]
+    specs.append(("random_300", gold, [g if rng.random() < 0.7 else 1 - g for g in gold]))
+    return [{"name": n, "gold": g, "pred": p, "f1": float(f1_score(g, p, pos_label=1, average="binary", zero_division=0))}
+            for n, g, p in specs]
+
+
+def regression_cases(rng):
+    # STS-B reports Pearson and Spearman (scipy: average ranks for ties) and the loss is MSE.
+    specs = [("linear", [0.0, 1.0, 2.0, 3.0, 4.0], [0.1, 0.9, 2.2, 2.9, 4.5]),
+             ("ties", [1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 5.0], [1.5, 1.5, 2.0, 4.0, 3.0, 3.0, 6.0]),
+             ("anti", [5.0, 4.0, 3.0, 2.0], [0.0, 1.0, 1.0, 3.0])]
+    gold = [round(rng.uniform(0, 5), 1) for _ in range(200)]
+    specs.append(("stsb_like_200", gold, [round(g + rng.gauss(0, 1), 2) for g in gold]))
+    out = []
+    for name, gold, pred in specs:
+        out.append({"name": name, "gold": gold, "pred": pred, "mse": float(mean_squared_error(gold, pred)),
+                    "pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0])})
+    return out
+
+
+def multilabel_cases(rng):
+    specs = [("small", [[1, 0, 1], [0, 1, 0], [1, 1, 0]], [[1, 0, 0], [0, 1, 0], [1, 1, 0]]),
+             ("unused_label", [[1, 0, 0], [0, 1, 0]], [[1, 0, 0], [1, 1, 0]]),
+             ("empty_rows", [[0, 0], [1, 0]], [[0, 0], [0, 1]])]
+    gold = [[int(rng.random() < 0.3) for _ in range(6)] for _ in range(150)]
+    pred = [[g if rng.random() < 0.8 else 1 - g for g in row] for row in gold]
+    specs.append(("random_150x6", gold, pred))
+    out = []
+    for name, gold, pred in specs:
+        out.append({"name": name, "gold": gold, "pred": pred,
+                    "micro_f1": float(f1_score(gold, pred, average="micro", zero_division=0)),
+                    "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
+                    "subset_accuracy": float(accuracy_score(gold, pred))})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--e2e", default="/work/shared/data/e2e_nlg/devset.csv")
@@ -220,6 +263,9 @@ def main():
         "tokenize_rouge": tokrouge,
         "entity_f1": entity_cases(rng),
         "labels": label_cases(rng),
+        "binary_f1": binary_cases(rng),
+        "regression": regression_cases(rng),
+        "multi_label": multilabel_cases(rng),
         "perplexity": [{"loss": x, "expected": math.exp(x)} for x in (0.0, 0.5, 2.302585092994046, 3.7, 10.25, -0.1)],
     }
     folder = os.path.join(FIXTURES, "metrics")
@@ -229,7 +275,8 @@ def main():
         f.write("\n")
     write_manifest(folder, e2e_source=args.e2e, n_mrs=N_MRS,
                    metric_versions={"sacrebleu": sacrebleu.__version__, "rouge_score": getattr(rouge_score, "__version__", "0.1.2"),
-                                    "seqeval": getattr(seqeval, "__version__", "1.2.2"), "sklearn": sklearn.__version__})
+                                    "seqeval": getattr(seqeval, "__version__", "1.2.2"), "sklearn": sklearn.__version__,
+                                    "scipy": scipy.__version__})
     print("wrote", os.path.join(folder, "metrics.json"),
           {k: len(v) for k, v in data.items()})
 

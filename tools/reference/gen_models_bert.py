@@ -165,5 +165,7 @@ if __name__ == "__main__":
     base()
     seqcls("bert_seqcls", 3, torch.tensor([2, 0]))
     seqcls("bert_seqcls_regression", 1, torch.tensor([0.7, -1.3]))
+    # Float multi-hot labels: transformers picks multi_label_classification (BCE with logits).
+    seqcls("bert_seqcls_multilabel", 3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
     tokcls()
     pretraining()

@@ -61,6 +61,11 @@ struct DataOptions {
   /// SeqCls/TokenCls label set; empty = collect from data (sorted; numerically when all are integers).
   /// SeqCls: a value not in the set is accepted as an integer index in range. {"__regression__"} = float labels.
   std::vector<std::string> label_names;
+  /// SeqCls multi-label classification (transformers' problem_type multi_label_classification):
+  /// label_column holds any number of label names, as a JSON list (["sports", "politics"], from a
+  /// JSON file's list value or its text) or separated by ';' ("sports;politics"; spaces around a
+  /// name are trimmed); "" and [] mean no label. Labels become float multi-hot rows.
+  bool multi_label = false;
   /// Truncation (keeps the start and the tokenizer's special tokens; pairs: longest_first; for
   /// prompt+completion keeps the end of the completion, dropping tokens from the start of the prompt).
   int64_t max_length = 512;
@@ -77,12 +82,14 @@ struct DataOptions {
 
 /// A tokenised example; labels use -100 for positions without loss.
 /// CausalLM/TokenCls: labels align with input_ids. Seq2Seq: labels are the target ids and
-/// decoder_input_ids the shifted target. SeqCls: `label` (class index) or `label_value` (regression).
+/// decoder_input_ids the shifted target. SeqCls: `label` (class index), `label_value` (regression)
+/// or `label_set` (multi-label: the indices of the example's labels, sorted).
 struct Example {
-  std::vector<int64_t> input_ids, labels, token_type_ids, decoder_input_ids;
+  std::vector<int64_t> input_ids, labels, token_type_ids, decoder_input_ids, label_set;
   int64_t label = -100;
   double label_value = 0;
   int64_t task = -1;  ///< multi-task data (merge_tasks): index into Dataset::tasks
+  int64_t source = -1;  ///< the row (build_dataset) or sentence (build_token_dataset) it was built from
 };
 /// One task of a multi-task classification dataset: its classes are label_names[label_offset,
 /// label_offset + num_labels) of the joined set, and its head is that slice of the classifier.
@@ -96,9 +103,14 @@ struct Dataset {
   std::vector<Example> examples;
   std::vector<std::string> label_names;
   std::vector<TaskSpan> tasks;  ///< empty unless the data joins several tasks (merge_tasks)
+  bool multi_label = false;     ///< SeqCls multi-label data (examples carry label_set)
   int64_t skipped = 0;
   std::vector<std::string> skipped_reasons;  ///< "file:line: message", one per skipped row
 };
+/// The problem type of a SeqCls dataset, as transformers names it: "regression" (label_names ==
+/// {"__regression__"}), "multi_label_classification" or "single_label_classification".
+std::string problem_type(const Dataset& d);
+
 /// Tokenises rows for opt.task (CausalLM, SeqCls or Seq2Seq; TokenCls needs build_token_dataset).
 Dataset build_dataset(const std::vector<Row>& rows, const io::Tokenizer& tok, const DataOptions& opt);
 /// Labels aligned to sub-tokens: first piece gets the tag id, continuation pieces -100, special tokens
@@ -123,13 +135,15 @@ std::vector<std::vector<int64_t>> make_batches(const Dataset& d, int64_t batch_s
 /// right padding; labels padded with -100, attention_mask 0 on padding, token_type_ids 0 on padding).
 /// labels/token_type_ids are empty when no example has them. Seq2Seq: labels and decoder_input_ids are
 /// rows x decoder_cols (decoder_input_ids padded with pad_id). seq_labels (class indices) is filled for
-/// SeqCls classification, seq_values for regression (label_names == {"__regression__"}); otherwise empty.
+/// SeqCls classification, seq_values for regression (label_names == {"__regression__"}), seq_multi_hot
+/// for multi-label data (rows x label_names.size(), 0/1); otherwise empty.
 struct Batch {
   int64_t rows = 0, cols = 0;
   std::vector<int64_t> input_ids, attention_mask, labels, token_type_ids, decoder_input_ids;
   int64_t decoder_cols = 0;
   std::vector<int64_t> seq_labels;
   std::vector<double> seq_values;
+  std::vector<float> seq_multi_hot;
   std::vector<int64_t> seq_tasks;  ///< multi-task data: each row's task index; empty otherwise
   int64_t n_tokens = 0;        ///< non-padding input tokens (sum of attention_mask)
   int64_t n_label_tokens = 0;  ///< label positions != -100 (before any causal shift)

@@ -14,9 +14,10 @@
 
 namespace peft::train {
 
-/// The rows of a file as read and the dataset built from them.
+/// The rows (or, token_cls, the sentences) of a file as read and the dataset built from them.
 struct LoadedSplit {
   std::vector<Row> rows;
+  std::vector<TaggedSentence> sentences;
   Dataset data;
 };
 

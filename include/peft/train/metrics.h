@@ -18,6 +18,27 @@ double accuracy(const std::vector<int64_t>& pred, const std::vector<int64_t>& go
 /// the per-label F1 over the union of labels present in gold and pred, in [0, 1].
 double macro_f1(const std::vector<int64_t>& pred, const std::vector<int64_t>& gold);
 
+/// sklearn.metrics.f1_score(gold, pred, pos_label=positive, average="binary", zero_division=0): the
+/// F1 of the positive class, as GLUE reports it for MRPC and QQP, in [0, 1].
+double binary_f1(const std::vector<int64_t>& pred, const std::vector<int64_t>& gold, int64_t positive = 1);
+
+/// sklearn.metrics.mean_squared_error(gold, pred).
+double mean_squared_error(const std::vector<double>& pred, const std::vector<double>& gold);
+/// scipy.stats.pearsonr(pred, gold)[0]; NaN when either input is constant (scipy warns and returns NaN).
+double pearson(const std::vector<double>& pred, const std::vector<double>& gold);
+/// scipy.stats.spearmanr(pred, gold)[0]: Pearson of the ranks, tied values getting their average rank.
+double spearman(const std::vector<double>& pred, const std::vector<double>& gold);
+
+/// Multi-label scores over 0/1 indicator rows (one row per example, one column per label), as
+/// sklearn computes them on indicator matrices with zero_division=0: micro F1 (tp, fp, fn summed
+/// over all cells), macro F1 (mean over every column, a column with no gold and no predicted 1
+/// counting 0) and subset accuracy (accuracy_score: the fraction of rows predicted exactly).
+struct MultiLabelScores {
+  double micro_f1 = 0, macro_f1 = 0, subset_accuracy = 0;
+};
+MultiLabelScores multi_label_scores(const std::vector<std::vector<int64_t>>& pred,
+                                    const std::vector<std::vector<int64_t>>& gold);
+
 /// Entity-level scores (micro-averaged over entity types).
 struct EntityScores {
   double precision = 0, recall = 0, f1 = 0;

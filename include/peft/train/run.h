@@ -28,6 +28,14 @@ struct RunResult {
 /// Runs `c` (resuming from a checkpoint folder when `resume` is set), printing progress to stdout.
 RunResult run_training(const RunConfig& c, const std::string& resume = "");
 
+/// What `peft eval` does: the model with adapter c.adapter (none: the base model, for causal_lm and
+/// seq2seq) on c.eval_file — eval_loss as the trainer computes it, and the task metrics as the end
+/// of run_training reports them (task_metrics in train/evaluate.h), printed and returned. A
+/// classification adapter's task.json (written by run_training) gives the trained label set.
+/// With `predictions_path`, one JSON object per example per line (input, gold, prediction,
+/// probabilities or scores), written atomically.
+nlohmann::json run_evaluation(const RunConfig& c, const std::string& predictions_path = "");
+
 /// The run's model: the base with the task's head (classification heads sized for `num_labels`
 /// when config.json says otherwise, as transformers initialises a new head), 4-bit or GGUF as
 /// the config says. `pad_id` is the padding id decoder-only classifiers pool with.

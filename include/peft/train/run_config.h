@@ -38,6 +38,12 @@ struct RunConfig {
   /// Without eval_file: the last this-percent of train_file's rows is the evaluation set (HF run_*'s
   /// validation_split_percentage) and the rest the training set.
   int64_t validation_split_percentage = 0;
+  /// seq_cls, as transformers' config: problem_type "regression" (float labels, MSE; also chosen
+  /// by num_labels 1), "multi_label_classification" (label_column holds several names, BCE) or
+  /// "single_label_classification"; "" = single-label unless num_labels is 1. num_labels 0 = the
+  /// training data's label count.
+  std::string problem_type;
+  int64_t num_labels = 0;
   int64_t eval_generate = 0, max_new_tokens = 48;
   bool skip_bad_rows = false;
   double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
@@ -54,6 +60,9 @@ struct RunConfig {
 
   /// The task type of `task` (causal_lm -> CAUSAL_LM, ...).
   TaskType task_type() const;
+  /// problem_type as the run uses it: "regression", "multi_label_classification" or
+  /// "single_label_classification" for seq_cls; "" for other tasks.
+  std::string problem() const;
   /// The model loader's options (4-bit base, GGUF dequantisation).
   models::LoadOptions load_options() const;
 };

@@ -65,6 +65,22 @@ struct EvalResult {
   int64_t tokens = 0;
 };
 
+/// The eval loss of `model` on `d` as Trainer::evaluate computes it: batches of `batch_size` in
+/// order, each batch's mean loss weighted by its loss tokens (rows for sequence classification,
+/// whose loss follows the data's problem type); with `world` > 1 this rank takes every world-th
+/// batch. Returns the weighted sum and the weight (the caller reduces over ranks and divides).
+struct LossSum {
+  double total = 0;
+  int64_t tokens = 0;
+};
+LossSum eval_loss_sum(PeftModel& model, const Dataset& d, int64_t pad, int64_t batch_size, int rank = 0,
+                      int world = 1);
+
+/// The training loss logged at optimizer step `step` (1-based), as transformers' Trainer logs it:
+/// the mean of the step losses since the previous logging step (the last multiple of
+/// logging_steps before `step`), not the loss of `step` alone.
+double logged_train_loss(const std::vector<double>& step_losses, int64_t step, int64_t logging_steps);
+
 /// The learning-rate multiplier at optimizer step `step` (0-based), as transformers'
 /// get_scheduler builds it.
 double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t total);
