@@ -62,10 +62,8 @@ set_source_files_properties(${S}/quant/ggml_cpu.cpp PROPERTIES COMPILE_OPTIONS -
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
   ${I}/train/data.h ${I}/train/sampler.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
-  ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gemma.h ${I}/models/gpt2.h ${I}/models/bert.h
-  ${I}/models/t5.h ${I}/tuners/target_match.h
-  ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gpt2.h ${I}/models/bert.h
-  ${I}/models/t5.h ${I}/models/phi3.h ${I}/tuners/target_match.h
+  ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gemma.h ${I}/models/gpt2.h
+  ${I}/models/bert.h ${I}/models/t5.h ${I}/models/phi3.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/quant/ggml_cpu.h ${I}/export/gguf.h)
 list(FILTER PEFT_TIER0_HEADERS EXCLUDE REGEX "(tensor_fwd|tensor_bridge|runtime_torch)\\.h$")
 

@@ -3,9 +3,8 @@
     build/peft convert models/stories260K/stories260K.bin /tmp/s260_lora --tokenizer models/stories260K/tok512.bin
     /root/peft-venv/bin/python tools/reference/gen_lora.py /tmp/s260_lora [GROUP ...]
 
-GROUP is any of llama, other, family, weighted, mixed, errors (default: all). The script re-executes itself
-GROUP is any of llama, other, gemma, weighted, mixed, errors (default: all). The script re-executes itself
-GROUP is any of llama, other, weighted, mixed, errors, phi3 (default: all). The script re-executes itself
+GROUP is any of llama, other, family, gemma, phi3, encoders, weighted, mixed, errors (default: all). The
+script re-executes itself
 with PYTHONHASHSEED=0 (PEFT saves target_modules from a set, so its order follows the string hash).
 
 Each case folder holds
@@ -463,9 +462,6 @@ def error_cases():
                {}, None)
 
 
-ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "weighted": weighted_cases,
-       "mixed": mixed_case, "errors": error_cases}
-ALL = {"llama": llama_cases, "other": other_cases, "gemma": gemma_cases, "weighted": weighted_cases, "mixed": mixed_case,
 def encoder_cases():
     kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
     standard("roberta_seqcls", "models/roberta_seqcls", "SEQ_CLS", 116, dict(kw),
@@ -482,8 +478,6 @@ def encoder_cases():
              "q_lin, v_lin are given; 'classifier' is a modules_to_save copy, pre_classifier stays frozen.")
 
 
-ALL = {"llama": llama_cases, "other": other_cases, "encoders": encoder_cases, "weighted": weighted_cases, "mixed": mixed_case,
-       "errors": error_cases}
 def phi3_cases():
     kw = dict(r=4, lora_alpha=8, lora_dropout=0.0)
     # PEFT has no phi3 entry in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: target_modules
@@ -500,8 +494,8 @@ def phi3_cases():
              "No default target modules for model_type phi3 in PEFT.")
 
 
-ALL = {"llama": llama_cases, "other": other_cases, "weighted": weighted_cases, "mixed": mixed_case,
-       "errors": error_cases, "phi3": phi3_cases}
+ALL = {"llama": llama_cases, "other": other_cases, "family": family_cases, "gemma": gemma_cases, "phi3": phi3_cases,
+       "encoders": encoder_cases, "weighted": weighted_cases, "mixed": mixed_case, "errors": error_cases}
 
 
 def main(argv):

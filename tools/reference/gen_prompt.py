@@ -66,7 +66,7 @@ METHODS = {
     "prefix": (PrefixTuningConfig, {}),
     "prefix_proj": (PrefixTuningConfig, {"prefix_projection": True, "encoder_hidden_size": 20}),
 }
-# (base, method, generate?)
+# (base, method, generate?[, seed]); without a seed, case i is seeded 100 + i
 CASES = [
     ("llama_causal", "prompt", True), ("llama_causal", "ptuning_mlp", True), ("llama_causal", "ptuning_lstm", False),
     ("llama_causal", "prefix", True), ("llama_causal", "prefix_proj", False),
@@ -82,15 +82,15 @@ CASES = [
     ("bert_tokcls", "ptuning_lstm", False), ("t5_seq2seq", "ptuning_lstm", False), ("t5_seq2seq", "prefix_proj", True),
     # Llama family (4-slot sliding windows): the prefix / virtual tokens leave the window while generating.
     ("qwen2_causal", "prefix", True), ("qwen3_causal", "ptuning_mlp", True), ("mistral_causal", "prompt", True),
-    ("gemma2_causal", "prefix", True),
-    ("phi3_causal", "prefix", True),
-    ("roberta_seqcls", "prefix", False), ("roberta_tokcls", "prefix", False),
+    ("gemma2_causal", "prefix", True, 128),
+    ("phi3_causal", "prefix", True, 128),
+    ("roberta_seqcls", "prefix", False, 128), ("roberta_tokcls", "prefix", False, 129),
     # PEFT has no P-Tuning v2 for DistilBERT (its forward takes no past_key_values: PEFT raises "Model
     # does not support past key values which are required for prefix tuning"); its prompt methods
     # need token_dim and num_attention_heads given (config.json says dim, n_heads).
     # distilbert_seqcls is left out until modules_to_save matches PEFT's plain suffix rule (PEFT's
     # SEQ_CLS "classifier" also wraps DistilBERT's "pre_classifier").
-    ("distilbert_tokcls", "ptuning_mlp", False),
+    ("distilbert_tokcls", "ptuning_mlp", False, 130),
 ]
 # Config fields PEFT cannot read from the model's config.json.
 EXTRA = {"distilbert": {"token_dim": 32, "num_attention_heads": 4}}
@@ -217,10 +217,10 @@ def main():
         if not args:
             return
     wanted = set(args)
-    for i, (base, method, gen) in enumerate(CASES):
+    for i, (base, method, gen, *seed) in enumerate(CASES):
         if wanted and case_name(base, method) not in wanted:
             continue
-        make_case(base, method, gen, seed=100 + i)
+        make_case(base, method, gen, seed=seed[0] if seed else 100 + i)
 
 
 if __name__ == "__main__":
