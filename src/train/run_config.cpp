@@ -143,6 +143,7 @@ const std::map<std::string, std::set<std::string>>& method_keys() {
     for (const auto& row : tuner_rows()) {
       const auto cfg = row.make_config();
       const json j = cfg->to_json();
+      m[row.name];  // a method may have no keys of its own (full)
       for (auto it = j.begin(); it != j.end(); ++it)
         if (it.key() != "peft_type" && it.key() != "task_type" && it.key() != "base_model_name_or_path" &&
             it.key() != "revision" && it.key() != "inference_mode")

@@ -87,10 +87,10 @@ void PeftModel::setup_modules_to_save(const std::string& name, std::optional<std
   for (const auto& item : base_->named_modules("", false)) {
     const std::string& mod = item.key();
     bool hit = false;
+    // PEFT's _set_trainable: a plain `key.endswith(name)`, so SEQ_CLS's "classifier" also takes
+    // DistilBERT's "pre_classifier" (and PEFT's adapters save it).
     for (const auto& s : *modules)
-      hit = hit || mod == s ||
-            (mod.size() > s.size() && mod.compare(mod.size() - s.size(), s.size(), s) == 0 &&
-             mod[mod.size() - s.size() - 1] == '.');
+      hit = hit || (mod.size() >= s.size() && mod.compare(mod.size() - s.size(), s.size(), s) == 0);
     if (!hit) continue;
     auto& e = mts_->modules[mod];
     if (e.params.empty()) {

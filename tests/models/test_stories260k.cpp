@@ -1,5 +1,6 @@
 // The bundled stories260K: converted from llama2.c, loaded, and checked against transformers'
 // LlamaForCausalLM on the same folder (tools/reference/gen_stories260k.py).
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -52,7 +53,7 @@ TEST_F(Stories260K, LogitsMatchTransformers) {
   b.input_ids = exp("batch_ids");
   b.attention_mask = exp("batch_mask");
   const at::Tensor bl = model().forward(b).logits;
-  // fp64 reference (SDPA semantics: padded query rows attend nowhere): 1e-5. At |logit| up to
+  // fp64 reference (SDPA semantics: padded query rows attend nowhere). At |logit| up to
   // 17.4 this is the fp32 rounding floor: transformers' own fp32 logits are 1.11e-5 (eager, real
   // positions) and 1.51e-5 (SDPA) from these values, the plain-ATen path here 1.12e-5, the fused
   // kernels 0.92e-5; reordering any sum moves these by a few 1e-6.
@@ -63,7 +64,10 @@ TEST_F(Stories260K, LogitsMatchTransformers) {
   std::cout << "[stories260K] padded batch logits, max |diff| to fp64: "
             << (bl.to(at::kDouble) - exact).abs().max().item<double>() << " (transformers eager " << eager
             << ", SDPA " << sdpa << ")\n";
-  EXPECT_TRUE(close(bl, exp("batch_logits_fp64"), 1e-5));
+  // No further from the exact values than transformers' own fp32 results are: which GEMM kernel
+  // (OpenBLAS core type, MKL) and how many threads set the summation order, and with it whether
+  // this lands at 0.9e-5 or 1.2e-5.
+  EXPECT_TRUE(close(bl, exp("batch_logits_fp64"), std::max(eager, sdpa)));
   // Real (unpadded) positions against eager; padded query rows follow SDPA (zero attention).
   EXPECT_TRUE(close(bl.masked_select(real), exp("batch_logits").masked_select(real), 2e-5));
   EXPECT_TRUE(close(bl, exp("batch_logits_sdpa"), 2e-5));

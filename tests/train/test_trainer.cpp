@@ -18,6 +18,7 @@
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
 #include "peft/tuners/full/config.h"
+#include "peft/tuners/registry.h"
 #include "peft/tuners/lora/config.h"
 
 extern char** environ;
@@ -345,7 +346,7 @@ TEST(Trainer, FullFineTuningMatchesTorchAdamWWithTrainersDecayGroups) {
   torch::NoGradGuard ng;
   peft::models::ModelInputs in;
   in.input_ids = torch::tensor({{5, 17, 33, 9, 41}});
-  s.pm->eval();
+  s.pm->base_model().eval();
   EXPECT_TRUE(close(reloaded->forward(in).logits, s.pm->forward(in).logits, 1e-6));
   peft::test::expect_throw_with<peft::FormatError>([&] { peft::load_peft_config(r.adapter_dir); },
                                                    {"model folder", "use it as the model"});

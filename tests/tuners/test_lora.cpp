@@ -53,7 +53,7 @@ std::string peft_param_name(const std::string& ours, const std::vector<std::stri
     const std::string mod = ours.substr(0, ours.size() - b.size());
     if (std::find(adapted.begin(), adapted.end(), mod) != adapted.end()) return mod + ".base_layer.bias";
   }
-  for (const char* head : {"score.", "classifier."})
+  for (const char* head : {"score.", "classifier.", "pre_classifier."})
     if (ours.rfind(head, 0) == 0) return std::string(head) + "modules_to_save.default." + ours.substr(std::strlen(head));
   return ours;
 }

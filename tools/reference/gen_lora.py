@@ -468,14 +468,11 @@ def encoder_cases():
              ["roberta.encoder.layer.0.attention.self.query", "roberta.encoder.layer.1.attention.self.value"],
              "RoBERTa default targets query, value; SEQ_CLS makes the RobertaClassificationHead 'classifier' "
              "(dense + out_proj) a modules_to_save copy (base_model.model.classifier.{dense,out_proj}.*).")
-    # Not generated yet: PEFT's SEQ_CLS modules_to_save ["classifier", "score"] also wraps DistilBERT's
-    # "pre_classifier" (PEFT matches module names by plain suffix), which our modules_to_save does not.
-    if os.environ.get("PEFT_GEN_DISTILBERT_SEQCLS") != "1":
-        return
     standard("distilbert_seqcls", "models/distilbert_seqcls", "SEQ_CLS", 117, dict(kw, target_modules=["q_lin", "v_lin"]),
              ["distilbert.transformer.layer.0.attention.q_lin", "distilbert.transformer.layer.1.attention.v_lin"],
              "PEFT has no default target modules for distilbert (target_modules None is an error there), so "
-             "q_lin, v_lin are given; 'classifier' is a modules_to_save copy, pre_classifier stays frozen.")
+             "q_lin, v_lin are given; PEFT's SEQ_CLS modules_to_save 'classifier' matches by plain suffix, so "
+             "'pre_classifier' is a modules_to_save copy as well as 'classifier'.")
 
 
 def phi3_cases():

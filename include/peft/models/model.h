@@ -98,7 +98,8 @@ struct LlamaCppNumericsWeights {
 class PretrainedModel : public torch::nn::Module {
  public:
   virtual ModelOutput forward(const ModelInputs& in) = 0;
-  /// Word embeddings only (no positions, no scaling): what prompt methods prepend to.
+  /// Word embeddings as the model's get_input_embeddings() gives them (no positions; Gemma's sqrt(hidden)
+  /// scaling included): what prompt methods prepend to.
   virtual at::Tensor embed(const at::Tensor& input_ids) = 0;
   /// The word-embedding table [vocab, hidden].
   virtual at::Tensor word_embeddings() = 0;
