@@ -34,11 +34,10 @@ struct Setup {
   peft::train::TrainingArguments args;
 };
 
-Setup setup(const std::string& out) {
-  const auto g = peft::test::load_case("train/trajectory");
+/// The data and TrainingArguments of a trajectory fixture (`case_name` under train/).
+Setup trajectory_run(const std::string& case_name, const std::string& out) {
+  const auto g = peft::test::load_case("train/" + case_name);
   Setup s;
-  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
-  s.pm = peft::PeftModel::from_pretrained(base, g.dir + "/init", "default", /*is_trainable=*/true);
   for (const auto& seq : g.meta["sequences"]) {
     peft::train::Example e;
     e.input_ids = seq.get<std::vector<int64_t>>();
@@ -56,6 +55,14 @@ Setup setup(const std::string& out) {
   s.args.shuffle = false;
   s.args.logging_steps = 1;
   s.args.progress_bar = false;
+  return s;
+}
+
+Setup setup(const std::string& out) {
+  Setup s = trajectory_run("trajectory", out);
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  s.pm = peft::PeftModel::from_pretrained(base, peft::test::load_case("train/trajectory").dir + "/init", "default",
+                                          /*is_trainable=*/true);
   return s;
 }
 
@@ -290,35 +297,11 @@ TEST(Trainer, EveryTaskHeadTrains) {
 namespace {
 
 // method full: the trainer on every parameter of models/llama_causal (train/trajectory_full).
-struct FullSetup {
-  std::shared_ptr<peft::PeftModel> pm;
-  peft::train::Dataset data;
-  peft::train::TrainingArguments args;
-};
-
-FullSetup full_setup(const std::string& out) {
-  const auto g = peft::test::load_case("train/trajectory_full");
-  FullSetup s;
+Setup full_setup(const std::string& out) {
+  Setup s = trajectory_run("trajectory_full", out);
   peft::FullConfig cfg;
   cfg.task_type = peft::TaskType::CausalLM;
   s.pm = peft::get_peft_model(peft::models::load_model(peft::test::fixture("models/llama_causal")), cfg);
-  for (const auto& seq : g.meta["sequences"]) {
-    peft::train::Example e;
-    e.input_ids = seq.get<std::vector<int64_t>>();
-    e.labels = e.input_ids;
-    s.data.examples.push_back(e);
-  }
-  s.args.output_dir = out;
-  s.args.learning_rate = g.meta["learning_rate"];
-  s.args.warmup_steps = g.meta["warmup_steps"];
-  s.args.max_steps = g.meta["steps"];
-  s.args.per_device_train_batch_size = g.meta["batch_size"];
-  s.args.max_grad_norm = g.meta["max_grad_norm"];
-  s.args.weight_decay = g.meta["weight_decay"];
-  s.args.lr_scheduler_type = g.meta["lr_scheduler_type"];
-  s.args.shuffle = false;
-  s.args.logging_steps = 1;
-  s.args.progress_bar = false;
   return s;
 }
 
