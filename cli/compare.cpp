@@ -18,10 +18,12 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "commands.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/runtime.h"
 #include "peft/train/plot.h"
 #include "peft/train/run_config.h"
 #include "peft/core/strings.h"
@@ -116,7 +118,7 @@ double metric(const nlohmann::json& r, const char* group, const std::string& key
 }
 
 void run_compare(const std::string& cfg_path, std::vector<std::string> methods, std::string out,
-                 const std::vector<std::string>& overrides) {
+                 const std::vector<std::string>& overrides, bool report_only) {
   PEFT_CHECK(fs::exists(cfg_path), ConfigError, "[config] ", cfg_path, ": no such file");
   YAML::Node root;
   try {
@@ -168,9 +170,23 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     write_file_atomic(base_cfg, std::string(e.c_str()) + "\n");
   }
 
+  const std::string machine = cpu_model_name(), load0 = load_average();
   std::vector<Outcome> rows;
   for (const auto& m : methods) {
     const fs::path dir = fs::path(out) / m;
+    if (report_only) {  // the table and chart from the runs already in `out`
+      Outcome o;
+      o.method = m;
+      const fs::path res = dir / "results.json";
+      if (fs::exists(res)) {
+        o.results = nlohmann::json::parse(read_file(res.string()));
+        o.peak_rss_mb = o.results.value("peak_rss_mb", NAN);
+      } else {
+        o.error = "no " + res.string();
+      }
+      rows.push_back(std::move(o));
+      continue;
+    }
     fs::remove_all(dir);
     fs::create_directories(dir);
     const auto variant = kPlacementVariants.find(m);
@@ -209,7 +225,7 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
                    [](const std::string& a, const std::string& b) { return a == "eval_loss" && b != "eval_loss"; });
 
   std::ostringstream md;
-  md << "| method | trainable params | trainable % | peak RSS (MB) | train tokens/s";
+  md << "| method | trainable params | trainable % | peak RSS (MB) | train tokens/s | tokens/CPU-s";
   for (const auto& n : metric_names) md << " | " << n << " (before → after)";
   md << " |\n|---|---:|---:|---:|---:";
   for (std::size_t i = 0; i < metric_names.size(); ++i) md << "|---:";
@@ -220,15 +236,16 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
   for (const auto& r : rows) {
     labels.push_back(r.method);
     if (!r.error.empty()) {
-      md << "| " << r.method << " | failed: " << r.error << " |" << std::string(3 + metric_names.size(), '|') << "\n";
+      md << "| " << r.method << " | failed: " << r.error << " |" << std::string(4 + metric_names.size(), '|') << "\n";
       for (auto& p : panels) p.values.push_back(NAN);
       continue;
     }
     const double trainable = r.results.value("trainable_params", 0.0), all = r.results.value("all_params", 0.0);
     const double pct = all > 0 ? 100.0 * trainable / all : NAN;
     const double tps = r.results.value("train_tokens_per_second", NAN);
+    const double cps = r.results.value("train_tokens_per_cpu_second", NAN);
     md << "| " << r.method << " | " << static_cast<int64_t>(trainable) << " | " << fmt(pct, 4) << " | "
-       << fmt(r.peak_rss_mb, 0) << " | " << fmt(tps, 0);
+       << fmt(r.peak_rss_mb, 0) << " | " << fmt(tps, 0) << " | " << fmt(cps, 0);
     panels[0].values.push_back(pct);
     panels[1].values.push_back(r.peak_rss_mb);
     panels[2].values.push_back(tps);
@@ -241,15 +258,22 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     md << " |\n";
   }
   const std::string table = md.str();
+  // Where and how loaded: each run records its CPU and the load average when it ended.
+  std::string machine_line = "Machine: " + machine + ", " + std::to_string(std::thread::hardware_concurrency()) +
+                             " logical CPUs; load average (1/5/15 min) at the end of each run:";
+  for (const auto& r : rows)
+    machine_line += " " + r.method + " " + (r.results.is_object() ? r.results.value("load_average", std::string("n/a")) : "n/a") + ";";
+  if (!report_only) machine_line += " before the first: " + load0 + ".";
   write_file_atomic((fs::path(out) / "compare.md").string(),
                     "# peft compare\n\nConfig: `" + cfg_path + "` (as run: `" + base_cfg + "`). One `peft train` "
                     "process per method; peak RSS is the process's maximum resident set; tokens/s counts "
-                    "non-padding training tokens over the optimizer-step time.\n\n" + table);
+                    "non-padding training tokens over the optimizer-step time (wall clock), tokens/CPU-s over "
+                    "the CPU time of all the process's threads in those steps.\n\n" + machine_line + "\n\n" + table);
   train::write_bar_chart_png((fs::path(out) / "compare.png").string(), labels, panels, "peft compare: " + cfg_path);
   std::cout << "\n" << table << "\ntable: " << (fs::path(out) / "compare.md").string()
             << "\nchart: " << (fs::path(out) / "compare.png").string() << "\n";
   for (const auto& r : rows)
-    PEFT_CHECK(r.error.empty(), std::runtime_error, "[compare] method '", r.method, "' failed: ", r.error,
+    PEFT_CHECK(report_only || r.error.empty(), std::runtime_error, "[compare] method '", r.method, "' failed: ", r.error,
                " (see ", (fs::path(out) / r.method / "train.log").string(), ")");
 }
 
@@ -261,6 +285,7 @@ void add_compare_command(CLI::App& app) {
   struct A {
     std::string config, methods, out;
     std::vector<std::string> overrides;
+    bool report_only = false;
   };
   auto a = std::make_shared<A>();
   cmd->add_option("config", a->config,
@@ -271,12 +296,15 @@ void add_compare_command(CLI::App& app) {
   cmd->add_option("--methods", a->methods,
                   "Comma-separated subset of lora,adalora,qlora,prefix_tuning,p_tuning,prompt_tuning,p_tuning_v2");
   cmd->add_option("--out", a->out, "Output folder (default: compare.output_dir, else ./compare)");
+  cmd->add_flag("--report-only", a->report_only,
+                "Train nothing: rewrite the table and chart from the methods' results.json already in the output "
+                "folder (e.g. after running methods one at a time with --methods)");
   cmd->callback([a] {
     std::vector<std::string> methods;
     std::stringstream ss(a->methods);
     for (std::string m; std::getline(ss, m, ',');)
       if (!m.empty()) methods.push_back(m);
-    run_compare(a->config, methods, a->out, a->overrides);
+    run_compare(a->config, methods, a->out, a->overrides, a->report_only);
   });
 }
 

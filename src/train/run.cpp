@@ -2,8 +2,10 @@
 #include "peft/train/run.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/nn/module.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -31,6 +33,12 @@ namespace peft::train {
 namespace fs = std::filesystem;
 
 namespace {
+
+// An environment variable's value, "" when unset (for the run's summary).
+std::string env_or(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
 
 // The tensors an adapter folder supplies for the base model's own modules (modules_to_save
 // copies such as classifier.weight), as base-model keys.
@@ -246,8 +254,14 @@ RunResult run_training(const RunConfig& c, const std::string& resume) {
                  {"train_loss", res.train_loss},
                  {"train_tokens", res.train_tokens},
                  {"train_seconds", res.train_seconds},
+                 {"train_cpu_seconds", res.train_cpu_seconds},
                  {"train_tokens_per_second", res.train_seconds > 0 ? res.train_tokens / res.train_seconds : 0.0},
+                 {"train_tokens_per_cpu_second", res.train_cpu_seconds > 0 ? res.train_tokens / res.train_cpu_seconds : 0.0},
                  {"peak_rss_mb", peak_rss_mb()},
+                 {"cpu", cpu_model_name()},
+                 {"load_average", load_average()},
+                 {"threads", {{"libtorch", at::get_num_threads()}, {"OPENBLAS_NUM_THREADS", env_or("OPENBLAS_NUM_THREADS")},
+                              {"OMP_NUM_THREADS", env_or("OMP_NUM_THREADS")}}},
                  {"metrics", after},
                  {"metrics_before", before}};
   write_file_atomic((fs::path(c.args.output_dir) / "results.json").string(), out.summary.dump(1) + "\n");

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 
 #include "peft/core/check.h"
@@ -296,12 +297,14 @@ TrainResult Trainer::train(const std::string& resume_from) {
     const auto batches = sampler.rank_batches(s_->train, run.epoch, run.order_batch, run.epoch_start);
     while (run.step < run.total && run.batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
       const auto t0 = Clock::now();
+      const std::clock_t c0 = std::clock();  // CPU time of every thread of the process
       const double lr = schedule.lr_at(run.step);
       detail::set_learning_rate(*s_->opt, lr);
       const State::Step st = s_->optimizer_step(batches, run.batch_pos, task, run.step + 1);
       run.batch_pos += a.gradient_accumulation_steps;
       ++run.step;
       res.train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+      res.train_cpu_seconds += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
       res.train_tokens += st.tokens;
       run.step_losses.push_back(st.loss);
       s_->progress.add_train_loss(run.step, st.loss);

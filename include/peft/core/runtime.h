@@ -22,4 +22,9 @@ RuntimeInfo init_runtime(int threads = 0);
 /// getrusage's ru_maxrss it starts afresh at exec, so a child of a large parent reports its own peak.
 double peak_rss_mb();
 
+/// The CPU's model name (/proc/cpuinfo; "unknown CPU" where unavailable) and the 1/5/15-minute
+/// load averages ("0.52 / 0.61 / 0.70"; "n/a"): timings are reported with both.
+std::string cpu_model_name();
+std::string load_average();
+
 }  // namespace peft

@@ -57,6 +57,7 @@ struct TrainResult {
   std::string adapter_dir;          ///< where the final adapter was saved
   int64_t train_tokens = 0;         ///< tokens (padding excluded) fed to training in this call
   double train_seconds = 0;         ///< time in optimizer steps (no evaluation, no checkpoints)
+  double train_cpu_seconds = 0;     ///< CPU time of the process (all threads) in those steps
 };
 
 struct EvalResult {
