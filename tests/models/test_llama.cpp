@@ -129,6 +129,17 @@ TEST(Runtime, OpenBlasServesGemm) {
   EXPECT_NE(info.blas_library.find("openblas"), std::string::npos) << info.blas_library;
 }
 
+TEST(Runtime, BlasCoretypeAdviceOnlyForGenericKernelsOnAvxCpus) {
+  // OpenBLAS 0.3.21 on a recent Xeon: generic Prescott kernels although the CPU has AVX-512.
+  EXPECT_EQ(peft::advise_blas_coretype("Prescott", true, true), "SkylakeX");
+  EXPECT_EQ(peft::advise_blas_coretype("Prescott", true, false), "Haswell");
+  EXPECT_EQ(peft::advise_blas_coretype("Sandybridge", true, false), "Haswell");
+  EXPECT_EQ(peft::advise_blas_coretype("Prescott", false, false), "");  // an old CPU: Prescott is right
+  EXPECT_EQ(peft::advise_blas_coretype("Haswell", true, true), "");     // recognised kernels are kept
+  EXPECT_EQ(peft::advise_blas_coretype("Zen", true, true), "");
+  EXPECT_EQ(peft::advise_blas_coretype("", true, true), "");            // not OpenBLAS (MKL in the wheel)
+}
+
 TEST(Runtime, PeakRssSeesTouchedMemory) {
   // The current resident set (the high-water mark may be higher from earlier tests in this process).
   double before = 0;

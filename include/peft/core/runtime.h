@@ -9,7 +9,20 @@ struct RuntimeInfo {
   std::string blas_library;  ///< shared object that provides sgemm_ ("" when unknown)
   bool reference_blas = false;
   int intra_op_threads = 1;
+  std::string blas_core;     ///< OpenBLAS's kernel family ("Haswell", "SkylakeX", ...); "" when not OpenBLAS
 };
+
+/// The OPENBLAS_CORETYPE that suits a CPU when OpenBLAS's kernel family `core` is a generic
+/// pre-AVX2 one although the CPU has AVX2 + FMA ("Haswell") or AVX-512 F/CD/BW/DQ/VL
+/// ("SkylakeX"); "" otherwise. OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and
+/// falls back to its SSE3 "Prescott" kernels, which run fp32 GEMM 2-4x slower.
+std::string advise_blas_coretype(const std::string& core, bool avx2_fma, bool avx512);
+
+/// advise_blas_coretype for this process (OpenBLAS's openblas_get_corename, the CPU's flags); ""
+/// when the BLAS is not OpenBLAS, when OPENBLAS_CORETYPE is already set, or when nothing is wrong.
+/// The CLI restarts itself with this OPENBLAS_CORETYPE (unless PEFT_KEEP_BLAS_CORE is set);
+/// init_runtime warns programs that link the library.
+std::string blas_coretype_advice();
 
 /// Sets LibTorch's intra-op thread count (0 = one thread, unless OMP_NUM_THREADS is set: fp32
 /// matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down) and
