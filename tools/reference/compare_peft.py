@@ -214,6 +214,11 @@ def peft_config(c, num_labels):
     kw = {k: v for k, v in c.items() if k in names}
     if m == "qlora" and "target_modules" not in kw:
         kw["target_modules"] = "all-linear"
+        if task == "token_cls":
+            # PEFT's all-linear leaves out the head for SEQ_CLS only; for TOKEN_CLS it would wrap the
+            # classifier that modules_to_save also claims ("modules_to_save cannot be applied to
+            # modules of type lora.Linear"). peft.cpp leaves the head out for both.
+            kw["exclude_modules"] = ["classifier"]
     if m == "p_tuning_v2":
         kw["prefix_projection"] = False
     if m == "adalora" and "total_step" not in kw:
@@ -394,7 +399,16 @@ def worker(c, out_dir):
         pos += bs
         batch = collate([tr[i] for i in idx], pad, c["task"])
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = model(**batch).loss
+        if c["task"] == "token_cls" and c["method"] in ("prompt_tuning", "p_tuning"):
+            # PEFT passes TOKEN_CLS labels unchanged while the logits carry the virtual tokens
+            # first ("Expected input batch_size ... to match target"): the loss over the real positions.
+            labels = batch.pop("labels")
+            logits = model(**batch).logits[:, -labels.shape[1]:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                     ignore_index=-100)
+            batch["labels"] = labels
+        else:
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], float(c.get("max_grad_norm", 1.0)))
         opt.step()
