@@ -141,6 +141,7 @@ int worker(int steps, int64_t global_batch) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels on CPUs it does not recognise
   std::vector<std::string> args(argv + 1, argv + argc);
   const bool is_rank = !args.empty() && args[0] == "--rank";
   if (is_rank) args.erase(args.begin());

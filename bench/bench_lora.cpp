@@ -87,6 +87,7 @@ peft::LoraConfig lora(peft::TargetSpec targets) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels on CPUs it does not recognise
   const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 7;
   const auto rt = peft::init_runtime();
   std::cout << "threads " << rt.intra_op_threads << ", BLAS " << rt.blas_library << ", rounds " << rounds

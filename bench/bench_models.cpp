@@ -77,6 +77,7 @@ void run(const std::string& name, peft::models::PretrainedModel& m, int64_t voca
 }  // namespace
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels on CPUs it does not recognise
   if (argc < 2 || argc > 3) {
     std::cerr << "usage: bench_models <stories260K-hf folder> [stories260K|gpt2-124M]\n";
     return 2;

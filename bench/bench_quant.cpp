@@ -82,6 +82,7 @@ void bench_gguf_dequant(int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels on CPUs it does not recognise
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 7;
   const auto rt = peft::init_runtime();
   torch::NoGradGuard ng;

@@ -78,6 +78,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels on CPUs it does not recognise
   std::string model_dir, config_file;
   int64_t batch = 4, seq = 128, steps = 10, warmup = 2;
   int threads = 0;

@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "peft/core/file_util.h"
 #include "peft/core/error.h"
 
 #include "commands.h"
@@ -24,6 +25,7 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "llama2.c tokenizer.bin to convert alongside")
       ->check(CLI::ExistingFile);
   cmd->callback([a] {
+    check_output_apart("convert", a->out, {a->model, a->tokenizer});
     if (io::is_gguf_file(a->model)) {
       if (!a->tokenizer.empty())
         throw ConfigError("[convert] --tokenizer applies to llama2.c checkpoints; a GGUF file carries its own");

@@ -4,6 +4,7 @@
 #include <iomanip>
 #include <iostream>
 
+#include "peft/core/file_util.h"
 #include "commands.h"
 #include "peft/core/error.h"
 #include "peft/export/gguf.h"
@@ -34,6 +35,7 @@ void add_export_command(CLI::App& app) {
       "without a llama.cpp tensor are refused; merge those instead: peft merge BASE.gguf ADAPTER OUT.gguf\n"
       "--format gguf.");
   cmd->callback([a] {
+    check_output_apart("export", a->out, {a->adapter, a->base});
     exporter::GgufLoraExportOptions o;
     o.type = a->type == "f16" ? io::GgmlType::F16 : io::GgmlType::F32;
     o.name = a->name;

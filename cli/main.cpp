@@ -1,9 +1,6 @@
 // peft: command-line front end. Exit codes: 0 ok, 1 runtime error, 2 usage/config error.
 #include <CLI/CLI.hpp>
 
-#include <unistd.h>
-
-#include <cstdlib>
 #include <iostream>
 
 #include "commands.h"
@@ -11,17 +8,9 @@
 #include "peft/core/runtime.h"
 
 int main(int argc, char** argv) {
-  // OpenBLAS chooses its kernels when it loads, before main. When its CPU detection fell back to
-  // generic SSE3 kernels on a CPU with AVX2/AVX-512 (OpenBLAS 0.3.21 on recent Xeons), start again
-  // with OPENBLAS_CORETYPE naming the right ones: fp32 GEMM runs 2-4x faster. A value set in the
-  // environment is never changed; PEFT_KEEP_BLAS_CORE=1 keeps the detected kernels.
-  if (std::getenv("PEFT_KEEP_BLAS_CORE") == nullptr) {
-    const std::string core = peft::blas_coretype_advice();
-    if (!core.empty() && ::setenv("OPENBLAS_CORETYPE", core.c_str(), 0) == 0) {
-      ::execv("/proc/self/exe", argv);
-      ::unsetenv("OPENBLAS_CORETYPE");  // exec failed: go on with the detected kernels
-    }
-  }
+  // OpenBLAS chooses its kernels when it loads, before main; on CPUs it does not recognise it
+  // falls back to generic SSE3 kernels. Start again with the right ones (runtime.h).
+  peft::restart_with_suitable_blas(argv);
   CLI::App app{"peft: parameter-efficient fine-tuning of transformer models (LoRA, AdaLoRA, "
                "QLoRA, prompt methods)"};
   app.require_subcommand(1);

@@ -140,6 +140,7 @@ void add_merge_command(CLI::App& app) {
   cmd->add_flag("--requantize", a->requantize, "Keep the merged model 4-bit (bitsandbytes format) and report "
                                                "the re-quantisation error; default: full precision");
   cmd->callback([a] {
+    check_output_apart("merge", a->out, {a->model, a->adapter});
     const bool to_gguf = a->format == "gguf";
     PEFT_CHECK(to_gguf || a->type.empty(), ConfigError, "[merge] --type applies to --format gguf");
     if (to_gguf) {

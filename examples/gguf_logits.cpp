@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "peft/core/runtime.h"
 #include "peft/peft.h"
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels (docs/architecture.md, Runtime)
   peft::models::LoadOptions opts;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {

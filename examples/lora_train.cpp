@@ -4,9 +4,11 @@
 
 #include <iostream>
 
+#include "peft/core/runtime.h"
 #include "peft/peft.h"
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels (docs/architecture.md, Runtime)
   if (argc < 4) {
     std::cerr << "usage: " << argv[0] << " <model folder> <train.csv with mr,ref> <output folder> [steps]\n";
     return 2;

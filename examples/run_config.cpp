@@ -6,6 +6,7 @@
 #include "peft/train/run.h"
 
 int main(int argc, char** argv) {
+  peft::restart_with_suitable_blas(argv);  // OpenBLAS's right kernels (docs/architecture.md, Runtime)
   if (argc < 2) return std::cerr << "usage: " << argv[0] << " CONFIG.yaml [key=value ...]\n", 2;
   peft::init_runtime();
   const auto config = peft::train::load_run_config(argv[1], std::vector<std::string>(argv + 2, argv + argc));

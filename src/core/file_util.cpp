@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -119,6 +120,32 @@ void write_file_atomic(const std::string& path, const std::function<void(const B
 
 void write_file_atomic(const std::string& path, const std::string& contents) {
   write_file_atomic(path, [&](const ByteSink& sink) { sink(contents.data(), contents.size()); });
+}
+
+void check_output_apart(const std::string& tag, const std::string& out, const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path o = fs::weakly_canonical(fs::absolute(out), ec);
+  if (ec) return;
+  // a is b or lies inside it: b's components are a prefix of a's.
+  auto within = [](const fs::path& a, const fs::path& b) {
+    auto norm = [](fs::path p) {
+      p = p.lexically_normal();
+      if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();  // "dir/" -> "dir"
+      return p;
+    };
+    const fs::path x = norm(a), y = norm(b);
+    return std::mismatch(x.begin(), x.end(), y.begin(), y.end()).second == y.end();
+  };
+  for (const auto& in : inputs) {
+    if (in.empty() || !fs::exists(in)) continue;
+    const fs::path i = fs::weakly_canonical(fs::absolute(in), ec);
+    if (ec) continue;
+    PEFT_CHECK(!within(o, i), ConfigError, "[", tag, "] output ", out, " is the input ", in,
+               " or inside it; writing there would overwrite the input. Choose another output path");
+    PEFT_CHECK(!within(i, o), ConfigError, "[", tag, "] output ", out, " holds the input ", in,
+               "; writing there could replace the input. Choose another output path");
+  }
 }
 
 }  // namespace peft

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -64,6 +65,14 @@ std::string blas_coretype_advice() {
 #else
   return "";
 #endif
+}
+
+void restart_with_suitable_blas(char** argv) {
+  if (std::getenv("PEFT_KEEP_BLAS_CORE") != nullptr) return;
+  const std::string core = blas_coretype_advice();
+  if (core.empty() || ::setenv("OPENBLAS_CORETYPE", core.c_str(), 0) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  ::unsetenv("OPENBLAS_CORETYPE");  // exec failed: go on with the detected kernels
 }
 
 RuntimeInfo init_runtime(int threads) {

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "peft/core/json_file.h"
+#include "peft/core/strings.h"
+#include "peft/core/check.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/tuners/tuner_model.h"
 #include "trainer_impl.h"
@@ -40,12 +42,22 @@ void read_rng(const std::string& path) {
   g.set_state(t.at("cpu_rng"));
 }
 
+// Nothing non-finite is ever written: names the first tensors that hold NaN/inf.
+void check_finite(const PeftModel& model, const std::string& what) {
+  std::vector<std::string> bad;
+  for (const auto& [k, t] : model.adapter_state_dict(model.active_adapters().front()))
+    if (t.is_floating_point() && !at::isfinite(t).all().item<bool>()) bad.push_back(k);
+  PEFT_CHECK(bad.empty(), std::runtime_error, "[train] not writing ", what, ": NaN or infinite values in ",
+             join(bad, 8), " (the weights diverged; lower learning_rate)");
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& output_dir, PeftModel& model, const torch::optim::Optimizer& opt,
                      const RunState& run) {
   const fs::path dst = fs::path(output_dir) / ("checkpoint-" + std::to_string(run.step));
   const fs::path tmp = fs::path(output_dir) / (".checkpoint-" + std::to_string(run.step) + ".tmp");
+  check_finite(model, dst.string());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   save_active_adapter_flat(model, tmp);
@@ -87,6 +99,7 @@ void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Opt
 void save_final_adapter(const std::string& dst, const PeftModel& model) {
   // Written into a temp folder, then renamed, as checkpoints are.
   const fs::path tmp = fs::path(dst).parent_path() / ("." + fs::path(dst).filename().string() + ".tmp");
+  check_finite(model, dst);
   fs::remove_all(tmp);
   model.save_pretrained(tmp.string(), {model.active_adapters().front()});
   fs::remove_all(dst);

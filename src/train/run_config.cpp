@@ -119,7 +119,7 @@ const std::map<std::string, Setter>& setters() {
     S_INT("warmup_steps", args.warmup_steps); S_INT("logging_steps", args.logging_steps);
     S_INT("eval_steps", args.eval_steps); S_INT("save_steps", args.save_steps); S_INT("seed", args.seed);
     S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
-    S_BOOL("bf16", args.bf16);
+    S_BOOL("bf16", args.bf16); S_STR("on_nonfinite", args.on_nonfinite);
     S_DBL("ddp_timeout", ddp_timeout);
     m["tasks"] = set_tasks;
     // BitsAndBytesConfig (QLoRA)

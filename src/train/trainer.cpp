@@ -10,8 +10,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <limits>
+#include <sstream>
 
 #include "peft/core/check.h"
 #include "peft/distributed/collective.h"
@@ -38,6 +41,8 @@ void TrainingArguments::validate() const {
   need(max_steps > 0 || num_train_epochs > 0, "num_train_epochs", "must be > 0 when max_steps is not set");
   need(warmup_ratio >= 0 && warmup_ratio <= 1, "warmup_ratio", "must be in [0, 1]");
   need(max_grad_norm >= 0, "max_grad_norm", "must be >= 0");
+  need(on_nonfinite == "stop" || on_nonfinite == "skip", "on_nonfinite",
+       "must be stop or skip, got '" + on_nonfinite + "'");
   need(lr_scheduler_type == "linear" || lr_scheduler_type == "cosine" || lr_scheduler_type == "constant" ||
            lr_scheduler_type == "constant_with_warmup",
        "lr_scheduler_type", "'" + lr_scheduler_type + "' is not one of linear, cosine, constant, constant_with_warmup");
@@ -60,6 +65,8 @@ struct Trainer::State {
   /// What one optimizer step did: its loss, its input tokens (all ranks) and the tuner's scalars.
   struct Step {
     double loss = 0;
+    double grad_norm = 0;
+    bool nonfinite = false;  ///< loss or gradient norm NaN/inf: the optimizer did not step
     int64_t tokens = 0;
     detail::TunerScalars tuner;
   };
@@ -177,7 +184,15 @@ Trainer::State::Step Trainer::State::optimizer_step(const std::vector<std::vecto
     out.loss += loss.item<double>() * w;
   }
   if (dist) all_reduce_grads(*dist, params, out.loss);
-  if (args.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, args.max_grad_norm);
+  // The total gradient norm (clipped to max_grad_norm; an infinite bound only measures it). A NaN
+  // or infinite loss or norm stops here, before the optimizer touches a weight.
+  out.grad_norm = torch::nn::utils::clip_grad_norm_(
+      params, args.max_grad_norm > 0 ? args.max_grad_norm : std::numeric_limits<double>::infinity());
+  if (!std::isfinite(out.loss) || !std::isfinite(out.grad_norm)) {
+    out.nonfinite = true;
+    opt->zero_grad();
+    return out;
+  }
   opt->step();
   out.tuner = model->on_optimizer_step(global_step);
   opt->zero_grad();
@@ -227,10 +242,16 @@ double logged_train_loss(const std::vector<double>& step_losses, int64_t step, i
   PEFT_CHECK(step >= 1 && step <= static_cast<int64_t>(step_losses.size()), std::invalid_argument,
              "[logged_train_loss] step ", step, " of ", step_losses.size(), " step losses");
   // transformers accumulates tr_loss over the steps since the last log and logs its mean.
+  // Skipped non-finite steps are left out (transformers' logging_nan_inf_filter).
   const int64_t last = logging_steps > 0 ? (step - 1) / logging_steps * logging_steps : step - 1;
   double sum = 0;
-  for (int64_t k = last; k < step; ++k) sum += step_losses[static_cast<std::size_t>(k)];
-  return sum / static_cast<double>(step - last);
+  int64_t n = 0;
+  for (int64_t k = last; k < step; ++k)
+    if (const double l = step_losses[static_cast<std::size_t>(k)]; std::isfinite(l)) {
+      sum += l;
+      ++n;
+    }
+  return n > 0 ? sum / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
 }
 
 void Trainer::set_collective(std::shared_ptr<distributed::Collective> collective) { s_->dist = std::move(collective); }
@@ -301,13 +322,46 @@ TrainResult Trainer::train(const std::string& resume_from) {
       const double lr = schedule.lr_at(run.step);
       detail::set_learning_rate(*s_->opt, lr);
       const State::Step st = s_->optimizer_step(batches, run.batch_pos, task, run.step + 1);
+      if (st.nonfinite) {
+        auto show = [](double v) {  // "nan" whatever the sign bit; inf with its sign
+          if (std::isnan(v)) return std::string("nan");
+          std::ostringstream o;
+          o << v;
+          return o.str();
+        };
+        std::ostringstream what;
+        what << "step " << run.step + 1 << ": the training loss is " << show(st.loss) << " and the gradient norm "
+             << show(st.grad_norm);
+        if (a.on_nonfinite == "stop") {
+          // The newest checkpoint-N with N <= this run's step (saved here or resumed from).
+          int64_t newest = -1;
+          if (fs::is_directory(a.output_dir))
+            for (const auto& e : fs::directory_iterator(a.output_dir)) {
+              const std::string n = e.path().filename().string();
+              if (e.is_directory() && n.rfind("checkpoint-", 0) == 0 && n.size() > 11 &&
+                  n.find_first_not_of("0123456789", 11) == std::string::npos) {
+                const int64_t k = std::stoll(n.substr(11));
+                if (k <= run.step) newest = std::max(newest, k);
+              }
+            }
+          std::string saved = "no checkpoint was written before it";
+          if (newest >= 0)
+            saved = "the last checkpoint, " + (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(newest))).string() +
+                    ", is intact";
+          throw std::runtime_error("[train] " + what.str() + "; stopped before updating the weights (" + saved +
+                                   "; no adapter was saved). Lower learning_rate, check the data and the base "
+                                   "model's weights, or set on_nonfinite: skip to skip such steps");
+        }
+        ++res.skipped_steps;
+        if (main_rank) std::cerr << "warning: " << what.str() << "; step skipped (on_nonfinite: skip)\n";
+      }
       run.batch_pos += a.gradient_accumulation_steps;
       ++run.step;
       res.train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
       res.train_cpu_seconds += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
       res.train_tokens += st.tokens;
       run.step_losses.push_back(st.loss);
-      s_->progress.add_train_loss(run.step, st.loss);
+      if (!st.nonfinite) s_->progress.add_train_loss(run.step, st.loss);
       if (on_step) on_step(run.step, st.loss, lr);
       s_->progress.step(run.step, st.loss, logged_train_loss(run.step_losses, run.step, a.logging_steps), lr,
                         run.epoch, st.tuner, res.train_tokens);
@@ -325,8 +379,13 @@ TrainResult Trainer::train(const std::string& resume_from) {
   res.global_step = run.step;
   res.step_losses = run.step_losses;
   double sum = 0;
-  for (double l : res.step_losses) sum += l;
-  res.train_loss = res.step_losses.empty() ? 0 : sum / static_cast<double>(res.step_losses.size());
+  int64_t counted = 0;
+  for (double l : res.step_losses)
+    if (std::isfinite(l)) {  // skipped non-finite steps are left out
+      sum += l;
+      ++counted;
+    }
+  res.train_loss = counted == 0 ? 0 : sum / static_cast<double>(counted);
   if (s_->has_eval) res.eval_loss = evaluate_and_log().loss;
   // A full fine-tune is a model folder, not an adapter.
   res.adapter_dir = (fs::path(a.output_dir) / (s_->model->tuner().saves_adapter_config() ? "adapter" : "model")).string();

@@ -91,7 +91,7 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   const auto expected = with_modules_to_save(*this, tuned, name);
   auto params = base_->named_parameters(true);
   const std::string pre = tuner_->key_prefix();
-  std::vector<std::string> unexpected, mismatched;
+  std::vector<std::string> unexpected, mismatched, nonfinite;
   std::set<std::string> seen;
   torch::NoGradGuard ng;
   for (const auto& key : f.names()) {
@@ -108,6 +108,14 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
          << tuner_->mismatch_hint(key, name);
       mismatched.push_back(os.str());
       continue;
+    }
+    if (src.is_floating_point()) {
+      const int64_t finite = at::isfinite(src).sum().item<int64_t>();
+      if (finite != src.numel()) {
+        nonfinite.push_back("'" + key + "' (" + std::to_string(src.numel() - finite) + " of " +
+                            std::to_string(src.numel()) + " values)");
+        continue;
+      }
     }
     // modules_to_save values go to the adapter's copy (and to the live module if it is live);
     // ".original_module." entries are the untouched base values and are only checked for shape.
@@ -128,6 +136,8 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   std::vector<std::string> missing;
   for (const auto& [k, v] : tuned)
     if (!seen.count(k) && tuner_->required_key(k)) missing.push_back(k);
+  PEFT_CHECK(nonfinite.empty(), FormatError, "[from_pretrained] ", file,
+             ": NaN or infinite values (the adapter of a diverged run?) in ", join(nonfinite, 12));
   const std::string e =
       listing("shape mismatches (an adapter trained for another base model?)", mismatched, 12) +
       listing("missing from the file", missing, 12) +

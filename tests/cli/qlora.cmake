@@ -32,6 +32,20 @@ execute_process(COMMAND ${PEFT} merge ${OUT}/model ${OUT}/run/adapter ${OUT}/mer
 if(NOT rc EQUAL 0 OR NOT EXISTS ${OUT}/merged/model.safetensors)
   message(FATAL_ERROR "peft merge --4bit failed (${rc}):\n${out}${err}")
 endif()
+# peft merge BASE ADAPTER BASE (or a folder inside an input, or one holding it) refuses before
+# writing anything: the base stays byte-identical.
+file(SHA256 ${OUT}/model/model.safetensors base_hash)
+foreach(dst "${OUT}/model" "${OUT}/model/" "${OUT}/model/sub" "${OUT}/run/adapter/../adapter" "${OUT}")
+  execute_process(COMMAND ${PEFT} merge ${OUT}/model ${OUT}/run/adapter ${dst}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err MATCHES "\\[merge\\] output .* (is the input|holds the input)")
+    message(FATAL_ERROR "peft merge into ${dst} should refuse with exit 2, got ${rc}:\n${out}${err}")
+  endif()
+endforeach()
+file(SHA256 ${OUT}/model/model.safetensors base_hash_after)
+if(NOT base_hash STREQUAL base_hash_after OR EXISTS ${OUT}/model/sub)
+  message(FATAL_ERROR "a refused merge changed the base folder")
+endif()
 execute_process(COMMAND ${PEFT} merge ${OUT}/model ${OUT}/run/adapter ${OUT}/merged4 --4bit nf4 --double-quant --requantize
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR NOT out MATCHES "re-quantised 35 4-bit layers")

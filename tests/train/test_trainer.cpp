@@ -14,6 +14,7 @@
 
 #include "golden.h"
 #include "peft/core/file_util.h"
+#include "peft/io/tensor_bridge.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
 #include "peft/train/trainer.h"
@@ -239,6 +240,83 @@ TEST(Trainer, KillAndResumeIsByteIdentical) {
             peft::read_file(ref_dir + "/adapter/adapter_model.safetensors"))
       << "killed at step " << kill_at << ", resumed from checkpoint-" << best;
   std::cout << "killed at step " << kill_at << ", resumed from checkpoint-" << best << ": adapter byte-identical\n";
+}
+
+// A NaN in the base weights after step 2 (checkpoint-2 saved) makes step 3's loss NaN: the run
+// stops there with the step and the intact checkpoint named, and writes no adapter; with
+// on_nonfinite: skip the weights stay those of step 2 and the run ends normally.
+void poison_base_after(peft::PeftModel& pm, int64_t at_step, peft::train::Trainer& t) {
+  t.on_step = [&pm, at_step](int64_t step, double, double) {
+    if (step != at_step) return;
+    torch::NoGradGuard ng;
+    for (auto& item : pm.base_model().named_parameters(true))
+      if (item.key().find("embed_tokens") != std::string::npos)
+        item.value().view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  };
+}
+
+TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
+  const auto dir = peft::test::tmp_dir("nonfinite_stop");
+  auto s = setup(dir);
+  s.args.save_steps = 2;
+  // Row 0 of the embedding is poisoned below; every sequence starts with token 0.
+  for (auto& e : s.data.examples) e.input_ids[0] = 0, e.labels[0] = 0;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  poison_base_after(*s.pm, 2, t);
+  try {
+    t.train();
+    FAIL() << "a NaN loss did not stop the run";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("step 3: the training loss is nan"), std::string::npos) << m;
+    EXPECT_NE(m.find("checkpoint-2, is intact"), std::string::npos) << m;
+    EXPECT_NE(m.find("on_nonfinite: skip"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-2/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/adapter")) << "an adapter was written after a NaN loss";
+  EXPECT_FALSE(fs::exists(dir + "/checkpoint-4"));
+  const auto saved = peft::io::load_safetensors(dir + "/checkpoint-2/adapter_model.safetensors");
+  for (const auto& [k, v] : saved) EXPECT_TRUE(at::isfinite(v).all().item<bool>()) << k;
+}
+
+TEST(Trainer, NonFiniteStepsAreSkippedWhenAsked) {
+  const auto dir = peft::test::tmp_dir("nonfinite_skip");
+  auto s = setup(dir);
+  s.args.save_steps = 2;
+  s.args.on_nonfinite = "skip";
+  for (auto& e : s.data.examples) e.input_ids[0] = 0, e.labels[0] = 0;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  poison_base_after(*s.pm, 2, t);
+  const auto r = t.train();
+  EXPECT_EQ(r.global_step, 10);
+  EXPECT_EQ(r.skipped_steps, 8);
+  EXPECT_TRUE(std::isfinite(r.train_loss));
+  // No update after step 2: the final adapter holds checkpoint-2's weights.
+  EXPECT_EQ(peft::read_file(dir + "/adapter/adapter_model.safetensors"),
+            peft::read_file(dir + "/checkpoint-2/adapter_model.safetensors"));
+  s.args.on_nonfinite = "retry";
+  EXPECT_THROW(s.args.validate(), peft::ConfigError);
+}
+
+TEST(Trainer, AnAdapterWithNaNWeightsIsRefusedByName) {
+  const auto dir = peft::test::tmp_dir("nan_adapter");
+  const std::string src = peft::test::load_case("train/trajectory").dir + "/init";
+  fs::copy_file(src + "/adapter_config.json", dir + "/adapter_config.json", fs::copy_options::overwrite_existing);
+  auto w = peft::io::load_safetensors(src + "/adapter_model.safetensors");
+  ASSERT_FALSE(w.empty());
+  const std::string bad = w.rbegin()->first;
+  w[bad] = w[bad].clone();
+  w[bad].view(-1)[1] = std::numeric_limits<float>::infinity();
+  peft::io::save_safetensors(dir + "/adapter_model.safetensors", w);
+  auto base = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  try {
+    peft::PeftModel::from_pretrained(base, dir);
+    FAIL() << "an adapter holding inf was loaded";
+  } catch (const peft::FormatError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'" + bad + "' (1 of "), std::string::npos) << m;
+    EXPECT_NE(m.find("NaN or infinite"), std::string::npos) << m;
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "golden.h"
@@ -293,6 +294,29 @@ TEST(PromptEncoder, TextAndSampleVocabInit) {
   for (int64_t i = 0; i < 5; ++i) {  // every row is some vocabulary row
     const at::Tensor hit = (words - t2[i]).abs().amax(1).eq(0);
     EXPECT_TRUE(hit.any().item<bool>()) << "row " << i;
+  }
+}
+
+// Gemma's input embedding module scales its rows by sqrt(hidden_size), and PEFT seeds TEXT /
+// SAMPLE_VOCAB prompts through that module (word_embeddings(ids)): every prompt row is a scaled
+// vocabulary row, not the raw one.
+TEST(PromptTuning, SampleVocabInitGoesThroughGemmasScaledEmbedding) {
+  for (const char* base : {"models/gemma2_causal", "models/gemma3_causal"}) {
+    auto model = peft::models::load_model(peft::test::fixture(base));
+    const int64_t hidden = model->word_embeddings().size(1);
+    const at::Tensor scaled = model->word_embeddings() * static_cast<float>(std::sqrt(static_cast<double>(hidden)));
+    peft::PromptTuningConfig s;
+    s.task_type = peft::TaskType::CausalLM;
+    s.num_virtual_tokens = 4;
+    s.prompt_tuning_init = "SAMPLE_VOCAB";
+    auto pm = peft::get_peft_model(model, s);
+    const at::Tensor t = pm->tuner_as<peft::prompt::PromptLearningModel>().prompt_embeddings();
+    for (int64_t i = 0; i < 4; ++i) {
+      const at::Tensor d = (scaled - t[i]).abs().amax(1);
+      EXPECT_LT(d.min().item<float>(), 1e-6f) << base << " row " << i << " is no scaled vocabulary row";
+      EXPECT_GT((pm->base_model().word_embeddings() - t[i]).abs().amax(1).min().item<float>(), 1e-3f)
+          << base << " row " << i << " is a raw (unscaled) row";
+    }
   }
 }
 

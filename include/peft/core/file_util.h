@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace peft {
 
@@ -33,5 +34,11 @@ void write_file_atomic(const std::string& path, const std::function<void(const B
 
 /// Convenience overload for an in-memory body.
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+/// Throws ConfigError ("[<tag>] output <out> is the input <in> or inside it" / "... holds the input
+/// <in>") when writing `out` could overwrite or delete an input: `out` is an input path, lies
+/// inside an input folder, or holds an input. Paths are compared after resolving symlinks and `..`; an input that does not exist is
+/// skipped. Commands call this before writing anything.
+void check_output_apart(const std::string& tag, const std::string& out, const std::vector<std::string>& inputs);
 
 }  // namespace peft

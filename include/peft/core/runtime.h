@@ -24,6 +24,13 @@ std::string advise_blas_coretype(const std::string& core, bool avx2_fma, bool av
 /// init_runtime warns programs that link the library.
 std::string blas_coretype_advice();
 
+/// For a program's main(), first thing: when blas_coretype_advice() names a value and
+/// PEFT_KEEP_BLAS_CORE is unset, sets OPENBLAS_CORETYPE and executes the program again
+/// (/proc/self/exe, same arguments), so OpenBLAS loads its right kernels. Returns when there is
+/// nothing to do or the exec failed (then nothing has changed). The `peft` CLI and the benchmarks
+/// call it; tests do not (they run with the environment's BLAS as it is).
+void restart_with_suitable_blas(char** argv);
+
 /// Sets LibTorch's intra-op thread count (0 = one thread, unless OMP_NUM_THREADS is set: fp32
 /// matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down) and
 /// checks which BLAS serves fp32 GEMM. Warns once on stderr when it is the slow reference BLAS.

@@ -44,6 +44,11 @@ struct TrainingArguments {
   bool shuffle = true;
   bool progress_bar = true;  ///< on a terminal; plain log lines otherwise
   bool tensorboard = true;
+  /// A step whose loss or gradient norm is NaN or infinite: "stop" (the default) ends the run
+  /// with an error naming the step, before any weight changes, and nothing is saved after the last
+  /// checkpoint; "skip" leaves the weights and the optimizer state as they were and goes on (the
+  /// step counts for the schedule; its loss is left out of the logged means).
+  std::string on_nonfinite = "stop";
 
   /// Rejects impossible values with "[TrainingArguments] field: ..." (ConfigError).
   void validate() const;
@@ -58,6 +63,7 @@ struct TrainResult {
   int64_t train_tokens = 0;         ///< tokens (padding excluded) fed to training in this call
   double train_seconds = 0;         ///< time in optimizer steps (no evaluation, no checkpoints)
   double train_cpu_seconds = 0;     ///< CPU time of the process (all threads) in those steps
+  int64_t skipped_steps = 0;        ///< steps skipped for a non-finite loss or gradient (on_nonfinite: skip)
 };
 
 struct EvalResult {

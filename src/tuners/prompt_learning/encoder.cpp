@@ -27,7 +27,8 @@ torch::nn::Embedding make_table(int64_t n, int64_t d) {
 // PromptEmbedding: the table is the prompt.
 class PromptTuningEncoder : public PromptEncoder {
  public:
-  PromptTuningEncoder(const PromptTuningConfig& c, const at::Tensor& words, const std::vector<int64_t>& init_ids) {
+  PromptTuningEncoder(const PromptTuningConfig& c, const at::Tensor& words, const std::vector<int64_t>& init_ids,
+                      const std::function<at::Tensor(const at::Tensor&)>& lookup) {
     const int64_t n = c.total_virtual_tokens();
     embedding = register_module("embedding", make_table(n, c.token_dim));
     if (c.inference_mode || c.prompt_tuning_init == "RANDOM") return;
@@ -45,7 +46,9 @@ class PromptTuningEncoder : public PromptEncoder {
       ids = at::tensor(repeat_or_truncate(init_ids, n), at::TensorOptions().dtype(at::kLong));
     }
     torch::NoGradGuard ng;
-    embedding->weight.copy_(words.detach().index_select(0, ids.to(words.device())).to(at::kFloat));
+    ids = ids.to(words.device());
+    const at::Tensor rows = lookup ? lookup(ids) : words.index_select(0, ids);
+    embedding->weight.copy_(rows.detach().to(at::kFloat));
   }
   at::Tensor forward() override { return embedding->weight; }
   bool table_only() const override { return true; }
@@ -138,10 +141,11 @@ std::vector<int64_t> repeat_or_truncate(const std::vector<int64_t>& ids, int64_t
 }
 
 std::shared_ptr<PromptEncoder> make_prompt_encoder(const PromptLearningConfig& cfg, const at::Tensor& words,
-                                                   const std::vector<int64_t>& init_ids) {
+                                                   const std::vector<int64_t>& init_ids,
+                                                   const std::function<at::Tensor(const at::Tensor&)>& lookup) {
   PEFT_CHECK(cfg.token_dim > 0 && cfg.num_layers > 0 && cfg.num_transformer_submodules > 0, std::invalid_argument,
              "[prompt encoder] token_dim, num_layers and num_transformer_submodules must be filled in first");
-  if (auto* c = dynamic_cast<const PromptTuningConfig*>(&cfg)) return std::make_shared<PromptTuningEncoder>(*c, words, init_ids);
+  if (auto* c = dynamic_cast<const PromptTuningConfig*>(&cfg)) return std::make_shared<PromptTuningEncoder>(*c, words, init_ids, lookup);
   if (auto* c = dynamic_cast<const PromptEncoderConfig*>(&cfg)) return std::make_shared<PTuningEncoder>(*c);
   if (auto* c = dynamic_cast<const PrefixTuningConfig*>(&cfg)) return std::make_shared<PrefixEncoderImpl>(*c);
   throw NotSupported("[prompt encoder] peft_type " + to_string(cfg.peft_type) + " is not a prompt-learning method");

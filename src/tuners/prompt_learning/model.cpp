@@ -101,7 +101,9 @@ std::vector<std::string> PromptLearningModel::inject(const std::string& name, Pe
   std::vector<int64_t> ids;
   if (auto* pt = dynamic_cast<PromptTuningConfig*>(&cfg); pt && pt->prompt_tuning_init == "TEXT" && !pt->inference_mode)
     ids = text_init_ids(*pt);
-  auto enc = make_prompt_encoder(cfg, base().word_embeddings(), ids);
+  // TEXT / SAMPLE_VOCAB rows through the model's input embedding, as PEFT's word_embeddings(ids).
+  auto enc = make_prompt_encoder(cfg, base().word_embeddings(), ids,
+                                 [this](const at::Tensor& i) { return base().embed(i); });
   enc->to(base().word_embeddings().device());
   encoders_[name] = enc;
   if (auto* pe = dynamic_cast<PromptEncoderConfig*>(&cfg); pe && !pe->p_tuning_template.empty())

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,9 +31,13 @@ class PromptEncoder : public torch::nn::Module {
 
 /// Builds the encoder for `cfg` (model-derived fields already filled). `word_embeddings` [V, d]
 /// seeds TEXT / SAMPLE_VOCAB prompt tuning; `init_ids` are the tokenised init text (TEXT).
-/// Random initialisation uses the global LibTorch generator (torch.manual_seed).
+/// `lookup`, when given, maps ids to their input embeddings as the model's input embedding module
+/// does (PEFT calls `word_embeddings(ids)`: Gemma's module scales the rows by sqrt(hidden_size));
+/// otherwise the rows of `word_embeddings` are copied. Random initialisation uses the global
+/// LibTorch generator (torch.manual_seed).
 std::shared_ptr<PromptEncoder> make_prompt_encoder(const PromptLearningConfig& cfg, const at::Tensor& word_embeddings,
-                                                   const std::vector<int64_t>& init_ids = {});
+                                                   const std::vector<int64_t>& init_ids = {},
+                                                   const std::function<at::Tensor(const at::Tensor&)>& lookup = {});
 
 /// PEFT's TEXT init ids: `ids` truncated to `total`, or repeated until long enough.
 std::vector<int64_t> repeat_or_truncate(const std::vector<int64_t>& ids, int64_t total);
