@@ -402,11 +402,11 @@ def worker(c, out_dir):
         if c["task"] == "token_cls" and c["method"] in ("prompt_tuning", "p_tuning"):
             # PEFT passes TOKEN_CLS labels unchanged while the logits carry the virtual tokens
             # first ("Expected input batch_size ... to match target"): the loss over the real positions.
-            labels = batch.pop("labels")
-            logits = model(**batch).logits[:, -labels.shape[1]:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+            gold = batch.pop("labels")
+            logits = model(**batch).logits[:, -gold.shape[1]:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1),
                                                      ignore_index=-100)
-            batch["labels"] = labels
+            batch["labels"] = gold
         else:
             loss = model(**batch).loss
         loss.backward()
