@@ -105,6 +105,16 @@ Outcome run_child(const std::string& method, const std::vector<std::string>& arg
   return o;
 }
 
+// A finished run's results.json into `o`, with the run's own high-water mark (ru_maxrss would
+// include this process's image, forked before exec); false when there is none.
+bool read_results(const fs::path& dir, Outcome& o) {
+  const fs::path res = dir / "results.json";
+  if (!fs::exists(res)) return false;
+  o.results = nlohmann::json::parse(read_file(res.string()));
+  o.peak_rss_mb = o.results.value("peak_rss_mb", o.peak_rss_mb);
+  return true;
+}
+
 std::string fmt(double v, int prec) {
   if (!std::isfinite(v)) return "n/a";
   std::ostringstream s;
@@ -177,13 +187,8 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     if (report_only) {  // the table and chart from the runs already in `out`
       Outcome o;
       o.method = m;
-      const fs::path res = dir / "results.json";
-      if (fs::exists(res)) {
-        o.results = nlohmann::json::parse(read_file(res.string()));
-        o.peak_rss_mb = o.results.value("peak_rss_mb", NAN);
-      } else {
-        o.error = "no " + res.string();
-      }
+      o.exit_code = 0;
+      if (!read_results(dir, o)) o.error = "no " + (dir / "results.json").string();
       rows.push_back(std::move(o));
       continue;
     }
@@ -200,12 +205,7 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
     for (const auto& o : overrides) args.push_back(o);
     std::cout << "[compare] " << m << ": peft train ... (log: " << (dir / "train.log").string() << ")" << std::endl;
     Outcome o = run_child(m, args, (dir / "train.log").string());
-    const fs::path res = dir / "results.json";
-    if (o.exit_code == 0 && fs::exists(res)) {
-      o.results = nlohmann::json::parse(read_file(res.string()));
-      // The run's own high-water mark (ru_maxrss would include this process's image, forked before exec).
-      o.peak_rss_mb = o.results.value("peak_rss_mb", o.peak_rss_mb);
-    } else {
+    if (o.exit_code != 0 || !read_results(dir, o)) {
       o.error = last_line((dir / "train.log").string());
       if (o.error.empty()) o.error = "exit code " + std::to_string(o.exit_code);
     }

@@ -106,4 +106,19 @@ void save_final_adapter(const std::string& dst, const PeftModel& model) {
   fs::rename(tmp, dst);
 }
 
+std::string newest_checkpoint(const std::string& output_dir, int64_t max_step) {
+  const std::string prefix = "checkpoint-";
+  int64_t newest = -1;
+  if (fs::is_directory(output_dir))
+    for (const auto& e : fs::directory_iterator(output_dir)) {
+      const std::string n = e.path().filename().string();
+      if (!e.is_directory() || n.rfind(prefix, 0) != 0 || n.size() == prefix.size() ||
+          n.find_first_not_of("0123456789", prefix.size()) != std::string::npos)
+        continue;
+      const int64_t k = std::stoll(n.substr(prefix.size()));
+      if (k <= max_step) newest = std::max(newest, k);
+    }
+  return newest < 0 ? "" : (fs::path(output_dir) / (prefix + std::to_string(newest))).string();
+}
+
 }  // namespace peft::train::detail

@@ -333,21 +333,9 @@ TrainResult Trainer::train(const std::string& resume_from) {
         what << "step " << run.step + 1 << ": the training loss is " << show(st.loss) << " and the gradient norm "
              << show(st.grad_norm);
         if (a.on_nonfinite == "stop") {
-          // The newest checkpoint-N with N <= this run's step (saved here or resumed from).
-          int64_t newest = -1;
-          if (fs::is_directory(a.output_dir))
-            for (const auto& e : fs::directory_iterator(a.output_dir)) {
-              const std::string n = e.path().filename().string();
-              if (e.is_directory() && n.rfind("checkpoint-", 0) == 0 && n.size() > 11 &&
-                  n.find_first_not_of("0123456789", 11) == std::string::npos) {
-                const int64_t k = std::stoll(n.substr(11));
-                if (k <= run.step) newest = std::max(newest, k);
-              }
-            }
-          std::string saved = "no checkpoint was written before it";
-          if (newest >= 0)
-            saved = "the last checkpoint, " + (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(newest))).string() +
-                    ", is intact";
+          const std::string last = detail::newest_checkpoint(a.output_dir, run.step);
+          const std::string saved =
+              last.empty() ? "no checkpoint was written before it" : "the last checkpoint, " + last + ", is intact";
           throw std::runtime_error("[train] " + what.str() + "; stopped before updating the weights (" + saved +
                                    "; no adapter was saved). Lower learning_rate, check the data and the base "
                                    "model's weights, or set on_nonfinite: skip to skip such steps");

@@ -91,6 +91,10 @@ void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Opt
 /// Saves the active adapter in the folder `dst` (written beside it, then renamed).
 void save_final_adapter(const std::string& dst, const PeftModel& model);
 
+/// The newest output_dir/checkpoint-N folder with N <= max_step (save_checkpoint's naming); ""
+/// when there is none.
+std::string newest_checkpoint(const std::string& output_dir, int64_t max_step);
+
 /// The active adapter's files (adapter_config.json, adapter_model.safetensors and the prompt
 /// encoder sidecar) directly in `dir`, whatever the adapter's name (save_pretrained puts a
 /// non-default adapter in a sub-folder).
