@@ -9,11 +9,18 @@ MODEL_DIR := $(BUILD)/models/stories260K
 
 all: build
 
+# The LibTorch to build against: wheel (LibTorch 2.x from PyPI's torch wheel, CPU libraries only,
+# which scripts/install_deps.sh fetches into ~/.cache/peft) or debian (Debian's libtorch-dev 1.13).
+# docs/benchmarks.md compares the two.
+PEFT_LIBTORCH ?= wheel
+export PEFT_LIBTORCH
+
 deps:
 	@bash scripts/install_deps.sh
 
 configure: deps
-	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_BENCH=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPEFT_BUILD_BENCH=ON \
+	  -DPEFT_LIBTORCH=$(PEFT_LIBTORCH) $(CMAKE_FLAGS) >/dev/null
 
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)

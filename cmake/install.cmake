@@ -20,6 +20,12 @@ endif()
 install(DIRECTORY include/peft DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT peftTargets NAMESPACE peft:: DESTINATION ${PEFT_CMAKE_DIR})
 set(PEFT_INSTALLED_WITH_TORCH ${PEFT_WITH_TORCH})
+if(PEFT_WITH_TORCH AND PEFT_LIBTORCH STREQUAL "wheel")
+  set(PEFT_INSTALLED_LIBTORCH_WHEEL "${PEFT_LIBTORCH_DIR}")
+  install(FILES cmake/LibTorchWheel.cmake DESTINATION ${PEFT_CMAKE_DIR})
+else()
+  set(PEFT_INSTALLED_LIBTORCH_WHEEL "")
+endif()
 configure_package_config_file(cmake/peftConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/peftConfig.cmake INSTALL_DESTINATION ${PEFT_CMAKE_DIR})
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/peftConfigVersion.cmake

@@ -16,7 +16,12 @@ and optimiser. Threads: by default torch.set_num_threads(all cores) in Python an
 in every pool (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and the frameworks' own
 setting): the like-for-like comparison on a shared machine.
 
-Printed per run: tokens/s (timed steps after the warm-up), step time median and p90, peak RSS of the
+--cpp LABEL=PATH,LABEL=PATH,... compares several peft.cpp builds (say, on Debian's LibTorch 1.13 and on
+PyPI's LibTorch 2.x) with PEFT in the same interleaved rounds.
+
+Printed per run: tokens/s (timed steps after the warm-up), tokens per CPU-second (the process's CPU
+time, every thread, over the same steps: the figure a loaded machine does not bias), step time median
+and p90, peak RSS of the
 process (VmHWM, model load included) and MFU = achieved FLOP/s / the fp32 GEMM peak measured by
 `bench_train --gemm-peak`. FLOPs per step = 2 x forward FLOPs (forward + input gradients; frozen
 weights get no weight gradient) + 2 x tokens x trainable parameters, forward FLOPs =
@@ -114,8 +119,8 @@ def worker(a):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total - s) / total))
     vocab = model.config.vocab_size
     pm.train()
-    times, loss = [], None
-    last = time.perf_counter()
+    times, cpu, loss = [], 0.0, None
+    last, last_cpu = time.perf_counter(), time.process_time()
     for step in range(total):
         ids = ids_for(a.batch, a.seq, vocab, step * a.batch)
         out = pm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
@@ -127,13 +132,15 @@ def worker(a):
         sched.step()
         opt.zero_grad()
         loss = out.loss.item()
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         if step >= a.warmup:
             times.append(now - last)
-        last = now
+            cpu += now_cpu - last_cpu
+        last, last_cpu = now, now_cpu
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     print(f"RESULT tokens_per_s {a.batch * a.seq * len(times) / sum(times)}")
+    print(f"RESULT tokens_per_cpu_s {a.batch * a.seq * len(times) / cpu}")
     print(f"RESULT step_ms_median {1e3 * statistics.median(times)}\nRESULT step_ms_p90 {1e3 * p90}")
     print(f"RESULT final_loss {loss}")
     print(f"RESULT peak_rss_mb {peak_rss_mb()}")
@@ -187,23 +194,31 @@ def ensure_gpt2(work):
     return path
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def load_average():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def parse_cpp(spec):
+    """--cpp PATH or LABEL=PATH[,LABEL=PATH...]: the bench_train binaries to compare, in order."""
+    out = []
+    for i, part in enumerate(spec.split(",")):
+        label, _, path = part.rpartition("=")
+        out.append((label or ("peft.cpp" if i == 0 else f"peft.cpp#{i + 1}"), path))
+    return out
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stories", help="stories260K converted by `peft convert`")
-    ap.add_argument("--cpp", help="bench_train binary")
-    ap.add_argument("--models", default="stories,gpt2")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "peft-bench"))
-    ap.add_argument("--json", help="also write the table as JSON here")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--model", help=argparse.SUPPRESS)
-    ap.add_argument("--method", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         return worker(a)
@@ -215,11 +230,15 @@ def main():
     import peft
     import transformers
 
+    cpps = parse_cpp(a.cpp)
     thr = ["--threads", str(a.threads)] if a.threads else []
-    peak = results_of([a.cpp, "--gemm-peak"] + thr, a.threads).get("gemm_peak_gflops", float("nan"))
+    peak = results_of([cpps[0][1], "--gemm-peak"] + thr, a.threads).get("gemm_peak_gflops", float("nan"))
+    print(f"{cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at the start; "
+          f"threads: {a.threads or 'each side its default'}", flush=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
           f"fp32 GEMM peak (bench_train --gemm-peak): {peak:.1f} GFLOP/s; batch {a.batch} x seq {a.seq}, "
-          f"{a.steps} timed steps after {a.warmup}, {a.rounds} round(s)", flush=True)
+          f"{a.steps} timed steps after {a.warmup}, {a.rounds} round(s), sides interleaved "
+          f"({', '.join(label for label, _ in cpps)}, PEFT)", flush=True)
     models = {}
     for name in a.models.split(","):
         if name == "stories":
@@ -237,63 +256,71 @@ def main():
             cfg = make_config(method, hf_cfg.model_type, a.steps + a.warmup)
             cdir = os.path.join(a.work, f"{mname}-{method}")
             cfg.save_pretrained(cdir)
-            cpp_cmd = [a.cpp, "--model", mpath, "--adapter-config", os.path.join(cdir, "adapter_config.json"),
-                       "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
-                       "--warmup", str(a.warmup)] + thr
+            args = ["--model", mpath, "--adapter-config", os.path.join(cdir, "adapter_config.json"),
+                    "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
+                    "--warmup", str(a.warmup)] + thr
             if method == "qlora":
-                cpp_cmd += ["--load-4bit", "nf4"]
-            py_cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", mpath, "--method", method,
-                      "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
-                      "--warmup", str(a.warmup), "--threads", str(a.threads)]
-            runs = {"cpp": [], "py": []}
+                args += ["--load-4bit", "nf4"]
+            sides = [(label, [path] + args) for label, path in cpps]
+            sides.append(("PEFT", [sys.executable, os.path.abspath(__file__), "--worker", "--model", mpath,
+                                   "--method", method, "--batch", str(a.batch), "--seq", str(a.seq),
+                                   "--steps", str(a.steps), "--warmup", str(a.warmup),
+                                   "--threads", str(a.threads)]))
+            runs = {label: [] for label, _ in sides}
             for _ in range(a.rounds):
-                runs["cpp"].append(results_of(cpp_cmd, a.threads))
-                runs["py"].append(results_of(py_cmd, a.threads))
-            row = {"model": mname, "method": method}
-            for side, rs in runs.items():
+                for label, cmd in sides:
+                    runs[label].append(results_of(cmd, a.threads))
+            row = {"model": mname, "method": method, "sides": {}}
+            for label, rs in runs.items():
                 ok = [r for r in rs if "error" not in r]
                 if not ok:
-                    row[side] = {"error": rs[0]["error"]}
+                    row["sides"][label] = {"error": rs[0]["error"]}
                     continue
                 med = {k: statistics.median(r[k] for r in ok) for k in ok[0] if all(k in r for r in ok)}
                 flops = model_flops(hf_cfg, method, med["trainable_params"], a.batch, a.seq)
                 med["mfu"] = flops * med["tokens_per_s"] / (a.batch * a.seq) / (peak * 1e9)
-                row[side] = med
+                row["sides"][label] = med
             rows.append(row)
             report(row)
+    print(f"load average {load_average()} at the end")
     print_table(rows)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"gemm_peak_gflops": peak, "rows": rows, "args": vars(a)}, f, indent=1)
+            json.dump({"cpu": cpu_model(), "gemm_peak_gflops": peak, "rows": rows, "args": vars(a)}, f, indent=1)
 
 
 def report(row):
-    for side in ("cpp", "py"):
-        r = row[side]
-        who = "peft.cpp" if side == "cpp" else "PEFT"
+    for who, r in row["sides"].items():
         if "error" in r:
             print(f"  {row['model']} {row['method']} {who}: FAILED: {r['error']}", flush=True)
         else:
-            print(f"  {row['model']} {row['method']} {who}: {r['tokens_per_s']:.0f} tok/s, step {r['step_ms_median']:.1f} ms "
+            print(f"  {row['model']} {row['method']} {who}: {r['tokens_per_s']:.0f} tok/s, "
+                  f"{r.get('tokens_per_cpu_s', float('nan')):.0f} tok/CPU-s, step {r['step_ms_median']:.1f} ms "
                   f"(p90 {r['step_ms_p90']:.1f}), RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu']:.1f}%, "
                   f"trainable {int(r['trainable_params'])}, loss {r['final_loss']:.3f}", flush=True)
 
 
 def print_table(rows):
-    print(f"\n| model | method | trainable (C++ / PEFT) | tok/s C++ | tok/s PEFT | speed ratio | step ms p50/p90 C++ "
-          f"| step ms p50/p90 PEFT | RSS MB C++ | RSS MB PEFT | RSS ratio | MFU C++ | MFU PEFT |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    """One line per peft.cpp build: its figures and its ratios to Python PEFT's (> 1: peft.cpp
+    faster, or for RSS: larger)."""
+    print("\n| model | method | build | tok/s | tok/s PEFT | ratio | tok/CPU-s | tok/CPU-s PEFT | ratio "
+          "| step ms p50/p90 | step ms p50/p90 PEFT | RSS MB | RSS MB PEFT | RSS ratio | MFU | MFU PEFT |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        c, p = row["cpp"], row["py"]
-        if "error" in c or "error" in p:
-            why = c.get("error") or p.get("error")
-            print(f"| {row['model']} | {row['method']} | n/a: {why} |" + " |" * 10)
-            continue
-        print(f"| {row['model']} | {row['method']} | {int(c['trainable_params'])} / {int(p['trainable_params'])} "
-              f"| {c['tokens_per_s']:.0f} | {p['tokens_per_s']:.0f} | {c['tokens_per_s'] / p['tokens_per_s']:.2f}x "
-              f"| {c['step_ms_median']:.1f} / {c['step_ms_p90']:.1f} | {p['step_ms_median']:.1f} / {p['step_ms_p90']:.1f} "
-              f"| {c['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} | {c['peak_rss_mb'] / p['peak_rss_mb']:.2f}x "
-              f"| {100 * c['mfu']:.1f}% | {100 * p['mfu']:.1f}% |")
+        p = row["sides"]["PEFT"]
+        for who, c in row["sides"].items():
+            if who == "PEFT":
+                continue
+            if "error" in c or "error" in p:
+                why = c.get("error") or p.get("error")
+                print(f"| {row['model']} | {row['method']} | {who} | n/a: {why} |" + " |" * 12)
+                continue
+            cc, pc = c.get("tokens_per_cpu_s", float("nan")), p.get("tokens_per_cpu_s", float("nan"))
+            print(f"| {row['model']} | {row['method']} | {who} | {c['tokens_per_s']:.0f} | {p['tokens_per_s']:.0f} "
+                  f"| {c['tokens_per_s'] / p['tokens_per_s']:.2f}x | {cc:.0f} | {pc:.0f} | {cc / pc:.2f}x "
+                  f"| {c['step_ms_median']:.1f} / {c['step_ms_p90']:.1f} | {p['step_ms_median']:.1f} / {p['step_ms_p90']:.1f} "
+                  f"| {c['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} | {c['peak_rss_mb'] / p['peak_rss_mb']:.2f}x "
+                  f"| {100 * c['mfu']:.1f}% | {100 * p['mfu']:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
 
 #include <limits>
 #include <map>
@@ -91,6 +92,24 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   if (!(training && dropout > 0) && softcap <= 0 && kernels::attention_f32_applicable(q, k, v, bias))
     return kernels::attention_f32(q, k, v, bias, scale);
   const int64_t H = q.size(1), KVH = k.size(1);
+#if TORCH_VERSION_MAJOR >= 2
+  // Training and every other case on LibTorch 2.x: PyTorch's fused attention (SDPA: flash
+  // attention on the CPU, whose backward recomputes the probabilities instead of keeping
+  // [B, H, T, S] of them), as transformers' default attention. The plain chain below stays for
+  // tanh soft-capping (Gemma 2), 1.13 and kernels::ScopedPlainAten (checkpointed layers must
+  // round alike in their forward and their recomputation).
+  if (softcap <= 0 && kernels::enabled()) {
+    at::Tensor o = at::scaled_dot_product_attention(
+        q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
+        training ? dropout : 0.0, /*is_causal=*/false, scale, /*enable_gqa=*/KVH != H);
+    // Rows that may attend nowhere: zeros, as below.
+    if (bias.defined()) {
+      const at::Tensor dead = bias.amax(-1, true) < -1e4;
+      if (dead.any().item<bool>()) o = o.masked_fill(dead, 0);
+    }
+    return o;
+  }
+#endif
   at::Tensor kk = k, vv = v;
   if (KVH != H) {
     const int64_t rep = H / KVH;
@@ -101,15 +120,19 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     kk = expand(k);
     vv = expand(v);
   }
-  at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;
+  // In place where autograd allows it (a product's and a sum's backward keep no output): each
+  // [B, H, T, S] temporary saved is one allocation and one pass less per layer.
+  at::Tensor scores = at::matmul(q, kk.transpose(2, 3));
+  scores.mul_(scale);
   if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
-  if (bias.defined()) scores = scores + bias;
+  if (bias.defined()) scores.add_(bias);
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   if (bias.defined()) {
     // Queries that may attend nowhere (left-padding rows) get a zero output, as PyTorch's SDPA
     // (transformers' default attention) gives them, rather than eager attention's uniform average.
     // Masked entries hold the dtype's lowest value (<= -65504); allowed ones a small bias.
-    probs = probs.masked_fill(bias.amax(-1, true) < -1e4, 0);
+    const at::Tensor dead = bias.amax(-1, true) < -1e4;
+    if (dead.any().item<bool>()) probs = probs.masked_fill(dead, 0);
   }
   if (training && dropout > 0) probs = at::dropout(probs, dropout, true);
   return at::matmul(probs, vv);
