@@ -5,14 +5,14 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 MODEL_DIR := $(BUILD)/models/stories260K
 
-.PHONY: all deps configure build test demo fuzz-smoke install clean bench compare
+.PHONY: all deps configure build test test-wheel demo fuzz-smoke install clean bench compare
 
 all: build
 
-# The LibTorch to build against: wheel (LibTorch 2.x from PyPI's torch wheel, CPU libraries only,
-# which scripts/install_deps.sh fetches into ~/.cache/peft) or debian (Debian's libtorch-dev 1.13).
-# docs/benchmarks.md compares the two.
-PEFT_LIBTORCH ?= wheel
+# The LibTorch to build against: debian (Debian's libtorch-dev 1.13, OpenBLAS) or wheel (LibTorch
+# 2.x from PyPI's torch wheel, CPU libraries only, MKL and SDPA, which scripts/install_deps.sh
+# fetches into ~/.cache/peft). docs/benchmarks.md ("Training speed") compares the two.
+PEFT_LIBTORCH ?= debian
 export PEFT_LIBTORCH
 
 deps:
@@ -55,10 +55,22 @@ demo: build $(MODEL_DIR)/config.json
 
 # Side-by-side training benchmark of every method against Python PEFT (needs the reference venv,
 # tools/reference/README.md); prints tokens/s, step times, peak RSS, MFU and the ratios.
+# With the other LibTorch's build present too (make test-wheel writes build-wheel), both run in
+# the same interleaved rounds.
 PEFT_PY ?= /root/peft-venv/bin/python
 BENCH_ARGS ?=
+OTHER_BUILD := $(if $(filter wheel,$(PEFT_LIBTORCH)),build-debian,build-wheel)
+OTHER_LIBTORCH := $(if $(filter wheel,$(PEFT_LIBTORCH)),debian,wheel)
+, := ,
+BENCH_CPP ?= $(PEFT_LIBTORCH)=$(BUILD)/bench/bench_train$(if $(wildcard $(OTHER_BUILD)/bench/bench_train),$(,)$(OTHER_LIBTORCH)=$(OTHER_BUILD)/bench/bench_train)
 bench: build $(MODEL_DIR)/config.json
-	@$(PEFT_PY) bench/python/bench_train.py --stories $(MODEL_DIR) --cpp $(BUILD)/bench/bench_train $(BENCH_ARGS)
+	@$(PEFT_PY) bench/python/bench_train.py --stories $(MODEL_DIR) --cpp $(BENCH_CPP) $(BENCH_ARGS)
+
+# The suite on LibTorch 2.x from PyPI (downloaded once), built in build-wheel; CI runs it after
+# `make test`.
+test-wheel:
+	@$(MAKE) --no-print-directory build BUILD=build-wheel PEFT_LIBTORCH=wheel
+	@cd build-wheel && ctest --output-on-failure -j $(JOBS)
 
 # The seven methods on the bundled E2E task: writes build/compare/compare.md and compare.png.
 compare: build $(MODEL_DIR)/config.json

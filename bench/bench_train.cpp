@@ -12,6 +12,7 @@
 // optimizer steps as seen by Trainer::on_step (forward, backward, clipping, AdamW, schedule and,
 // for AdaLoRA, the rank allocator). The first `warmup` steps are not timed.
 // Output lines: "RESULT <metric> <value>".
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -21,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -81,7 +83,7 @@ double rss_mb() {
 
 int usage() {
   std::cerr << "usage: bench_train --model DIR --adapter-config FILE [--batch N] [--seq N] [--steps N] "
-               "[--warmup N] [--threads N]\n       bench_train --gemm-peak [--threads N]\n";
+               "[--warmup N] [--threads N] [--profile TRACE.json]\n       bench_train --gemm-peak [--threads N]\n";
   return 2;
 }
 
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool gemm = false;
   std::string load_4bit;  // "nf4" / "fp4": QLoRA base (double quantisation, fp32 compute)
+  std::string profile;    // LibTorch's profiler over the timed steps, as a Chrome trace
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -110,6 +113,7 @@ int main(int argc, char** argv) {
       else if (a == "--threads") threads = std::stoi(next());
       else if (a == "--gemm-peak") gemm = true;
       else if (a == "--load-4bit") load_4bit = next();
+      else if (a == "--profile") profile = next();
       else return usage();
     } catch (const std::exception& e) {
       std::cerr << "bench_train: " << e.what() << "\n";
@@ -167,6 +171,7 @@ int main(int argc, char** argv) {
     double cpu_s = 0;  // process CPU time (every thread) over the timed steps
     auto last = std::chrono::steady_clock::now();
     double last_cpu = process_cpu_seconds();
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
     trainer.on_step = [&](int64_t step, double, double) {
       const auto now = std::chrono::steady_clock::now();
       const double now_cpu = process_cpu_seconds();
@@ -174,10 +179,15 @@ int main(int argc, char** argv) {
         step_s.push_back(std::chrono::duration<double>(now - last).count());
         cpu_s += now_cpu - last_cpu;
       }
+      if (step == warmup && !profile.empty())
+        recording = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
       last = now;
       last_cpu = now_cpu;
     };
+    if (warmup == 0 && !profile.empty())
+      recording = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
     const auto result = trainer.train();
+    recording.reset();  // writes the trace
     std::filesystem::remove_all(args.output_dir);
     double total = 0;
     for (double s : step_s) total += s;

@@ -27,7 +27,9 @@ function(peft_import_libtorch_wheel dir)
       IMPORTED_LOCATION "${dir}/lib/libtorch_cpu.so"
       INTERFACE_COMPILE_DEFINITIONS "USE_DISTRIBUTED;USE_C10D_GLOO;USE_RPC;USE_TENSORPIPE"
       INTERFACE_INCLUDE_DIRECTORIES "${_includes}"
-      INTERFACE_LINK_LIBRARIES "c10")
+      INTERFACE_LINK_LIBRARIES "c10"
+      # LibTorch 2.x headers need C++20 (TorchConfig.cmake asks the same); peft's own headers stay C++17.
+      INTERFACE_COMPILE_FEATURES cxx_std_20)
   endif()
   set(TORCH_LIBRARIES torch_cpu c10 PARENT_SCOPE)
   set(TORCH_INCLUDE_DIRS "${_includes}" PARENT_SCOPE)

@@ -2,11 +2,11 @@
 # Installs what peft.cpp builds against on Debian 12. Idempotent: installs only what is missing.
 #  - Debian packages; OpenBLAS is left selected as libblas.so.3 (Debian's LibTorch is ~15x slower
 #    on the reference BLAS).
-#  - With PEFT_LIBTORCH=wheel (the default): LibTorch 2.x, the CPU libraries of PyPI's
+#  - With PEFT_LIBTORCH=wheel (make test-wheel): LibTorch 2.x, the CPU libraries of PyPI's
 #    torch wheel (libtorch_cpu, libc10, the bundled libgomp, the headers) plus the two small CUDA
 #    runtime libraries libtorch_cpu.so names (libcudart, libcupti; never called on a CPU),
 #    unpacked to $PEFT_LIBTORCH_CACHE (default ~/.cache/peft). Checked against PyPI's sha256.
-#    PEFT_LIBTORCH=debian uses Debian's libtorch-dev 1.13 alone.
+#    PEFT_LIBTORCH=debian (the default) uses Debian's libtorch-dev 1.13 alone.
 set -euo pipefail
 
 PACKAGES=(
@@ -48,7 +48,7 @@ for lib in libblas.so.3 liblapack.so.3; do
 done
 
 # ------------------------------------------------------------------ LibTorch 2.x from PyPI
-PEFT_LIBTORCH=${PEFT_LIBTORCH:-wheel}
+PEFT_LIBTORCH=${PEFT_LIBTORCH:-debian}
 TORCH_VERSION=${PEFT_TORCH_VERSION:-2.15.0}
 CUDA_RT_VERSION=${PEFT_CUDA_RT_VERSION:-13.2.86}   # the nvidia-cuda-runtime/-cupti torch 2.15 names
 CACHE=${PEFT_LIBTORCH_CACHE:-$HOME/.cache/peft}

@@ -120,8 +120,12 @@ def worker(a):
     vocab = model.config.vocab_size
     pm.train()
     times, cpu, loss = [], 0.0, None
+    prof = None
     last, last_cpu = time.perf_counter(), time.process_time()
     for step in range(total):
+        if a.profile and step == a.warmup:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         ids = ids_for(a.batch, a.seq, vocab, step * a.batch)
         out = pm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
         out.loss.backward()
@@ -137,6 +141,9 @@ def worker(a):
             times.append(now - last)
             cpu += now_cpu - last_cpu
         last, last_cpu = now, now_cpu
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        prof.export_chrome_trace(a.profile)
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     print(f"RESULT tokens_per_s {a.batch * a.seq * len(times) / sum(times)}")
@@ -219,6 +226,23 @@ def parse_cpp(spec):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stories", help="stories260K converted by `peft convert`")
+    ap.add_argument("--cpp", help="bench_train binary, or LABEL=PATH,LABEL=PATH,... to compare builds")
+    ap.add_argument("--models", default="stories,gpt2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "peft-bench"))
+    ap.add_argument("--json", help="also write the table as JSON here")
+    ap.add_argument("--profile", help="with --worker: a Chrome trace of the timed steps (torch.profiler)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         return worker(a)

@@ -1,10 +1,13 @@
 #include "peft/core/runtime.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <sched.h>
 #include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -39,6 +42,14 @@ std::string openblas_core() {
   auto fn = reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   const char* name = fn ? fn() : nullptr;
   return name ? name : "";
+}
+
+// The CPUs this process may run on (its affinity mask), at least 1.
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
 }
 
 }  // namespace
@@ -79,11 +90,14 @@ RuntimeInfo init_runtime(int threads) {
   static std::once_flag once;
   static RuntimeInfo info;
   std::call_once(once, [&] {
-    // fp32 GEMM runs on OpenBLAS's own thread pool; LibTorch's OpenMP workers busy-wait beside
-    // it and, on small models, make training ~2x slower (measured on stories260K: 15.6 s vs 7.2 s
-    // for 20 LoRA steps). So LibTorch gets one thread unless asked (threads > 0 or OMP_NUM_THREADS);
-    // bf16 matmuls (oneDNN) scale with LibTorch's threads, so bf16 users should pass threads.
-    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = 1;
+    // Debian's LibTorch runs fp32 GEMM on OpenBLAS's own thread pool; LibTorch's OpenMP workers
+    // busy-wait beside it and, on small models, make training ~2x slower (measured on
+    // stories260K: 15.6 s vs 7.2 s for 20 LoRA steps). So there LibTorch gets one thread unless
+    // asked (threads > 0 or OMP_NUM_THREADS); bf16 matmuls (oneDNN) scale with LibTorch's threads,
+    // so bf16 users should pass threads. PyPI's LibTorch runs GEMM on MKL inside its own OpenMP
+    // pool: it gets one thread per core this process may use, as torch does.
+    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
+      threads = at::hasMKL() ? usable_cores() : 1;
     if (threads > 0) at::set_num_threads(threads);
     info.intra_op_threads = at::get_num_threads();
     // glibc serves blocks above 32 MB with fresh mmaps, so a large output allocated every call

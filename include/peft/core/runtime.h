@@ -31,9 +31,10 @@ std::string blas_coretype_advice();
 /// call it; tests do not (they run with the environment's BLAS as it is).
 void restart_with_suitable_blas(char** argv);
 
-/// Sets LibTorch's intra-op thread count (0 = one thread, unless OMP_NUM_THREADS is set: fp32
-/// matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down) and
-/// checks which BLAS serves fp32 GEMM. Warns once on stderr when it is the slow reference BLAS.
+/// Sets LibTorch's intra-op thread count. threads <= 0 without OMP_NUM_THREADS: one thread when
+/// fp32 matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down
+/// (Debian's LibTorch); one per usable core when they run on LibTorch's own pool (PyPI's, MKL). Also
+/// checks which BLAS serves fp32 GEMM and warns once on stderr when it is the slow reference BLAS.
 /// Also keeps malloc blocks up to 256 MB out of fresh mmaps (see runtime.cpp) unless
 /// MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set. Idempotent; the CLI calls it first thing.
 RuntimeInfo init_runtime(int threads = 0);
