@@ -93,12 +93,14 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     return kernels::attention_f32(q, k, v, bias, scale);
   const int64_t H = q.size(1), KVH = k.size(1);
 #if TORCH_VERSION_MAJOR >= 2
-  // Training and every other case on LibTorch 2.x: PyTorch's fused attention (SDPA: flash
-  // attention on the CPU, whose backward recomputes the probabilities instead of keeping
-  // [B, H, T, S] of them), as transformers' default attention. The plain chain below stays for
-  // tanh soft-capping (Gemma 2), 1.13 and kernels::ScopedPlainAten (checkpointed layers must
-  // round alike in their forward and their recomputation).
-  if (softcap <= 0 && kernels::enabled()) {
+  // Training and fp32 on LibTorch 2.x: PyTorch's fused attention (SDPA: flash attention on the
+  // CPU, whose backward recomputes the probabilities instead of keeping [B, H, T, S] of them), as
+  // transformers' default attention. The plain chain below stays for tanh soft-capping (Gemma 2),
+  // 1.13, bf16/fp16 inference (SDPA keeps fp32 scores and probabilities there, eager attention
+  // rounds them to the dtype: transformers' low-precision fixtures follow eager) and
+  // kernels::ScopedPlainAten (checkpointed layers must round alike in their forward and their
+  // recomputation).
+  if (softcap <= 0 && kernels::enabled() && (q.scalar_type() == at::kFloat || at::GradMode::is_enabled())) {
     at::Tensor o = at::scaled_dot_product_attention(
         q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
         training ? dropout : 0.0, /*is_causal=*/false, scale, /*enable_gqa=*/KVH != H);
