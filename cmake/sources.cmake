@@ -58,6 +58,9 @@ set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTION
 # ggml's rounding: a*b+c is fused exactly where ggml's binary fuses it (std::fma), nowhere else.
 set_source_files_properties(${S}/quant/ggml_cpu.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 
+# The training attention's vector loops are written as a*b+c: multiply-adds.
+set_source_files_properties(${S}/models/cpu_attention_train.cpp PROPERTIES COMPILE_OPTIONS "-ffp-contract=fast;-Wno-psabi")
+
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
@@ -73,6 +76,7 @@ set(PEFT_TORCH_SOURCES
   ${S}/io/tensor_bridge.cpp
   ${S}/models/blocks.cpp
   ${S}/models/cpu_kernels.cpp
+  ${S}/models/cpu_attention_train.cpp
   ${S}/models/adaptable_linear.cpp
   ${S}/models/auto_model.cpp
   ${S}/models/quantized_model.cpp

@@ -111,6 +111,11 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     }
     return o;
   }
+#else
+  // Training on LibTorch 1.13 (no SDPA): fused attention whose backward recomputes the
+  // probabilities from each row's log-sum-exp instead of keeping [B, H, T, S] of them.
+  if (!(training && dropout > 0) && softcap <= 0 && kernels::attention_train_f32_applicable(q, k, v, bias))
+    return kernels::attention_train_f32(q, k, v, bias, scale);
 #endif
   at::Tensor kk = k, vv = v;
   if (KVH != H) {

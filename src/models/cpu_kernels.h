@@ -50,4 +50,17 @@ at::Tensor rotary_f32(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 /// at::gelu(x, "tanh") in one vectorised pass.
 at::Tensor gelu_tanh_f32(const at::Tensor& x);
 
+/// True when attention_train_f32 may replace the ATen chain while autograd records: fp32 CPU
+/// tensors, some of q, k, v needing a gradient, bias (if any) fp32 without one and broadcastable
+/// as [B, 1 or H, T, S]. Dropout and soft-capping are the caller's to rule out.
+bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& bias);
+
+/// attention_f32 as an autograd op: the forward keeps q, k, v, bias, the output and each row's
+/// log-sum-exp; the backward recomputes the probabilities from them (no [B, H, T, S] tensor is
+/// kept) and gives gradients to the inputs that need them (never to the bias). Shapes and the
+/// treatment of masked keys and dead rows as attention_f32.
+at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& bias, double scale);
+
 }  // namespace peft::models::kernels

@@ -1,0 +1,243 @@
+// Fused fp32 CPU attention for training, flash-attention style (Dao et al., FlashAttention-2
+// §3.1): the forward keeps only the output and each row's log-sum-exp, the backward recomputes the
+// probabilities from them, so no [B, H, T, S] tensor lives between the two. The loops of
+// cpu_attention_train.inc are compiled for AVX-512, AVX2+FMA and portable code, picked once from
+// the CPU's features (portable only off x86).
+#include "cpu_kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace peft::models::kernels {
+
+namespace {
+
+constexpr float kTrainMasked = -1e30f;  // bias values below this mark keys that cannot be attended
+constexpr float kTrainDeadRow = -1e4f;  // rows whose largest bias is below this attend nowhere
+
+// A [B, heads, positions, D] tensor whose rows (dim 3) are contiguous; broadcast dims stride 0.
+struct Rows {
+  float* p = nullptr;
+  int64_t s0 = 0, s1 = 0, s2 = 0;
+  float* at(int64_t b, int64_t h, int64_t i) const { return p + b * s0 + h * s1 + i * s2; }
+};
+
+struct TrainArgs {
+  Rows q, k, v, bias, out, dout, dq, dk, dv;  // dq/dk/dv null when that gradient is not wanted
+  float* lse;                                 // [B, H, T] contiguous
+  int64_t B, H, KVH, T, S, D;
+  int64_t bias_heads;  // 1 or H
+  float scale;
+  const int32_t* lo;  // per bias row: first and one-past-last key that is not masked; lo >= hi
+  const int32_t* hi;  // marks a row that attends nowhere
+};
+
+// Scratch of one worker: K and V of one (batch, kv head) transposed to [D, Sp] (Sp = S rounded
+// up to 16, plus 16; zero past S), dK and dV likewise, one row of scores, one row of bias, and
+// D 16-lane dQ accumulators for head sizes without a compiled-in copy.
+struct TrainBuffers {
+  float *kt, *vt, *dkt, *dvt, *sc, *bb, *dqa;
+  int64_t Sp;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors passed between inlined helpers
+namespace avx512 {
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#include "cpu_attention_train.inc"
+#pragma GCC pop_options
+}  // namespace avx512
+
+namespace avx2 {
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include "cpu_attention_train.inc"
+#pragma GCC pop_options
+}  // namespace avx2
+#pragma GCC diagnostic pop
+#define PEFT_TRAIN_X86 1
+#else
+#define PEFT_TRAIN_X86 0
+#endif
+
+namespace baseline {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#include "cpu_attention_train.inc"
+#pragma GCC diagnostic pop
+}  // namespace baseline
+
+using RangeFn = void (*)(const TrainArgs&, const TrainBuffers&, int64_t, int64_t);
+struct TrainLoops {
+  RangeFn forward, backward;
+};
+
+const TrainLoops& train_loops() {
+  static const TrainLoops l = [] {
+#if PEFT_TRAIN_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      return TrainLoops{&avx512::forward_range, &avx512::backward_range};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return TrainLoops{&avx2::forward_range, &avx2::backward_range};
+#endif
+    return TrainLoops{&baseline::forward_range, &baseline::backward_range};
+  }();
+  return l;
+}
+
+bool fp32_cpu(const at::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat; }
+
+// The tensor itself when its rows are contiguous, else a contiguous copy.
+at::Tensor with_contiguous_rows(const at::Tensor& t) { return t.stride(3) == 1 ? t : t.contiguous(); }
+
+Rows rows_of(const at::Tensor& t) {
+  return {t.data_ptr<float>(), t.size(0) == 1 ? 0 : t.stride(0), t.size(1) == 1 ? 0 : t.stride(1),
+          t.size(2) == 1 ? 0 : t.stride(2)};
+}
+
+// q, k, v, bias (already with contiguous rows) into the arguments; lo/hi receive the key span of
+// every bias row (one scan, shared by the heads when the bias is [B, 1, T, S]).
+TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                    double scale, std::vector<int32_t>& lo, std::vector<int32_t>& hi) {
+  TrainArgs a{};
+  a.B = q.size(0), a.H = q.size(1), a.T = q.size(2), a.D = q.size(3), a.KVH = k.size(1), a.S = k.size(2);
+  a.q = rows_of(q);
+  a.k = rows_of(k);
+  a.v = rows_of(v);
+  a.scale = static_cast<float>(scale);
+  if (bias.defined()) {
+    a.bias = rows_of(bias);
+    a.bias_heads = bias.size(1);
+    const int64_t rows = a.B * a.bias_heads * a.T, S = a.S;
+    lo.resize(static_cast<std::size_t>(rows));
+    hi.resize(static_cast<std::size_t>(rows));
+    for (int64_t b = 0; b < a.B; ++b)
+      for (int64_t h = 0; h < a.bias_heads; ++h)
+        for (int64_t i = 0; i < a.T; ++i) {
+          const float* br = a.bias.at(b, h, i);
+          const int64_t row = (b * a.bias_heads + h) * a.T + i;
+          int64_t first = 0, last = S;
+          while (first < S && br[first] < kTrainMasked) ++first;
+          while (last > first && br[last - 1] < kTrainMasked) --last;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t j = first; j < last; ++j) mx = std::max(mx, br[j]);
+          const bool dead = first >= last || mx < kTrainDeadRow;
+          lo[row] = dead ? 1 : static_cast<int32_t>(first);
+          hi[row] = dead ? 0 : static_cast<int32_t>(last);
+        }
+    a.lo = lo.data();
+    a.hi = hi.data();
+  }
+  return a;
+}
+
+// One worker's scratch per call of `fn` over a range of (batch, kv head) tasks.
+void run_tasks(const TrainArgs& a, RangeFn fn) {
+  at::parallel_for(0, a.B * a.KVH, 1, [&](int64_t begin, int64_t end) {
+    const int64_t Sp = (a.S + 15) / 16 * 16 + 16;
+    const auto n = static_cast<std::size_t>(a.D * Sp);
+    std::vector<float> buf(4 * n + 2 * static_cast<std::size_t>(Sp) + 16 * static_cast<std::size_t>(a.D) + 16, 0.0f);
+    float* p = buf.data();
+    // The dQ accumulators are read as 16-lane vectors: 64-byte aligned.
+    const auto dqa = (reinterpret_cast<std::uintptr_t>(p + 4 * n + 2 * Sp) + 63) & ~std::uintptr_t{63};
+    const TrainBuffers w{p, p + n, p + 2 * n, p + 3 * n, p + 4 * n, p + 4 * n + Sp, reinterpret_cast<float*>(dqa), Sp};
+    fn(a, w, begin, end);
+  });
+}
+
+struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
+  // Returns [B, T, H, D] (attention_train_f32 hands out its [B, H, T, D] view).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in,
+                                                const at::Tensor& k_in, const at::Tensor& v_in,
+                                                const c10::optional<at::Tensor>& bias_opt, double scale) {
+    // The bias is no autograd input (it gets no gradient, and may be undefined).
+    const at::Tensor bias_in = bias_opt.value_or(at::Tensor());
+    const at::Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
+    const at::Tensor bias = bias_in.defined() ? with_contiguous_rows(bias_in) : at::Tensor();
+    std::vector<int32_t> lo, hi;
+    TrainArgs a = make_args(q, k, v, bias, scale, lo, hi);
+    at::Tensor out = at::empty({a.B, a.T, a.H, a.D}, q.options());
+    at::Tensor lse = at::empty({a.B, a.H, a.T}, q.options());
+    a.out = rows_of(out.permute({0, 2, 1, 3}));
+    a.lse = lse.data_ptr<float>();
+    run_tasks(a, train_loops().forward);
+    ctx->save_for_backward({q_in, k_in, v_in, out, lse});
+    if (bias_in.defined()) ctx->saved_data["bias"] = bias_in;
+    ctx->saved_data["scale"] = scale;
+    return {out};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor q = with_contiguous_rows(saved[0]), k = with_contiguous_rows(saved[1]),
+                     v = with_contiguous_rows(saved[2]);
+    const auto b = ctx->saved_data.find("bias");
+    const at::Tensor bias = b != ctx->saved_data.end() ? with_contiguous_rows(b->second.toTensor()) : at::Tensor();
+    const at::Tensor out = saved[3], lse = saved[4].contiguous();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const bool want_q = ctx->needs_input_grad(0), want_k = ctx->needs_input_grad(1),
+               want_v = ctx->needs_input_grad(2);
+    std::vector<int32_t> lo, hi;
+    TrainArgs a = make_args(q, k, v, bias, scale, lo, hi);
+    a.out = rows_of(out.permute({0, 2, 1, 3}));
+    a.lse = lse.data_ptr<float>();
+    const at::Tensor dout = with_contiguous_rows(grads[0].permute({0, 2, 1, 3}));
+    a.dout = rows_of(dout);
+    at::Tensor dq, dk, dv;
+    if (want_q) {
+      dq = at::empty({a.B, a.T, a.H, a.D}, q.options()).permute({0, 2, 1, 3});
+      a.dq = rows_of(dq);
+    }
+    if (want_k) {
+      dk = at::empty({a.B, a.KVH, a.S, a.D}, k.options());
+      a.dk = rows_of(dk);
+    }
+    if (want_v) {
+      dv = at::empty({a.B, a.KVH, a.S, a.D}, v.options());
+      a.dv = rows_of(dv);
+    }
+    run_tasks(a, train_loops().backward);
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& bias) {
+  if (!enabled() || !at::GradMode::is_enabled()) return false;
+  if (!fp32_cpu(q) || !fp32_cpu(k) || !fp32_cpu(v)) return false;
+  if (!(q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || k.sizes() != v.sizes() || q.size(0) != k.size(0) ||
+      q.size(3) != k.size(3) || k.size(1) == 0 || q.size(1) % k.size(1) != 0)
+    return false;
+  if (bias.defined()) {
+    if (!fp32_cpu(bias) || bias.requires_grad() || bias.dim() != 4) return false;
+    const bool heads_ok = bias.size(1) == 1 || bias.size(1) == q.size(1);
+    if (!heads_ok || bias.size(0) != q.size(0) || bias.size(2) != q.size(2) || bias.size(3) != k.size(2))
+      return false;
+  }
+  return q.numel() > 0 && k.size(2) > 0 && k.size(2) < std::numeric_limits<int32_t>::max();
+}
+
+at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& bias, double scale) {
+  const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
+  return AttentionTrainFn::apply(q, k, v, b, scale)[0].permute({0, 2, 1, 3});
+}
+
+}  // namespace peft::models::kernels
