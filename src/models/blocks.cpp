@@ -19,6 +19,82 @@
 
 namespace peft::models {
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Training versions of the fused element-wise kernels: the forward runs the inference loops (so
+// a value rounds the same with and without autograd) and keeps only what its backward reads.
+
+// y = weight * (x * rstd); saves x, weight and the per-row rstd.
+struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
+    auto [y, rstd] = kernels::rms_norm_f32_rstd(x, weight, eps);
+    ctx->save_for_backward({x, weight, rstd});
+    return {y};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto [dx, dw] = kernels::rms_norm_backward_f32(grads[0], saved[0], saved[1], saved[2], ctx->needs_input_grad(0),
+                                                   ctx->needs_input_grad(1));
+    return {dx, dw, at::Tensor()};
+  }
+};
+
+// silu(g) * u; saves g and u.
+struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
+    ctx->save_for_backward({g, u});
+    return {kernels::silu_mul_f32(g, u)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto [dg, du] = kernels::silu_mul_backward_f32(grads[0], saved[0], saved[1]);
+    return {dg, du};
+  }
+};
+
+// x [B, H, T, D] -> x·cos + rotate_half(x)·sin as contiguous [B, T, H, D] (the caller permutes it,
+// so the Function's output is not a view); saves the tables only.
+struct RotaryFn : public torch::autograd::Function<RotaryFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                               const at::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return {kernels::rotary_f32_bthd(x, cos, sin)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {kernels::rotary_backward_f32(grads[0], saved[0], saved[1]), at::Tensor(), at::Tensor()};
+  }
+};
+
+// gelu(x, "tanh"); saves x.
+struct GeluTanhFn : public torch::autograd::Function<GeluTanhFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x) {
+    ctx->save_for_backward({x});
+    return {kernels::gelu_tanh_f32(x)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {kernels::gelu_tanh_backward_f32(grads[0], saved[0])};
+  }
+};
+
+// The fused path (inference or training) applies to these shapes.
+bool rms_norm_fusable(const at::Tensor& x, const at::Tensor& weight) {
+  return weight.dim() == 1 && x.dim() >= 1 && weight.size(0) == x.size(-1);
+}
+
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (!rms_norm_fusable(x, weight)) return {};
+  if (kernels::elementwise_f32_applicable({&x, &weight})) return kernels::rms_norm_f32(x, weight, eps);
+  if (kernels::elementwise_f32_trainable({&x, &weight})) return RmsNormFn::apply(x, weight, eps)[0];
+  return {};
+}
+
+}  // namespace
+
 at::Tensor attention_bias(const at::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
                           int64_t prefix, bool causal, at::ScalarType dtype, c10::Device device,
                           int64_t sliding_window) {
@@ -146,13 +222,24 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (kernels::elementwise_f32_applicable({&x, &weight}) && weight.dim() == 1 && x.dim() >= 1 &&
-      weight.size(0) == x.size(-1))
-    return kernels::rms_norm_f32(x, weight, eps);
+  if (at::Tensor y = fused_rms_norm(x, weight, eps); y.defined()) return y;
   const auto in_dtype = x.scalar_type();
   at::Tensor h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
   return weight * h.to(in_dtype);
+}
+
+at::Tensor gemma_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // fp32: (1 + weight) is rounded once either way, so the fused kernel takes it as its weight
+  // (and autograd carries dweight through the addition).
+  if (x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && x.device().is_cpu() &&
+      rms_norm_fusable(x, weight) && kernels::enabled()) {
+    const at::Tensor scale = 1.0 + weight;
+    if (at::Tensor y = fused_rms_norm(x, scale, eps); y.defined()) return y;
+  }
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return (h * (1.0 + weight.to(at::kFloat))).to(x.scalar_type());
 }
 
 RotaryTables rotary_tables(const at::Tensor& inv_freq, const at::Tensor& position_ids,
@@ -164,10 +251,15 @@ RotaryTables rotary_tables(const at::Tensor& inv_freq, const at::Tensor& positio
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
-  if (kernels::elementwise_f32_applicable({&x, &t.cos, &t.sin}) && x.dim() == 4 && x.size(3) % 2 == 0 &&
-      t.cos.dim() == 3 && t.cos.sizes() == t.sin.sizes() && (t.cos.size(0) == x.size(0) || t.cos.size(0) == 1) &&
-      t.cos.size(1) == x.size(2) && t.cos.size(2) == x.size(3))
-    return kernels::rotary_f32(x, t.cos, t.sin);
+  const bool fusable = x.dim() == 4 && x.size(3) % 2 == 0 && t.cos.dim() == 3 && t.cos.sizes() == t.sin.sizes() &&
+                       (t.cos.size(0) == x.size(0) || t.cos.size(0) == 1) && t.cos.size(1) == x.size(2) &&
+                       t.cos.size(2) == x.size(3);
+  if (fusable && kernels::elementwise_f32_applicable({&x, &t.cos, &t.sin})) return kernels::rotary_f32(x, t.cos, t.sin);
+  // The tables never need a gradient here (they come from positions); a trainable table takes
+  // the ATen path.
+  if (fusable && !t.cos.requires_grad() && !t.sin.requires_grad() &&
+      kernels::elementwise_f32_trainable({&x, &t.cos, &t.sin}))
+    return RotaryFn::apply(x, t.cos, t.sin)[0].permute({0, 2, 1, 3});
   const int64_t half = x.size(-1) / 2;
   at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   at::Tensor rot = at::cat({-x2, x1}, -1);
@@ -237,7 +329,7 @@ struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
       fn = g_ckpt_fns.at(id);
     }
     torch::NoGradGuard ng;
-    kernels::ScopedPlainAten same_rounding_as_recompute;
+    kernels::ScopedPlainAttention same_rounding_as_recompute;
     return {fn(x)};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -304,6 +396,14 @@ const char* const kActivations[] = {"silu", "swish", "gelu", "gelu_new", "gelu_p
                                     "gelu_fast", "relu", "tanh", "quick_gelu"};
 }
 
+at::Tensor silu_mul(const at::Tensor& g, const at::Tensor& u) {
+  if (g.sizes() == u.sizes()) {
+    if (kernels::elementwise_f32_applicable({&g, &u})) return kernels::silu_mul_f32(g, u);
+    if (kernels::elementwise_f32_trainable({&g, &u})) return SiluMulFn::apply(g, u)[0];
+  }
+  return at::silu(g) * u;
+}
+
 void check_activation(const std::string& name, const std::string& source) {
   for (const char* a : kActivations)
     if (name == a) return;
@@ -314,8 +414,11 @@ void check_activation(const std::string& name, const std::string& source) {
 at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "silu" || name == "swish") return at::silu(x);
   if (name == "gelu") return at::gelu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
-    return kernels::elementwise_f32_applicable({&x}) ? kernels::gelu_tanh_f32(x) : at::gelu(x, "tanh");
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
+    if (kernels::elementwise_f32_applicable({&x})) return kernels::gelu_tanh_f32(x);
+    if (kernels::elementwise_f32_trainable({&x})) return GeluTanhFn::apply(x)[0];
+    return at::gelu(x, "tanh");
+  }
   if (name == "relu") return at::relu(x);
   if (name == "tanh") return at::tanh(x);
   if (name == "quick_gelu") return x * at::sigmoid(1.702 * x);

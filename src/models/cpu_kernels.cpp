@@ -14,6 +14,7 @@
 #include <initializer_list>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -110,13 +111,22 @@ namespace baseline {
 // The loops of one instruction set.
 struct Loops {
   void (*attend)(const AttnArgs&, const Buffers&, int64_t, int64_t);
-  void (*rms_norm)(const float*, const float*, float*, int64_t, int64_t, float);
+  void (*rms_norm)(const float*, const float*, float*, int64_t, int64_t, float, float*);
   void (*silu_mul)(const float*, const float*, float*, int64_t);
   void (*rotary)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                  const float*, int64_t, float*);
   void (*gelu_tanh)(const float*, float*, int64_t);
+  void (*rms_norm_backward)(const float*, const float*, const float*, const float*, float*, float*, int64_t,
+                            int64_t);
+  void (*silu_mul_backward)(const float*, const float*, const float*, float*, float*, int64_t);
+  void (*rotary_backward)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                          const float*, int64_t, float*, int64_t, int64_t);
+  void (*gelu_tanh_backward)(const float*, const float*, float*, int64_t);
 };
-#define PEFT_LOOPS(ns) Loops{&ns::attend_range, &ns::rms_norm_rows, &ns::silu_mul, &ns::rotary_all, &ns::gelu_tanh}
+#define PEFT_LOOPS(ns)                                                                                   \
+  Loops{&ns::attend_range,           &ns::rms_norm_rows,     &ns::silu_mul,        &ns::rotary_all,      \
+        &ns::gelu_tanh,              &ns::rms_norm_backward_rows, &ns::silu_mul_backward, &ns::rotary_backward, \
+        &ns::gelu_tanh_backward}
 
 const Loops& loops() {
   static const Loops l = [] {
@@ -149,10 +159,13 @@ bool rows_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.stride(3) =
 
 namespace {
 thread_local int g_disabled = 0;
+thread_local int g_attention_disabled = 0;
 }
 
 ScopedPlainAten::ScopedPlainAten() { ++g_disabled; }
 ScopedPlainAten::~ScopedPlainAten() { --g_disabled; }
+ScopedPlainAttention::ScopedPlainAttention() { ++g_attention_disabled; }
+ScopedPlainAttention::~ScopedPlainAttention() { --g_attention_disabled; }
 
 bool enabled() {
   static const bool on = [] {
@@ -164,7 +177,7 @@ bool enabled() {
 
 bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& bias) {
-  if (!enabled()) return false;
+  if (!enabled() || g_attention_disabled > 0) return false;
   if (!q.device().is_cpu() || q.scalar_type() != at::kFloat || k.scalar_type() != at::kFloat ||
       v.scalar_type() != at::kFloat || !k.device().is_cpu() || !v.device().is_cpu())
     return false;
@@ -249,6 +262,13 @@ bool elementwise_f32_applicable(std::initializer_list<const at::Tensor*> ts) {
   return no_grad_needed(ts);
 }
 
+bool elementwise_f32_trainable(std::initializer_list<const at::Tensor*> ts) {
+  if (!enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (!fp32_cpu(*t)) return false;
+  return !no_grad_needed(ts);
+}
+
 at::Tensor rms_norm_f32(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
   const at::Tensor x = x_in.contiguous(), w = weight_in.contiguous();
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
@@ -258,7 +278,7 @@ at::Tensor rms_norm_f32(const at::Tensor& x_in, const at::Tensor& weight_in, dou
   const float* wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-    fn(xp + begin * n, wp, yp + begin * n, end - begin, n, static_cast<float>(eps));
+    fn(xp + begin * n, wp, yp + begin * n, end - begin, n, static_cast<float>(eps), nullptr);
   });
   return y;
 }
@@ -276,14 +296,18 @@ at::Tensor silu_mul_f32(const at::Tensor& g_in, const at::Tensor& u_in) {
   return y;
 }
 
-at::Tensor rotary_f32(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+at::Tensor rotary_f32(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  return rotary_f32_bthd(x, cos, sin).permute({0, 2, 1, 3});
+}
+
+at::Tensor rotary_f32_bthd(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
   const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
   const at::Tensor c = cos_in.contiguous(), s = sin_in.contiguous();
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
   at::Tensor y = at::empty({B, T, H, D}, x.options());
   loops().rotary(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), B, H, T, D, c.data_ptr<float>(),
                  s.data_ptr<float>(), c.size(0) == 1 ? 0 : T * D, y.data_ptr<float>());
-  return y.permute({0, 2, 1, 3});
+  return y;
 }
 
 at::Tensor gelu_tanh_f32(const at::Tensor& x_in) {
@@ -294,6 +318,112 @@ at::Tensor gelu_tanh_f32(const at::Tensor& x_in) {
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) { fn(xp + begin, yp + begin, end - begin); });
   return y;
+}
+
+// ---- training: forward with what the backward needs, and the backward loops ----
+
+namespace {
+constexpr int64_t kNormRowBlock = 64;  // rows per partial weight gradient (a fixed summation order)
+}
+
+std::pair<at::Tensor, at::Tensor> rms_norm_f32_rstd(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
+  const at::Tensor x = x_in.contiguous(), w = weight_in.contiguous();
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor rstd = at::empty({rows}, x.options());
+  const auto fn = loops().rms_norm;
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  float* rp = rstd.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    fn(xp + begin * n, wp, yp + begin * n, end - begin, n, static_cast<float>(eps), rp + begin);
+  });
+  return {y, rstd};
+}
+
+std::pair<at::Tensor, at::Tensor> rms_norm_backward_f32(const at::Tensor& dy_in, const at::Tensor& x_in,
+                                                        const at::Tensor& weight_in, const at::Tensor& rstd,
+                                                        bool need_dx, bool need_dw) {
+  const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous(), w = weight_in.contiguous();
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  const auto fn = loops().rms_norm_backward;
+  at::Tensor dx, dw;
+  if (need_dx) dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  // The weight gradient sums over rows: one partial sum per block of kNormRowBlock rows, then the
+  // partials in block order, so the result does not depend on the number of threads.
+  const int64_t blocks = (rows + kNormRowBlock - 1) / kNormRowBlock;
+  at::Tensor partial;
+  if (need_dw) partial = at::zeros({std::max<int64_t>(blocks, 1), n}, x.options());
+  const float* dyp = dy.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const float* rp = rstd.data_ptr<float>();
+  float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
+  float* pp = need_dw ? partial.data_ptr<float>() : nullptr;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * kNormRowBlock, nr = std::min(kNormRowBlock, rows - r0);
+      fn(dyp + r0 * n, xp + r0 * n, wp, rp + r0, dxp ? dxp + r0 * n : nullptr, pp ? pp + blk * n : nullptr, nr, n);
+    }
+  });
+  if (need_dw) {
+    dw = partial[0].clone();
+    float* d = dw.data_ptr<float>();
+    for (int64_t blk = 1; blk < blocks; ++blk) {
+      const float* p = pp + blk * n;
+      for (int64_t j = 0; j < n; ++j) d[j] += p[j];
+    }
+    dw = dw.view(weight_in.sizes());
+  }
+  if (need_dx) dx = dx.view(x_in.sizes());
+  return {dx, dw};
+}
+
+std::pair<at::Tensor, at::Tensor> silu_mul_backward_f32(const at::Tensor& dy_in, const at::Tensor& g_in,
+                                                        const at::Tensor& u_in) {
+  const at::Tensor dy = dy_in.contiguous(), g = g_in.contiguous(), u = u_in.contiguous();
+  at::Tensor dg = at::empty_like(g, at::MemoryFormat::Contiguous), du = at::empty_like(u, at::MemoryFormat::Contiguous);
+  const auto fn = loops().silu_mul_backward;
+  const float* gp = g.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  const float* dyp = dy.data_ptr<float>();
+  float* dgp = dg.data_ptr<float>();
+  float* dup = du.data_ptr<float>();
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t begin, int64_t end) {
+    fn(gp + begin, up + begin, dyp + begin, dgp + begin, dup + begin, end - begin);
+  });
+  return {dg, du};
+}
+
+at::Tensor rotary_backward_f32(const at::Tensor& dy_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  const at::Tensor dy = dy_in.stride(3) == 1 ? dy_in : dy_in.contiguous();
+  const at::Tensor c = cos_in.contiguous(), s = sin_in.contiguous();
+  const int64_t B = dy.size(0), T = dy.size(1), H = dy.size(2), D = dy.size(3);
+  at::Tensor dx = at::empty({B, T, H, D}, dy.options());
+  const auto fn = loops().rotary_backward;
+  const float* dyp = dy.data_ptr<float>();
+  const float* cp = c.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  float* dxp = dx.data_ptr<float>();
+  const int64_t cb = c.size(0) == 1 ? 0 : T * D, grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H * D, 1));
+  at::parallel_for(0, B * T, grain, [&](int64_t begin, int64_t end) {
+    fn(dyp, dy.stride(0), dy.stride(1), dy.stride(2), T, H, D, cp, sp, cb, dxp, begin, end);
+  });
+  return dx.permute({0, 2, 1, 3});
+}
+
+at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy_in, const at::Tensor& x_in) {
+  const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous();
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const auto fn = loops().gelu_tanh_backward;
+  const float* xp = x.data_ptr<float>();
+  const float* dyp = dy.data_ptr<float>();
+  float* dxp = dx.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
+    fn(xp + begin, dyp + begin, dxp + begin, end - begin);
+  });
+  return dx;
 }
 
 }  // namespace peft::models::kernels

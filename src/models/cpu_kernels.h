@@ -1,9 +1,11 @@
 #pragma once
-// Fused CPU loops for inference (no autograd graph): the plain-ATen paths in blocks.cpp stay the
-// reference and the path for training, other dtypes and other devices.
+// Fused CPU loops: for inference (no autograd graph), and for training the element-wise ops with
+// their backward loops (blocks.cpp wraps them in autograd Functions). The plain-ATen paths in
+// blocks.cpp stay the reference and the path for other dtypes and other devices.
 #include <ATen/core/Tensor.h>
 
 #include <initializer_list>
+#include <utility>
 
 namespace peft::models::kernels {
 
@@ -18,6 +20,16 @@ struct ScopedPlainAten {
   ~ScopedPlainAten();
   ScopedPlainAten(const ScopedPlainAten&) = delete;
   ScopedPlainAten& operator=(const ScopedPlainAten&) = delete;
+};
+
+/// The plain-ATen attention on this thread while alive (the element-wise kernels stay on): the
+/// no-grad forward of a checkpointed layer then rounds as its recomputation with autograd does,
+/// where attention has no fused path and the element-wise ops run the same loops.
+struct ScopedPlainAttention {
+  ScopedPlainAttention();
+  ~ScopedPlainAttention();
+  ScopedPlainAttention(const ScopedPlainAttention&) = delete;
+  ScopedPlainAttention& operator=(const ScopedPlainAttention&) = delete;
 };
 
 /// True when attention_f32 may replace the ATen chain: fp32 CPU tensors, no gradient wanted,
@@ -46,6 +58,8 @@ at::Tensor silu_mul_f32(const at::Tensor& g, const at::Tensor& u);
 /// x·cos + rotate_half(x)·sin for x [B, H, T, D] and cos/sin [B or 1, T, D]; returns [B, H, T, D]
 /// as a view of [B, T, H, D] storage.
 at::Tensor rotary_f32(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+/// rotary_f32's result before the view: contiguous [B, T, H, D].
+at::Tensor rotary_f32_bthd(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 /// at::gelu(x, "tanh") in one vectorised pass.
 at::Tensor gelu_tanh_f32(const at::Tensor& x);
@@ -62,5 +76,32 @@ bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, co
 /// treatment of masked keys and dead rows as attention_f32.
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, double scale);
+
+// ---- training: the same forward loops (so a result rounds as at inference) plus the backward ----
+
+/// True when the training kernels below may replace ATen: every tensor defined, fp32, on the CPU,
+/// autograd recording and some tensor needing a gradient.
+bool elementwise_f32_trainable(std::initializer_list<const at::Tensor*> ts);
+
+/// rms_norm_f32 that also returns the per-row 1/sqrt(mean(x²) + eps), shape [rows], for the backward.
+std::pair<at::Tensor, at::Tensor> rms_norm_f32_rstd(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+/// Gradients of rms_norm_f32 given dy (shape of x) and the forward's rstd: {dx, dweight}, each
+/// undefined unless asked for. dweight sums over rows per block of 64 rows, then over the blocks
+/// in order, whatever the number of threads.
+std::pair<at::Tensor, at::Tensor> rms_norm_backward_f32(const at::Tensor& dy, const at::Tensor& x,
+                                                        const at::Tensor& weight, const at::Tensor& rstd,
+                                                        bool need_dx, bool need_dw);
+
+/// Gradients of silu_mul_f32: {dg, du} = {dy·u·silu'(g), dy·silu(g)}.
+std::pair<at::Tensor, at::Tensor> silu_mul_backward_f32(const at::Tensor& dy, const at::Tensor& g,
+                                                        const at::Tensor& u);
+
+/// Gradient of rotary_f32 with respect to x: dy is [B, T, H, D] (the layout rotary_f32 writes;
+/// any strides); returns dx [B, H, T, D] as a view of [B, T, H, D] storage.
+at::Tensor rotary_backward_f32(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin);
+
+/// Gradient of gelu_tanh_f32: dy · d/dx gelu_tanh(x).
+at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy, const at::Tensor& x);
 
 }  // namespace peft::models::kernels

@@ -134,11 +134,7 @@ at::Tensor rope_inv_freq(const GemmaConfig::Rope& r, int64_t d) {
 class GemmaRMSNormImpl : public torch::nn::Module {
  public:
   GemmaRMSNormImpl(int64_t n, double eps) : eps_(eps) { weight = register_parameter("weight", at::zeros({n})); }
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor h = x.to(at::kFloat);
-    h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps_);
-    return (h * (1.0 + weight.to(at::kFloat))).to(x.scalar_type());
-  }
+  at::Tensor forward(const at::Tensor& x) { return gemma_rms_norm(x, weight, eps_); }
   at::Tensor weight;
 
  private:

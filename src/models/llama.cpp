@@ -13,7 +13,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "cpu_kernels.h"
 #include "peft/core/check.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -178,8 +177,7 @@ class LlamaMLPImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x) {
     const at::Tensor g = gate_proj->forward(x), u = up_proj->forward(x);
-    if ((act_ == "silu" || act_ == "swish") && g.sizes() == u.sizes() && kernels::elementwise_f32_applicable({&g, &u}))
-      return down_proj->forward(kernels::silu_mul_f32(g, u));
+    if (act_ == "silu" || act_ == "swish") return down_proj->forward(silu_mul(g, u));
     return down_proj->forward(activation(act_, g) * u);
   }
   AdaptableLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};

@@ -1,6 +1,8 @@
-// The fused inference kernels (src/models/cpu_kernels.h) against the plain-ATen expressions they
-// replace: the public block functions are called twice, once on inputs that require grad (which
-// keeps them on the ATen path).
+// The fused kernels (src/models/cpu_kernels.h) against the plain-ATen expressions they replace.
+// Inference: the public block functions are called twice, once under no-grad (fused) and once on
+// inputs that require grad (ATen before the training kernels; now under ScopedPlainAten).
+// Training: outputs and gradients of the fused autograd Functions against ATen's autograd
+// (ScopedPlainAten), op by op and over whole LoRA / full fine-tuning steps.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +10,7 @@
 #include "golden.h"
 #include "peft/models/blocks.h"
 #include "peft/models/model.h"
+#include "peft/peft_model.h"
 
 namespace {
 
@@ -103,7 +106,11 @@ TEST(FusedKernels, RmsNormMatchesAten) {
       torch::NoGradGuard ng;
       fused = peft::models::rms_norm(x, w, 1e-5);
     }
-    const at::Tensor ref = peft::models::rms_norm(x.detach().requires_grad_(true), w, 1e-5).detach();
+    at::Tensor ref;
+    {
+      peft::models::kernels::ScopedPlainAten plain;
+      ref = peft::models::rms_norm(x.detach().requires_grad_(true), w, 1e-5).detach();
+    }
     EXPECT_TRUE(close(fused, ref, 1e-6, 1e-6)) << "n=" << n;
   }
 }
@@ -146,7 +153,11 @@ TEST(FusedKernels, RotaryMatchesAten) {
       torch::NoGradGuard ng;
       fused = peft::models::apply_rotary(x, tables);
     }
-    const at::Tensor ref = peft::models::apply_rotary(x.detach().requires_grad_(true), tables).detach();
+    at::Tensor ref;
+    {
+      peft::models::kernels::ScopedPlainAten plain;
+      ref = peft::models::apply_rotary(x.detach().requires_grad_(true), tables).detach();
+    }
     EXPECT_TRUE(close(fused, ref, 1e-6, 1e-6)) << "D=" << D;
     EXPECT_TRUE(fused.transpose(1, 2).is_contiguous());
   }
@@ -161,6 +172,223 @@ TEST(FusedKernels, ScopedPlainAtenTurnsThemOff) {
     EXPECT_FALSE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
   }
   EXPECT_TRUE(peft::models::kernels::elementwise_f32_applicable({&x, &w}));
+}
+
+// ---- training: the fused autograd Functions against ATen's autograd ----
+
+constexpr double kTol = 1e-5;
+
+// Runs f on fresh leaf copies of `inputs` (requires_grad as flagged; f takes views of them to
+// test strided inputs), backpropagates a fixed random upstream gradient, and returns the output
+// and the leaves' gradients (undefined when not flagged); `fused` false runs under ScopedPlainAten.
+struct Run {
+  at::Tensor out;
+  std::vector<at::Tensor> grads;
+  std::string node;  // name of the output's grad_fn
+};
+Run run_op(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f, const std::vector<at::Tensor>& inputs,
+           const std::vector<bool>& trainable, bool fused) {
+  std::vector<at::Tensor> leaves;
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    leaves.push_back(inputs[i].detach().clone().requires_grad_(trainable[i]));
+  std::unique_ptr<peft::models::kernels::ScopedPlainAten> plain;
+  if (!fused) plain = std::make_unique<peft::models::kernels::ScopedPlainAten>();
+  Run r;
+  at::Tensor y = f(leaves);
+  r.node = y.grad_fn() ? y.grad_fn()->name() : "";
+  torch::manual_seed(99);
+  const at::Tensor dy = torch::randn(y.sizes());
+  y.backward(dy);
+  r.out = y.detach();
+  for (auto& l : leaves) r.grads.push_back(l.grad());
+  return r;
+}
+
+// Both paths; expects the fused one to run `node` and to agree within kTol.
+void expect_same(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f,
+                 const std::vector<at::Tensor>& inputs, const std::vector<bool>& trainable, const std::string& node,
+                 const std::string& what) {
+  SCOPED_TRACE(what);
+  const Run fused = run_op(f, inputs, trainable, true), ref = run_op(f, inputs, trainable, false);
+  EXPECT_NE(fused.node.find(node), std::string::npos) << fused.node;
+  EXPECT_EQ(ref.node.find(node), std::string::npos) << ref.node;
+  EXPECT_TRUE(close(fused.out, ref.out, kTol, kTol));
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    ASSERT_EQ(fused.grads[i].defined(), ref.grads[i].defined()) << "input " << i;
+    if (ref.grads[i].defined()) EXPECT_TRUE(close(fused.grads[i], ref.grads[i], kTol, kTol)) << "gradient " << i;
+  }
+}
+
+TEST(FusedTraining, RmsNormForwardAndGradients) {
+  for (const int64_t n : {64, 20, 37, 288}) {
+    torch::manual_seed(n);
+    const at::Tensor x = torch::randn({3, 5, n}) * 3, w = torch::randn({n});
+    // Rows that are not contiguous with each other (a narrowed last dimension).
+    const at::Tensor xs = torch::randn({2, 7, n + 5});
+    // More rows than one block of the weight-gradient sum, with a partial last block.
+    const at::Tensor big = torch::randn({3, 67, n});
+    for (const bool train_w : {false, true}) {
+      const std::string tag = "n=" + std::to_string(n) + (train_w ? " trainable weight" : " frozen weight");
+      auto llama = [](const std::vector<at::Tensor>& t) { return peft::models::rms_norm(t[0], t[1], 1e-5); };
+      auto gemma = [](const std::vector<at::Tensor>& t) { return peft::models::gemma_rms_norm(t[0], t[1], 1e-6); };
+      auto strided = [n](const std::vector<at::Tensor>& t) {
+        return peft::models::rms_norm(t[0].narrow(-1, 2, n), t[1], 1e-5);
+      };
+      expect_same(llama, {x, w}, {true, train_w}, "RmsNormFn", "llama " + tag);
+      expect_same(strided, {xs, w}, {true, train_w}, "RmsNormFn", "llama strided " + tag);
+      expect_same(llama, {big, w}, {true, train_w}, "RmsNormFn", "llama 201 rows " + tag);
+      expect_same(gemma, {x, w * 0.1}, {true, train_w}, "RmsNormFn", "gemma " + tag);
+    }
+    // Full fine-tuning of the first norm: the input (embeddings) frozen, the weight trained.
+    expect_same([](const std::vector<at::Tensor>& t) { return peft::models::rms_norm(t[0], t[1], 1e-6); }, {big, w},
+                {false, true}, "RmsNormFn", "frozen input n=" + std::to_string(n));
+  }
+}
+
+TEST(FusedTraining, SiluTimesUpForwardAndGradients) {
+  torch::manual_seed(3);
+  at::Tensor g = torch::randn({2, 3, 343}) * 4;
+  g[0][0][0] = 100.0f;
+  g[0][0][1] = -100.0f;
+  g[0][0][2] = 0.0f;
+  const at::Tensor u = torch::randn({2, 3, 343});
+  auto f = [](const std::vector<at::Tensor>& t) { return peft::models::silu_mul(t[0], t[1]); };
+  expect_same(f, {g, u}, {true, true}, "SiluMulFn", "both trainable");
+  expect_same(f, {g, u}, {false, true}, "SiluMulFn", "gate frozen");
+  // Halves of one projection (Phi-3's gate_up layout): strided inputs.
+  auto halves = [](const std::vector<at::Tensor>& t) {
+    return peft::models::silu_mul(t[0].narrow(-1, 0, 77), t[0].narrow(-1, 77, 77));
+  };
+  expect_same(halves, {torch::randn({2, 5, 2 * 77}) * 3}, {true}, "SiluMulFn", "strided halves");
+}
+
+TEST(FusedTraining, GeluTanhForwardAndGradients) {
+  torch::manual_seed(5);
+  at::Tensor x = torch::randn({5, 307}) * 3;
+  x[0][0] = 30.0f;
+  x[0][1] = -30.0f;
+  x[0][2] = 1e-4f;
+  x[0][3] = 0.0f;
+  for (const char* name : {"gelu_new", "gelu_pytorch_tanh"}) {
+    auto f = [name](const std::vector<at::Tensor>& t) { return peft::models::activation(name, t[0]); };
+    auto strided = [name](const std::vector<at::Tensor>& t) { return peft::models::activation(name, t[0].transpose(0, 1)); };
+    expect_same(f, {x}, {true}, "GeluTanhFn", name);
+    expect_same(strided, {torch::randn({4, 9, 41})}, {true}, "GeluTanhFn", std::string(name) + " strided");
+  }
+}
+
+TEST(FusedTraining, RotaryForwardAndGradients) {
+  torch::manual_seed(4);
+  for (const int64_t D : {8, 12, 16, 34}) {
+    const at::Tensor inv_freq =
+        1.0 / at::pow(10000.0, at::arange(0, D, 2, at::kLong).to(at::kFloat) / static_cast<double>(D));
+    const at::Tensor pos = torch::tensor({{0L, 1L, 2L, 3L, 4L}, {7L, 8L, 9L, 10L, 11L}});
+    const auto per_row = peft::models::rotary_tables(inv_freq, pos, at::kFloat, 0.9);
+    const auto shared = peft::models::rotary_tables(inv_freq, pos.narrow(0, 0, 1), at::kFloat);
+    for (const auto* tables : {&per_row, &shared}) {
+      auto f = [tables](const std::vector<at::Tensor>& t) {
+        return peft::models::apply_rotary(t[0].transpose(1, 2), *tables);
+      };
+      const std::string tag = "D=" + std::to_string(D) + (tables == &shared ? " shared tables" : "");
+      // x as the models make it: [B, T, H, D] storage viewed as [B, H, T, D].
+      expect_same(f, {torch::randn({2, 5, 3, D})}, {true}, "RotaryFn", tag);
+      // A contiguous [B, H, T, D] input.
+      auto heads_first = [tables](const std::vector<at::Tensor>& t) { return peft::models::apply_rotary(t[0], *tables); };
+      expect_same(heads_first, {torch::randn({2, 3, 5, D})}, {true}, "RotaryFn", tag + " heads-first storage");
+    }
+  }
+  // The gradient reaches the projection in its own [B, T, H, D] layout, without a copy.
+  const at::Tensor inv_freq = 1.0 / at::pow(10000.0, at::arange(0, 8, 2, at::kLong).to(at::kFloat) / 8.0);
+  const auto tables = peft::models::rotary_tables(inv_freq, torch::arange(5).view({1, 5}), at::kFloat);
+  const at::Tensor base = torch::randn({2, 5, 3, 8}, torch::requires_grad());
+  const at::Tensor q = peft::models::apply_rotary(base.transpose(1, 2), tables);
+  EXPECT_TRUE(q.transpose(1, 2).is_contiguous());
+  at::matmul(q, q.transpose(2, 3)).sum().backward();
+  EXPECT_TRUE(base.grad().is_contiguous());
+}
+
+TEST(FusedTraining, PlainAtenWhenNothingNeedsAGradient) {
+  const at::Tensor x = torch::randn({2, 16}), w = torch::ones({16});
+  EXPECT_FALSE(peft::models::kernels::elementwise_f32_trainable({&x, &w}));
+  const at::Tensor wt = w.clone().requires_grad_(true);
+  EXPECT_TRUE(peft::models::kernels::elementwise_f32_trainable({&x, &wt}));
+  {
+    torch::NoGradGuard ng;
+    EXPECT_FALSE(peft::models::kernels::elementwise_f32_trainable({&x, &wt}));
+  }
+  const at::Tensor xd = torch::randn({2, 16}, torch::kDouble).requires_grad_(true);
+  EXPECT_FALSE(peft::models::kernels::elementwise_f32_trainable({&xd, &wt}));
+  peft::models::kernels::ScopedPlainAten plain;
+  EXPECT_FALSE(peft::models::kernels::elementwise_f32_trainable({&x, &wt}));
+}
+
+// One training step (loss, backward) with fused kernels and under ScopedPlainAten: the loss and
+// every trainable gradient agree within kTol.
+struct Step {
+  double loss;
+  std::vector<std::pair<std::string, at::Tensor>> grads;
+};
+template <class Model>
+Step train_step(Model& m, const peft::models::ModelInputs& in, const std::vector<std::pair<std::string, at::Tensor>>& params,
+                bool fused) {
+  std::unique_ptr<peft::models::kernels::ScopedPlainAten> plain;
+  if (!fused) plain = std::make_unique<peft::models::kernels::ScopedPlainAten>();
+  for (auto& [n, p] : params)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  torch::manual_seed(0);
+  at::Tensor loss = m.forward(in).loss;
+  loss.backward();
+  Step s{loss.item<double>(), {}};
+  for (auto& [n, p] : params) s.grads.emplace_back(n, p.grad().clone());
+  return s;
+}
+
+void expect_same_step(const Step& fused, const Step& ref, const std::string& what) {
+  EXPECT_NEAR(fused.loss, ref.loss, kTol) << what;
+  ASSERT_EQ(fused.grads.size(), ref.grads.size());
+  ASSERT_FALSE(ref.grads.empty()) << what;
+  for (std::size_t i = 0; i < ref.grads.size(); ++i)
+    EXPECT_TRUE(close(fused.grads[i].second, ref.grads[i].second, kTol, kTol)) << what << " " << ref.grads[i].first;
+}
+
+TEST(FusedTraining, LoraStepMatchesPlainAten) {
+  // Llama (all linear layers adapted, SwiGLU), Qwen3 (q/k norms), Gemma 2/3 ((1 + w) norms,
+  // tanh GELU), GPT-2 (gelu_new); checkpointing on and off.
+  for (const char* name : {"llama_all_linear", "qwen3_default", "gemma2_default", "gemma3_default", "gpt2_default"}) {
+    const auto g = peft::test::load_case(std::string("lora/") + name);
+    const std::string base = peft::test::fixture(g.meta["base"].get<std::string>());
+    auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(base), g.dir, "default", true);
+    auto& m = pm->base_model();
+    m.train();
+    const auto in = peft::test::inputs_of(g);
+    const auto params = pm->named_trainable_parameters();
+    for (const bool ckpt : {false, true}) {
+      m.set_gradient_checkpointing(ckpt);
+      const std::string what = std::string(name) + (ckpt ? " checkpointed" : "");
+      const Step fused = train_step(*pm, in, params, true), ref = train_step(*pm, in, params, false);
+      expect_same_step(fused, ref, what);
+    }
+  }
+}
+
+TEST(FusedTraining, FullFineTuningStepMatchesPlainAten) {
+  // Every weight trainable: the norm weights get their gradients from the fused backward.
+  for (const char* name : {"models/llama_causal", "models/gemma_causal"}) {
+    const auto c = peft::test::load_case(name);
+    auto m = peft::models::load_model(c.dir);
+    m->train();
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    for (auto& p : m->named_parameters()) {
+      p.value().requires_grad_(true);
+      params.emplace_back(p.key(), p.value());
+    }
+    peft::models::ModelInputs in;
+    in.input_ids = c["input_ids"];
+    in.attention_mask = c["attention_mask"];
+    in.labels = c["labels"];
+    const Step fused = train_step(*m, in, params, true), ref = train_step(*m, in, params, false);
+    expect_same_step(fused, ref, name);
+  }
 }
 
 // The golden fixtures of every architecture (padded batches) through the fused path: the model

@@ -30,6 +30,8 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
 /// transformers' LlamaRMSNorm / T5LayerNorm: x * rsqrt(mean(x²) + eps) in fp32, then * weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+/// Gemma's RMSNorm: x * rsqrt(mean(x²) + eps) * (1 + weight) in fp32, cast to x's dtype last.
+at::Tensor gemma_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 /// Rotary embedding (rotate-half form). cos/sin: [B, T, head_dim] for positions [B, T].
 struct RotaryTables {
@@ -68,6 +70,8 @@ namespace peft::models {
 /// transformers' ACT2FN for the names our architectures use: silu/swish, gelu, gelu_new,
 /// gelu_pytorch_tanh, gelu_fast, relu, tanh. Throws NotSupported naming the activation otherwise.
 at::Tensor activation(const std::string& name, const at::Tensor& x);
+/// silu(g) * u, the SwiGLU product (g and u of one shape take the fused path on fp32 CPU).
+at::Tensor silu_mul(const at::Tensor& g, const at::Tensor& u);
 /// Validates an activation name early (at construction) with the same error.
 void check_activation(const std::string& name, const std::string& source);
 
