@@ -45,6 +45,7 @@ std::pair<at::Tensor, at::Tensor> both_paths(const Case& c, at::Tensor bias = {}
     fused = attend(q, k, v, bias, scale, 0.0, false);
   }
   const at::Tensor qg = q.detach().requires_grad_(true);
+  peft::models::kernels::ScopedPlainAten plain;  // no fused training attention either
   const at::Tensor ref = attend(qg, k, v, bias, scale, 0.0, false).detach();
   return {fused, ref};
 }
