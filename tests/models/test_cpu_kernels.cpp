@@ -185,7 +185,7 @@ constexpr double kTol = 1e-5;
 struct Run {
   at::Tensor out;
   std::vector<at::Tensor> grads;
-  std::string node;  // name of the output's grad_fn
+  std::string node;  // name of the output's grad_fn (and of the node after it)
 };
 Run run_op(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f, const std::vector<at::Tensor>& inputs,
            const std::vector<bool>& trainable, bool fused) {
@@ -196,7 +196,11 @@ Run run_op(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f, c
   if (!fused) plain = std::make_unique<peft::models::kernels::ScopedPlainAten>();
   Run r;
   at::Tensor y = f(leaves);
-  r.node = y.grad_fn() ? y.grad_fn()->name() : "";
+  // The output's grad_fn and, through a layout op (rotary's permute), the one it leads to.
+  if (const auto fn = y.grad_fn()) {
+    r.node = fn->name();
+    if (fn->num_outputs() > 0 && fn->next_edge(0).function) r.node += " <- " + fn->next_edge(0).function->name();
+  }
   torch::manual_seed(99);
   const at::Tensor dy = torch::randn(y.sizes());
   y.backward(dy);
