@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
 
   try {
     std::cout << "RESULT rss_start_mb " << rss_mb() << "\n";
+    torch::manual_seed(0);  // the same adapter initialisation in every run
     peft::models::LoadOptions lo;
     if (!load_4bit.empty()) {
       lo.load_in_4bit = true;
