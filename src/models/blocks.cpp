@@ -194,7 +194,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
         training ? dropout : 0.0, /*is_causal=*/false, scale, /*enable_gqa=*/KVH != H);
     // Rows that may attend nowhere: zeros, as below.
     if (bias.defined()) {
-      const at::Tensor dead = bias.amax(-1, true) < -1e4;
+      const at::Tensor dead = bias.amax(-1, true) < kernels::kDeadRowBias;
       if (dead.any().item<bool>()) o = o.masked_fill(dead, 0);
     }
     return o;
@@ -221,7 +221,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     // Queries that may attend nowhere (left-padding rows) get a zero output, as PyTorch's SDPA
     // (transformers' default attention) gives them, rather than eager attention's uniform average.
     // Masked entries hold the dtype's lowest value (<= -65504); allowed ones a small bias.
-    const at::Tensor dead = bias.amax(-1, true) < -1e4;
+    const at::Tensor dead = bias.amax(-1, true) < kernels::kDeadRowBias;
     if (dead.any().item<bool>()) probs = probs.masked_fill(dead, 0);
   }
   if (training && dropout > 0) probs = at::dropout(probs, dropout, true);

@@ -21,8 +21,7 @@ namespace peft::models::kernels {
 
 namespace {
 
-constexpr float kTrainMasked = -1e30f;  // bias values below this mark keys that cannot be attended
-constexpr float kTrainDeadRow = -1e4f;  // rows whose largest bias is below this attend nowhere
+constexpr float kTrainMasked = kMaskedBias;
 
 // A [B, heads, positions, D] tensor whose rows (dim 3) are contiguous; broadcast dims stride 0.
 struct Rows {
@@ -121,23 +120,7 @@ TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   if (bias.defined()) {
     a.bias = rows_of(bias);
     a.bias_heads = bias.size(1);
-    const int64_t rows = a.B * a.bias_heads * a.T, S = a.S;
-    lo.resize(static_cast<std::size_t>(rows));
-    hi.resize(static_cast<std::size_t>(rows));
-    for (int64_t b = 0; b < a.B; ++b)
-      for (int64_t h = 0; h < a.bias_heads; ++h)
-        for (int64_t i = 0; i < a.T; ++i) {
-          const float* br = a.bias.at(b, h, i);
-          const int64_t row = (b * a.bias_heads + h) * a.T + i;
-          int64_t first = 0, last = S;
-          while (first < S && br[first] < kTrainMasked) ++first;
-          while (last > first && br[last - 1] < kTrainMasked) --last;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t j = first; j < last; ++j) mx = std::max(mx, br[j]);
-          const bool dead = first >= last || mx < kTrainDeadRow;
-          lo[row] = dead ? 1 : static_cast<int32_t>(first);
-          hi[row] = dead ? 0 : static_cast<int32_t>(last);
-        }
+    bias_key_spans(a.bias.p, a.B, a.bias_heads, a.T, a.S, a.bias.s0, a.bias.s1, a.bias.s2, lo, hi);
     a.lo = lo.data();
     a.hi = hi.data();
   }

@@ -28,8 +28,8 @@ namespace peft::models::kernels {
 
 namespace {
 
-constexpr float kMasked = -1e30f;   // bias values below this mark keys that cannot be attended
-constexpr float kDeadRow = -1e4f;   // rows whose largest bias is below this attend nowhere
+constexpr float kMasked = kMaskedBias;
+constexpr float kDeadRow = kDeadRowBias;
 
 struct AttnArgs {
   const float *q, *k, *v, *bias;
@@ -175,6 +175,27 @@ bool enabled() {
   return on && g_disabled == 0;
 }
 
+void bias_key_spans(const float* bias, int64_t B, int64_t heads, int64_t T, int64_t S, int64_t s0, int64_t s1,
+                    int64_t s2, std::vector<int32_t>& lo, std::vector<int32_t>& hi) {
+  const int64_t rows = B * heads * T;
+  lo.resize(static_cast<std::size_t>(rows));
+  hi.resize(static_cast<std::size_t>(rows));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        const float* br = bias + b * s0 + h * s1 + i * s2;
+        const std::size_t row = static_cast<std::size_t>((b * heads + h) * T + i);
+        int64_t first = 0, last = S;
+        while (first < S && br[first] < kMasked) ++first;
+        while (last > first && br[last - 1] < kMasked) --last;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = first; j < last; ++j) mx = std::max(mx, br[j]);
+        const bool dead = first >= last || mx < kDeadRow;
+        lo[row] = dead ? 1 : static_cast<int32_t>(first);
+        hi[row] = dead ? 0 : static_cast<int32_t>(last);
+      }
+}
+
 bool attention_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& bias) {
   if (!enabled() || g_attention_disabled > 0) return false;
@@ -223,25 +244,7 @@ at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const a
     a.b0 = bias.size(0) == 1 ? 0 : bias.stride(0);
     a.b1 = bias.size(1) == 1 ? 0 : bias.stride(1);
     a.b2 = bias.size(2) == 1 ? 0 : bias.stride(2);
-    // One scan per bias row (shared by the heads when the bias is [B, 1, T, S]): the span of keys
-    // that are not masked, or an empty span when the row may attend nowhere.
-    const int64_t rows = B * a.bias_heads * T;
-    lo.resize(static_cast<std::size_t>(rows));
-    hi.resize(static_cast<std::size_t>(rows));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < a.bias_heads; ++h)
-        for (int64_t i = 0; i < T; ++i) {
-          const float* br = a.bias + b * a.b0 + h * a.b1 + i * a.b2;
-          const int64_t row = (b * a.bias_heads + h) * T + i;
-          int64_t first = 0, last = S;
-          while (first < S && br[first] < kMasked) ++first;
-          while (last > first && br[last - 1] < kMasked) --last;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t j = first; j < last; ++j) mx = std::max(mx, br[j]);
-          const bool dead = first >= last || mx < kDeadRow;
-          lo[row] = dead ? 1 : static_cast<int32_t>(first);
-          hi[row] = dead ? 0 : static_cast<int32_t>(last);
-        }
+    bias_key_spans(a.bias, B, a.bias_heads, T, S, a.b0, a.b1, a.b2, lo, hi);
     a.lo = lo.data();
     a.hi = hi.data();
   }
@@ -283,18 +286,25 @@ at::Tensor rms_norm_f32(const at::Tensor& x_in, const at::Tensor& weight_in, dou
   return y;
 }
 
-at::Tensor silu_mul_f32(const at::Tensor& g_in, const at::Tensor& u_in) {
-  const at::Tensor g = g_in.contiguous(), u = u_in.contiguous();
-  at::Tensor y = at::empty_like(g);
-  const auto fn = loops().silu_mul;
-  const float* gp = g.data_ptr<float>();
-  const float* up = u.data_ptr<float>();
+namespace {
+
+// y[i] = fn over a[i], b[i] (contiguous copies of a and b, same shape), in chunks over the threads;
+// fn(a, b, y, n) is one of the element-wise loops.
+at::Tensor map2(const at::Tensor& a_in, const at::Tensor& b_in, void (*fn)(const float*, const float*, float*, int64_t)) {
+  const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  at::Tensor y = at::empty_like(a, at::MemoryFormat::Contiguous);
+  const float* ap = a.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, g.numel(), 16384, [&](int64_t begin, int64_t end) {
-    fn(gp + begin, up + begin, yp + begin, end - begin);
+  at::parallel_for(0, a.numel(), 16384, [&](int64_t begin, int64_t end) {
+    fn(ap + begin, bp + begin, yp + begin, end - begin);
   });
   return y;
 }
+
+}  // namespace
+
+at::Tensor silu_mul_f32(const at::Tensor& g, const at::Tensor& u) { return map2(g, u, loops().silu_mul); }
 
 at::Tensor rotary_f32(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   return rotary_f32_bthd(x, cos, sin).permute({0, 2, 1, 3});
@@ -413,17 +423,8 @@ at::Tensor rotary_backward_f32(const at::Tensor& dy_in, const at::Tensor& cos_in
   return dx.permute({0, 2, 1, 3});
 }
 
-at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy_in, const at::Tensor& x_in) {
-  const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous();
-  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const auto fn = loops().gelu_tanh_backward;
-  const float* xp = x.data_ptr<float>();
-  const float* dyp = dy.data_ptr<float>();
-  float* dxp = dx.data_ptr<float>();
-  at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
-    fn(xp + begin, dyp + begin, dxp + begin, end - begin);
-  });
-  return dx;
+at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy, const at::Tensor& x) {
+  return map2(x, dy, loops().gelu_tanh_backward);
 }
 
 }  // namespace peft::models::kernels

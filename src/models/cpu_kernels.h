@@ -4,7 +4,9 @@
 // blocks.cpp stay the reference and the path for other dtypes and other devices.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <initializer_list>
+#include <vector>
 #include <utility>
 
 namespace peft::models::kernels {
@@ -31,6 +33,17 @@ struct ScopedPlainAttention {
   ScopedPlainAttention(const ScopedPlainAttention&) = delete;
   ScopedPlainAttention& operator=(const ScopedPlainAttention&) = delete;
 };
+
+/// Additive attention bias below kMaskedBias marks a key that cannot be attended; a row whose
+/// largest bias is below kDeadRowBias attends nowhere (zero output, as attend() gives).
+inline constexpr float kMaskedBias = -1e30f;
+inline constexpr float kDeadRowBias = -1e4f;
+
+/// For each row of a [B, heads, T, S] fp32 bias (row strides s0, s1, s2; 0 for a broadcast dim),
+/// the first and one-past-last key that is not masked, into lo/hi (B * heads * T entries each);
+/// lo > hi (1, 0) for a row that attends nowhere. One scan serves every head of a [B, 1, T, S] bias.
+void bias_key_spans(const float* bias, int64_t B, int64_t heads, int64_t T, int64_t S, int64_t s0, int64_t s1,
+                    int64_t s2, std::vector<int32_t>& lo, std::vector<int32_t>& hi);
 
 /// True when attention_f32 may replace the ATen chain: fp32 CPU tensors, no gradient wanted,
 /// head_dim rows contiguous, bias (if any) fp32 and broadcastable as [B, 1 or H, T, S].
