@@ -24,6 +24,8 @@ void add_generate_command(CLI::App& app) {
     std::string dtype = "float32";
     std::string adapter;
     bool dequantize = false, print_ids = false;
+    std::string quant;  // --4bit
+    bool double_quant = false, no_4bit = false;
     bool llamacpp = false;
     std::string llamacpp_cache_type = "f16", llamacpp_flash_attn = "on";
   };
@@ -45,6 +47,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-a,--adapter", a->adapter, "PEFT adapter folder (LoRA, prompt tuning, P-tuning, prefix tuning)")
       ->check(CLI::ExistingDirectory);
   cmd->add_flag("--dequantize", a->dequantize, "GGUF: decode quantised weights to fp32 first");
+  auto* q = cmd->add_option_group("4-bit base (QLoRA)");
+  q->add_option("--4bit", a->quant, "Quantise the base to 4 bits on load (nf4 or fp4), as QLoRA training does. "
+                                    "Default: what the adapter records (its base_quantization.json)")
+      ->check(CLI::IsMember({"nf4", "fp4"}));
+  q->add_flag("--double-quant", a->double_quant, "With --4bit: double quantisation of the block scales");
+  q->add_flag("--no-4bit", a->no_4bit, "Keep the base in full precision even if the adapter was trained on a 4-bit one");
   cmd->add_flag("--ids", a->print_ids, "Also print the prompt and generated token ids");
   auto* l = cmd->add_option_group("llama.cpp numerics (GGUF)");
   l->add_flag("--llamacpp-numerics", a->llamacpp,
@@ -64,6 +72,9 @@ void add_generate_command(CLI::App& app) {
     lo.llamacpp_numerics.enabled = a->llamacpp;
     lo.llamacpp_numerics.kv_cache_f16 = a->llamacpp_cache_type == "f16";
     lo.llamacpp_numerics.flash_attn = a->llamacpp_flash_attn == "on";
+    PEFT_CHECK(!a->no_4bit || a->quant.empty(), ConfigError, "[generate] --4bit and --no-4bit contradict each other");
+    PEFT_CHECK(!a->double_quant || !a->quant.empty(), ConfigError, "[generate] --double-quant needs --4bit nf4|fp4");
+    apply_4bit_options(lo, a->model, a->adapter, a->quant, a->double_quant, a->no_4bit, "generate");
     auto model = models::load_model(a->model, lo);
     const auto tok = io::Tokenizer::from_pretrained(a->model);
     const auto enc = tok.encode(a->prompt);

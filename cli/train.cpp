@@ -121,7 +121,7 @@ void add_merge_command(CLI::App& app) {
                                            "(or, with --format gguf, a llama.cpp GGUF model)");
   struct A {
     std::string model, adapter, out, quant, format = "hf", type;
-    bool double_quant = false, requantize = false;
+    bool double_quant = false, requantize = false, no_4bit = false;
   };
   auto a = std::make_shared<A>();
   cmd->add_option("model", a->model, "Base model folder or GGUF file")->required()->check(CLI::ExistingPath);
@@ -134,9 +134,12 @@ void add_merge_command(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}));
   // QLoRA adapters: merge into the 4-bit base they were trained on (PEFT issues #1080, #2105).
   cmd->add_option("--4bit", a->quant, "The adapter was trained on a 4-bit base of this type (nf4 or fp4): "
-                                      "merge into that base's dequantised weights")
+                                      "merge into that base's dequantised weights. Default: what the adapter "
+                                      "records (its base_quantization.json)")
       ->check(CLI::IsMember({"nf4", "fp4"}));
   cmd->add_flag("--double-quant", a->double_quant, "With --4bit: the base used double quantisation");
+  cmd->add_flag("--no-4bit", a->no_4bit, "Merge into the full-precision base even if the adapter was trained on a "
+                                         "4-bit one");
   cmd->add_flag("--requantize", a->requantize, "Keep the merged model 4-bit (bitsandbytes format) and report "
                                                "the re-quantisation error; default: full precision");
   cmd->callback([a] {
@@ -151,12 +154,10 @@ void add_merge_command(CLI::App& app) {
       PEFT_CHECK(!a->requantize && a->quant.empty(), ConfigError, "[merge] --format gguf: --4bit / --requantize "
                  "apply to bitsandbytes bases; choose the GGUF weight type with --type");
     }
+    PEFT_CHECK(!a->no_4bit || a->quant.empty(), ConfigError, "[merge] --4bit and --no-4bit contradict each other");
+    PEFT_CHECK(!a->double_quant || !a->quant.empty(), ConfigError, "[merge] --double-quant needs --4bit nf4|fp4");
     models::LoadOptions o;
-    if (!a->quant.empty()) {
-      o.load_in_4bit = true;
-      o.bnb_4bit_quant_type = a->quant;
-      o.bnb_4bit_use_double_quant = a->double_quant;
-    }
+    apply_4bit_options(o, a->model, a->adapter, a->quant, a->double_quant, a->no_4bit, "merge");
     auto base = models::load_model(a->model, o);
     std::vector<models::AdaptableLinearImpl*> q4;
     for (const auto& m : base->modules())

@@ -135,6 +135,7 @@ set(PEFT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../cli/train.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/compare.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../cli/export.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../cli/quant_options.cpp
 )
 
 # Data-parallel training (src/distributed): the launcher is torch-free; the process group

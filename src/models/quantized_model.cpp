@@ -6,8 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "peft/core/check.h"
+#include "peft/core/json_file.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/model.h"
 #include "peft/quant/linear4bit.h"
@@ -114,6 +116,82 @@ std::vector<std::string> load_prequantized(PretrainedModel& model,
   return used;
 }
 
+namespace {
+
+// transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.
+nlohmann::json bnb_dict(const quant::Linear4bitWeight& w) {
+  const auto& st = w.quantized().state;
+  return {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}, {"load_in_8bit", false},
+          {"_load_in_4bit", true}, {"_load_in_8bit", false},
+          {"bnb_4bit_quant_type", quant::to_string(st.quant_type)},
+          {"bnb_4bit_use_double_quant", st.nested},
+          {"bnb_4bit_compute_dtype", w.compute_dtype() == at::kBFloat16 ? "bfloat16" : "float32"},
+          {"bnb_4bit_quant_storage", "uint8"}, {"llm_int8_enable_fp32_cpu_offload", false},
+          {"llm_int8_has_fp16_weight", false}, {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0}};
+}
+
+}  // namespace
+
+nlohmann::json quantization_config(PretrainedModel& model) {
+  nlohmann::json qc;
+  for_each_linear(model, [&](const std::string&, AdaptableLinearImpl& l) {
+    const auto* w = dynamic_cast<const quant::Linear4bitWeight*>(l.quantized().get());
+    if (w && qc.is_null()) qc = bnb_dict(*w);
+  });
+  return qc;
+}
+
+BnbConfig bnb_config_from_json(const nlohmann::json& qc, const std::string& where) {
+  auto fail = [&](const std::string& what) {
+    throw FormatError("[quantization_config] " + where + ": " + what);
+  };
+  if (!qc.is_object()) fail("expected an object (transformers' BitsAndBytesConfig), got " + std::string(qc.type_name()));
+  if (qc.value("quant_method", std::string("bitsandbytes")) != "bitsandbytes")
+    fail("quant_method '" + qc.value("quant_method", std::string()) + "' is not bitsandbytes");
+  auto get_bool = [&](const char* k, bool dflt) {
+    auto it = qc.find(k);
+    if (it == qc.end() || it->is_null()) return dflt;
+    if (!it->is_boolean()) fail(std::string("field '") + k + "' should be true or false, got " + it->dump());
+    return it->get<bool>();
+  };
+  auto get_str = [&](const char* k, const std::string& dflt, std::initializer_list<const char*> allowed) {
+    auto it = qc.find(k);
+    if (it == qc.end() || it->is_null()) return dflt;
+    if (!it->is_string()) fail(std::string("field '") + k + "' should be a string, got " + it->dump());
+    const std::string v = it->get<std::string>();
+    std::string list;
+    for (const char* a : allowed) {
+      if (v == a) return v;
+      list += std::string(list.empty() ? "" : ", ") + a;
+    }
+    fail(std::string("field '") + k + "': '" + v + "' is not one of " + list);
+    return v;
+  };
+  BnbConfig b;
+  b.load_in_4bit = get_bool("load_in_4bit", false);
+  b.quant_type = get_str("bnb_4bit_quant_type", "fp4", {"nf4", "fp4"});
+  b.use_double_quant = get_bool("bnb_4bit_use_double_quant", false);
+  b.compute_dtype = get_str("bnb_4bit_compute_dtype", "float32", {"float32", "bfloat16", "torch.float32", "torch.bfloat16"});
+  if (b.compute_dtype.rfind("torch.", 0) == 0) b.compute_dtype = b.compute_dtype.substr(6);
+  return b;
+}
+
+std::string describe(const BnbConfig& b) {
+  if (!b.load_in_4bit) return "full precision";
+  return "4-bit " + b.quant_type + (b.use_double_quant ? ", double quant" : "") + ", compute " + b.compute_dtype;
+}
+
+std::optional<BnbConfig> adapter_base_quantization(const std::string& adapter_dir) {
+  const std::filesystem::path f = std::filesystem::path(adapter_dir) / kBaseQuantizationFile;
+  if (!std::filesystem::is_regular_file(f)) return std::nullopt;
+  const nlohmann::json j = read_json_file(f.string());
+  PEFT_CHECK(j.is_object() && j.contains("quantization_config"), FormatError, "[adapter] ", f.string(),
+             ": expected an object with 'quantization_config'");
+  BnbConfig b = bnb_config_from_json(j["quantization_config"], f.string());
+  PEFT_CHECK(b.load_in_4bit, FormatError, "[adapter] ", f.string(), ": quantization_config.load_in_4bit is not true");
+  return b;
+}
+
 nlohmann::json add_quantized_state(PretrainedModel& model, std::map<std::string, at::Tensor>& tensors) {
   nlohmann::json qc;
   for_each_linear(model, [&](const std::string& name, AdaptableLinearImpl& l) {
@@ -138,16 +216,7 @@ nlohmann::json add_quantized_state(PretrainedModel& model, std::map<std::string,
     const std::string js = quant::quant_state_json(q.state);
     tensors[k + ".quant_state.bitsandbytes__" + quant::to_string(q.state.quant_type)] =
         u8(std::vector<uint8_t>(js.begin(), js.end()), {static_cast<int64_t>(js.size())});
-    if (qc.is_null()) {
-      // transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.
-      qc = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", true}, {"load_in_8bit", false},
-            {"_load_in_4bit", true}, {"_load_in_8bit", false},
-            {"bnb_4bit_quant_type", quant::to_string(q.state.quant_type)},
-            {"bnb_4bit_use_double_quant", q.state.nested},
-            {"bnb_4bit_compute_dtype", w->compute_dtype() == at::kBFloat16 ? "bfloat16" : "float32"},
-            {"bnb_4bit_quant_storage", "uint8"}, {"llm_int8_enable_fp32_cpu_offload", false},
-            {"llm_int8_has_fp16_weight", false}, {"llm_int8_skip_modules", nullptr}, {"llm_int8_threshold", 6.0}};
-    }
+    if (qc.is_null()) qc = bnb_dict(*w);
   });
   return qc;
 }

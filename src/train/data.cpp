@@ -233,12 +233,14 @@ struct RowError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-const std::string& field(const Row& r, const std::string& col) {
+/// Row `r`'s column `col`, which the data key `key` (text_column, label_column, ...) names.
+const std::string& field(const Row& r, const std::string& col, const char* key) {
   auto it = r.fields.find(col);
   if (it == r.fields.end()) {
     std::vector<std::string> cols;
     for (const auto& [k, v] : r.fields) cols.push_back(k);
-    throw RowError("missing column '" + col + "' (columns: " + join(cols) + ")");
+    throw RowError("missing column '" + col + "' (columns: " + join(cols) + "); set " + key +
+                   " to the column that holds it, e.g. " + key + "=" + (cols.empty() ? col : cols.front()));
   }
   return it->second;
 }
@@ -349,8 +351,8 @@ Example causal_example(const Row& r, const io::Tokenizer& tok, const DataOptions
   const bool want_eos = opt.add_eos;
   Example ex;
   if (!opt.prompt_column.empty() && !opt.completion_column.empty()) {
-    const auto prompt = widen(tok.encode(field(r, opt.prompt_column) + opt.prompt_suffix, true).ids);
-    auto completion = widen(tok.encode(field(r, opt.completion_column), false).ids);
+    const auto prompt = widen(tok.encode(field(r, opt.prompt_column, "prompt_column") + opt.prompt_suffix, true).ids);
+    auto completion = widen(tok.encode(field(r, opt.completion_column, "completion_column"), false).ids);
     if (want_eos && (completion.empty() || completion.back() != *eos)) completion.push_back(*eos);
     if (completion.empty()) throw RowError("empty completion in column '" + opt.completion_column + "'");
     ex.input_ids = prompt;
@@ -364,7 +366,7 @@ Example causal_example(const Row& r, const io::Tokenizer& tok, const DataOptions
     }
     return ex;
   }
-  const std::string& text = field(r, opt.text_column);
+  const std::string& text = field(r, opt.text_column, "text_column");
   ex.input_ids = widen(tok.encode(text, true).ids);
   if (want_eos && (ex.input_ids.empty() || ex.input_ids.back() != *eos)) ex.input_ids.push_back(*eos);
   if (static_cast<int64_t>(ex.input_ids.size()) > opt.max_length) ex.input_ids.resize(opt.max_length);
@@ -379,7 +381,7 @@ std::optional<std::string> extract_label(const std::string& v, const DataOptions
 }
 
 std::string label_of(const Row& r, const DataOptions& opt) {
-  auto m = extract_label(field(r, opt.label_column), opt);
+  auto m = extract_label(field(r, opt.label_column, "label_column"), opt);
   if (!m) throw RowError("label_regex '" + opt.label_regex + "' does not match column '" + opt.label_column + "'");
   return *m;
 }
@@ -416,8 +418,8 @@ std::vector<std::string> split_labels(const std::string& v) {
 Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt,
                        const std::vector<std::string>& names, const std::map<std::string, int64_t>& index,
                        bool regression) {
-  const std::string& a = field(r, opt.text_column);
-  const std::string* b = opt.text_pair_column.empty() ? nullptr : &field(r, opt.text_pair_column);
+  const std::string& a = field(r, opt.text_column, "text_column");
+  const std::string* b = opt.text_pair_column.empty() ? nullptr : &field(r, opt.text_pair_column, "text_pair_column");
   const std::string label = label_of(r, opt);
   Example ex;
   if (opt.multi_label) {
@@ -444,8 +446,8 @@ Example seqcls_example(const Row& r, const io::Tokenizer& tok, const DataOptions
 }
 
 Example seq2seq_example(const Row& r, const io::Tokenizer& tok, const DataOptions& opt) {
-  const std::string& src = field(r, opt.source_column);
-  const std::string& tgt = field(r, opt.target_column);
+  const std::string& src = field(r, opt.source_column, "source_column");
+  const std::string& tgt = field(r, opt.target_column, "target_column");
   io::Encoding s = tok.encode(src, true);
   truncate_encoding(s, tok.encode(src, false).size(), 0, opt.max_length);
   io::Encoding t = tok.encode(tgt, true);

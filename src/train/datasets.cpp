@@ -25,8 +25,13 @@ std::string fill_template(const std::string& tmpl, const Row& r) {
     PEFT_CHECK(j != std::string::npos, ConfigError, "[config] template '", tmpl, "' has an unclosed '{'");
     const std::string key = tmpl.substr(i + 1, j - i - 1);
     auto it = r.fields.find(key);
-    PEFT_CHECK(it != r.fields.end(), FormatError, "[data] ", r.file, ":", r.line, ": no column '", key,
-               "' (used by the template '", tmpl, "')");
+    if (it == r.fields.end()) {
+      std::string cols;
+      for (const auto& [k, v] : r.fields) cols += (cols.empty() ? "{" : ", {") + k + "}";
+      throw FormatError("[data] " + r.file + ":" + std::to_string(r.line) + ": no column '" + key +
+                        "' (used by the template '" + tmpl + "'); the file's columns are " + cols +
+                        ": write the template with those (prompt_template / completion_template)");
+    }
     out += it->second;
     i = j;
   }

@@ -92,6 +92,15 @@ std::shared_ptr<models::PretrainedModel> load_quietly(const std::string& path, c
 
 }  // namespace
 
+namespace {
+
+/// Where the adapter of a run records its 4-bit base.
+std::string base_quantization_file(const RunConfig& c) {
+  return (fs::path(c.adapter) / models::kBaseQuantizationFile).string();
+}
+
+}  // namespace
+
 std::shared_ptr<models::PretrainedModel> load_run_model(const RunConfig& c, int64_t num_labels, int64_t pad_id) {
   models::LoadOptions o = c.load_options();
   if (c.task != "seq_cls" && c.task != "token_cls") return models::load_model(c.model, o);
@@ -152,7 +161,9 @@ void prepare(Run& r) {
   if (c.load_in_4bit) {
     models::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
-              << "): weights " << models::weight_bytes(*model) << " bytes\n";
+              << "): weights " << models::weight_bytes(*model) << " bytes"
+              << (c.base_quantization_from_adapter ? " (as the adapter records: " + base_quantization_file(c) + ")" : "")
+              << "\n";
   }
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   r.pm = make_peft_model(c, std::move(model), r.splits.train.data);
@@ -300,6 +311,10 @@ nlohmann::json run_evaluation(const RunConfig& c, const std::string& predictions
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   auto model = load_run_model(c, static_cast<int64_t>(split.data.label_names.size()), pad);
   model->eval();
+  if (c.base_quantization_from_adapter)
+    std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
+              << ") as the adapter was trained (" << base_quantization_file(c)
+              << "; load_in_4bit=false for the full-precision base)\n";
   // Without an adapter: the base model (a fresh adapter of the run's method, disabled).
   auto pm = c.adapter.empty() ? get_peft_model(model, *c.peft) : PeftModel::from_pretrained(model, c.adapter);
   std::optional<PeftModel::DisableGuard> base_only;

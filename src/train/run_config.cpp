@@ -13,6 +13,7 @@
 #include "peft/core/check.h"
 #include "peft/core/strings.h"
 #include "peft/io/gguf.h"
+#include "peft/models/quantized_model.h"
 #include "peft/tuners/registry.h"
 
 namespace peft::train {
@@ -55,6 +56,30 @@ json to_json(const YAML::Node& n) {
   return s;
 }
 
+/// The run keys that name files or folders: relative values in a config file are resolved
+/// against that file's folder (command-line overrides against the working directory).
+const std::set<std::string> kPathKeys = {"model", "adapter", "train_file", "eval_file", "output_dir",
+                                         "tokenizer_name_or_path"};
+
+/// `value` of path key `key` read from a file in folder `base`: base/value unless absolute or
+/// empty. When that does not exist but `value` does from the working directory (a config written
+/// for the working directory), a ConfigError says how to write it.
+std::string resolve_path(const std::string& key, const std::string& value, const fs::path& base,
+                         const std::string& where) {
+  if (value.empty() || base.empty() || fs::path(value).is_absolute()) return value;
+  const fs::path p = (base / value).lexically_normal();
+  if (key != "output_dir" && !fs::exists(p) && fs::exists(value)) {
+    std::error_code ec;
+    const fs::path rel = fs::relative(fs::absolute(value), fs::absolute(base), ec);
+    throw ConfigError("[config] " + where + ": key '" + key + "': '" + value + "' is looked up in " +
+                      base.string() + "/ (relative paths in a config file are relative to its folder) and is not "
+                      "there; it exists from the working directory: write " + key + ": " +
+                      (ec ? fs::absolute(value).string() : rel.string()) + " in the file, or give " + key + "=" +
+                      value + " on the command line");
+  }
+  return p.string();
+}
+
 using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
 
 const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
@@ -63,7 +88,7 @@ const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column
                                          "max_eval_samples", "max_length", "skip_bad_rows",
                                          "validation_split_percentage", "tag_column"};
 
-void set_tasks(RunConfig& c, const YAML::Node& n) {
+void set_tasks(RunConfig& c, const YAML::Node& n, const fs::path& base) {
   PEFT_CHECK(n.IsSequence() && n.size() > 0, ConfigError, "[config] key 'tasks': expected a list of tasks, each a "
              "mapping with 'name' and data keys (train_file, eval_file, text_column, label_column, label_regex, ...)");
   c.tasks.clear();
@@ -71,6 +96,7 @@ void set_tasks(RunConfig& c, const YAML::Node& n) {
     const YAML::Node& t = n[i];
     PEFT_CHECK(t.IsMap(), ConfigError, "[config] key 'tasks': entry ", i, " is not a mapping");
     TaskEntry e;
+    e.base_dir = base.string();
     for (const auto& kv : t) {
       const auto k = kv.first.as<std::string>();
       if (k == "name") {
@@ -121,7 +147,7 @@ const std::map<std::string, Setter>& setters() {
     S_BOOL("group_by_length", args.group_by_length); S_BOOL("gradient_checkpointing", args.gradient_checkpointing);
     S_BOOL("bf16", args.bf16); S_STR("on_nonfinite", args.on_nonfinite);
     S_DBL("ddp_timeout", ddp_timeout);
-    m["tasks"] = set_tasks;
+    m["tasks"] = [](RunConfig& c, const YAML::Node& n) { set_tasks(c, n, {}); };
     // BitsAndBytesConfig (QLoRA)
     S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
     S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
@@ -155,11 +181,23 @@ const std::map<std::string, std::set<std::string>>& method_keys() {
   return t;
 }
 
-void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std::string& where) {
-  if (auto it = setters().find(key); it != setters().end()) return it->second(c, v);
+/// Sets `key` from a value read from `where`; `base` is the folder relative paths are resolved
+/// against (a config file's; empty for the command line).
+void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std::string& where,
+           const fs::path& base = {}) {
+  if (key == "tasks") return set_tasks(c, v, base);
+  if (auto it = setters().find(key); it != setters().end()) {
+    it->second(c, v);
+    std::string* path = key == "model" ? &c.model : key == "adapter" ? &c.adapter : key == "train_file" ? &c.train_file
+                        : key == "eval_file" ? &c.eval_file : key == "output_dir" ? &c.args.output_dir : nullptr;
+    if (path) *path = resolve_path(key, *path, base, where);
+    return;
+  }
   for (const auto& [method, keys] : method_keys())
     if (keys.count(key)) {
       c.method_fields[key] = to_json(v);
+      if (kPathKeys.count(key) && c.method_fields[key].is_string())
+        c.method_fields[key] = resolve_path(key, c.method_fields[key].get<std::string>(), base, where);
       return;
     }
   std::set<std::string> valid;
@@ -248,6 +286,7 @@ std::vector<std::string> run_methods() {
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
   RunConfig c;
+  std::set<std::string> given;  // the keys the file or the command line set
   if (!path.empty()) {
     PEFT_CHECK(fs::exists(path), ConfigError, "[config] ", path, ": no such file");
     YAML::Node root;
@@ -257,15 +296,36 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       throw ConfigError("[config] " + path + ": not valid YAML: " + e.what());
     }
     PEFT_CHECK(root.IsMap() || root.IsNull(), ConfigError, "[config] ", path, ": expected a mapping of key: value");
-    for (const auto& kv : root) apply(c, kv.first.as<std::string>(), kv.second, path);
+    const fs::path base = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+    for (const auto& kv : root) {
+      const auto key = kv.first.as<std::string>();
+      apply(c, key, kv.second, path, base);
+      given.insert(key);
+    }
   }
   for (const auto& o : overrides) {
     const auto eq = o.find('=');
     PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
     apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
+    given.insert(o.substr(0, eq));
   }
   PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder or a .gguf file) is required");
   const bool gguf = fs::is_regular_file(c.model) && io::is_gguf_file(c.model);
+  // An adapter trained on a 4-bit base records it (base_quantization.json): used so unless the
+  // config says otherwise.
+  if (!c.adapter.empty() && !gguf) {
+    if (const auto q = models::adapter_base_quantization(c.adapter)) {
+      const bool quant_keys_given = given.count("load_in_4bit") || given.count("bnb_4bit_quant_type") ||
+                                    given.count("bnb_4bit_use_double_quant") || c.method == "qlora";
+      if (!quant_keys_given) {
+        c.load_in_4bit = true;
+        c.bnb_4bit_quant_type = q->quant_type;
+        c.bnb_4bit_use_double_quant = q->use_double_quant;
+        if (!given.count("bnb_4bit_compute_dtype")) c.bnb_4bit_compute_dtype = q->compute_dtype;
+        c.base_quantization_from_adapter = true;
+      }
+    }
+  }
   PEFT_CHECK(!(gguf && c.load_in_4bit), ConfigError, "[config] key 'load_in_4bit': ", c.model,
              " is a GGUF file, which keeps its own quantisation (set dequantize: true for fp32 weights)");
   const auto methods = run_methods();
@@ -318,7 +378,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 RunConfig task_config(const RunConfig& c, const TaskEntry& t) {
   RunConfig tc = c;
   tc.task_name = t.name;
-  for (const auto& [k, v] : t.keys) apply(tc, k, YAML::Load(v), "task '" + t.name + "'");
+  for (const auto& [k, v] : t.keys) apply(tc, k, YAML::Load(v), "task '" + t.name + "'", t.base_dir);
   return tc;
 }
 

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 
 #include <filesystem>
+#include <iostream>
 #include <set>
 #include <sstream>
 
@@ -15,6 +16,8 @@
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/models/adaptable_linear.h"
+#include "peft/models/quantized_model.h"
 #include "peft/peft_model.h"
 #include "peft/tuners/registry.h"
 #include "peft/tuners/tuner_model.h"
@@ -56,8 +59,38 @@ void PeftModel::save_pretrained(const std::string& dir, const std::vector<std::s
     if (j["base_model_name_or_path"].is_null() && !base_->config().source().empty())
       j["base_model_name_or_path"] = fs::path(base_->config().source()).parent_path().string();
     io::write_json_file((out / "adapter_config.json").string(), j);
+    // A 4-bit base: recorded beside the adapter, so it is used on the base it was trained on.
+    const nlohmann::json qc = models::quantization_config(*base_);
+    if (!qc.is_null()) io::write_json_file((out / models::kBaseQuantizationFile).string(), {{"quantization_config", qc}});
+    else fs::remove(out / models::kBaseQuantizationFile);
   }
 }
+
+namespace {
+
+/// A warning when the adapter records a 4-bit base (base_quantization.json) and `base` is not
+/// quantised that way.
+void warn_base_quantization(const std::string& dir, models::PretrainedModel& base) {
+  const auto want = models::adapter_base_quantization(dir);
+  if (!want) return;
+  const nlohmann::json qc = models::quantization_config(base);
+  const std::string file = (fs::path(dir) / models::kBaseQuantizationFile).string();
+  if (qc.is_null()) {
+    for (const auto& m : base.modules())  // a block-quantised GGUF base: its own quantisation
+      if (auto* l = dynamic_cast<models::AdaptableLinearImpl*>(m.get()); l && l->quantized()) return;
+    std::cerr << "warning: the adapter " << dir << " was trained on a " << models::describe(*want)
+              << " base (" << file << "), but this base is in full precision: outputs differ from training's; load "
+              << "the base in 4 bits (peft: --4bit " << want->quant_type
+              << (want->use_double_quant ? " --double-quant" : "") << "; C++: LoadOptions::load_in_4bit)\n";
+    return;
+  }
+  const models::BnbConfig have = models::bnb_config_from_json(qc, "the base model");
+  if (have.quant_type != want->quant_type || have.use_double_quant != want->use_double_quant)
+    std::cerr << "warning: the adapter " << dir << " was trained on a " << models::describe(*want) << " base ("
+              << file << "), but this base is " << models::describe(have) << ": outputs differ from training's\n";
+}
+
+}  // namespace
 
 std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::PretrainedModel> base,
                                                       const std::string& dir, const std::string& adapter_name,
@@ -67,6 +100,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
   pm->tuner().before_load(adapter_name);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
+  warn_base_quantization(dir, pm->base_model());
   pm->set_adapter(adapter_name);
   return pm;
 }
@@ -77,6 +111,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   inject(name, *cfg);
   tuner_->before_load(name);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
+  warn_base_quantization(dir, *base_);
   set_adapters(active_);
 }
 
@@ -142,7 +177,15 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
       listing("shape mismatches (an adapter trained for another base model?)", mismatched, 12) +
       listing("missing from the file", missing, 12) +
       listing("in the file but matching no module of this model (the adapter would have no effect)", unexpected, 12);
-  PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model:", e);
+  const std::string& trained_on = configs_.at(name)->base_model_name_or_path;
+  const std::string this_base = base_->config().source().empty()
+                                    ? std::string()
+                                    : fs::path(base_->config().source()).parent_path().string();
+  PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model",
+             this_base.empty() ? std::string() : " (" + this_base + ")", ":", e,
+             trained_on.empty() ? std::string()
+                                : "; adapter_config.json says it was trained on '" + trained_on +
+                                      "' (base_model_name_or_path): load the adapter on that model");
   tuner_->after_load(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);
 }
 

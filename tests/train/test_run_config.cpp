@@ -93,6 +93,43 @@ TEST(RunConfig, ErrorsNameTheKey) {
   EXPECT_NE(error_of(p, {"method=adalora", "max_steps=-1"}).find("total_step"), std::string::npos);
 }
 
+TEST(RunConfig, RelativePathsInAFileAreRelativeToItsFolder) {
+  const fs::path dir = fs::path(PEFT_TEST_OUTPUT_DIR) / "run_config" / "rel";
+  fs::create_directories(dir / "data");
+  std::ofstream(dir / "data" / "t.csv") << "text\nx\n";
+  const auto p = yaml_file("rel/run.yaml",
+                           "model: ../models/m\ntrain_file: data/t.csv\neval_file: /abs/dev.csv\noutput_dir: out\n"
+                           "task: seq_cls\ntasks:\n  - {name: a, train_file: data/a.csv}\n");
+  const auto c = load_run_config(p);
+  EXPECT_EQ(fs::path(c.model), (dir / ".." / "models" / "m").lexically_normal());
+  EXPECT_EQ(fs::path(c.train_file), dir / "data" / "t.csv");
+  EXPECT_EQ(c.eval_file, "/abs/dev.csv");  // absolute paths are kept
+  EXPECT_EQ(fs::path(c.args.output_dir), dir / "out");
+  EXPECT_EQ(fs::path(peft::train::task_config(c, c.tasks.at(0)).train_file), dir / "data" / "a.csv");
+  // Overrides are relative to the working directory, as typed.
+  const auto o = load_run_config(p, {"train_file=data/other.csv", "output_dir=runs/x"});
+  EXPECT_EQ(o.train_file, "data/other.csv");
+  EXPECT_EQ(o.args.output_dir, "runs/x");
+}
+
+TEST(RunConfig, AConfigWrittenForTheWorkingDirectorySaysHowToFixIt) {
+  // The file names a path that exists from the working directory but not from its own folder.
+  const fs::path cwd_file = fs::current_path() / "run_config_cwd_data.csv";
+  std::ofstream(cwd_file) << "text\nx\n";
+  const auto p = yaml_file("sub/cwd.yaml", "model: m\ntrain_file: run_config_cwd_data.csv\n");
+  const std::string e = error_of(p, {});
+  EXPECT_NE(e.find("key 'train_file'"), std::string::npos) << e;
+  EXPECT_NE(e.find("relative to its folder"), std::string::npos) << e;
+  EXPECT_NE(e.find("train_file=run_config_cwd_data.csv on the command line"), std::string::npos) << e;
+  // The suggested spelling for the file works.
+  const auto at = e.find("write train_file: ");
+  ASSERT_NE(at, std::string::npos) << e;
+  const std::string fixed = e.substr(at + 18, e.find(' ', at + 18) - at - 18);
+  const auto c = load_run_config(yaml_file("sub/cwd_fixed.yaml", "model: m\ntrain_file: " + fixed + "\n"));
+  EXPECT_TRUE(fs::equivalent(c.train_file, cwd_file)) << c.train_file;
+  fs::remove(cwd_file);
+}
+
 TEST(RunConfig, EveryExampleConfigLoads) {
   // Every key of every example config is known and valid (the compare section aside).
   int n = 0;
@@ -102,6 +139,16 @@ TEST(RunConfig, EveryExampleConfigLoads) {
     SCOPED_TRACE(name);
     const auto c = load_run_config(e.path().string());
     ASSERT_NE(c.peft, nullptr);
+    // Its data files are found from any working directory (the repository's own ones; the
+    // ../shared data sets are outside it).
+    std::vector<std::string> files = {c.train_file, c.eval_file};
+    for (const auto& t : c.tasks) {
+      const auto tc = peft::train::task_config(c, t);
+      files.insert(files.end(), {tc.train_file, tc.eval_file});
+    }
+    for (const auto& f : files)
+      if (!f.empty() && f.find("shared") == std::string::npos)
+        EXPECT_TRUE(fs::exists(f)) << f << " (relative paths in a config are relative to its folder)";
     const auto& row = peft::tuner_row(c.peft->peft_type);
     EXPECT_TRUE(c.method == row.name || c.method == "qlora" || c.method == "p_tuning_v2") << c.method;
     ++n;

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -44,6 +45,22 @@ std::vector<std::string> load_prequantized(PretrainedModel& model,
 /// to `tensors`; returns transformers' `quantization_config` for config.json (null when none).
 nlohmann::json add_quantized_state(PretrainedModel& model, std::map<std::string, at::Tensor>& tensors);
 
+/// transformers' `quantization_config` (BitsAndBytesConfig.to_dict()) of the model's 4-bit
+/// slots; null when it has none.
+nlohmann::json quantization_config(PretrainedModel& model);
+/// The 4-bit part of a BitsAndBytesConfig dict (config.json's quantization_config, or the
+/// base_quantization.json written beside an adapter); FormatError naming `where` and the field
+/// on a wrong type or value. transformers' defaults fill missing fields (fp4, no double quant).
+BnbConfig bnb_config_from_json(const nlohmann::json& qc, const std::string& where);
+/// "4-bit nf4, double quant, compute float32" (or "full precision").
+std::string describe(const BnbConfig& b);
+/// The file a saved adapter keeps beside adapter_config.json when its base was 4-bit: that
+/// base's `quantization_config` (transformers' BitsAndBytesConfig dict), so the adapter is used
+/// on the base it was trained on. PEFT ignores the file.
+inline constexpr const char* kBaseQuantizationFile = "base_quantization.json";
+/// The 4-bit base an adapter folder records (its base_quantization.json); nullopt when the file
+/// is absent. FormatError naming the file on a malformed one.
+std::optional<BnbConfig> adapter_base_quantization(const std::string& adapter_dir);
 /// Sum of the weight bytes of the model (4-bit slots count packed bytes + quant state).
 int64_t weight_bytes(PretrainedModel& model);
 

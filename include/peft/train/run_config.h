@@ -25,6 +25,7 @@ namespace peft::train {
 struct TaskEntry {
   std::string name;
   std::vector<std::pair<std::string, std::string>> keys;
+  std::string base_dir;  ///< the folder its relative paths are resolved against ("" = working directory)
 };
 
 struct RunConfig {
@@ -53,6 +54,9 @@ struct RunConfig {
   std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
   /// GGUF models: decode block-quantised projections to fp32 instead of keeping them quantised.
   bool dequantize = false;
+  /// The 4-bit options above come from the adapter's base_quantization.json (`adapter` was
+  /// trained on a 4-bit base and the config set none of them).
+  bool base_quantization_from_adapter = false;
   /// Keys of any method's PEFT config, as JSON (the method's own ones go to its parser).
   nlohmann::json method_fields = nlohmann::json::object();
   /// The method's PEFT config, parsed and validated (built by load_run_config).
@@ -75,7 +79,10 @@ std::vector<std::string> run_methods();
 
 /// Reads `path` (may be empty: overrides only) and applies `overrides` ("key=value", the value
 /// read as YAML). Every key is checked: an unknown key, a wrong type or an invalid value is one
-/// ConfigError naming the key and where it came from.
+/// ConfigError naming the key and where it came from. Relative paths (model, adapter,
+/// train_file, eval_file, output_dir, tokenizer_name_or_path, a task's files) in the file are
+/// relative to the file's folder; in overrides, to the working directory. An adapter that
+/// records a 4-bit base (base_quantization.json) sets the 4-bit keys the config leaves unset.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 /// A task's own configuration: the run's, with the task's data keys applied.
