@@ -68,6 +68,23 @@ void PeftModel::save_pretrained(const std::string& dir, const std::vector<std::s
 
 namespace {
 
+/// A classification adapter needs its head on the model: a model loaded for another task (a
+/// causal LM, say) is refused with what to do instead of a list of unmatched tensors.
+void check_task_fits(const std::string& dir, const PeftConfig& cfg, const models::PretrainedModel& base) {
+  using models::TaskHead;
+  const TaskHead have = base.head();
+  const bool seq = cfg.task_type == TaskType::SeqCls, tok = cfg.task_type == TaskType::TokenCls;
+  if ((!seq && !tok) || have == (seq ? TaskHead::SeqCls : TaskHead::TokenCls)) return;
+  const char* head = seq ? "sequence-classification" : "token-classification";
+  throw FormatError("[from_pretrained] " + dir + " is a " + to_string(cfg.task_type) + " adapter (adapter_config.json "
+                    "task_type) with a " + head + " head, but the model was loaded " +
+                    (have == TaskHead::CausalLM ? "as a causal LM" : have == TaskHead::Seq2SeqLM ? "as a seq2seq LM"
+                                                                                          : "for another task") +
+                    ": use it with the task it was trained for (peft eval with task: " + (seq ? "seq_cls" : "token_cls") +
+                    "; C++: LoadOptions::head = TaskHead::" + (seq ? "SeqCls" : "TokenCls") +
+                    "); peft generate needs a CAUSAL_LM adapter");
+}
+
 /// A warning when the adapter records a 4-bit base (base_quantization.json) and `base` is not
 /// quantised that way.
 void warn_base_quantization(const std::string& dir, models::PretrainedModel& base) {
@@ -97,6 +114,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
                                                       bool is_trainable) {
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
+  check_task_fits(dir, *cfg, *base);
   auto pm = std::make_shared<PeftModel>(std::move(base), *cfg, adapter_name);
   pm->tuner().before_load(adapter_name);
   pm->load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), adapter_name);
@@ -108,6 +126,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
 void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool is_trainable) {
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
+  check_task_fits(dir, *cfg, *base_);
   inject(name, *cfg);
   tuner_->before_load(name);
   load_adapter_weights((fs::path(dir) / "adapter_model.safetensors").string(), name);
@@ -181,9 +200,11 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
   const std::string this_base = base_->config().source().empty()
                                     ? std::string()
                                     : fs::path(base_->config().source()).parent_path().string();
+  const bool same_base = !trained_on.empty() && !this_base.empty() &&
+                         fs::weakly_canonical(trained_on) == fs::weakly_canonical(this_base);
   PEFT_CHECK(e.empty(), FormatError, "[from_pretrained] ", file, " does not fit this model",
              this_base.empty() ? std::string() : " (" + this_base + ")", ":", e,
-             trained_on.empty() ? std::string()
+             trained_on.empty() || same_base ? std::string()
                                 : "; adapter_config.json says it was trained on '" + trained_on +
                                       "' (base_model_name_or_path): load the adapter on that model");
   tuner_->after_load(fs::path(file).parent_path().string(), name, !configs_.at(name)->inference_mode);

@@ -54,6 +54,18 @@ if(NOT err_pairs MATCHES "newly initialised \\(not in the checkpoint\\): score.w
   message(FATAL_ERROR "a fresh score head should be reported as newly initialised:\n${err_pairs}")
 endif()
 same_metrics(pairs_mrpc_lora.yaml pairs "accuracy;f1" train_file=${SRC}/data/nlu/pairs.tsv)
+# A classification adapter on a causal LM: one line saying what it is and what to do.
+execute_process(COMMAND ${PEFT} generate ${OUT}/model -a ${OUT}/pairs/adapter -p "a" -n 2
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "is a SEQ_CLS adapter .* loaded as a causal LM: use it with the task it was "
+   OR NOT err MATCHES "task: seq_cls")
+  message(FATAL_ERROR "peft generate with a SEQ_CLS adapter should say what to do (${rc}):\n${err}")
+endif()
+execute_process(COMMAND ${PEFT} eval ${SRC}/examples/configs/e2e_lora.yaml ${common} adapter=${OUT}/pairs/adapter
+                        max_eval_samples=4 RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "is a SEQ_CLS adapter")
+  message(FATAL_ERROR "peft eval of a SEQ_CLS adapter with a causal_lm config should say what it is (${rc}):\n${err}")
+endif()
 file(STRINGS ${OUT}/pairs/preds.jsonl rows)
 list(LENGTH rows n)
 list(GET rows 0 first)
