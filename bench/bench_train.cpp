@@ -4,13 +4,15 @@
 // the ratios. Run alone it prints the same RESULT lines.
 //
 //   bench_train --model DIR --adapter-config FILE [--batch 4] [--seq 128] [--steps 10] [--warmup 2]
-//               [--threads N] [--load-4bit nf4|fp4]
-//   bench_train --gemm-peak [--threads N]
+//               [--threads N] [--load-4bit nf4|fp4] [--bf16]
+//   bench_train --gemm-peak [--threads N] [--bf16]
 //
 // Data: fixed pseudo-random token ids (the same formula as the Python twin), labels = inputs,
 // no shuffling, no evaluation, no intermediate checkpoints. Step time = interval between two
 // optimizer steps as seen by Trainer::on_step (forward, backward, clipping, AdamW, schedule and,
-// for AdaLoRA, the rank allocator). The first `warmup` steps are not timed.
+// for AdaLoRA, the rank allocator). The first `warmup` steps are not timed. --bf16: the trainer's
+// bf16 autocast (TrainingArguments::bf16; fp32 master weights), as transformers' Trainer with
+// bf16=True; with --gemm-peak, the bf16 GEMM ceiling instead of fp32's.
 // Output lines: "RESULT <metric> <value>".
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
@@ -55,11 +57,12 @@ double percentile(std::vector<double> v, double q) {
 
 // The fp32 GEMM ceiling of this machine with the runtime's thread settings: best GFLOP/s over
 // square products large enough to be compute-bound.
-double gemm_peak_gflops() {
+double gemm_peak_gflops(bool bf16) {
   torch::NoGradGuard ng;
   double best = 0;
+  const auto dt = bf16 ? at::kBFloat16 : at::kFloat;
   for (int64_t n : {512, 1024, 2048}) {
-    const at::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+    const at::Tensor a = torch::randn({n, n}).to(dt), b = torch::randn({n, n}).to(dt);
     at::Tensor c = at::mm(a, b);
     const int reps = n >= 2048 ? 3 : 8;
     for (int r = 0; r < reps; ++r) {
@@ -83,7 +86,8 @@ double rss_mb() {
 
 int usage() {
   std::cerr << "usage: bench_train --model DIR --adapter-config FILE [--batch N] [--seq N] [--steps N] "
-               "[--warmup N] [--threads N] [--profile TRACE.json]\n       bench_train --gemm-peak [--threads N]\n";
+               "[--warmup N] [--threads N] [--load-4bit nf4|fp4] [--bf16] [--profile TRACE.json]\n"
+               "       bench_train --gemm-peak [--threads N] [--bf16]\n";
   return 2;
 }
 
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
   std::string model_dir, config_file;
   int64_t batch = 4, seq = 128, steps = 10, warmup = 2;
   int threads = 0;
-  bool gemm = false;
+  bool gemm = false, bf16 = false;
   std::string load_4bit;  // "nf4" / "fp4": QLoRA base (double quantisation, fp32 compute)
   std::string profile;    // LibTorch's profiler over the timed steps, as a Chrome trace
   for (int i = 1; i < argc; ++i) {
@@ -114,6 +118,7 @@ int main(int argc, char** argv) {
       else if (a == "--gemm-peak") gemm = true;
       else if (a == "--load-4bit") load_4bit = next();
       else if (a == "--profile") profile = next();
+      else if (a == "--bf16") bf16 = true;
       else return usage();
     } catch (const std::exception& e) {
       std::cerr << "bench_train: " << e.what() << "\n";
@@ -124,7 +129,7 @@ int main(int argc, char** argv) {
   (void)rt;
   std::cout << "RESULT torch_threads " << at::get_num_threads() << "\n";
   if (gemm) {
-    std::cout << "RESULT gemm_peak_gflops " << gemm_peak_gflops() << std::endl;
+    std::cout << "RESULT gemm_peak_gflops " << gemm_peak_gflops(bf16) << std::endl;
     return 0;
   }
   if (model_dir.empty() || config_file.empty() || batch < 1 || seq < 2 || steps < 1 || warmup < 0) return usage();
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
     args.progress_bar = false;
     args.tensorboard = false;
     args.logging_steps = 1000000;
+    args.bf16 = bf16;
     peft::train::Trainer trainer(pm, args, data, nullptr, 0);
     std::vector<double> step_s;
     double cpu_s = 0;  // process CPU time (every thread) over the timed steps

@@ -127,7 +127,9 @@ def worker(a):
             prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             prof.__enter__()
         ids = ids_for(a.batch, a.seq, vocab, step * a.batch)
-        out = pm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+        # --bf16: as transformers' Trainer with bf16=True on the CPU (autocast around the forward).
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            out = pm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
         out.loss.backward()
         if a.method == "adalora":
             pm.base_model.update_and_allocate(step)
@@ -240,6 +242,9 @@ def main():
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "peft-bench"))
     ap.add_argument("--json", help="also write the table as JSON here")
     ap.add_argument("--profile", help="with --worker: a Chrome trace of the timed steps (torch.profiler)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast with fp32 master weights on both sides (transformers' bf16=True); "
+                         "the GEMM peak is then bf16's")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
@@ -256,11 +261,12 @@ def main():
 
     cpps = parse_cpp(a.cpp)
     thr = ["--threads", str(a.threads)] if a.threads else []
-    peak = results_of([cpps[0][1], "--gemm-peak"] + thr, a.threads).get("gemm_peak_gflops", float("nan"))
+    bf16 = ["--bf16"] if a.bf16 else []
+    peak = results_of([cpps[0][1], "--gemm-peak"] + thr + bf16, a.threads).get("gemm_peak_gflops", float("nan"))
     print(f"{cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at the start; "
           f"threads: {a.threads or 'each side its default'}", flush=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
-          f"fp32 GEMM peak (bench_train --gemm-peak): {peak:.1f} GFLOP/s; batch {a.batch} x seq {a.seq}, "
+          f"{'bf16 autocast, bf16' if a.bf16 else 'fp32'} GEMM peak (bench_train --gemm-peak): {peak:.1f} GFLOP/s; batch {a.batch} x seq {a.seq}, "
           f"{a.steps} timed steps after {a.warmup}, {a.rounds} round(s), sides interleaved "
           f"({', '.join(label for label, _ in cpps)}, PEFT)", flush=True)
     models = {}
@@ -282,14 +288,14 @@ def main():
             cfg.save_pretrained(cdir)
             args = ["--model", mpath, "--adapter-config", os.path.join(cdir, "adapter_config.json"),
                     "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps),
-                    "--warmup", str(a.warmup)] + thr
+                    "--warmup", str(a.warmup)] + thr + bf16
             if method == "qlora":
                 args += ["--load-4bit", "nf4"]
             sides = [(label, [path] + args) for label, path in cpps]
             sides.append(("PEFT", [sys.executable, os.path.abspath(__file__), "--worker", "--model", mpath,
                                    "--method", method, "--batch", str(a.batch), "--seq", str(a.seq),
                                    "--steps", str(a.steps), "--warmup", str(a.warmup),
-                                   "--threads", str(a.threads)]))
+                                   "--threads", str(a.threads)] + bf16))
             runs = {label: [] for label, _ in sides}
             for _ in range(a.rounds):
                 for label, cmd in sides:

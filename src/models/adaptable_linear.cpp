@@ -4,6 +4,8 @@
 #include "peft/models/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
 
 #include <algorithm>
 
@@ -119,6 +121,31 @@ void AdaptableLinearImpl::set_quantized(std::shared_ptr<quant::QuantizedBase> q)
   quantized_ = std::move(q);
 }
 
+const at::Tensor& AutocastWeightCache::get(const at::Tensor& weight) {
+#if TORCH_VERSION_MAJOR >= 2
+  const bool on = at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  const bool on = at::autocast::is_cpu_enabled();
+#endif
+  if (!on || !weight.defined() || !weight.device().is_cpu() || !weight.is_floating_point() || weight.requires_grad()) {
+    cast_ = at::Tensor();  // training ended or the weight became trainable: drop the copy
+    return weight;
+  }
+#if TORCH_VERSION_MAJOR >= 2
+  const auto dt = at::autocast::get_autocast_dtype(at::kCPU);
+#else
+  const auto dt = at::autocast::get_autocast_cpu_dtype();
+#endif
+  if (weight.scalar_type() == dt) return weight;
+  if (!cast_.defined() || cast_.scalar_type() != dt || source_ != weight.data_ptr() || version_ != weight._version()) {
+    torch::NoGradGuard ng;
+    cast_ = weight.to(dt);
+    source_ = weight.data_ptr();
+    version_ = weight._version();
+  }
+  return cast_;
+}
+
 at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
   PEFT_CHECK(x.size(-1) == in_features_, std::invalid_argument, "[AdaptableLinear] input has ",
              x.size(-1), " features, expected ", in_features_);
@@ -135,15 +162,16 @@ at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
     at::Tensor y = bias.defined() ? at::addmv(bias, weight_out_in(), v) : at::mv(weight_out_in(), v);
     return y.view(sizes);
   }
+  const at::Tensor& w = autocast_weight_.get(weight);
   if (fan_in_fan_out_) {
     // GPT-2 Conv1D: addmm(bias, x.view(-1, in), weight).
     auto sizes = x.sizes().vec();
     sizes.back() = out_features_;
     at::Tensor x2 = x.reshape({-1, in_features_});
-    at::Tensor y = bias.defined() ? at::addmm(bias, x2, weight) : at::mm(x2, weight);
+    at::Tensor y = bias.defined() ? at::addmm(bias, x2, w) : at::mm(x2, w);
     return y.view(sizes);
   }
-  return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  return at::linear(x, w, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -79,6 +80,19 @@ struct GeluTanhFn : public torch::autograd::Function<GeluTanhFn> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     return {kernels::gelu_tanh_backward_f32(grads[0], saved[0])};
+  }
+};
+
+// gelu(x, "tanh") of a bf16 tensor (autocast training); saves x.
+struct GeluTanhBf16Fn : public torch::autograd::Function<GeluTanhBf16Fn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x) {
+    ctx->save_for_backward({x});
+    return {kernels::gelu_tanh_bf16(x)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    at::Tensor dy = grads[0].scalar_type() == at::kBFloat16 ? grads[0] : grads[0].to(at::kBFloat16);
+    return {kernels::gelu_tanh_backward_bf16(dy, saved[0])};
   }
 };
 
@@ -279,20 +293,57 @@ at::Tensor default_position_ids(int64_t batch, int64_t T, int64_t past, c10::Dev
       .expand({batch, T});
 }
 
+namespace {
+
+// Mean cross-entropy of [B, R, V] logits (fp32 or bf16) against [B, R] targets (-100 skipped),
+// computed in fp32 as cross_entropy_loss(logits.float(), ...) computes it, without the fp32 copy
+// or the [B, R, V] log-probabilities: the forward keeps each row's log-sum-exp and the backward
+// writes (softmax − onehot)·g/n in the logits' dtype. No counted row gives NaN, as ATen.
+struct CrossEntropyFn : public torch::autograd::Function<CrossEntropyFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets) {
+    at::Tensor lse;
+    const auto [sum, count] = kernels::cross_entropy_rows(logits, targets, lse);
+    ctx->save_for_backward({logits, targets, lse});
+    ctx->saved_data["count"] = count;
+    return {at::scalar_tensor(count ? sum / static_cast<double>(count) : std::nan(""),
+                              logits.options().dtype(at::kFloat))};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t count = ctx->saved_data["count"].toInt();
+    const double g = grads[0].item<double>();
+    return {kernels::cross_entropy_rows_backward(saved[0], saved[1], saved[2], count ? g / static_cast<double>(count) : 0.0),
+            at::Tensor()};
+  }
+};
+
+// logits [B, R, V] against targets [B, R]: the fused loss when it applies, ATen's otherwise.
+at::Tensor mean_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  if (kernels::cross_entropy_applicable(logits, targets)) return CrossEntropyFn::apply(logits, targets)[0];
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
+                                at::Reduction::Mean, -100);
+}
+
+}  // namespace
+
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
   PEFT_CHECK(labels.dim() == 2 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(1),
              std::invalid_argument, "[causal_lm_loss] labels must be [B, T] = ",
              logits.sizes().slice(0, 2), ", got ", labels.sizes());
   const int64_t T = logits.size(1);
+  // Position t predicts label t + 1; the last position predicts nothing.
+  at::Tensor y = at::full({labels.size(0), T}, -100, labels.options().dtype(at::kLong).device(logits.device()));
+  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
+  if (kernels::cross_entropy_applicable(logits, y)) return mean_cross_entropy(logits, y);
   at::Tensor l = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(at::kFloat);
-  at::Tensor y = labels.narrow(1, 1, T - 1).reshape({-1}).to(logits.device());
-  return at::cross_entropy_loss(l, y, {}, at::Reduction::Mean, -100);
+  return at::cross_entropy_loss(l, y.narrow(1, 0, T - 1).reshape({-1}), {}, at::Reduction::Mean, -100);
 }
 
 at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  const at::Tensor y = labels.to(logits.device()).to(at::kLong);
+  if (logits.dim() == 3 && y.dim() == 2) return mean_cross_entropy(logits, y);
   at::Tensor l = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
-  return at::cross_entropy_loss(l, labels.reshape({-1}).to(logits.device()), {},
-                                at::Reduction::Mean, -100);
+  return at::cross_entropy_loss(l, y.reshape({-1}), {}, at::Reduction::Mean, -100);
 }
 
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
@@ -424,6 +475,7 @@ at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
     if (kernels::elementwise_f32_applicable({&x})) return kernels::gelu_tanh_f32(x);
     if (kernels::elementwise_f32_trainable({&x})) return GeluTanhFn::apply(x)[0];
+    if (kernels::elementwise_bf16_trainable({&x})) return GeluTanhBf16Fn::apply(x)[0];
     return at::gelu(x, "tanh");
   }
   if (name == "relu") return at::relu(x);

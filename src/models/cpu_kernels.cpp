@@ -2,6 +2,8 @@
 // AVX2+FMA and portable code, picked once from the CPU's features (portable only off x86).
 #include "cpu_kernels.h"
 
+#include "peft/core/check.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -122,11 +124,13 @@ struct Loops {
   void (*rotary_backward)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
                           const float*, int64_t, float*, int64_t, int64_t);
   void (*gelu_tanh_backward)(const float*, const float*, float*, int64_t);
+  float (*row_logsumexp)(const float*, int64_t);
+  void (*row_softmax_scaled)(const float*, int64_t, float, float, float*);
 };
 #define PEFT_LOOPS(ns)                                                                                   \
   Loops{&ns::attend_range,           &ns::rms_norm_rows,     &ns::silu_mul,        &ns::rotary_all,      \
         &ns::gelu_tanh,              &ns::rms_norm_backward_rows, &ns::silu_mul_backward, &ns::rotary_backward, \
-        &ns::gelu_tanh_backward}
+        &ns::gelu_tanh_backward,     &ns::row_logsumexp,     &ns::row_softmax_scaled}
 
 const Loops& loops() {
   static const Loops l = [] {
@@ -425,6 +429,156 @@ at::Tensor rotary_backward_f32(const at::Tensor& dy_in, const at::Tensor& cos_in
 
 at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy, const at::Tensor& x) {
   return map2(x, dy, loops().gelu_tanh_backward);
+}
+
+// ---- bf16 tensors: the fp32 loops over blocks widened to fp32, rounded back to nearest even ----
+
+namespace {
+
+constexpr int64_t kBf16Block = 2048;  // elements widened at a time (stack buffers)
+
+void widen_bf16(const uint16_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(s[i]) << 16;
+    std::memcpy(d + i, &u, 4);
+  }
+}
+
+// c10::BFloat16's rounding: to nearest even, NaN to the quiet NaN 0x7fc0.
+void narrow_bf16(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, s + i, 4);
+    d[i] = s[i] != s[i] ? uint16_t{0x7fc0} : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+bool bf16_cpu(const at::Tensor& t) { return t.defined() && t.scalar_type() == at::kBFloat16 && t.device().is_cpu(); }
+
+// y[i] = fn(a[i], b[i]) for bf16 tensors of the same shape (b may be undefined for one-input loops).
+at::Tensor map_bf16(const at::Tensor& a_in, const at::Tensor& b_in, void (*fn1)(const float*, float*, int64_t),
+                    void (*fn2)(const float*, const float*, float*, int64_t)) {
+  const at::Tensor a = a_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
+  at::Tensor y = at::empty_like(a, at::MemoryFormat::Contiguous);
+  const auto* ap = reinterpret_cast<const uint16_t*>(a.data_ptr());
+  const auto* bp = b.defined() ? reinterpret_cast<const uint16_t*>(b.data_ptr()) : nullptr;
+  auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr());
+  at::parallel_for(0, a.numel(), 16384, [&](int64_t begin, int64_t end) {
+    alignas(64) float fa[kBf16Block], fb[kBf16Block], fy[kBf16Block];
+    for (int64_t i = begin; i < end; i += kBf16Block) {
+      const int64_t n = std::min(kBf16Block, end - i);
+      widen_bf16(ap + i, fa, n);
+      if (bp) {
+        widen_bf16(bp + i, fb, n);
+        fn2(fa, fb, fy, n);
+      } else {
+        fn1(fa, fy, n);
+      }
+      narrow_bf16(fy, yp + i, n);
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
+// ---- cross-entropy over rows of logits ----
+
+namespace {
+
+// The rows of [B, R, V] logits (last dimension contiguous) as fp32: row r's pointer, widened
+// into `buf` when the logits are bf16.
+struct LogitRows {
+  const at::Tensor& logits;
+  int64_t R, V, s0, s1;
+  bool bf16;
+  explicit LogitRows(const at::Tensor& l)
+      : logits(l), R(l.size(1)), V(l.size(2)), s0(l.stride(0)), s1(l.stride(1)), bf16(l.scalar_type() == at::kBFloat16) {}
+  const float* row(int64_t r, float* buf) const {
+    const int64_t off = (r / R) * s0 + (r % R) * s1;
+    if (!bf16) return logits.data_ptr<float>() + off;
+    widen_bf16(reinterpret_cast<const uint16_t*>(logits.data_ptr()) + off, buf, V);
+    return buf;
+  }
+};
+
+}  // namespace
+
+bool cross_entropy_applicable(const at::Tensor& logits, const at::Tensor& targets) {
+  return enabled() && logits.defined() && logits.dim() == 3 && logits.device().is_cpu() &&
+         (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16) && logits.stride(2) == 1 &&
+         logits.size(2) > 0 && targets.defined() && targets.scalar_type() == at::kLong && targets.dim() == 2 &&
+         targets.size(0) == logits.size(0) && targets.size(1) == logits.size(1);
+}
+
+std::pair<double, int64_t> cross_entropy_rows(const at::Tensor& logits, const at::Tensor& targets_in, at::Tensor& lse) {
+  const at::Tensor targets = targets_in.contiguous();
+  const LogitRows rows(logits);
+  const int64_t N = logits.size(0) * rows.R, V = rows.V;
+  const int64_t* tg = targets.data_ptr<int64_t>();
+  for (int64_t r = 0; r < N; ++r)
+    PEFT_CHECK(tg[r] == -100 || (tg[r] >= 0 && tg[r] < V), std::invalid_argument, "[cross_entropy] target ", tg[r],
+               " is out of range for ", V, " classes");
+  lse = at::zeros({N}, logits.options().dtype(at::kFloat));
+  float* lp = lse.data_ptr<float>();
+  std::vector<double> loss(static_cast<std::size_t>(N), 0.0);
+  const auto fn = loops().row_logsumexp;
+  at::parallel_for(0, N, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(rows.bf16 ? static_cast<std::size_t>(V) : 0);
+    for (int64_t r = begin; r < end; ++r) {
+      if (tg[r] == -100) continue;
+      const float* x = rows.row(r, buf.data());
+      lp[r] = fn(x, V);
+      loss[static_cast<std::size_t>(r)] = static_cast<double>(lp[r]) - static_cast<double>(x[tg[r]]);
+    }
+  });
+  double sum = 0.0;
+  int64_t count = 0;
+  for (int64_t r = 0; r < N; ++r)
+    if (tg[r] != -100) {
+      sum += loss[static_cast<std::size_t>(r)];
+      ++count;
+    }
+  return {sum, count};
+}
+
+at::Tensor cross_entropy_rows_backward(const at::Tensor& logits, const at::Tensor& targets_in, const at::Tensor& lse,
+                                       double scale) {
+  const at::Tensor targets = targets_in.contiguous();
+  const LogitRows rows(logits);
+  const int64_t N = logits.size(0) * rows.R, V = rows.V;
+  at::Tensor grad = at::empty({logits.size(0), rows.R, V}, logits.options());
+  const int64_t* tg = targets.data_ptr<int64_t>();
+  const float* lp = lse.data_ptr<float>();
+  const auto fn = loops().row_softmax_scaled;
+  const auto sc = static_cast<float>(scale);
+  at::parallel_for(0, N, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> in(rows.bf16 ? static_cast<std::size_t>(V) : 0), out(rows.bf16 ? static_cast<std::size_t>(V) : 0);
+    for (int64_t r = begin; r < end; ++r) {
+      float* dst = rows.bf16 ? out.data() : grad.data_ptr<float>() + r * V;
+      if (tg[r] == -100) {
+        std::fill_n(dst, V, 0.0f);
+      } else {
+        fn(rows.row(r, in.data()), V, lp[r], sc, dst);
+        dst[tg[r]] -= sc;
+      }
+      if (rows.bf16) narrow_bf16(dst, reinterpret_cast<uint16_t*>(grad.data_ptr()) + r * V, V);
+    }
+  });
+  return grad;
+}
+
+bool elementwise_bf16_trainable(std::initializer_list<const at::Tensor*> ts) {
+  if (!enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (!bf16_cpu(*t)) return false;
+  return !no_grad_needed(ts);
+}
+
+at::Tensor gelu_tanh_bf16(const at::Tensor& x) { return map_bf16(x, {}, loops().gelu_tanh, nullptr); }
+
+at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x) {
+  return map_bf16(x, dy, nullptr, loops().gelu_tanh_backward);
 }
 
 }  // namespace peft::models::kernels

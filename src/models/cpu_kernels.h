@@ -117,4 +117,26 @@ at::Tensor rotary_backward_f32(const at::Tensor& dy, const at::Tensor& cos, cons
 /// Gradient of gelu_tanh_f32: dy · d/dx gelu_tanh(x).
 at::Tensor gelu_tanh_backward_f32(const at::Tensor& dy, const at::Tensor& x);
 
+// ---- bf16 (autocast training): the fp32 loops on values widened to fp32, results rounded to
+// nearest even as c10::BFloat16 rounds; ATen 1.13's bf16 GELU runs ~10x slower ----
+
+/// True when cross_entropy_rows applies: [B, R, V] fp32 or bf16 CPU logits with a contiguous
+/// last dimension and [B, R] int64 targets.
+bool cross_entropy_applicable(const at::Tensor& logits, const at::Tensor& targets);
+/// Σ over rows with target ≠ -100 of logsumexp(row) − row[target], in fp32 per row and summed in
+/// double in row order, and the number of such rows; `lse` gets each row's log-sum-exp ([B·R]
+/// fp32, 0 for skipped rows). A target outside [0, V) other than -100 is an error.
+std::pair<double, int64_t> cross_entropy_rows(const at::Tensor& logits, const at::Tensor& targets, at::Tensor& lse);
+/// Its gradient times `scale`: (softmax(row) − onehot(target))·scale per counted row, 0 for
+/// skipped rows; contiguous [B, R, V] in the logits' dtype.
+at::Tensor cross_entropy_rows_backward(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
+                                       double scale);
+
+/// elementwise_f32_trainable for bf16 CPU tensors.
+bool elementwise_bf16_trainable(std::initializer_list<const at::Tensor*> ts);
+/// at::gelu(x, "tanh") of a bf16 tensor, computed in fp32.
+at::Tensor gelu_tanh_bf16(const at::Tensor& x);
+/// Its gradient (bf16 dy and x; computed in fp32, rounded once).
+at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x);
+
 }  // namespace peft::models::kernels

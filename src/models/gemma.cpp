@@ -313,7 +313,7 @@ class Gemma : public PretrainedModel {
     if (head_ == TaskHead::CausalLM) {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
-      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, embed_tokens->weight);
+      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
       if (c_.final_logit_softcapping > 0)
         out.logits = at::tanh(out.logits / c_.final_logit_softcapping) * c_.final_logit_softcapping;
       if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
@@ -367,6 +367,7 @@ class Gemma : public PretrainedModel {
   std::vector<GemmaDecoderLayer> decoder_layers;
   GemmaRMSNorm norm{nullptr};
   AdaptableLinear lm_head{nullptr}, score{nullptr};
+  AutocastWeightCache tied_cast_;  // the tied output weight under autocast
 
  private:
   ModelConfig cfg_;

@@ -230,7 +230,7 @@ class GPT2 : public PretrainedModel {
   // an M = 1 sgemm over the [vocab, n_embd] table.
   at::Tensor tied_lm_head(const at::Tensor& x) {
     if (x.numel() != c_.n_embd || x.scalar_type() != at::kFloat || !x.device().is_cpu())
-      return at::linear(x, wte->weight);
+      return at::linear(x, tied_cast_.get(wte->weight));
     return at::mv(wte->weight, x.reshape({c_.n_embd})).view({1, 1, c_.vocab_size});
   }
 
@@ -258,6 +258,7 @@ class GPT2 : public PretrainedModel {
   std::vector<GPT2Block> blocks;
   LayerNorm ln_f{nullptr};
   AdaptableLinear lm_head{nullptr}, score{nullptr}, classifier{nullptr};
+  AutocastWeightCache tied_cast_;  // the tied output weight under autocast
 
  private:
   ModelConfig cfg_;

@@ -272,7 +272,7 @@ class Llama : public PretrainedModel {
     if (head_ == TaskHead::CausalLM) {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
-      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, embed_tokens->weight);
+      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
       if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = score->forward(h);
@@ -347,6 +347,7 @@ class Llama : public PretrainedModel {
   std::vector<LlamaDecoderLayer> decoder_layers;
   RMSNorm norm{nullptr};
   AdaptableLinear lm_head{nullptr}, score{nullptr};
+  AutocastWeightCache tied_cast_;  // the tied output weight under autocast
 
  private:
   ModelConfig cfg_;

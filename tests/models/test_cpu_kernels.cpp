@@ -4,6 +4,7 @@
 // Training: outputs and gradients of the fused autograd Functions against ATen's autograd
 // (ScopedPlainAten), op by op and over whole LoRA / full fine-tuning steps.
 #include <gtest/gtest.h>
+#include <cmath>
 #include <torch/torch.h>
 
 #include "../../src/models/cpu_kernels.h"
@@ -281,6 +282,76 @@ TEST(FusedTraining, GeluTanhForwardAndGradients) {
     expect_same(f, {x}, {true}, "GeluTanhFn", name);
     expect_same(strided, {torch::randn({4, 9, 41})}, {true}, "GeluTanhFn", std::string(name) + " strided");
   }
+}
+
+TEST(FusedTraining, GeluTanhOnBf16IsTheRoundedExactValue) {
+  // Autocast training: bf16 in, fp32 inside, rounded once. Against the tanh GELU and its
+  // derivative in double precision on the same bf16 values, rounded to bf16: equal but for the
+  // rare value whose fp32 result straddles a rounding boundary (one bf16 step). (LibTorch 1.13's
+  // own bf16 GELU rounds intermediate results and is off by several steps on many values.)
+  const at::Tensor x = gelu_probe_input().to(at::kBFloat16);
+  torch::manual_seed(12);
+  const at::Tensor dy = torch::randn(x.sizes()).to(at::kBFloat16);
+  const at::Tensor xd = x.to(at::kDouble), dyd = dy.to(at::kDouble);
+  const double beta = std::sqrt(2.0 / M_PI), kappa = 0.044715;
+  const at::Tensor t = at::tanh(beta * (xd + kappa * xd * xd * xd));
+  const at::Tensor want_y = (0.5 * xd * (1 + t)).to(at::kBFloat16).to(at::kDouble);
+  const at::Tensor want_dx =
+      (dyd * (0.5 * (1 + t) + 0.5 * xd * (1 - t * t) * beta * (1 + 3 * kappa * xd * xd))).to(at::kBFloat16).to(at::kDouble);
+  for (const char* name : {"gelu_new", "gelu_pytorch_tanh"}) {
+    const at::Tensor leaf = x.detach().clone().requires_grad_(true);
+    const at::Tensor y = peft::models::activation(name, leaf);
+    ASSERT_TRUE(y.grad_fn()) << name;
+    EXPECT_NE(y.grad_fn()->name().find("GeluTanhBf16Fn"), std::string::npos) << y.grad_fn()->name();
+    y.backward(dy);
+    ASSERT_EQ(y.scalar_type(), at::kBFloat16);
+    ASSERT_EQ(leaf.grad().scalar_type(), at::kBFloat16);
+    for (const bool grad : {false, true}) {
+      const at::Tensor got = (grad ? leaf.grad() : y.detach()).to(at::kDouble), want = grad ? want_dx : want_y;
+      const std::string what = std::string(name) + (grad ? " gradient" : " output");
+      // Within a bf16 step of the value, or of the largest value (the derivative's zero crossing
+      // cancels terms in fp32).
+      const double step = 1.0 / 128, floor = step * want.abs().max().item<double>() / 64;
+      EXPECT_TRUE(at::allclose(got, want, step, floor)) << what << ": max |diff| " << (got - want).abs().max().item<double>();
+      EXPECT_GE(got.eq(want).to(at::kDouble).mean().item<double>(), 0.9) << what;
+    }
+  }
+}
+
+TEST(FusedTraining, CrossEntropyLossesAndGradients) {
+  torch::manual_seed(6);
+  for (const int64_t V : {301, 16, 7}) {
+    at::Tensor logits = torch::randn({3, 9, V}) * 4;
+    logits[0][1][0] = 60.0f;  // a confident row and a very unlikely target
+    logits[1][2][3 % V] = -60.0f;
+    at::Tensor labels = torch::randint(0, V, {3, 9}, at::kLong);
+    labels[0][2] = -100;  // ignored positions
+    labels[2][5] = -100;
+    labels[1][3] = 3 % V;
+    const std::string tag = "V=" + std::to_string(V);
+    auto causal = [labels](const std::vector<at::Tensor>& t) { return peft::models::causal_lm_loss(t[0], labels); };
+    auto tokens = [labels](const std::vector<at::Tensor>& t) { return peft::models::token_loss(t[0], labels); };
+    // Rows that are not contiguous with each other (a narrowed vocabulary dimension).
+    auto strided = [labels, V](const std::vector<at::Tensor>& t) {
+      return peft::models::causal_lm_loss(t[0].narrow(-1, 1, V), labels);
+    };
+    expect_same(causal, {logits}, {true}, "CrossEntropyFn", "causal " + tag);
+    expect_same(tokens, {logits}, {true}, "CrossEntropyFn", "tokens " + tag);
+    expect_same(strided, {torch::randn({3, 9, V + 3})}, {true}, "CrossEntropyFn", "strided " + tag);
+    // bf16 logits (autocast): the loss in fp32 from the same values, the gradient rounded once.
+    expect_same(causal, {logits.to(at::kBFloat16)}, {true}, "CrossEntropyFn", "bf16 " + tag);
+  }
+  // Every position ignored: NaN, as ATen's mean over no targets.
+  const at::Tensor none = at::full({2, 4}, -100, at::kLong);
+  at::Tensor l = torch::randn({2, 4, 5}).requires_grad_(true);
+  EXPECT_TRUE(std::isnan(peft::models::token_loss(l, none).item<double>()));
+  // A NaN logit in a counted row gives a NaN loss (a diverged run must show).
+  at::Tensor bad = torch::randn({1, 3, 40});
+  bad[0][1][17] = std::nanf("");
+  EXPECT_TRUE(std::isnan(peft::models::token_loss(bad, torch::tensor({{1L, 2L, 3L}})).item<double>()));
+  EXPECT_FALSE(std::isnan(peft::models::token_loss(bad, torch::tensor({{1L, -100L, 3L}})).item<double>()));
+  // A target outside the vocabulary is named.
+  EXPECT_THROW(peft::models::token_loss(torch::randn({1, 2, 5}), torch::tensor({{1L, 5L}})), std::invalid_argument);
 }
 
 TEST(FusedTraining, RotaryForwardAndGradients) {

@@ -90,6 +90,22 @@ class AdapterSet {
   std::vector<std::string> active_, merged_;
 };
 
+/// A frozen weight as CPU autocast computes with it: the autocast-dtype copy, cast once and
+/// reused while the weight is unchanged (same storage and version); the weight itself when
+/// autocast is off, the weight requires grad (autocast caches those casts itself) or it is not
+/// floating point. Autocast re-casts a weight that needs no gradient in every op, which a frozen
+/// base would pay in every forward and recomputation.
+class AutocastWeightCache {
+ public:
+  const at::Tensor& get(const at::Tensor& weight);
+  void clear() { cast_ = at::Tensor(); }
+
+ private:
+  at::Tensor cast_;
+  const void* source_ = nullptr;
+  int64_t version_ = -1;
+};
+
 class AdaptableLinearImpl : public torch::nn::Module {
  public:
   /// fan_in_fan_out: the weight is stored [in, out] (GPT-2 Conv1D), as PEFT's flag of that name.
@@ -131,6 +147,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
   bool fan_in_fan_out_;
   std::shared_ptr<quant::QuantizedBase> quantized_;
   double last_requant_error_ = 0.0;
+  AutocastWeightCache autocast_weight_;
 };
 TORCH_MODULE(AdaptableLinear);
 
