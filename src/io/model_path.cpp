@@ -28,7 +28,6 @@ namespace {
 
 constexpr uint64_t kMaxTokenizerBytes = 64ull << 20;  // llama2.c tokenizers are a few MB at most
 constexpr uint64_t kMaxJsonBytes = 16ull << 20;       // config.json / adapter_config.json
-constexpr uint64_t kDetectGgufMetadata = 256ull << 20;
 
 std::string join_path(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : (fs::path(dir) / name).string();
@@ -195,9 +194,8 @@ ModelPathInfo detect_file(const std::string& path, bool look_beside) {
   // GGUF: the magic, then the whole header validated as GgufFile reads it.
   if (b.size() >= 4 && std::memcmp(b.data(), "GGUF", 4) == 0) {
     try {
-      GgufLimits lim;
-      lim.max_metadata_bytes = kDetectGgufMetadata;
-      const auto f = GgufFile::open(path, lim);
+      // The reader's own limits: a file it would load is never refused here.
+      const auto f = GgufFile::open(path);
       r.architecture = f.get_string("general.architecture", "");
       if (f.get_string("general.type", "model") == "adapter") {
         r.kind = ModelPathKind::GgufAdapter;
