@@ -9,6 +9,7 @@
 //
 // Every read is bounded: headers are read in full only up to their format's cap, folders are
 // scanned one level deep over at most kMaxFolderEntries entries.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
