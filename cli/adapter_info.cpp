@@ -19,10 +19,6 @@ namespace peft::cli {
 
 namespace fs = std::filesystem;
 
-bool is_adapter_dir(const std::string& path) {
-  return fs::is_directory(path) && fs::exists(fs::path(path) / "adapter_config.json");
-}
-
 namespace {
 
 void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const std::string& file,

@@ -4,8 +4,6 @@
 
 namespace peft::cli {
 
-/// True when `path` is a folder holding adapter_config.json.
-bool is_adapter_dir(const std::string& path);
 /// Method, task, targets and tensor totals; for AdaLoRA the kept rank of every module (a table
 /// with a bar per module) against init_r and the target budget.
 void run_adapter_info(const std::string& path, bool list_tensors, const std::string& plot = "");

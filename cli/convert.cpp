@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "peft/io/gguf.h"
 #include "peft/io/llama2c.h"
+#include "peft/io/model_path.h"
 #include "peft/models/gguf_model.h"
 
 namespace peft::cli {
@@ -26,7 +27,10 @@ void add_convert_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->callback([a] {
     check_output_apart("convert", a->out, {a->model, a->tokenizer});
-    if (io::is_gguf_file(a->model)) {
+    using K = io::ModelPathKind;
+    const auto what = io::require_model_path(a->model, {K::GgufModel, K::Llama2cCheckpoint}, "convert");
+    if (!a->tokenizer.empty()) io::require_model_path(a->tokenizer, {K::Llama2cTokenizer}, "convert");
+    if (what.kind == K::GgufModel) {
       if (!a->tokenizer.empty())
         throw ConfigError("[convert] --tokenizer applies to llama2.c checkpoints; a GGUF file carries its own");
       models::convert_gguf_to_hf(a->model, a->out);
@@ -34,6 +38,9 @@ void add_convert_command(CLI::App& app) {
                 << " (config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json)\n";
       return;
     }
+    if (a->tokenizer.empty() && !what.tokenizer_beside.empty())
+      std::cerr << "note: " << what.tokenizer_beside << " beside it is a llama2.c tokenizer; add --tokenizer "
+                << what.tokenizer_beside << " to convert it too\n";
     io::convert_llama2c(a->model, a->tokenizer, a->out);
     std::cout << "wrote " << a->out << " (config.json, generation_config.json, model.safetensors"
               << (a->tokenizer.empty() ? "" : ", tokenizer.json, tokenizer.bin") << ")\n";

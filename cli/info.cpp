@@ -1,6 +1,8 @@
 // peft info: what a checkpoint holds.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -15,6 +17,8 @@
 #include "peft/core/strings.h"
 #include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
+#include "peft/io/llama2c.h"
+#include "peft/io/model_path.h"
 #include "peft/io/safetensors.h"
 #include "peft/models/gguf_model.h"
 #include "peft/models/model_config.h"
@@ -26,6 +30,7 @@ namespace peft::cli {
 
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 
 // The first of several HF spellings of a config field (GPT-2 uses n_layer, T5 num_layers, ...).
@@ -123,10 +128,94 @@ void run_gguf_info(const std::string& path, bool list_tensors) {
   }
 }
 
+// What `peft info` describes (anything else is named with this list).
+const std::vector<io::ModelPathKind> kInfoKinds = {
+    io::ModelPathKind::HfFolder,          io::ModelPathKind::SafetensorsFile, io::ModelPathKind::GgufModel,
+    io::ModelPathKind::GgufAdapter,       io::ModelPathKind::AdapterFolder,   io::ModelPathKind::Llama2cCheckpoint,
+    io::ModelPathKind::Llama2cTokenizer};
+
+// A llama2.c checkpoint: its header (nothing else is read) and the command that converts it.
+void run_llama2c_info(const io::ModelPathInfo& what) {
+  const io::Llama2cConfig& c = what.llama2c;
+  std::cout << "checkpoint:    " << what.path << " (llama2.c, version " << c.version
+            << (c.version == 0 ? ": legacy export, " : ": ak42 export, ") << thousands(static_cast<int64_t>(what.file_size))
+            << " bytes)\n"
+            << "architecture:  llama (converts to LlamaForCausalLM)\n"
+            << "dim:           " << c.dim << "\n"
+            << "hidden_dim:    " << c.hidden_dim << "\n"
+            << "layers:        " << c.n_layers << "\n"
+            << "query heads:   " << c.n_heads << "\n"
+            << "kv heads:      " << c.n_kv_heads << "\n"
+            << "vocab size:    " << c.vocab_size << "\n"
+            << "seq_len:       " << c.seq_len << "\n"
+            << "classifier:    " << (c.shared_classifier ? "shared with the token embedding" : "its own (wcls)") << "\n"
+            << "parameters:    " << thousands(static_cast<int64_t>(io::llama2c_parameter_count(c))) << " (float32)\n";
+  if (!what.tokenizer_beside.empty()) std::cout << "tokenizer:     " << what.tokenizer_beside << " (llama2.c, beside it)\n";
+  std::cout << "convert with:  " << io::llama2c_convert_command(what) << "\n";
+}
+
+// A llama2.c tokenizer.bin, and the conversion it goes with when one checkpoint sits beside it.
+void run_llama2c_tokenizer_info(const io::ModelPathInfo& what) {
+  std::cout << "tokenizer:     " << what.path << " (llama2.c tokenizer.bin, " << thousands(static_cast<int64_t>(what.file_size))
+            << " bytes)\n"
+            << "vocab size:    " << what.tokenizer_vocab << "\n"
+            << "max token len: " << what.tokenizer_max_token_length << "\n";
+  const std::string parent = fs::path(what.path).parent_path().string();
+  const auto folder = io::detect_model_path(parent.empty() ? "." : parent);
+  std::vector<const io::ModelPathInfo*> ckpts;
+  for (const auto* e : folder.candidates())
+    if (e->kind == io::ModelPathKind::Llama2cCheckpoint) ckpts.push_back(e);
+  if (ckpts.size() == 1) {
+    io::ModelPathInfo ck = *ckpts[0];
+    ck.tokenizer_beside = what.path;
+    std::cout << "convert with:  " << io::llama2c_convert_command(ck) << "\n";
+  } else {
+    std::cout << "convert with:  peft convert CHECKPOINT.bin OUT --tokenizer " << what.path << "\n";
+  }
+}
+
+void run_info(const std::string& path, bool list_tensors, const std::string& plot);
+
+// A folder that is neither an HF model folder nor an adapter, holding model files: what each is,
+// then the one model described in full (or how to describe each).
+void run_folder_info(const io::ModelPathInfo& what, bool list_tensors) {
+  std::cout << "folder:        " << what.path
+            << " (not a Hugging Face model folder: no config.json with safetensors weights)\n";
+  std::size_t width = 0;
+  for (const auto& e : what.contents) width = std::max(width, fs::path(e.path).filename().string().size());
+  bool first = true;
+  for (const auto& e : what.contents) {
+    std::cout << (first ? "holds:         " : "               ") << std::left << std::setw(static_cast<int>(width) + 2)
+              << fs::path(e.path).filename().string() << std::right << e.summary() << "\n";
+    first = false;
+  }
+  const auto models = what.candidates();
+  if (models.size() == 1) {
+    std::cout << "model file:    " << models[0]->path << "\n\n";
+    return run_info(models[0]->path, list_tensors, "");
+  }
+  first = true;
+  for (const auto* e : models) {
+    std::cout << (first ? "describe one:  " : "               ") << "peft info " << e->path << "\n";
+    first = false;
+  }
+}
+
 void run_info(const std::string& path, bool list_tensors, const std::string& plot) {
-  if (is_adapter_dir(path)) return run_adapter_info(path, list_tensors, plot);
+  using K = io::ModelPathKind;
+  const auto what = io::detect_model_path(path);
+  if (what.kind == K::AdapterFolder) return run_adapter_info(path, list_tensors, plot);
   PEFT_CHECK(plot.empty(), ConfigError, "[info] --plot needs an AdaLoRA adapter folder, got ", path);
-  if (io::is_gguf_file(path)) return run_gguf_info(path, list_tensors);
+  switch (what.kind) {
+    case K::GgufModel:
+    case K::GgufAdapter: return run_gguf_info(path, list_tensors);
+    case K::Llama2cCheckpoint: return run_llama2c_info(what);
+    case K::Llama2cTokenizer: return run_llama2c_tokenizer_info(what);
+    case K::Folder: return run_folder_info(what, list_tensors);
+    case K::HfFolder:
+    case K::SafetensorsFile: break;
+    default: io::throw_model_path_error(what, kInfoKinds, "info");
+  }
   const auto ck = io::HfCheckpoint::open(path);
   const json& cfg = ck.config();
   std::cout << "checkpoint:    " << path << "\n";
@@ -199,10 +288,12 @@ void adapter_info(const std::string& model_dir, const std::string& adapter) {
 }  // namespace
 
 void add_info_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder, a GGUF file, a .safetensors file or a PEFT adapter folder");
+  auto* cmd = app.add_subcommand("info", "Describe a Hugging Face model folder, a GGUF file, a .safetensors file, a PEFT "
+                                         "adapter folder, a llama2.c checkpoint or tokenizer.bin, or a folder of those");
   auto path = std::make_shared<std::string>();
   auto tensors = std::make_shared<bool>(false);
-  cmd->add_option("path", *path, "Model folder (config.json + safetensors), .gguf file, .safetensors file or adapter folder")
+  cmd->add_option("path", *path, "Model folder (config.json + safetensors), GGUF file, .safetensors file, adapter "
+                                 "folder, llama2.c checkpoint or tokenizer.bin (recognised by content)")
       ->required();
   cmd->add_flag("-t,--tensors", *tensors, "List every tensor with dtype and shape");
   auto adapter = std::make_shared<std::string>();

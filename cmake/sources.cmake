@@ -11,6 +11,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp
   ${S}/io/llama2c.cpp
+  ${S}/io/model_path.cpp
   ${S}/models/model_config.cpp
   ${S}/models/gguf_model.cpp
   ${S}/core/regex.cpp

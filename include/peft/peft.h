@@ -8,6 +8,7 @@
 #include "peft/io/gguf.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/llama2c.h"
+#include "peft/io/model_path.h"
 #include "peft/io/safetensors.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/io/tokenizer.h"

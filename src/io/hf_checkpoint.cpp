@@ -5,23 +5,30 @@
 #include <stdexcept>
 
 #include "peft/core/check.h"
+#include "peft/io/model_path.h"
 
 namespace peft::io {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+const std::vector<ModelPathKind> kOpens = {ModelPathKind::HfFolder, ModelPathKind::SafetensorsFile};
+
+}  // namespace
+
 HfCheckpoint HfCheckpoint::open(const std::string& path) {
   HfCheckpoint c;
   c.path_ = path;
   c.config_ = std::make_shared<json>(json::object());
-  PEFT_CHECK(fs::exists(path), FormatError, "[hf_checkpoint] ", path, ": no such file or folder");
+  // Anything else (a llama2.c or GGUF file, an adapter, ...) is named, with what to do instead.
+  if (!fs::exists(path) || (fs::is_directory(path) && !fs::exists(fs::path(path) / "config.json")))
+    throw_model_path_error(detect_model_path(path), kOpens, "hf_checkpoint");
   std::vector<std::string> shard_files;
   if (fs::is_directory(path)) {
     const fs::path dir(path);
     const auto cfg = dir / "config.json";
-    PEFT_CHECK(fs::exists(cfg), FormatError, "[hf_checkpoint] ", path,
-               ": no config.json (expected a Hugging Face model folder)");
     c.config_ = std::make_shared<json>(read_json_file(cfg.string()));
     PEFT_CHECK(c.config_->is_object(), FormatError, "[hf_checkpoint] ", cfg.string(),
                ": expected a JSON object");
@@ -73,7 +80,13 @@ HfCheckpoint HfCheckpoint::open(const std::string& path) {
                              : ""));
     }
   } else {
-    c.shards_.push_back(SafetensorsFile::open(path));
+    try {
+      c.shards_.push_back(SafetensorsFile::open(path));
+    } catch (const FormatError&) {
+      const auto kind = detect_model_path(path);
+      if (kind.kind != ModelPathKind::SafetensorsFile) throw_model_path_error(kind, kOpens, "hf_checkpoint");
+      throw;
+    }
   }
   for (std::size_t s = 0; s < c.shards_.size(); ++s) {
     for (const auto& n : c.shards_[s].names()) {

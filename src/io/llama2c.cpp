@@ -2,7 +2,9 @@
 #include "peft/io/llama2c.h"
 
 #include <cstring>
+#include <climits>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "peft/core/check.h"
@@ -19,9 +21,9 @@ namespace {
 
 constexpr uint32_t kMagicV1 = 0x616b3432;  // "ak42"
 
-int32_t rd_i32(const std::string& b, std::size_t off) {
+int32_t rd_i32(const char* b, std::size_t off) {
   int32_t v;
-  std::memcpy(&v, b.data() + off, 4);
+  std::memcpy(&v, b + off, 4);
   return v;
 }
 
@@ -61,26 +63,23 @@ std::vector<float> permute_rope(const std::vector<float>& w, int heads, int rows
   return out;
 }
 
-}  // namespace
-
-Llama2cModel read_llama2c(const std::string& path) {
-  const std::string b = read_file(path);
-  Llama2cModel m;
-  Llama2cConfig& c = m.config;
-  PEFT_CHECK(b.size() >= 28, FormatError, "[llama2c] ", path, ": ", b.size(),
+// Parses and checks the header at the start of `b` (n bytes; 256 suffice) of a file of
+// `file_size` bytes: fields in range, head sizes consistent, the size exactly as implied.
+Llama2cConfig parse_header(const char* b, std::size_t n, uint64_t file_size, const std::string& path) {
+  Llama2cConfig c;
+  PEFT_CHECK(file_size >= 28 && n >= 28, FormatError, "[llama2c] ", path, ": ", file_size,
              " bytes is too short for a llama2.c header (28 bytes)");
-  std::size_t hdr = 0, data_off = 28;
+  std::size_t hdr = 0;
   uint32_t magic;
-  std::memcpy(&magic, b.data(), 4);
+  std::memcpy(&magic, b, 4);
   if (magic == kMagicV1) {
-    PEFT_CHECK(b.size() >= 256, FormatError, "[llama2c] ", path, ": v1 header is truncated");
+    PEFT_CHECK(file_size >= 256 && n >= 256, FormatError, "[llama2c] ", path, ": v1 header is truncated");
     const int version = rd_i32(b, 4);
     PEFT_CHECK(version != 2, NotSupported, "[llama2c] ", path,
                ": version 2 (int8 quantised) exports are not supported; export version 1");
     PEFT_CHECK(version == 1, FormatError, "[llama2c] ", path, ": unknown export version ", version);
     c.version = 1;
     hdr = 8;
-    data_off = 256;
   }
   c.dim = rd_i32(b, hdr + 0);
   c.hidden_dim = rd_i32(b, hdr + 4);
@@ -93,7 +92,8 @@ Llama2cModel read_llama2c(const std::string& path) {
     c.shared_classifier = b[hdr + 28] != 0;
   } else {
     c.shared_classifier = c.vocab_size > 0;
-    if (c.vocab_size < 0) c.vocab_size = -c.vocab_size;
+    // A negative vocab_size marks an unshared classifier (INT_MIN stays out of range below).
+    if (c.vocab_size < 0 && c.vocab_size != INT32_MIN) c.vocab_size = -c.vocab_size;
   }
   auto sane = [&](int v, const char* name, int hi) {
     PEFT_CHECK(v > 0 && v <= hi, FormatError, "[llama2c] ", path, ": header field ", name, " = ", v,
@@ -110,17 +110,50 @@ Llama2cModel read_llama2c(const std::string& path) {
              path, ": dim ", c.dim, " is not an even head size times n_heads ", c.n_heads);
   PEFT_CHECK(c.n_heads % c.n_kv_heads == 0, FormatError, "[llama2c] ", path, ": n_heads ",
              c.n_heads, " is not a multiple of n_kv_heads ", c.n_kv_heads);
-
-  const std::size_t D = c.dim, H = c.hidden_dim, L = c.n_layers, V = c.vocab_size;
-  const std::size_t hd = D / c.n_heads, kvd = hd * c.n_kv_heads;
-  const std::size_t per_layer = 2 * D + D * D + 2 * kvd * D + D * D + 3 * H * D;
-  std::size_t expected = data_off + 4 * (V * D + L * per_layer + D);
-  if (c.version == 0) expected += 4 * c.seq_len * hd;  // freq_cis_real + imag
-  if (!c.shared_classifier) expected += 4 * V * D;
-  PEFT_CHECK(b.size() == expected, FormatError, "[llama2c] ", path, ": file is ", b.size(),
+  const uint64_t expected = llama2c_file_size(c);
+  PEFT_CHECK(file_size == expected, FormatError, "[llama2c] ", path, ": file is ", file_size,
              " bytes but the header (dim ", c.dim, ", hidden ", c.hidden_dim, ", layers ",
              c.n_layers, ", heads ", c.n_heads, "/", c.n_kv_heads, ", vocab ", c.vocab_size,
              ", seq ", c.seq_len, ") implies ", expected);
+  return c;
+}
+
+}  // namespace
+
+uint64_t llama2c_parameter_count(const Llama2cConfig& c) {
+  // Every range is capped by parse_header, so none of these products overflows.
+  const uint64_t D = c.dim, H = c.hidden_dim, L = c.n_layers, V = c.vocab_size;
+  const uint64_t kvd = D / c.n_heads * c.n_kv_heads;
+  const uint64_t per_layer = 2 * D + D * D + 2 * kvd * D + D * D + 3 * H * D;
+  return V * D + L * per_layer + D + (c.shared_classifier ? 0 : V * D);
+}
+
+uint64_t llama2c_file_size(const Llama2cConfig& c) {
+  uint64_t size = (c.version == 1 ? 256 : 28) + 4 * llama2c_parameter_count(c);
+  if (c.version == 0) size += 4ull * c.seq_len * (c.dim / c.n_heads);  // freq_cis_real + imag
+  return size;
+}
+
+Llama2cConfig read_llama2c_header(const std::string& path) {
+  std::error_code ec;
+  PEFT_CHECK(fs::is_regular_file(path, ec), FormatError, "[llama2c] ", path, ": not a regular file");
+  const uint64_t size = fs::file_size(path, ec);
+  PEFT_CHECK(!ec, FormatError, "[llama2c] ", path, ": cannot read its size: ", ec.message());
+  std::ifstream in(path, std::ios::binary);
+  PEFT_CHECK(in.good(), FormatError, "[llama2c] ", path, ": cannot open file");
+  char b[256] = {};
+  in.read(b, sizeof b);
+  return parse_header(b, static_cast<std::size_t>(in.gcount()), size, path);
+}
+
+Llama2cModel read_llama2c(const std::string& path) {
+  const std::string b = read_file(path);
+  Llama2cModel m;
+  m.config = parse_header(b.data(), b.size(), b.size(), path);
+  const Llama2cConfig& c = m.config;
+  const std::size_t data_off = c.version == 1 ? 256 : 28;
+  const std::size_t D = c.dim, H = c.hidden_dim, L = c.n_layers, V = c.vocab_size;
+  const std::size_t hd = D / c.n_heads, kvd = hd * c.n_kv_heads;
 
   Cursor cur(b, data_off, path);
   std::vector<float> tok, rms_att, rms_ffn, rms_final, wq, wk, wv, wo, w1, w2, w3, wcls;

@@ -19,6 +19,7 @@
 #include "peft/core/strings.h"
 #include "peft/core/json_file.h"
 #include "peft/io/hf_checkpoint.h"
+#include "peft/io/model_path.h"
 #include "peft/io/tensor_bridge.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -327,6 +328,13 @@ WeightSource gguf_source(std::shared_ptr<const io::GgufFile> f, const std::vecto
 
 }  // namespace
 
+namespace {
+
+// What load_model reads.
+const std::vector<io::ModelPathKind> kLoadableKinds = {io::ModelPathKind::HfFolder, io::ModelPathKind::GgufModel};
+
+}  // namespace
+
 std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts) {
   PEFT_CHECK(!opts.load_in_4bit, ConfigError, "[load_model] ", path,
              ": load_in_4bit applies to Hugging Face checkpoints; a GGUF base keeps its own quantisation "
@@ -335,6 +343,8 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
   PEFT_CHECK(!llamacpp || !opts.dequantize, ConfigError, "[load_model] ", path,
              ": llamacpp_numerics computes on the GGUF's own encodings; it cannot be combined with dequantize");
   auto f = std::make_shared<const io::GgufFile>(io::GgufFile::open(path));
+  if (f->get_string("general.type", "model") == "adapter")
+    io::throw_model_path_error(io::detect_model_path(path), kLoadableKinds, "load_model");
   const ModelConfig cfg(gguf_hf_config(*f), path);
   // Weights the file provides are never initialised: block-quantised ones are then never touched,
   // so peak memory stays near the file size (transformers' no_init_weights).
@@ -407,8 +417,9 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
 std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts) {
   namespace fs = std::filesystem;
   if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
-  PEFT_CHECK(fs::is_directory(path), FormatError, "[load_model] ", path,
-             ": expected a model folder with config.json and safetensors weights, or a GGUF file");
+  // A llama2.c checkpoint, an adapter, a folder holding model files, ...: one line naming it and the fix.
+  if (!fs::is_directory(path) || !fs::exists(fs::path(path) / "config.json"))
+    io::throw_model_path_error(io::detect_model_path(path), kLoadableKinds, "load_model");
   const std::string cfg_path = (fs::path(path) / "config.json").string();
   nlohmann::json cj = read_json_file(cfg_path);
   const TaskHead head = opts.head ? *opts.head : head_from_architectures(ModelConfig(cj, cfg_path));

@@ -31,6 +31,16 @@ struct Llama2cModel {
   std::map<std::string, NamedF32> tensors;
 };
 
+/// Reads only the header (at most 256 bytes) and the file size, with read_llama2c's checks:
+/// fields in range, head sizes consistent, the size exactly what the header implies. Cheap on
+/// any file; throws FormatError naming the file and field (NotSupported for v2 exports).
+Llama2cConfig read_llama2c_header(const std::string& path);
+
+/// Parameters of the converted model (the classifier counted only when not shared).
+uint64_t llama2c_parameter_count(const Llama2cConfig& c);
+/// The exact file size a header implies (header, weights and, for v0, the RoPE tables).
+uint64_t llama2c_file_size(const Llama2cConfig& c);
+
 /// Reads a legacy or v1 llama2.c checkpoint; the file size must match the header exactly.
 /// Throws FormatError naming the file and problem; NotSupported for quantised (v2) exports.
 Llama2cModel read_llama2c(const std::string& path);

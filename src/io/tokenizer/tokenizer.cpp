@@ -7,6 +7,7 @@
 #include "io/tokenizer/tokenizer_impl.h"
 #include "peft/core/file_util.h"
 #include "peft/io/gguf.h"
+#include "peft/io/model_path.h"
 
 namespace peft::io {
 
@@ -37,8 +38,10 @@ Tokenizer Tokenizer::from_llama2c(const std::string& path) {
 Tokenizer Tokenizer::from_pretrained(const std::string& dir) {
   fs::path d(dir);
   if (fs::is_regular_file(d) && is_gguf_file(dir)) return from_gguf(dir);  // a GGUF model file
-  PEFT_CHECK(fs::is_directory(d), FormatError, "[io::Tokenizer::from_pretrained] '", dir,
-             "' is not a directory (nor a GGUF file)");
+  // What a model path can hold instead (a llama2.c checkpoint, a folder of them, an adapter):
+  // one line saying what it is and what to do.
+  const std::vector<ModelPathKind> models = {ModelPathKind::HfFolder, ModelPathKind::GgufModel};
+  if (!fs::is_directory(d)) throw_model_path_error(detect_model_path(dir), models, "io::Tokenizer::from_pretrained");
   std::optional<Tokenizer> t;
   if (fs::exists(d / "tokenizer.json")) {
     t = from_file((d / "tokenizer.json").string());
@@ -47,6 +50,9 @@ Tokenizer Tokenizer::from_pretrained(const std::string& dir) {
   } else if (fs::exists(d / "tokenizer.bin")) {
     t = from_llama2c((d / "tokenizer.bin").string());
   } else {
+    const auto what = detect_model_path(dir);
+    if (what.kind == ModelPathKind::Folder || what.kind == ModelPathKind::AdapterFolder)
+      throw_model_path_error(what, models, "io::Tokenizer::from_pretrained");
     throw FormatError(
         peft::detail::str_cat("[io::Tokenizer::from_pretrained] '", dir,
                               "' has none of tokenizer.json, tokenizer.model, tokenizer.bin"));
