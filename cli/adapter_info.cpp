@@ -61,11 +61,17 @@ void adalora_table(const AdaLoraConfig& cfg, const io::SafetensorsFile& f, const
               << std::string(static_cast<std::size_t>(k), '#')
               << std::string(static_cast<std::size_t>(std::max<int64_t>(0, cfg.init_r - k)), '.') << "\n";
   if (!plot.empty()) {
-    // One bar per module, in table order, labelled with the module name.
+    // One bar per module, in table order, labelled with its number and name; a dashed line at target_r.
     std::vector<std::string> labels;
-    train::BarSeries bars{"rank (init_r " + std::to_string(cfg.init_r) + ", target_r " + std::to_string(cfg.target_r) + ")", {}};
+    train::BarSeries bars{"Rank per module (init_r " + std::to_string(cfg.init_r) + ", target_r " +
+                              std::to_string(cfg.target_r) + ", " + std::to_string(total) + " triplets kept)",
+                          {},
+                          "rank (singular-value triplets kept)",
+                          static_cast<double>(cfg.target_r),
+                          "target_r"};
+    int n = 0;
     for (const auto& [m, k] : ranks) {
-      labels.push_back(m);
+      labels.push_back(std::to_string(++n) + "  " + m);
       bars.values.push_back(static_cast<double>(k));
     }
     train::write_bar_chart_png(plot, labels, {bars}, "AdaLoRA rank per module: " + file);

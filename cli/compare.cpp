@@ -127,6 +127,23 @@ double metric(const nlohmann::json& r, const char* group, const std::string& key
   return r[group][key].get<double>();
 }
 
+// compare.png's value axis for a metric: its unit or range and which way is better. `task` is
+// the runs' task (the eval loss of a language-model task is a mean token cross-entropy).
+std::string metric_axis(const std::string& name, const std::string& task) {
+  const std::string base = name.substr(0, name.find('/'));  // accuracy/<task> of multi-task runs
+  if (base == "eval_loss")
+    return task == "seq_cls" ? "eval loss per example (lower is better)"
+                             : "cross-entropy, nats per token (lower is better)";
+  if (base == "bleu") return "BLEU, 0–100 (higher is better)";
+  if (base == "rouge_l") return "ROUGE-L F, 0–100 (higher is better)";
+  if (base == "mse") return "mean squared error (lower is better)";
+  if (base == "pearson" || base == "spearman") return "correlation, −1–1 (higher is better)";
+  if (base == "accuracy" || base == "subset_accuracy" || base == "f1" || base == "macro_f1" || base == "micro_f1" ||
+      base == "precision" || base == "recall")
+    return "fraction, 0–1 (higher is better)";
+  return name;
+}
+
 void run_compare(const std::string& cfg_path, std::vector<std::string> methods, std::string out,
                  const std::vector<std::string>& overrides, bool report_only) {
   PEFT_CHECK(fs::exists(cfg_path), ConfigError, "[config] ", cfg_path, ": no such file");
@@ -231,8 +248,14 @@ void run_compare(const std::string& cfg_path, std::vector<std::string> methods, 
   for (std::size_t i = 0; i < metric_names.size(); ++i) md << "|---:";
   md << "|\n";
   std::vector<std::string> labels;
-  std::vector<train::BarSeries> panels = {{"trainable %", {}}, {"peak rss (mb)", {}}, {"train tokens/s", {}}};
-  for (const auto& n : metric_names) panels.push_back({n, {}});
+  std::string task;
+  for (const auto& r : rows)
+    if (task.empty() && r.results.is_object()) task = r.results.value("task", std::string());
+  std::vector<train::BarSeries> panels = {
+      {"Trainable parameters", {}, "% of all parameters"},
+      {"Peak memory", {}, "peak resident set size, MB"},
+      {"Training speed", {}, "training tokens/s (optimizer steps, wall clock)"}};
+  for (const auto& n : metric_names) panels.push_back({n + " after training", {}, metric_axis(n, task)});
   for (const auto& r : rows) {
     labels.push_back(r.method);
     if (!r.error.empty()) {

@@ -14,7 +14,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgloo-dev
   nlohmann-json3-dev libsentencepiece-dev libcli11-dev libyaml-cpp-dev libhwy-dev
   libutf8proc-dev libpcre2-dev
-  zlib1g-dev
+  libcairo2-dev fonts-dejavu-core
   googletest libgtest-dev libbenchmark-dev
   clang libclang-rt-14-dev
   curl ca-certificates unzip

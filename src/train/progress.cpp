@@ -22,6 +22,12 @@ void Progress::start(const TrainingArguments& args, bool main_rank, int64_t tota
   main_rank_ = main_rank;
   logging_steps_ = args.logging_steps;
   total_ = total;
+  run_name_ = args.run_name;
+  if (run_name_.empty()) {  // the output folder's name
+    fs::path p = fs::absolute(args.output_dir).lexically_normal();
+    if (!p.has_filename()) p = p.parent_path();
+    run_name_ = p.filename().string();
+  }
   if (args.tensorboard && main_rank) tb_ = std::make_unique<TensorBoardWriter>((fs::path(args.output_dir) / "runs").string());
   if (main_rank) metrics_.open((fs::path(args.output_dir) / "metrics.jsonl"), std::ios::app);
   tty_ = args.progress_bar && main_rank && ::isatty(2);
@@ -40,6 +46,7 @@ void Progress::step(int64_t step, double loss, double logged_loss, double lr, in
                     const TunerScalars& tuner, int64_t tokens_seen) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   const double tok_s = tokens_seen / std::max(secs, 1e-9);
+  lr_curve_.emplace_back(step, lr);
   if (logging_steps_ > 0 && (step % logging_steps_ == 0 || step == total_)) {
     json line = {{"step", step}, {"loss", logged_loss}, {"learning_rate", lr}, {"epoch", epoch}, {"tokens_per_second", tok_s}};
     for (const auto& [k, v] : tuner) line[k] = v;
@@ -75,9 +82,15 @@ void Progress::end_bar() {
   if (tty_) std::cerr << "\n";
 }
 
-void Progress::finish(const std::string& output_dir) {
+void Progress::finish(const std::string& output_dir, const std::string& loss_label) {
   if (tb_) tb_->flush();
-  write_loss_curve_png((fs::path(output_dir) / "loss.png").string(), train_curve_, eval_curve_, "loss");
+  LossPlot plot;
+  plot.title = "Training loss — " + run_name_;
+  plot.train = train_curve_;
+  plot.eval = eval_curve_;
+  plot.learning_rate = lr_curve_;
+  plot.loss_label = loss_label;
+  write_loss_curve_png((fs::path(output_dir) / "loss.png").string(), plot);
 }
 
 }  // namespace peft::train::detail

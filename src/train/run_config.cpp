@@ -134,7 +134,7 @@ const std::map<std::string, Setter>& setters() {
     S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
     S_INT("max_new_tokens", max_new_tokens); S_STR("problem_type", problem_type); S_INT("num_labels", num_labels); S_BOOL("skip_bad_rows", skip_bad_rows);
     // TrainingArguments
-    S_STR("output_dir", args.output_dir); S_DBL("learning_rate", args.learning_rate);
+    S_STR("output_dir", args.output_dir); S_STR("run_name", args.run_name); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
     S_DBL("adam_epsilon", args.adam_epsilon); S_DBL("max_grad_norm", args.max_grad_norm);
     S_DBL("num_train_epochs", args.num_train_epochs); S_INT("max_steps", args.max_steps);
@@ -342,6 +342,10 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   (void)c.task_type();  // checks the task name
   c.peft = build_peft_config(c);
   c.args.validate();
+  if (c.args.run_name.empty()) {  // loss.png's title: "lora on stories260K"
+    const fs::path m = fs::path(c.model).lexically_normal();
+    c.args.run_name = c.method + " on " + (m.has_filename() ? m.filename() : m.parent_path().filename()).string();
+  }
   PEFT_CHECK(c.validation_split_percentage >= 0 && c.validation_split_percentage < 100, ConfigError,
              "[config] key 'validation_split_percentage': must be in [0, 100), got ", c.validation_split_percentage);
   if (c.method == "full") {

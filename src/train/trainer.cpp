@@ -88,6 +88,15 @@ at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const
   return models::sequence_classification_loss(model.forward(in).logits, labels, problem_type(d));
 }
 
+// The left axis of loss.png: the loss forward_loss computes.
+std::string loss_label(TaskFormat task, const Dataset& d) {
+  if (task != TaskFormat::SeqCls) return "loss (cross-entropy, nats per token)";
+  const std::string p = d.tasks.empty() ? problem_type(d) : "single_label_classification";
+  if (p == "regression") return "loss (mean squared error)";
+  if (p == "multi_label_classification") return "loss (binary cross-entropy, nats per label)";
+  return "loss (cross-entropy, nats per example)";
+}
+
 TaskFormat task_of(const models::PretrainedModel& m) {
   switch (m.head()) {
     case models::TaskHead::SeqCls: return TaskFormat::SeqCls;
@@ -379,7 +388,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   res.adapter_dir = (fs::path(a.output_dir) / (s_->model->tuner().saves_adapter_config() ? "adapter" : "model")).string();
   if (!main_rank) return res;
   detail::save_final_adapter(res.adapter_dir, *s_->model);
-  s_->progress.finish(a.output_dir);
+  s_->progress.finish(a.output_dir, loss_label(task, s_->train));
   return res;
 }
 

@@ -122,17 +122,19 @@ class Progress {
   void eval(int64_t step, const EvalResult& e);
   /// Ends the bar's line on the terminal.
   void end_bar();
-  /// Flushes TensorBoard and writes output_dir/loss.png.
-  void finish(const std::string& output_dir);
+  /// Flushes TensorBoard and writes output_dir/loss.png ("Training loss — <run_name>", the losses
+  /// against `loss_label`, the learning rate of every step on the right axis).
+  void finish(const std::string& output_dir, const std::string& loss_label);
 
  private:
   void log(const nlohmann::json& line);
   bool main_rank_ = false, tty_ = false;
   int64_t logging_steps_ = 0, total_ = 0;
+  std::string run_name_;
   std::chrono::steady_clock::time_point t0_;
   std::unique_ptr<TensorBoardWriter> tb_;
   std::ofstream metrics_;
-  std::vector<std::pair<int64_t, double>> train_curve_, eval_curve_;
+  std::vector<std::pair<int64_t, double>> train_curve_, eval_curve_, lr_curve_;
 };
 
 // ---------------------------------------------------------------- multitask.cpp

@@ -22,6 +22,8 @@ namespace peft::train {
 
 struct TrainingArguments {
   std::string output_dir = "output";
+  /// Names the run in loss.png's title (transformers' run_name); empty = output_dir's folder name.
+  std::string run_name;
   double learning_rate = 5e-5;
   double weight_decay = 0.0;
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
