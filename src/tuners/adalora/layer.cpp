@@ -98,7 +98,8 @@ at::Tensor orthogonal_regularization(const std::vector<AdaLoraTensors>& modules)
     for (int which = 0; which < 2; ++which) {
       const at::Tensor& p = which == 0 ? m.A : m.B;
       const at::Tensor cov = which == 0 ? at::matmul(p, p.t()) : at::matmul(p.t(), p);
-      const at::Tensor I = at::eye(cov.size(0), cov.options());
+      // Made in fp32 and cast: under bf16 autocast cov is bf16, for which LibTorch 1.13 has no eye.
+      const at::Tensor I = at::eye(cov.size(0), cov.options().dtype(at::kFloat)).to(cov.scalar_type());
       const at::Tensor term = at::norm(cov - I);  // Frobenius norm over all elements (p = 2)
       sum = sum.defined() ? sum + term : term;
       ++n;
