@@ -4,8 +4,6 @@
 #include "peft/models/model.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
-#include <torch/version.h>
 
 #include <algorithm>
 
@@ -122,24 +120,15 @@ void AdaptableLinearImpl::set_quantized(std::shared_ptr<quant::QuantizedBase> q)
 }
 
 const at::Tensor& AutocastWeightCache::get(const at::Tensor& weight) {
-#if TORCH_VERSION_MAJOR >= 2
-  const bool on = at::autocast::is_autocast_enabled(at::kCPU);
-#else
-  const bool on = at::autocast::is_cpu_enabled();
-#endif
-  if (!on || !weight.defined() || !weight.device().is_cpu() || !weight.is_floating_point() || weight.requires_grad()) {
+  const auto dt = quant::cpu_autocast_dtype();
+  if (!dt || !weight.defined() || !weight.device().is_cpu() || !weight.is_floating_point() || weight.requires_grad()) {
     cast_ = at::Tensor();  // training ended or the weight became trainable: drop the copy
     return weight;
   }
-#if TORCH_VERSION_MAJOR >= 2
-  const auto dt = at::autocast::get_autocast_dtype(at::kCPU);
-#else
-  const auto dt = at::autocast::get_autocast_cpu_dtype();
-#endif
-  if (weight.scalar_type() == dt) return weight;
-  if (!cast_.defined() || cast_.scalar_type() != dt || source_ != weight.data_ptr() || version_ != weight._version()) {
+  if (weight.scalar_type() == *dt) return weight;
+  if (!cast_.defined() || cast_.scalar_type() != *dt || source_ != weight.data_ptr() || version_ != weight._version()) {
     torch::NoGradGuard ng;
-    cast_ = weight.to(dt);
+    cast_ = weight.to(*dt);
     source_ = weight.data_ptr();
     version_ = weight._version();
   }

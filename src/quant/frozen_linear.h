@@ -65,17 +65,20 @@ at::Tensor tiled_matmul_t(int64_t out, int64_t in, const at::Tensor& g2, Dequant
   return gx;
 }
 
-/// y = x·Wᵀ for a frozen weight W of class `W` (which has matmul, matmul_t and compute_dtype);
-/// backward gives the input gradient only. Mirrors bitsandbytes' MatMul4Bit.
+/// y = x·Wᵀ for a frozen weight W of class `W` (which has matmul and matmul_t), computed in the
+/// dtype `compute` (an at::ScalarType; the backward uses the same); backward gives the input
+/// gradient only. Mirrors bitsandbytes' MatMul4Bit.
 template <typename W>
 struct FrozenLinearFn : public torch::autograd::Function<FrozenLinearFn<W>> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t self) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t self, int64_t compute) {
     const auto* w = reinterpret_cast<const W*>(self);
+    const auto ct = static_cast<at::ScalarType>(compute);
     ctx->saved_data["w"] = self;
     ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["compute"] = compute;
     auto sizes = x.sizes().vec();
     const int64_t in = sizes.back();
-    at::Tensor x2 = x.reshape({-1, in}).to(w->compute_dtype()).contiguous();
+    at::Tensor x2 = x.reshape({-1, in}).to(ct).contiguous();
     at::Tensor y = w->matmul(x2);
     sizes.back() = y.size(1);
     return y.view(sizes).to(x.scalar_type());
@@ -84,11 +87,12 @@ struct FrozenLinearFn : public torch::autograd::Function<FrozenLinearFn<W>> {
                                                  torch::autograd::variable_list g) {
     const auto* w = reinterpret_cast<const W*>(ctx->saved_data["w"].toInt());
     const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto ct = static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt());
     auto sizes = g[0].sizes().vec();
-    at::Tensor g2 = g[0].reshape({-1, sizes.back()}).to(w->compute_dtype()).contiguous();
+    at::Tensor g2 = g[0].reshape({-1, sizes.back()}).to(ct).contiguous();
     at::Tensor gx = w->matmul_t(g2);
     sizes.back() = gx.size(1);
-    return {gx.view(sizes).to(dt), at::Tensor()};
+    return {gx.view(sizes).to(dt), at::Tensor(), at::Tensor()};
   }
 };
 

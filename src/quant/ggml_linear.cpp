@@ -89,7 +89,8 @@ at::Tensor GgmlLinearWeight::forward(const at::Tensor& x) {
     const at::Tensor w = dequantize().to(x.device());
     return at::linear(x.to(at::kFloat), w).to(x.scalar_type());
   }
-  return detail::FrozenLinearFn<GgmlLinearWeight>::apply(x, reinterpret_cast<int64_t>(this));
+  return detail::FrozenLinearFn<GgmlLinearWeight>::apply(x, reinterpret_cast<int64_t>(this),
+                                                         static_cast<int64_t>(compute_dtype()));
 }
 
 }  // namespace peft::quant

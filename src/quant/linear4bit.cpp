@@ -4,6 +4,8 @@
 #include "peft/quant/linear4bit.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
@@ -157,7 +159,7 @@ at::Tensor Linear4bitWeight::matmul(const at::Tensor& x2) const {
                   xi, yi);
       });
     }
-    return compute_ == at::kFloat ? y : y.to(compute_);
+    return x2.scalar_type() == at::kFloat ? y : y.to(x2.scalar_type());
   }
   return detail::tiled_matmul(out_, in_, x2, [&](int64_t r0, int64_t r1, at::Tensor& tile) {
     dequant_tile(packed_, scales_, q_.state.quant_type, q_.state.blocksize, in_, r0, r1, tile);
@@ -188,7 +190,21 @@ at::Tensor Linear4bitWeight::forward(const at::Tensor& x) {
     const at::Tensor w = dequantize_aten(x.device()).to(compute_);
     return at::linear(x.to(compute_), w).to(x.scalar_type());
   }
-  return detail::FrozenLinearFn<Linear4bitWeight>::apply(x, reinterpret_cast<int64_t>(this));
+  // Under bf16 autocast the product runs in bf16, as autocast runs bitsandbytes' F.linear on the
+  // dequantised weight (its compute dtype notwithstanding).
+  const auto ac = cpu_autocast_dtype();
+  const at::ScalarType ct = ac && *ac == at::kBFloat16 ? at::kBFloat16 : compute_;
+  return detail::FrozenLinearFn<Linear4bitWeight>::apply(x, reinterpret_cast<int64_t>(this), static_cast<int64_t>(ct));
+}
+
+std::optional<at::ScalarType> cpu_autocast_dtype() {
+#if TORCH_VERSION_MAJOR >= 2
+  if (!at::autocast::is_autocast_enabled(at::kCPU)) return std::nullopt;
+  return at::autocast::get_autocast_dtype(at::kCPU);
+#else
+  if (!at::autocast::is_cpu_enabled()) return std::nullopt;
+  return at::autocast::get_autocast_cpu_dtype();
+#endif
 }
 
 }  // namespace peft::quant

@@ -377,11 +377,13 @@ TEST(Trainer, Bf16AutocastFollowsFp32ForEveryMethod) {
   const std::vector<std::pair<const char*, const char*>> methods = {
       {"lora", R"({"r": 4, "target_modules": "all-linear"})"}, {"adalora", R"({"init_r": 6, "target_r": 3, "total_step": 6})"},
       {"ia3", "{}"}, {"prefix_tuning", R"({"num_virtual_tokens": 4})"},
-      {"prompt_tuning", R"({"num_virtual_tokens": 4})"}, {"p_tuning", R"({"num_virtual_tokens": 4})"}};
+      {"prompt_tuning", R"({"num_virtual_tokens": 4})"}, {"p_tuning", R"({"num_virtual_tokens": 4})"},
+      {"qlora", R"({"r": 4, "target_modules": "all-linear"})"}};  // LoRA on an NF4 base (bf16 products)
   for (const char* model : {"models/gpt2_causal", "models/llama_causal"}) {
     for (const auto& [method, fields] : methods) {
       SCOPED_TRACE(std::string(model) + " " + method);
-      const auto& row = peft::tuner_row(method);
+      const bool qlora = std::string(method) == "qlora";
+      const auto& row = peft::tuner_row(qlora ? "lora" : method);
       nlohmann::json j = nlohmann::json::parse(fields);
       j["peft_type"] = peft::to_string(row.type);
       j["task_type"] = "CAUSAL_LM";
@@ -395,7 +397,10 @@ TEST(Trainer, Bf16AutocastFollowsFp32ForEveryMethod) {
       }
       std::vector<std::vector<double>> losses;
       for (const bool bf16 : {false, true}) {
-        auto base = peft::models::load_model(peft::test::fixture(model));
+        peft::models::LoadOptions lo;
+        lo.load_in_4bit = qlora;
+        lo.bnb_4bit_quant_type = "nf4";
+        auto base = peft::models::load_model(peft::test::fixture(model), lo);
         const at::Tensor before = base->word_embeddings().clone();
         torch::manual_seed(5);
         auto pm = peft::get_peft_model(base, *cfg);

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace peft::quant {
 
@@ -22,5 +23,8 @@ class QuantizedBase {
   /// Replaces the weight by the quantisation of w ([out, in]); returns max |w - dequantize()|.
   virtual double requantize(const at::Tensor& w) = 0;
 };
+
+/// The dtype CPU autocast casts matrix products to, while it is on (LibTorch 1.13 and 2.x).
+std::optional<at::ScalarType> cpu_autocast_dtype();
 
 }  // namespace peft::quant
