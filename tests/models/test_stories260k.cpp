@@ -1,8 +1,9 @@
 // The bundled stories260K: converted from llama2.c, loaded, and checked against transformers'
 // LlamaForCausalLM on the same folder (tools/reference/gen_stories260k.py).
-#include <algorithm>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <algorithm>
 
 #include "golden.h"
 #include "peft/io/llama2c.h"
@@ -37,10 +38,14 @@ TEST_F(Stories260K, LogitsMatchTransformers) {
   peft::models::ModelInputs in;
   in.input_ids = exp("prompt_ids");
   const at::Tensor logits = model().forward(in).logits;
-  // 1e-5 against the same model evaluated in fp64 (the values every fp32 implementation rounds
-  // towards). transformers' own fp32 logits are 1.09e-5 (eager) and 1.23e-5 (SDPA) away from
-  // them, so the comparisons with those get 2e-5.
-  EXPECT_TRUE(close(logits, exp("prompt_logits_fp64"), 1e-5));
+  // Against the same model evaluated in fp64 (the values every fp32 implementation rounds
+  // towards): no further from them than transformers' own fp32 logits are (1.09e-5 eager, 1.23e-5
+  // SDPA). The GEMM kernel sets the summation order: OpenBLAS lands near 0.9e-5, MKL's AVX-512
+  // kernels on a Xeon at 1.02e-5. The comparisons with transformers' values get 2e-5.
+  const at::Tensor exact_prompt = exp("prompt_logits_fp64").to(at::kDouble);
+  const double hf_floor = std::max((exp("prompt_logits").to(at::kDouble) - exact_prompt).abs().max().item<double>(),
+                                   (exp("prompt_logits_sdpa").to(at::kDouble) - exact_prompt).abs().max().item<double>());
+  EXPECT_TRUE(close(logits, exp("prompt_logits_fp64"), hf_floor));
   std::cout << "[stories260K] prompt logits, max |diff| to fp64: "
             << (logits.to(at::kDouble) - exp("prompt_logits_fp64")).abs().max().item<double>() << "\n";
   EXPECT_TRUE(close(logits, exp("prompt_logits"), 2e-5));
