@@ -334,16 +334,11 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
   // Position t predicts label t + 1; the last position predicts nothing.
   at::Tensor y = at::full({labels.size(0), T}, -100, labels.options().dtype(at::kLong).device(logits.device()));
   y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
-  if (kernels::cross_entropy_applicable(logits, y)) return mean_cross_entropy(logits, y);
-  at::Tensor l = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(at::kFloat);
-  return at::cross_entropy_loss(l, y.narrow(1, 0, T - 1).reshape({-1}), {}, at::Reduction::Mean, -100);
+  return mean_cross_entropy(logits, y);
 }
 
 at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels) {
-  const at::Tensor y = labels.to(logits.device()).to(at::kLong);
-  if (logits.dim() == 3 && y.dim() == 2) return mean_cross_entropy(logits, y);
-  at::Tensor l = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
-  return at::cross_entropy_loss(l, y.reshape({-1}), {}, at::Reduction::Mean, -100);
+  return mean_cross_entropy(logits, labels.to(logits.device()).to(at::kLong));
 }
 
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,

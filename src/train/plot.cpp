@@ -341,23 +341,20 @@ void draw_legend(cairo_t* cr, const std::vector<Drawn>& series, const Rect& area
   }
 }
 
-/// A vertical-pixel-exact horizontal line (1 px wide) from x0 to x1 at row y.
-void hline(cairo_t* cr, double x0, double x1, double y, Rgb c, double width = 1) {
+/// An axis-parallel line whose fixed coordinate is snapped to the pixel grid, so a 1-px line
+/// covers exactly one row or column of pixels.
+void axis_line(cairo_t* cr, double x0, double y0, double x1, double y1, Rgb c, double width) {
+  const auto snap = [width](double v) { return std::round(v) + (static_cast<int>(width) % 2 ? 0.5 : 0); };
+  if (y0 == y1) y0 = y1 = snap(y0);
+  else x0 = x1 = snap(x0);
   set_colour(cr, c);
   cairo_set_line_width(cr, width);
-  const double yy = std::round(y) + (static_cast<int>(width) % 2 ? 0.5 : 0);
-  cairo_move_to(cr, x0, yy);
-  cairo_line_to(cr, x1, yy);
+  cairo_move_to(cr, x0, y0);
+  cairo_line_to(cr, x1, y1);
   cairo_stroke(cr);
 }
-void vline(cairo_t* cr, double x, double y0, double y1, Rgb c, double width = 1) {
-  set_colour(cr, c);
-  cairo_set_line_width(cr, width);
-  const double xx = std::round(x) + (static_cast<int>(width) % 2 ? 0.5 : 0);
-  cairo_move_to(cr, xx, y0);
-  cairo_line_to(cr, xx, y1);
-  cairo_stroke(cr);
-}
+void hline(cairo_t* cr, double x0, double x1, double y, Rgb c, double width = 1) { axis_line(cr, x0, y, x1, y, c, width); }
+void vline(cairo_t* cr, double x, double y0, double y1, Rgb c, double width = 1) { axis_line(cr, x, y0, x, y1, c, width); }
 
 double max_label_width(cairo_t* cr, const Axis& a) {
   double w = 0;

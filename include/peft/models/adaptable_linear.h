@@ -98,7 +98,6 @@ class AdapterSet {
 class AutocastWeightCache {
  public:
   const at::Tensor& get(const at::Tensor& weight);
-  void clear() { cast_ = at::Tensor(); }
 
  private:
   at::Tensor cast_;
