@@ -23,6 +23,8 @@
 #include "commands.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
+#include "peft/core/yaml_bounds.h"
 #include "peft/core/runtime.h"
 #include "peft/train/plot.h"
 #include "peft/train/run_config.h"
@@ -110,7 +112,7 @@ Outcome run_child(const std::string& method, const std::vector<std::string>& arg
 bool read_results(const fs::path& dir, Outcome& o) {
   const fs::path res = dir / "results.json";
   if (!fs::exists(res)) return false;
-  o.results = nlohmann::json::parse(read_file(res.string()));
+  o.results = read_json_file(res.string());
   o.peak_rss_mb = o.results.value("peak_rss_mb", o.peak_rss_mb);
   return true;
 }
@@ -147,9 +149,10 @@ std::string metric_axis(const std::string& name, const std::string& task) {
 void run_compare(const std::string& cfg_path, std::vector<std::string> methods, std::string out,
                  const std::vector<std::string>& overrides, bool report_only) {
   PEFT_CHECK(fs::exists(cfg_path), ConfigError, "[config] ", cfg_path, ": no such file");
+  const std::string text = read_yaml_text(cfg_path);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(cfg_path);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw ConfigError("[config] " + cfg_path + ": not valid YAML: " + e.what());
   }

@@ -7,6 +7,9 @@ set(PEFT_CORE_SOURCES
   ${S}/core/dtype.cpp
   ${S}/core/file_util.cpp
   ${S}/core/json_file.cpp
+  ${S}/core/yaml_bounds.cpp
+  ${S}/core/memory_bounds.cpp
+  ${S}/core/error_context.cpp
   ${S}/io/safetensors.cpp
   ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp

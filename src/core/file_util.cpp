@@ -16,13 +16,34 @@
 
 namespace peft {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PEFT_CHECK(in.good(), FormatError, "[read_file] cannot open '", path, "': ", std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  PEFT_CHECK(!in.bad(), FormatError, "[read_file] error while reading '", path, "'");
-  return ss.str();
+std::string read_file(const std::string& path, std::size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  PEFT_CHECK(fd >= 0, FormatError, "[read_file] cannot open '", path, "': ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  PEFT_CHECK(::fstat(fd, &st) == 0, FormatError, "[read_file] cannot stat '", path, "': ", std::strerror(errno));
+  PEFT_CHECK(!S_ISDIR(st.st_mode), FormatError, "[read_file] '", path, "' is a folder; a file was expected");
+  PEFT_CHECK(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode), FormatError, "[read_file] '",
+             path, "' is not a regular file");
+  if (S_ISREG(st.st_mode))
+    PEFT_CHECK(static_cast<uint64_t>(st.st_size) <= max_bytes, FormatError, "[read_file] '", path, "' is ",
+               st.st_size, " bytes; at most ", max_bytes, " are read from a file of this kind");
+  std::string out;
+  if (S_ISREG(st.st_mode)) out.reserve(static_cast<std::size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    PEFT_CHECK(n >= 0, FormatError, "[read_file] error while reading '", path, "': ", std::strerror(errno));
+    if (n == 0) break;
+    PEFT_CHECK(out.size() + static_cast<std::size_t>(n) <= max_bytes, FormatError, "[read_file] '", path,
+               "' holds more than ", max_bytes, " bytes; at most that many are read from a file of this kind");
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
 }
 
 namespace {

@@ -13,6 +13,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 
 namespace peft::io {
 
@@ -89,6 +90,14 @@ void SafetensorsFile::parse(const uint8_t* bytes, std::size_t size) {
     }
     return true;
   };
+  JsonLimits lim;
+  lim.max_bytes = kMaxSafetensorsHeader;
+  lim.max_depth = 16;  // a header nests three levels: name, fields, shape
+  try {
+    check_json_bounds(std::string_view(hbeg, n), file, lim);
+  } catch (const FormatError& e) {
+    fail(file, std::string("header: ") + e.what());
+  }
   json header;
   try {
     header = json::parse(hbeg, hbeg + n, cb);

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "peft/core/check.h"
+#include "peft/core/json_file.h"
 
 namespace peft::quant {
 
@@ -355,12 +356,7 @@ std::string quant_state_json(const QuantState4& s) {
 }
 
 void read_quant_state_json(const std::string& text, QuantState4& s, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw FormatError("[quant_state] " + where + ": not valid JSON (" + e.what() + ")");
-  }
+  const nlohmann::json j = parse_json(text, "[quant_state] " + where);
   auto need = [&](const char* k) -> const nlohmann::json& {
     PEFT_CHECK(j.contains(k), FormatError, "[quant_state] ", where, ": missing field '", k, "'");
     return j.at(k);

@@ -14,6 +14,7 @@
 #include "peft/core/check.h"
 #include "peft/core/strings.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 #include "peft/core/regex.h"
 
 namespace peft::train {
@@ -84,12 +85,7 @@ std::vector<Row> read_json(const std::string& path, const std::string& text) {
   std::vector<Row> rows;
   const auto first = text.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && text[first] == '[') {  // one JSON array of objects
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, 1, std::string("malformed JSON array: ") + e.what());
-    }
+    const nlohmann::json j = parse_json(text, path);  // errors name the file, line and column
     int64_t n = 0;
     for (const auto& v : j) rows.push_back(json_row(v, path, ++n));
     return rows;
@@ -100,9 +96,9 @@ std::vector<Row> read_json(const std::string& path, const std::string& text) {
     const auto line = static_cast<int64_t>(i + 1);
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(lines[i]);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, line, std::string("malformed JSON line (expected one object per line): ") + e.what());
+      j = parse_json(lines[i], where(path, line));
+    } catch (const FormatError& e) {
+      throw FormatError(std::string(e.what()) + " (a JSONL file holds one object per line)");
     }
     rows.push_back(json_row(j, path, line));
   }
@@ -383,6 +379,8 @@ std::optional<std::string> extract_label(const std::string& v, const DataOptions
 std::string label_of(const Row& r, const DataOptions& opt) {
   auto m = extract_label(field(r, opt.label_column, "label_column"), opt);
   if (!m) throw RowError("label_regex '" + opt.label_regex + "' does not match column '" + opt.label_column + "'");
+  // Multi-label rows may have no label; a class or a regression target may not be blank.
+  if (!opt.multi_label && blank(*m)) throw RowError("empty label in column '" + opt.label_column + "'");
   return *m;
 }
 
@@ -392,7 +390,11 @@ std::vector<std::string> split_labels(const std::string& v) {
   std::size_t i = 0;
   while (i < v.size() && std::isspace(static_cast<unsigned char>(v[i]))) ++i;
   if (i < v.size() && v[i] == '[') {
-    const auto j = nlohmann::json::parse(v, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json j;
+    try {
+      j = parse_json(v, "multi-label value");
+    } catch (const FormatError&) {
+    }
     if (!j.is_array()) throw RowError("multi-label value '" + v + "' starts with '[' but is not a JSON list");
     for (const auto& e : j) {
       if (e.is_string()) out.push_back(e.get<std::string>());

@@ -12,6 +12,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/strings.h"
+#include "peft/core/yaml_bounds.h"
 #include "peft/io/gguf.h"
 #include "peft/models/quantized_model.h"
 #include "peft/tuners/registry.h"
@@ -289,9 +290,10 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   std::set<std::string> given;  // the keys the file or the command line set
   if (!path.empty()) {
     PEFT_CHECK(fs::exists(path), ConfigError, "[config] ", path, ": no such file");
+    const std::string text = read_yaml_text(path);
     YAML::Node root;
     try {
-      root = YAML::LoadFile(path);
+      root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
       throw ConfigError("[config] " + path + ": not valid YAML: " + e.what());
     }
@@ -306,7 +308,15 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   for (const auto& o : overrides) {
     const auto eq = o.find('=');
     PEFT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "[config] override '", o, "' is not key=value");
-    apply(c, o.substr(0, eq), YAML::Load(o.substr(eq + 1)), "command line");
+    const std::string value = o.substr(eq + 1);
+    check_yaml_bounds(value, "command line " + o.substr(0, eq));
+    YAML::Node v;
+    try {
+      v = YAML::Load(value);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError("[config] command line: override '" + o + "': not a valid YAML value: " + e.what());
+    }
+    apply(c, o.substr(0, eq), v, "command line");
     given.insert(o.substr(0, eq));
   }
   PEFT_CHECK(!c.model.empty(), ConfigError, "[config] key 'model' (a model folder or a .gguf file) is required");

@@ -352,7 +352,7 @@ TEST(TokenizerErrors, MinimalFileLoads) {
 }
 
 TEST(TokenizerErrors, InvalidJson) {
-  expect_load_error<peft::FormatError>("{\"model\": [", {"[io::tokenizer]", "invalid JSON"});
+  expect_load_error<peft::FormatError>("{\"model\": [", {"not valid JSON", "line 1"});
 }
 
 TEST(TokenizerErrors, MissingModel) {

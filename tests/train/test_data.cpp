@@ -118,7 +118,7 @@ TEST(DataReaders, JsonlValues) {
   EXPECT_EQ(rows[1].fields.at("text"), "caf\xC3\xA9 \"q\"");
   EXPECT_EQ(rows[1].line, 3);
   peft::test::expect_throw_with<FormatError>([&] { read_rows(write_tmp("bad.jsonl", "{\"a\":1}\n{\"a\":\n")); },
-                                             {"bad.jsonl:2:", "malformed JSON"});
+                                             {"bad.jsonl:2:", "not valid JSON", "one object per line"});
   peft::test::expect_throw_with<FormatError>([&] { read_rows(write_tmp("arr.jsonl", "[1,2]\n")); },
                                              {"arr.jsonl:1:", "expected a JSON object"});
   const auto arr = read_rows(write_tmp("arr.json", "[{\"text\": \"x\"}, {\"text\": \"y\"}]"));

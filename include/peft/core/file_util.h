@@ -9,8 +9,9 @@
 
 namespace peft {
 
-/// Reads a whole file; throws FormatError naming the path when it cannot be read.
-std::string read_file(const std::string& path);
+/// Reads a whole regular file; throws FormatError naming the path when it cannot be read, is a
+/// folder or other non-regular file, or holds more than `max_bytes` (checked before reading).
+std::string read_file(const std::string& path, std::size_t max_bytes = SIZE_MAX);
 
 /// A whole regular file mapped read-only. `keepalive` owns the mapping (empty files: no mapping).
 struct MappedFile {

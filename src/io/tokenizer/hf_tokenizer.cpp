@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "io/tokenizer/components_impl.h"
+#include "peft/core/json_file.h"
 #include "io/tokenizer/tokenizer_impl.h"
 
 namespace peft::io::detail {
@@ -259,13 +260,7 @@ class HfTokenizer : public TokenizerBackend {
 
 std::shared_ptr<TokenizerBackend> load_hf_tokenizer(const std::string& json_text,
                                                     const std::string& file) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    throw FormatError(
-        peft::detail::str_cat("[io::tokenizer] ", file, ": invalid JSON: ", e.what()));
-  }
+  const json j = parse_json(json_text, file);
   try {
     return std::make_shared<HfTokenizer>(j, file);
   } catch (const json::exception& e) {  // a wrongly typed field deep inside a component

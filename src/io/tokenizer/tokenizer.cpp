@@ -6,6 +6,7 @@
 #include "io/tokenizer/components_impl.h"
 #include "io/tokenizer/tokenizer_impl.h"
 #include "peft/core/file_util.h"
+#include "peft/core/json_file.h"
 #include "peft/io/gguf.h"
 #include "peft/io/model_path.h"
 
@@ -21,7 +22,7 @@ Tokenizer::Tokenizer(std::shared_ptr<const TokenizerBackend> backend)
       eos_id_(backend_->eos_id) {}
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  return Tokenizer(detail::load_hf_tokenizer(read_file(path), path));
+  return Tokenizer(detail::load_hf_tokenizer(read_file(path, JsonLimits{}.max_bytes), path));
 }
 
 Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
@@ -64,13 +65,7 @@ Tokenizer Tokenizer::from_pretrained(const std::string& dir) {
 }
 
 void Tokenizer::apply_config(const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(
-        peft::detail::str_cat("[io::tokenizer] ", path, ": invalid JSON: ", e.what()));
-  }
+  const nlohmann::json j = read_json_file(path);
   PEFT_CHECK(j.is_object(), FormatError, "[io::tokenizer] ", path, ": expected a JSON object");
   auto special = [&](const char* key, std::optional<TokenId>& dst) {
     if (!j.contains(key) || j[key].is_null()) return;
