@@ -16,6 +16,8 @@
 #include <sstream>
 
 #include "peft/core/check.h"
+#include "peft/core/error_context.h"
+#include "peft/models/model_size.h"
 #include "peft/core/strings.h"
 #include "peft/core/json_file.h"
 #include "peft/io/hf_checkpoint.h"
@@ -72,7 +74,25 @@ c10::optional<at::ScalarType> parse_load_dtype(const std::string& d) {
   if (d == "auto") return c10::nullopt;
   if (d == "float32" || d == "fp32") return at::kFloat;
   if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
-  if (d == "float16" || d == "fp16") return at::kHalf;
+  if (d == "float16" || d == "fp16") {
+    // LibTorch 1.13 has no float16 matrix product on the CPU (2.x has): try the operations a
+    // forward pass needs once, rather than fail in the middle of one with a kernel name.
+    static const std::string unsupported = [] {
+      try {
+        const at::Tensor x = at::ones({2, 4}, at::kHalf);
+        const at::Tensor y = at::softmax(at::mm(x, x.t()), -1);
+        (void)at::silu(at::layer_norm(y, {2}) * y.pow(2).mean(-1, true));
+        (void)at::gelu(at::embedding(x, at::zeros({1}, at::kLong)));
+        return std::string();
+      } catch (const std::exception& e) {
+        const std::string m = e.what();
+        return m.substr(0, m.find('\n'));
+      }
+    }();
+    PEFT_CHECK(unsupported.empty(), ConfigError, "[load_model] dtype float16: this LibTorch build cannot compute in "
+               "float16 on the CPU (", unsupported, "); use bfloat16 or float32");
+    return at::kHalf;
+  }
   throw ConfigError("[load_model] dtype '" + d + "' is not one of float32, bfloat16, float16, auto");
 }
 
@@ -234,6 +254,14 @@ std::vector<std::string> load_weights_except(PretrainedModel& model, const Weigh
                            shape_str(dst.sizes()));
       return;
     }
+    if (dst.is_floating_point() && !src.is_floating_point()) {  // integers would be converted silently
+      mismatched.push_back("'" + key + "': checkpoint " +
+                           (src.scalar_type() == at::kBool ? std::string("bool")
+                                                           : (at::isSignedType(src.scalar_type()) ? "int" : "uint") +
+                                                                 std::to_string(src.element_size() * 8)) +
+                           " values vs a floating-point model weight");
+      return;
+    }
     if (want && dst.is_floating_point() && dst.scalar_type() != *want) dst.set_data(dst.to(*want));
     if (!want && dst.is_floating_point() && dst.scalar_type() != src.scalar_type())
       dst.set_data(dst.to(src.scalar_type()));
@@ -261,11 +289,11 @@ std::vector<std::string> load_weights_except(PretrainedModel& model, const Weigh
     (base_key ? unexpected_base : unexpected_other).push_back(key);
   }
 
-  const std::string e = listing("shape mismatches", mismatched, 20) +
-                        listing("missing from the checkpoint", missing_base, 20) +
-                        listing("in the checkpoint but not in the model", unexpected_base, 20);
-  PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, " does not fit the ", ck.model_type,
-             " built from its config:", e);
+  const std::string e = listings({listing("shape mismatches", mismatched, 3),
+                                   listing("missing from the checkpoint", missing_base, 3),
+                                   listing("in the checkpoint but not in the model", unexpected_base, 3)});
+  PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, ": the weights do not fit the ", ck.model_type,
+             " built from ", model.config().source(), " (", describe_sizes(model.config()), "):", e);
   if (!missing_head.empty()) {
     std::cerr << "warning: " << path << ": newly initialised (not in the checkpoint):";
     for (const auto& n : missing_head) std::cerr << " " << n;
@@ -336,6 +364,7 @@ const std::vector<io::ModelPathKind> kLoadableKinds = {io::ModelPathKind::HfFold
 }  // namespace
 
 std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts) {
+  ErrorContext ctx("loading the model " + path);
   PEFT_CHECK(!opts.load_in_4bit, ConfigError, "[load_model] ", path,
              ": load_in_4bit applies to Hugging Face checkpoints; a GGUF base keeps its own quantisation "
              "(or use dequantize: true)");
@@ -346,6 +375,8 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
   if (f->get_string("general.type", "model") == "adapter")
     io::throw_model_path_error(io::detect_model_path(path), kLoadableKinds, "load_model");
   const ModelConfig cfg(gguf_hf_config(*f), path);
+  // The sizes the metadata claims against the tensor data the file holds, before anything is built.
+  check_model_size(cfg, 0.0, static_cast<double>(f->file_size()));
   // Weights the file provides are never initialised: block-quantised ones are then never touched,
   // so peak memory stays near the file size (transformers' no_init_weights).
   std::shared_ptr<PretrainedModel> model;
@@ -416,6 +447,7 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
 
 std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadOptions& opts) {
   namespace fs = std::filesystem;
+  ErrorContext ctx("loading the model " + path);
   if (fs::is_regular_file(path) && io::is_gguf_file(path)) return load_gguf_model(path, opts);
   // A llama2.c checkpoint, an adapter, a folder holding model files, ...: one line naming it and the fix.
   if (!fs::is_directory(path) || !fs::exists(fs::path(path) / "config.json"))
@@ -438,6 +470,19 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
       cj["pad_token_id"] = opts.pad_token_id;
   }
   const ModelConfig cfg(cj, cfg_path);
+  {  // The sizes config.json claims against the weights beside it and this machine's memory.
+    double weight_bytes = 0;
+    bool any = false;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(path, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0 && e.is_regular_file(ec)) {
+        weight_bytes += static_cast<double>(e.file_size(ec));
+        any = true;
+      }
+    }
+    check_model_size(cfg, opts.dtype == "bfloat16" ? 2.0 : 4.0, any ? weight_bytes : -1.0);
+  }
   auto model = create_model(cfg, head);
   // A checkpoint bitsandbytes quantised (transformers' save of a load_in_4bit model).
   const auto& j = cfg.json();

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "peft/core/check.h"
+#include "peft/core/memory_bounds.h"
 #include "peft/tuners/lora/layer.h"
 
 namespace peft::lora {
@@ -55,6 +56,20 @@ std::vector<std::string> LoraModel::inject(const std::string& name, PeftConfig& 
   const std::string mt = base().config().model_type();
   const auto targets =
       resolve_targets(cfg, default_targets(mt), "[lora::inject]", mt, c.all, c.linear, c.embedding, c.output_layer);
+  {  // The A and B matrices' size, before any is allocated.
+    double params = 0;
+    int64_t r_max = 0;
+    for (const auto& t : targets) {
+      const auto r = static_cast<double>(cfg.rank_for(t));
+      r_max = std::max<int64_t>(r_max, cfg.rank_for(t));
+      if (auto it = c.linear_slots.find(t); it != c.linear_slots.end())
+        params += r * static_cast<double>(it->second->in_features() + it->second->out_features());
+      else if (auto e = c.embedding_slots.find(t); e != c.embedding_slots.end())
+        params += r * static_cast<double>(e->second->num_embeddings() + e->second->embedding_dim());
+    }
+    check_fits_in_memory("[" + to_string(cfg.peft_type) + "] adapter '" + name + "'", 4.0 * params,
+                         "r up to " + std::to_string(r_max) + " on " + std::to_string(targets.size()) + " modules");
+  }
   for (const auto& t : targets) {
     if (auto it = c.linear_slots.find(t); it != c.linear_slots.end()) {
       // PEFT forces fan_in_fan_out to match the layer (Conv1D: true, Linear: false) with a warning.

@@ -11,6 +11,7 @@
 #include <torch/nn/modules/rnn.h>
 
 #include "peft/core/check.h"
+#include "peft/core/memory_bounds.h"
 #include "peft/tuners/p_tuning/config.h"
 #include "peft/tuners/prefix_tuning/config.h"
 #include "peft/tuners/prompt_tuning/config.h"
@@ -145,6 +146,24 @@ std::shared_ptr<PromptEncoder> make_prompt_encoder(const PromptLearningConfig& c
                                                    const std::function<at::Tensor(const at::Tensor&)>& lookup) {
   PEFT_CHECK(cfg.token_dim > 0 && cfg.num_layers > 0 && cfg.num_transformer_submodules > 0, std::invalid_argument,
              "[prompt encoder] token_dim, num_layers and num_transformer_submodules must be filled in first");
+  {  // What the tables will take, before they are allocated (num_virtual_tokens, encoder_hidden_size).
+    const double n = static_cast<double>(cfg.total_virtual_tokens()), d = static_cast<double>(cfg.token_dim),
+                 L2 = 2.0 * static_cast<double>(cfg.num_layers);
+    double params = n * d;
+    std::string because = "num_virtual_tokens " + std::to_string(cfg.num_virtual_tokens) + " x token_dim " +
+                          std::to_string(cfg.token_dim);
+    if (auto* c = dynamic_cast<const PrefixTuningConfig*>(&cfg)) {
+      const double h = static_cast<double>(c->encoder_hidden_size);
+      params = c->prefix_projection ? n * d + d * h + h * L2 * d : n * L2 * d;
+      because += " x 2·num_layers " + std::to_string(cfg.num_layers);
+      if (c->prefix_projection) because += ", encoder_hidden_size " + std::to_string(c->encoder_hidden_size);
+    } else if (auto* c = dynamic_cast<const PromptEncoderConfig*>(&cfg)) {
+      const double h = static_cast<double>(c->encoder_hidden_size);
+      params += 2.0 * d * h + h * h;
+      because += ", encoder_hidden_size " + std::to_string(c->encoder_hidden_size);
+    }
+    check_fits_in_memory("[" + to_string(cfg.peft_type) + "] the prompt encoder", 4.0 * params, because);
+  }
   if (auto* c = dynamic_cast<const PromptTuningConfig*>(&cfg)) return std::make_shared<PromptTuningEncoder>(*c, words, init_ids, lookup);
   if (auto* c = dynamic_cast<const PromptEncoderConfig*>(&cfg)) return std::make_shared<PTuningEncoder>(*c);
   if (auto* c = dynamic_cast<const PrefixTuningConfig*>(&cfg)) return std::make_shared<PrefixEncoderImpl>(*c);
