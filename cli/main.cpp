@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "peft/core/error.h"
+#include "peft/core/error_context.h"
 #include "peft/core/runtime.h"
 
 int main(int argc, char** argv) {
@@ -29,16 +30,21 @@ int main(int argc, char** argv) {
     peft::init_runtime();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line, like every other error: what was wrong and where the usage is.
+    const CLI::App* sub = nullptr;
+    for (const CLI::App* s : app.get_subcommands()) sub = s;
+    std::cerr << "error: " << e.what() << " (see peft " << (sub ? sub->get_name() + " " : std::string()) << "--help)\n";
+    return 2;
   } catch (const peft::ConfigError& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << peft::describe_error(e) << "\n";
     return 2;
   } catch (const std::invalid_argument& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << peft::describe_error(e) << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // LibTorch and allocator errors name nothing: describe_error adds what was being done.
+    std::cerr << "error: " << peft::describe_error(e) << "\n";
     return 1;
   }
   return 0;

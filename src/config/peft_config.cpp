@@ -130,7 +130,13 @@ void read_base_fields(PeftConfig& c, json& rest, const std::string& source) {
   auto pt = take_opt_string(rest, "peft_type", source);
   PEFT_CHECK(pt.has_value(), ConfigError, "[config] ", source, ": missing required field 'peft_type'");
   c.peft_type = parse_peft_type(*pt);
-  if (auto tt = take_opt_string(rest, "task_type", source)) c.task_type = parse_task_type(*tt);
+  if (auto tt = take_opt_string(rest, "task_type", source)) {
+    try {
+      c.task_type = parse_task_type(*tt);
+    } catch (const ConfigError& e) {  // name the file and the field
+      throw ConfigError("[config] " + source + ": field 'task_type': " + std::string(e.what()).substr(9));
+    }
+  }
   c.base_model_name_or_path = take_opt_string(rest, "base_model_name_or_path", source).value_or("");
   c.revision = take_opt_string(rest, "revision", source);
   c.inference_mode = take_bool(rest, "inference_mode", false, source);

@@ -225,6 +225,24 @@ void report_metrics(Run& r, const std::string& when, nlohmann::json& into, const
 }  // namespace
 
 RunResult run_training(const RunConfig& c, const std::string& resume) {
+  // The run writes checkpoints, the adapter and logs under output_dir: never over an input.
+  PEFT_CHECK(!fs::exists(c.args.output_dir) || fs::is_directory(c.args.output_dir), ConfigError,
+             "[config] key 'output_dir': ", c.args.output_dir, " is a file; the run writes a folder there");
+  {
+    // Not inside the model, a data file or the adapter it continues; nor holding that adapter
+    // (output_dir/adapter and the checkpoints would replace it). The data may sit inside.
+    std::error_code ec;
+    const fs::path out = fs::weakly_canonical(fs::absolute(c.args.output_dir), ec);
+    for (const std::string* in : {&c.model, &c.train_file, &c.eval_file, &c.adapter}) {
+      if (in->empty() || !fs::exists(*in) || ec) continue;
+      const fs::path i = fs::weakly_canonical(fs::absolute(*in), ec);
+      const auto rel = out.lexically_relative(i);
+      PEFT_CHECK(ec || rel.empty() || *rel.begin() == "..", ConfigError, "[config] key 'output_dir': ",
+                 c.args.output_dir, " is the input ", *in, " or inside it; the run would write into it. Choose "
+                 "another output_dir");
+    }
+    if (!c.adapter.empty()) check_output_apart("config: output_dir", c.args.output_dir, {c.adapter});
+  }
   Run r{c, io::Tokenizer::from_pretrained(c.model), {}, nullptr, nullptr, 0, distributed::env_from_environment(), false};
   prepare(r);
   nlohmann::json before = nlohmann::json::object(), after = nlohmann::json::object();

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "peft/core/check.h"
+#include "peft/core/error_context.h"
 #include "peft/distributed/collective.h"
 #include "peft/models/blocks.h"
 #include "peft/train/metrics.h"
@@ -34,7 +35,10 @@ void TrainingArguments::validate() const {
     PEFT_CHECK(ok, ConfigError, "[TrainingArguments] ", field, ": ", what);
   };
   need(learning_rate > 0, "learning_rate", "must be > 0, got " + std::to_string(learning_rate));
-  need(weight_decay >= 0, "weight_decay", "must be >= 0");
+  // The optimizer keeps it in float32 next to the weights.
+  need(learning_rate <= 1e6, "learning_rate", "must be at most 1e6 (a float32 update step), got " +
+                                                  std::to_string(learning_rate));
+  need(weight_decay >= 0 && weight_decay <= 1e6, "weight_decay", "must be in [0, 1e6]");
   need(per_device_train_batch_size > 0, "per_device_train_batch_size", "must be > 0");
   need(per_device_eval_batch_size > 0, "per_device_eval_batch_size", "must be > 0");
   need(gradient_accumulation_steps > 0, "gradient_accumulation_steps", "must be > 0");
@@ -305,12 +309,17 @@ TrainResult Trainer::train(const std::string& resume_from) {
   const detail::Schedule schedule = detail::make_schedule(a, run.examples, run.global_batch);
   run.total = schedule.total;
   at::manual_seed(static_cast<uint64_t>(a.seed));
-  if (!resume_from.empty()) detail::load_checkpoint(resume_from, *s_->model, *s_->opt, a.per_device_train_batch_size, run);
+  if (!resume_from.empty()) {
+    ErrorContext ctx("resuming from " + resume_from);
+    detail::load_checkpoint(resume_from, *s_->model, *s_->opt, a.per_device_train_batch_size, run);
+  }
   s_->progress.start(a, main_rank, run.total);
   auto checkpoint = [&] {
+    ErrorContext ctx("writing the checkpoint of step " + std::to_string(run.step) + " to " + a.output_dir);
     if (main_rank) detail::save_checkpoint(a.output_dir, *s_->model, *s_->opt, run);
   };
   auto evaluate_and_log = [&] {
+    ErrorContext ctx("evaluating after step " + std::to_string(run.step));
     const EvalResult e = evaluate();
     s_->progress.eval(run.step, e);
     return e;
@@ -326,6 +335,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   while (run.step < run.total) {
     const auto batches = sampler.rank_batches(s_->train, run.epoch, run.order_batch, run.epoch_start);
     while (run.step < run.total && run.batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
+      ErrorContext ctx("training step " + std::to_string(run.step + 1));
       const auto t0 = Clock::now();
       const std::clock_t c0 = std::clock();  // CPU time of every thread of the process
       const double lr = schedule.lr_at(run.step);

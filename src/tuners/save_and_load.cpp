@@ -12,6 +12,7 @@
 
 #include "modules_to_save.h"
 #include "peft/core/check.h"
+#include "peft/core/error_context.h"
 #include "peft/core/strings.h"
 #include "peft/io/hf_checkpoint.h"
 #include "peft/io/safetensors.h"
@@ -112,6 +113,7 @@ void warn_base_quantization(const std::string& dir, models::PretrainedModel& bas
 std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::PretrainedModel> base,
                                                       const std::string& dir, const std::string& adapter_name,
                                                       bool is_trainable) {
+  ErrorContext ctx("loading the adapter " + dir);
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
   check_task_fits(dir, *cfg, *base);
@@ -124,6 +126,7 @@ std::shared_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<models::Pr
 }
 
 void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool is_trainable) {
+  ErrorContext ctx("loading the adapter " + dir + " as '" + name + "'");
   auto cfg = load_peft_config(dir);
   cfg->inference_mode = !is_trainable;
   check_task_fits(dir, *cfg, *base_);
@@ -192,10 +195,10 @@ void PeftModel::load_adapter_weights(const std::string& file, const std::string&
     if (!seen.count(k) && tuner_->required_key(k)) missing.push_back(k);
   PEFT_CHECK(nonfinite.empty(), FormatError, "[from_pretrained] ", file,
              ": NaN or infinite values (the adapter of a diverged run?) in ", join(nonfinite, 12));
-  const std::string e =
-      listing("shape mismatches (an adapter trained for another base model?)", mismatched, 12) +
-      listing("missing from the file", missing, 12) +
-      listing("in the file but matching no module of this model (the adapter would have no effect)", unexpected, 12);
+  const std::string e = listings({
+      listing("shape mismatches (an adapter trained for another base model?)", mismatched, 4),
+      listing("missing from the file", missing, 4),
+      listing("in the file but matching no module of this model (the adapter would have no effect)", unexpected, 4)});
   const std::string& trained_on = configs_.at(name)->base_model_name_or_path;
   const std::string this_base = base_->config().source().empty()
                                     ? std::string()

@@ -121,6 +121,10 @@ std::vector<std::string> resolve_targets(TargetFields& c, const std::vector<std:
     os << who << " Target modules " << c.target_modules.to_json().dump()
        << " not found in the base model. Please check the target modules and try again.";
     if (any_excluded) os << " (Some modules were excluded by exclude_modules or modules_to_save.)";
+    if (c.layers_to_transform) {
+      os << " Note: You specified 'layers_to_transform': " << nlohmann::json(*c.layers_to_transform).dump() << ".";
+      if (c.layers_pattern) os << " You also specified 'layers_pattern': " << nlohmann::json(*c.layers_pattern).dump() << ".";
+    }
     os << " Adaptable modules are:";
     std::size_t shown = 0;
     for (const auto& n : all_modules)

@@ -1,6 +1,7 @@
 #pragma once
 // Small string helpers for messages and reports (tier 0).
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -25,13 +26,22 @@ inline std::string thousands(int64_t n) {
   return out;
 }
 
-/// One section of an error listing: "\n  <what> (N):" and a line per item, at most `max_items`
-/// then "... and K more"; "" when `v` is empty.
+/// One section of a one-line error listing: " <what> (N): a, b, c and K more" (at most
+/// `max_items` named); "" when `v` is empty. Sections concatenate: "...: shape mismatches (2): ...;
+/// missing (1): ..." (each after the first starts with "; ").
 inline std::string listing(const char* what, const std::vector<std::string>& v, std::size_t max_items) {
   if (v.empty()) return "";
-  std::string s = "\n  " + std::string(what) + " (" + std::to_string(v.size()) + "):";
-  for (std::size_t i = 0; i < v.size() && i < max_items; ++i) s += "\n    " + v[i];
-  if (v.size() > max_items) s += "\n    ... and " + std::to_string(v.size() - max_items) + " more";
+  std::string s = " " + std::string(what) + " (" + std::to_string(v.size()) + "): ";
+  for (std::size_t i = 0; i < v.size() && i < max_items; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > max_items) s += " and " + std::to_string(v.size() - max_items) + " more";
+  return s;
+}
+
+/// Joins listing() sections: the first after ":", the others after ";".
+inline std::string listings(std::initializer_list<std::string> sections) {
+  std::string s;
+  for (const auto& x : sections)
+    if (!x.empty()) s += (s.empty() ? "" : ";") + x;
   return s;
 }
 
