@@ -23,7 +23,7 @@ void add_generate_command(CLI::App& app) {
     uint64_t seed = 0;
     std::string dtype = "float32";
     std::string adapter;
-    bool dequantize = false, print_ids = false;
+    bool dequantize = false, print_ids = false, allow_nonfinite = false;
     std::string quant;  // --4bit
     bool double_quant = false, no_4bit = false;
     bool llamacpp = false;
@@ -47,6 +47,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-a,--adapter", a->adapter, "PEFT adapter folder (LoRA, prompt tuning, P-tuning, prefix tuning)")
       ->check(CLI::ExistingDirectory);
   cmd->add_flag("--dequantize", a->dequantize, "GGUF: decode quantised weights to fp32 first");
+  cmd->add_flag("--allow-nonfinite-weights", a->allow_nonfinite,
+                "Load a base whose weights hold NaN/inf (inf masks) with a warning instead of an error");
   auto* q = cmd->add_option_group("4-bit base (QLoRA)");
   q->add_option("--4bit", a->quant, "Quantise the base to 4 bits on load (nf4 or fp4), as QLoRA training does. "
                                     "Default: what the adapter records (its base_quantization.json)")
@@ -69,6 +71,7 @@ void add_generate_command(CLI::App& app) {
     models::LoadOptions lo;
     lo.dtype = a->dtype;
     lo.dequantize = a->dequantize;
+    lo.allow_nonfinite_weights = a->allow_nonfinite;
     lo.llamacpp_numerics.enabled = a->llamacpp;
     lo.llamacpp_numerics.kv_cache_f16 = a->llamacpp_cache_type == "f16";
     lo.llamacpp_numerics.flash_attn = a->llamacpp_flash_attn == "on";
@@ -77,6 +80,7 @@ void add_generate_command(CLI::App& app) {
     apply_4bit_options(lo, a->model, a->adapter, a->quant, a->double_quant, a->no_4bit, "generate");
     auto model = models::load_model(a->model, lo);
     const auto tok = io::Tokenizer::from_pretrained(a->model);
+    models::check_tokenizer_fits(*model, tok.vocab_size(), a->model);
     const auto enc = tok.encode(a->prompt);
     PEFT_CHECK(!enc.ids.empty(), ConfigError, "[generate] the prompt encodes to no tokens");
     auto gc = models::generation_config_from(model->config());

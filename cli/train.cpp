@@ -121,7 +121,7 @@ void add_merge_command(CLI::App& app) {
                                            "(or, with --format gguf, a llama.cpp GGUF model)");
   struct A {
     std::string model, adapter, out, quant, format = "hf", type;
-    bool double_quant = false, requantize = false, no_4bit = false;
+    bool double_quant = false, requantize = false, no_4bit = false, allow_nonfinite = false;
   };
   auto a = std::make_shared<A>();
   cmd->add_option("model", a->model, "Base model folder or GGUF file")->required()->check(CLI::ExistingPath);
@@ -140,6 +140,8 @@ void add_merge_command(CLI::App& app) {
   cmd->add_flag("--double-quant", a->double_quant, "With --4bit: the base used double quantisation");
   cmd->add_flag("--no-4bit", a->no_4bit, "Merge into the full-precision base even if the adapter was trained on a "
                                          "4-bit one");
+  cmd->add_flag("--allow-nonfinite-weights", a->allow_nonfinite,
+                "Load a base whose weights hold NaN/inf (inf masks) with a warning instead of an error");
   cmd->add_flag("--requantize", a->requantize, "Keep the merged model 4-bit (bitsandbytes format) and report "
                                                "the re-quantisation error; default: full precision");
   cmd->callback([a] {
@@ -157,6 +159,7 @@ void add_merge_command(CLI::App& app) {
     PEFT_CHECK(!a->no_4bit || a->quant.empty(), ConfigError, "[merge] --4bit and --no-4bit contradict each other");
     PEFT_CHECK(!a->double_quant || !a->quant.empty(), ConfigError, "[merge] --double-quant needs --4bit nf4|fp4");
     models::LoadOptions o;
+    o.allow_nonfinite_weights = a->allow_nonfinite;
     apply_4bit_options(o, a->model, a->adapter, a->quant, a->double_quant, a->no_4bit, "merge");
     auto base = models::load_model(a->model, o);
     std::vector<models::AdaptableLinearImpl*> q4;

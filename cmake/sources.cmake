@@ -10,6 +10,7 @@ set(PEFT_CORE_SOURCES
   ${S}/core/yaml_bounds.cpp
   ${S}/core/memory_bounds.cpp
   ${S}/core/error_context.cpp
+  ${S}/core/utf8.cpp
   ${S}/io/safetensors.cpp
   ${S}/io/gguf.cpp
   ${S}/io/hf_checkpoint.cpp

@@ -236,6 +236,12 @@ std::string llama2c_hf_config_json(const Llama2cConfig& c) {
 void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin,
                      const std::string& out_dir) {
   const Llama2cModel m = read_llama2c(model_bin);
+  if (!tokenizer_bin.empty()) {  // checked before anything is written
+    const std::size_t n = llama2c_tokenizer_entries(tokenizer_bin);
+    PEFT_CHECK(static_cast<int64_t>(n) == static_cast<int64_t>(m.config.vocab_size), FormatError, "[convert_llama2c] ",
+               tokenizer_bin, " has ", n, " entries but ", model_bin, " has vocab_size ", m.config.vocab_size,
+               ": a tokenizer of another model, or a truncated file (llama2.c reads exactly vocab_size entries)");
+  }
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   PEFT_CHECK(!ec, std::runtime_error, "[convert_llama2c] cannot create '", out_dir, "': ",

@@ -2,7 +2,10 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/Parallel.h>
 
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -85,6 +88,36 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
                               static_cast<std::size_t>(c.numel() * c.element_size())};
   }
   write_safetensors(path, views, metadata);
+}
+
+namespace {
+// Counts elements whose exponent bits are all ones (NaN or infinity) in n words of type U.
+template <typename U>
+int64_t count_exponent_saturated(const void* data, int64_t n, U exp_mask) {
+  const U* p = static_cast<const U*>(data);
+  std::atomic<int64_t> total{0};
+  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
+    int64_t c = 0;
+    for (int64_t i = b; i < e; ++i) c += (p[i] & exp_mask) == exp_mask;
+    total += c;
+  });
+  return total.load();
+}
+}  // namespace
+
+int64_t count_nonfinite(const at::Tensor& t) {
+  if (!t.defined() || !t.is_floating_point() || t.numel() == 0) return 0;
+  if (t.device().is_cpu() && t.is_contiguous() && !t.is_conj() && !t.is_neg()) {
+    const int64_t n = t.numel();
+    switch (t.scalar_type()) {
+      case at::kFloat: return count_exponent_saturated<uint32_t>(t.data_ptr(), n, 0x7F800000u);
+      case at::kDouble: return count_exponent_saturated<uint64_t>(t.data_ptr(), n, 0x7FF0000000000000ull);
+      case at::kBFloat16: return count_exponent_saturated<uint16_t>(t.data_ptr(), n, uint16_t{0x7F80});
+      case at::kHalf: return count_exponent_saturated<uint16_t>(t.data_ptr(), n, uint16_t{0x7C00});
+      default: break;
+    }
+  }
+  return t.numel() - at::isfinite(t).sum().item<int64_t>();
 }
 
 }  // namespace peft::io

@@ -196,7 +196,7 @@ WeightSource hf_source(const std::string& path) {
 }
 
 std::vector<std::string> load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
-                                             const std::set<std::string>& consumed);
+                                             const std::set<std::string>& consumed, bool allow_nonfinite);
 
 // The checkpoint key that serves a model key: the same name, or the same name with the base
 // prefix added (base model from a task checkpoint) or removed (task model from a base one).
@@ -212,22 +212,22 @@ std::string find_key(const PretrainedModel& model, const WeightSource& ck, const
 
 }  // namespace
 
-void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype) {
-  load_weights_except(model, hf_source(path), dtype, {});
+void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype, bool allow_nonfinite) {
+  load_weights_except(model, hf_source(path), dtype, {}, allow_nonfinite);
 }
 
 namespace {
 // `consumed`: checkpoint keys already loaded elsewhere (4-bit or GGUF block-quantised layers).
 // Returns the task-head parameters the checkpoint did not have (left at their initial values).
 std::vector<std::string> load_weights_except(PretrainedModel& model, const WeightSource& ck, const std::string& dtype,
-                                             const std::set<std::string>& consumed) {
+                                             const std::set<std::string>& consumed, bool allow_nonfinite) {
   const std::string& path = ck.path;
   const auto want = parse_load_dtype(dtype);
   const std::string prefix = model.base_model_prefix() + ".";
   const bool is_base = model.head() == TaskHead::Base;
 
   std::set<std::string> used;
-  std::vector<std::string> missing_base, missing_head, mismatched;
+  std::vector<std::string> missing_base, missing_head, mismatched, nonfinite;
   std::set<std::string> aliases;
   for (const auto& [alias, src] : model.tied_weights()) aliases.insert(alias);
 
@@ -266,6 +266,9 @@ std::vector<std::string> load_weights_except(PretrainedModel& model, const Weigh
     if (!want && dst.is_floating_point() && dst.scalar_type() != src.scalar_type())
       dst.set_data(dst.to(src.scalar_type()));
     dst.copy_(src);
+    // After the copy: a value too large for the load dtype (float16) becomes inf here too.
+    if (const int64_t bad = io::count_nonfinite(dst))
+      nonfinite.push_back("'" + key + "' (" + std::to_string(bad) + " of " + std::to_string(dst.numel()) + ")");
   };
   for (auto& p : model.named_parameters(/*recurse=*/true)) load_one(p.key(), p.value());
   for (auto& b : model.named_buffers(/*recurse=*/true)) load_one(b.key(), b.value());
@@ -294,6 +297,13 @@ std::vector<std::string> load_weights_except(PretrainedModel& model, const Weigh
                                    listing("in the checkpoint but not in the model", unexpected_base, 3)});
   PEFT_CHECK(e.empty(), FormatError, "[load_model] ", path, ": the weights do not fit the ", ck.model_type,
              " built from ", model.config().source(), " (", describe_sizes(model.config()), "):", e);
+  if (!nonfinite.empty()) {
+    PEFT_CHECK(allow_nonfinite, FormatError, "[load_model] ", path, ": NaN or infinite values in ", nonfinite.size(),
+               " weight tensor(s): ", join(nonfinite, 3), "; a damaged or diverged checkpoint? (a model whose "
+               "weights hold inf masks on purpose loads with allow_nonfinite_weights: true / --allow-nonfinite-weights)");
+    std::cerr << "warning: " << path << ": NaN or infinite values in " << join(nonfinite, 3)
+              << " (allowed by allow_nonfinite_weights)\n";
+  }
   if (!missing_head.empty()) {
     std::cerr << "warning: " << path << ": newly initialised (not in the checkpoint):";
     for (const auto& n : missing_head) std::cerr << " " << n;
@@ -363,6 +373,15 @@ const std::vector<io::ModelPathKind> kLoadableKinds = {io::ModelPathKind::HfFold
 
 }  // namespace
 
+void check_tokenizer_fits(const PretrainedModel& model, std::size_t tokenizer_size, const std::string& tokenizer_source) {
+  const ModelConfig& cfg = model.config();
+  const int64_t vocab = cfg.get_int("vocab_size", -1);
+  PEFT_CHECK(vocab < 0 || static_cast<int64_t>(tokenizer_size) <= vocab, ConfigError, "[load_model] the tokenizer of ",
+             tokenizer_source, " has ", tokenizer_size, " tokens but ", cfg.source(), " has vocab_size ", vocab,
+             ": ids from ", vocab, " up have no embedding row. Use the model's own tokenizer (or a model whose "
+             "embedding was resized for this one)");
+}
+
 std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts) {
   ErrorContext ctx("loading the model " + path);
   PEFT_CHECK(!opts.load_in_4bit, ConfigError, "[load_model] ", path,
@@ -416,7 +435,8 @@ std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const 
       consumed.insert(key);
     }
   }
-  const auto missing = load_weights_except(*model, src, opts.dtype == "auto" ? "float32" : opts.dtype, consumed);
+  const auto missing = load_weights_except(*model, src, opts.dtype == "auto" ? "float32" : opts.dtype, consumed,
+                                           opts.allow_nonfinite_weights);
   if (!missing.empty()) {  // a new task head: the initialisation create_model would have given it
     torch::NoGradGuard ng;
     std::set<std::string> m(missing.begin(), missing.end());
@@ -497,9 +517,10 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
       if (key.find(".weight") != std::string::npos) qt[key] = io::to_tensor(ck, key);
     const std::string compute = qc->value("bnb_4bit_compute_dtype", opts.bnb_4bit_compute_dtype);
     const auto used = load_prequantized(*model, qt, compute == "float32" || compute == "bfloat16" ? compute : "float32");
-    load_weights_except(*model, hf_source(path), opts.dtype, std::set<std::string>(used.begin(), used.end()));
+    load_weights_except(*model, hf_source(path), opts.dtype, std::set<std::string>(used.begin(), used.end()),
+                        opts.allow_nonfinite_weights);
   } else {
-    load_weights(*model, path, opts.dtype);
+    load_weights(*model, path, opts.dtype, opts.allow_nonfinite_weights);
     if (opts.load_in_4bit) {
       BnbConfig b;
       b.load_in_4bit = true;

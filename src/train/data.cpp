@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -16,6 +18,7 @@
 #include "peft/core/file_util.h"
 #include "peft/core/json_file.h"
 #include "peft/core/regex.h"
+#include "peft/core/utf8.h"
 
 namespace peft::train {
 
@@ -42,9 +45,24 @@ std::string where(const std::string& file, int64_t line) { return file + ":" + s
   throw FormatError(kTag + where(file, line) + ": " + msg);
 }
 
-std::string load(const std::string& path) {
+std::string load(const std::string& path, InvalidUtf8 invalid_utf8) {
   std::string text = read_file(path);
   if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);
+  const std::size_t bad = find_invalid_utf8(text);
+  if (bad == std::string::npos) return text;
+  const auto line = 1 + static_cast<int64_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+  const std::size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+  const std::size_t column = bad - (line_start == std::string::npos || line_start >= bad ? 0 : line_start + 1) + 1;
+  if (invalid_utf8 == InvalidUtf8::Error) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[bad]));
+    fail(path, line, std::string("not valid UTF-8 (byte ") + byte + " at column " + std::to_string(column) +
+                         "); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or set invalid_utf8: replace");
+  }
+  std::size_t n = 0;
+  text = replace_invalid_utf8(text, &n);
+  std::cerr << "warning: " << where(path, line) << ": " << n << " invalid UTF-8 sequence" << (n == 1 ? "" : "s")
+            << " replaced with U+FFFD (invalid_utf8: replace), the first here\n";
   return text;
 }
 
@@ -474,11 +492,11 @@ Example seq2seq_example(const Row& r, const io::Tokenizer& tok, const DataOption
 
 // ---------------------------------------------------------------------------------------- readers
 
-std::vector<Row> read_rows(const std::string& path, const std::vector<std::string>& columns) {
+std::vector<Row> read_rows(const std::string& path, const std::vector<std::string>& columns, InvalidUtf8 invalid_utf8) {
   const std::string ext = extension(path);
   PEFT_CHECK(ext == ".jsonl" || ext == ".json" || ext == ".csv" || ext == ".tsv", ConfigError, kTag, "'", path,
              "': unknown data file extension '", ext, "'; expected .jsonl, .json, .csv or .tsv");
-  const std::string text = load(path);
+  const std::string text = load(path, invalid_utf8);
   std::vector<Row> rows;
   if (ext == ".jsonl" || ext == ".json") rows = read_json(path, text);
   else if (ext == ".csv") rows = records_to_rows(path, parse_csv(path, text), columns);
@@ -487,9 +505,9 @@ std::vector<Row> read_rows(const std::string& path, const std::vector<std::strin
   return rows;
 }
 
-std::vector<TaggedSentence> read_conll(const std::string& path, int tag_column) {
+std::vector<TaggedSentence> read_conll(const std::string& path, int tag_column, InvalidUtf8 invalid_utf8) {
   PEFT_CHECK(tag_column >= -1, ConfigError, kTag, "tag_column must be >= 0 or -1 (last), got ", tag_column);
-  const auto lines = split_lines(load(path));
+  const auto lines = split_lines(load(path, invalid_utf8));
   std::vector<TaggedSentence> out;
   TaggedSentence cur;
   auto flush = [&] {

@@ -52,7 +52,8 @@ void take_part(std::vector<T>& v, SplitPart part, int64_t pct, const std::string
 LoadedSplit load_split(const RunConfig& c, const std::string& file, int64_t limit, const io::Tokenizer& tok,
                        const std::vector<std::string>& labels, SplitPart part) {
   LoadedSplit l;
-  if (c.task != "token_cls") l.rows = read_rows(file);  // CoNLL files are read below
+  const InvalidUtf8 utf8 = c.invalid_utf8 == "replace" ? InvalidUtf8::Replace : InvalidUtf8::Error;
+  if (c.task != "token_cls") l.rows = read_rows(file, {}, utf8);  // CoNLL files are read below
   take_part(l.rows, part, c.validation_split_percentage, file);
   if (limit > 0 && static_cast<int64_t>(l.rows.size()) > limit) l.rows.resize(limit);
   DataOptions o;
@@ -86,7 +87,7 @@ LoadedSplit load_split(const RunConfig& c, const std::string& file, int64_t limi
   }
   if (c.task == "token_cls") {
     o.task = TaskFormat::TokenCls;
-    l.sentences = read_conll(file, static_cast<int>(c.tag_column));
+    l.sentences = read_conll(file, static_cast<int>(c.tag_column), utf8);
     take_part(l.sentences, part, c.validation_split_percentage, file);
     if (limit > 0 && static_cast<int64_t>(l.sentences.size()) > limit) l.sentences.resize(limit);
     l.data = build_token_dataset(l.sentences, tok, o);

@@ -158,6 +158,7 @@ void prepare(Run& r) {
   // initialised from the seed, so a run (and every rank of a data-parallel run) starts the same.
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   auto model = load_run_model(c, static_cast<int64_t>(r.splits.train.data.label_names.size()), r.pad);
+  models::check_tokenizer_fits(*model, r.tok.vocab_size(), c.model);
   if (c.load_in_4bit) {
     models::prepare_model_for_kbit_training(*model, c.args.gradient_checkpointing);
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")
@@ -328,6 +329,7 @@ nlohmann::json run_evaluation(const RunConfig& c, const std::string& predictions
   PEFT_CHECK(!split.data.examples.empty(), FormatError, "[eval] ", file, ": the dataset is empty");
   at::manual_seed(static_cast<uint64_t>(c.args.seed));
   auto model = load_run_model(c, static_cast<int64_t>(split.data.label_names.size()), pad);
+  models::check_tokenizer_fits(*model, tok.vocab_size(), c.model);
   model->eval();
   if (c.base_quantization_from_adapter)
     std::cout << "4-bit base (" << c.bnb_4bit_quant_type << (c.bnb_4bit_use_double_quant ? ", double quant" : "")

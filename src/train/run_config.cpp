@@ -86,7 +86,7 @@ using Setter = std::function<void(RunConfig&, const YAML::Node&)>;
 const std::set<std::string> kTaskKeys = {"train_file", "eval_file", "text_column", "text_pair_column",
                                          "problem_type", "num_labels",
                                          "label_column", "label_regex", "max_train_samples",
-                                         "max_eval_samples", "max_length", "skip_bad_rows",
+                                         "max_eval_samples", "max_length", "skip_bad_rows", "invalid_utf8",
                                          "validation_split_percentage", "tag_column"};
 
 void set_tasks(RunConfig& c, const YAML::Node& n, const fs::path& base) {
@@ -134,6 +134,7 @@ const std::map<std::string, Setter>& setters() {
     S_INT("validation_split_percentage", validation_split_percentage);
     S_INT("tag_column", tag_column); S_INT("eval_generate", eval_generate);
     S_INT("max_new_tokens", max_new_tokens); S_STR("problem_type", problem_type); S_INT("num_labels", num_labels); S_BOOL("skip_bad_rows", skip_bad_rows);
+    S_STR("invalid_utf8", invalid_utf8);
     // TrainingArguments
     S_STR("output_dir", args.output_dir); S_STR("run_name", args.run_name); S_DBL("learning_rate", args.learning_rate);
     S_DBL("weight_decay", args.weight_decay); S_DBL("adam_beta1", args.adam_beta1); S_DBL("adam_beta2", args.adam_beta2);
@@ -153,7 +154,7 @@ const std::map<std::string, Setter>& setters() {
     S_BOOL("load_in_4bit", load_in_4bit); S_STR("bnb_4bit_quant_type", bnb_4bit_quant_type);
     S_BOOL("bnb_4bit_use_double_quant", bnb_4bit_use_double_quant);
     S_STR("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype);
-    S_BOOL("dequantize", dequantize);
+    S_BOOL("dequantize", dequantize); S_BOOL("allow_nonfinite_weights", allow_nonfinite_weights);
 #undef S_STR
 #undef S_INT
 #undef S_DBL
@@ -272,6 +273,7 @@ models::LoadOptions RunConfig::load_options() const {
   o.bnb_4bit_use_double_quant = bnb_4bit_use_double_quant;
   o.bnb_4bit_compute_dtype = bnb_4bit_compute_dtype;
   o.dequantize = dequantize;
+  o.allow_nonfinite_weights = allow_nonfinite_weights;
   return o;
 }
 
@@ -369,6 +371,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     PEFT_CHECK(c.adapter.empty(), ConfigError, "[config] key 'adapter': method full trains the model itself; to "
                "continue a full fine-tune, give its model folder as 'model'");
   }
+  PEFT_CHECK(c.invalid_utf8 == "error" || c.invalid_utf8 == "replace", ConfigError, "[config] key 'invalid_utf8': '",
+             c.invalid_utf8, "'; expected error or replace");
   PEFT_CHECK(c.problem_type.empty() || c.problem_type == "regression" || c.problem_type == "single_label_classification" ||
                  c.problem_type == "multi_label_classification",
              ConfigError, "[config] key 'problem_type': '", c.problem_type,

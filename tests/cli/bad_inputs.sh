@@ -184,10 +184,10 @@ fresh_base m_st_renamed && sed 's/model.embed_tokens.weight/model.embed_tokens.w
 fresh_base m_st_nan && cp "$W" m_st_nan/model.safetensors && {
   # The float 1.0 nowhere, so overwrite 16 bytes in the middle of the data with NaN patterns.
   SIZE=$(stat -c %s "$W"); printf '\x00\x00\xc0\x7f\x00\x00\xc0\x7f\x00\x00\xc0\x7f\x00\x00\xc0\x7f' |
-    dd of=m_st_nan/model.safetensors bs=1 seek=$((SIZE - 4096)) conv=notrunc status=none; } && st_case st_nan "non-finite"
+    dd of=m_st_nan/model.safetensors bs=1 seek=$((SIZE - 4096)) conv=notrunc status=none; } && st_case st_nan "NaN or infinite"
 fresh_base m_st_inf && cp "$W" m_st_inf/model.safetensors && {
   SIZE=$(stat -c %s "$W"); printf '\x00\x00\x80\x7f' |
-    dd of=m_st_inf/model.safetensors bs=1 seek=$((SIZE - 64)) conv=notrunc status=none; } && st_case st_inf "non-finite"
+    dd of=m_st_inf/model.safetensors bs=1 seek=$((SIZE - 64)) conv=notrunc status=none; } && st_case st_inf "NaN or infinite"
 fresh_base m_st_index && printf '{"weight_map": {"model.embed_tokens.weight": "nowhere.safetensors"}}\n' >m_st_index/model.safetensors.index.json && rm m_st_index/model.safetensors && st_case st_index nowhere.safetensors
 fresh_base m_st_index_bad && printf '{"weight_map": [1,2' >m_st_index_bad/model.safetensors.index.json && rm m_st_index_bad/model.safetensors && st_case st_index_bad model.safetensors.index.json
 

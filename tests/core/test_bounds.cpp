@@ -12,6 +12,7 @@
 #include "peft/core/file_util.h"
 #include "peft/core/json_file.h"
 #include "peft/core/memory_bounds.h"
+#include "peft/core/utf8.h"
 #include "peft/core/yaml_bounds.h"
 #include "peft/io/safetensors.h"
 #include "peft/models/model_size.h"
@@ -219,3 +220,23 @@ TEST(ErrorContext, MessagesArePrintedAsOnePrintableLine) {
 }
 
 }  // namespace
+
+// Python: b"a\xff\xc3(b\xe2\x82\xf0\x9f\x98z\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80\xe0\x80q".decode("utf-8", "replace")
+// gives 15 U+FFFD: one per maximal ill-formed subpart (the truncated E2 82 and F0 9F 98 count once each;
+// surrogates ED A0 80, overlongs C0 AF / E0 80 and F4 90.. above U+10FFFF byte by byte).
+TEST(Utf8, ReplacementMatchesPythonsErrorsReplace) {
+  const std::string bad = "a\xff\xc3(b\xe2\x82\xf0\x9f\x98z\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80\xe0\x80q";
+  const std::string R = "\xef\xbf\xbd";
+  std::string want = "a" + R + R + "(b" + R + R + "z";
+  for (int i = 0; i < 11; ++i) want += R;
+  want += "q";
+  std::size_t n = 0;
+  EXPECT_EQ(peft::replace_invalid_utf8(bad, &n), want);
+  EXPECT_EQ(n, 15u);
+  EXPECT_EQ(peft::find_invalid_utf8(bad), 1u);
+  const std::string good = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf";
+  EXPECT_EQ(peft::find_invalid_utf8(good), std::string::npos);
+  EXPECT_EQ(peft::replace_invalid_utf8(good, &n), good);
+  EXPECT_EQ(n, 0u);
+}
+

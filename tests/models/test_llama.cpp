@@ -1,4 +1,5 @@
 // Llama against transformers (tests/fixtures/models/llama_*; tools/reference/gen_models_llama.py).
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "peft/models/generation.h"
 #include "peft/core/error.h"
 #include "peft/core/runtime.h"
+#include "peft/io/tensor_bridge.h"
 #include "peft/models/model.h"
 
 namespace {
@@ -120,6 +122,55 @@ TEST(Llama, BadConfigsAreNamed) {
   peft::test::expect_throw_with<peft::NotSupported>(
       [&] { peft::models::create_model(peft::models::ModelConfig(j, "cfg.json"), peft::models::TaskHead::CausalLM); },
       {"activation 'swishy'"});
+}
+
+TEST(LoadChecks, CountNonfiniteAgreesWithAtenOnEveryFloatType) {
+  for (const auto dt : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}) {
+    at::Tensor t = torch::randn({1000, 77}).to(dt);
+    EXPECT_EQ(peft::io::count_nonfinite(t), 0) << dt;
+    t.view(-1)[5] = std::numeric_limits<float>::quiet_NaN();
+    t.view(-1)[6000] = std::numeric_limits<float>::infinity();
+    t.view(-1)[76999] = -std::numeric_limits<float>::infinity();
+    const int64_t aten = t.numel() - at::isfinite(t).sum().item<int64_t>();
+    EXPECT_EQ(aten, 3);
+    EXPECT_EQ(peft::io::count_nonfinite(t), aten) << dt;
+    EXPECT_EQ(peft::io::count_nonfinite(t.t()), aten) << dt;  // non-contiguous: the ATen path
+  }
+  EXPECT_EQ(peft::io::count_nonfinite(torch::full({4}, 7, torch::kLong)), 0);
+}
+
+TEST(LoadChecks, NonFiniteBaseWeightsAreRefusedByNameUnlessAllowed) {
+  namespace fs = std::filesystem;
+  const std::string src = peft::test::fixture("models/llama_causal");
+  const std::string dir = peft::test::tmp_dir("nonfinite_base");
+  fs::copy_file(src + "/config.json", dir + "/config.json");
+  auto w = peft::io::load_safetensors(src + "/model.safetensors");
+  const std::string key = "model.layers.0.mlp.down_proj.weight";
+  ASSERT_TRUE(w.count(key));
+  w[key].view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+  w[key].view(-1)[4] = std::numeric_limits<float>::infinity();
+  peft::io::save_safetensors(dir + "/model.safetensors", w);
+  peft::test::expect_throw_with<peft::FormatError>([&] { peft::models::load_model(dir); },
+                                                   {dir, "NaN or infinite", key, "(2 of", "allow_nonfinite_weights"});
+  peft::models::LoadOptions o;
+  o.allow_nonfinite_weights = true;
+  const auto m = peft::models::load_model(dir, o);
+  EXPECT_EQ(peft::io::count_nonfinite(m->named_parameters()[key]), 2);
+  // The same file with finite values loads.
+  w[key].view(-1)[3] = 1e6f;
+  w[key].view(-1)[4] = 0.f;
+  peft::io::save_safetensors(dir + "/model.safetensors", w);
+  EXPECT_NO_THROW(peft::models::load_model(dir));
+}
+
+TEST(LoadChecks, ATokenizerLargerThanTheVocabularyIsRefused) {
+  const auto m = peft::models::load_model(peft::test::fixture("models/llama_causal"));
+  const int64_t vocab = m->config().get_int("vocab_size");
+  EXPECT_NO_THROW(peft::models::check_tokenizer_fits(*m, static_cast<std::size_t>(vocab), "tok"));
+  EXPECT_NO_THROW(peft::models::check_tokenizer_fits(*m, static_cast<std::size_t>(vocab - 5), "tok"));
+  peft::test::expect_throw_with<peft::ConfigError>(
+      [&] { peft::models::check_tokenizer_fits(*m, static_cast<std::size_t>(vocab + 1), "some/tok"); },
+      {"some/tok", std::to_string(vocab + 1) + " tokens", "vocab_size " + std::to_string(vocab)});
 }
 
 TEST(Runtime, AFastBlasServesGemm) {

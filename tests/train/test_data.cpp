@@ -126,6 +126,23 @@ TEST(DataReaders, JsonlValues) {
   EXPECT_EQ(arr[1].fields.at("text"), "y");
 }
 
+TEST(DataReaders, InvalidUtf8IsNamedByLineOrReplacedWhenAsked) {
+  const std::string csv = write_tmp("latin1.csv", "text,label\ncaf\xc3\xa9,1\nna\xefve,0\n");
+  peft::test::expect_throw_with<FormatError>([&] { read_rows(csv); },
+                                             {"latin1.csv:3:", "not valid UTF-8", "0xEF", "column 3", "invalid_utf8: replace"});
+  const auto rows = read_rows(csv, {}, peft::train::InvalidUtf8::Replace);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].fields.at("text"), "caf\xc3\xa9");
+  EXPECT_EQ(rows[1].fields.at("text"), "na\xef\xbf\xbdve");
+  const std::string conll = write_tmp("bad.conll", "EU B-ORG\nre\xe2\x82jects O\n");
+  peft::test::expect_throw_with<FormatError>([&] { read_conll(conll); }, {"bad.conll:2:", "not valid UTF-8"});
+  const auto s = read_conll(conll, -1, peft::train::InvalidUtf8::Replace);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].tokens[1], "re\xef\xbf\xbdjects");
+  peft::test::expect_throw_with<FormatError>([&] { read_rows(write_tmp("u.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"\xff\"}\n")); },
+                                             {"u.jsonl:2:", "not valid UTF-8"});
+}
+
 TEST(DataReaders, Conll) {
   const auto s = read_conll(data_fixture("ner.conll"));
   ASSERT_EQ(s.size(), 3u);

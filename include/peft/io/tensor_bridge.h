@@ -23,6 +23,11 @@ std::map<std::string, at::Tensor> load_safetensors(const std::string& path);
 DType to_dtype(c10::ScalarType t);
 c10::ScalarType to_scalar_type(DType t);
 
+/// How many NaN or infinite values `t` holds (0 for integer and bool tensors). Contiguous CPU
+/// float32/float64/bfloat16/float16 tensors are scanned by their exponent bits in one parallel
+/// pass with no allocation (about a memory read per byte); other tensors go through ATen.
+int64_t count_nonfinite(const at::Tensor& t);
+
 /// Writes tensors atomically (CPU copies are made for other devices and non-contiguous inputs).
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});

@@ -93,6 +93,9 @@ class Tokenizer {
 /// Converts a llama2.c tokenizer.bin into an HF tokenizer.json equivalent to a Llama
 /// (SentencePiece BPE, byte_fallback) tokenizer; encoding with it reproduces llama2.c's encode.
 void write_llama2c_tokenizer_json(const std::string& bin_path, const std::string& out_json_path);
+/// The number of entries of a llama2.c tokenizer.bin (validated as write_llama2c_tokenizer_json
+/// reads it). llama2.c reads exactly the model's vocab_size entries, so the two must be equal.
+std::size_t llama2c_tokenizer_entries(const std::string& bin_path);
 
 /// The HF tokenizer.json equivalent to a GGUF file's tokenizer. Throws FormatError naming the
 /// file and key for an unknown tokenizer.ggml.model / pre, missing merges, arrays whose lengths

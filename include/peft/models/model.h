@@ -182,6 +182,11 @@ struct LoadOptions {
   /// in their blocks (quant/ggml_linear.h). F32/F16/BF16 tensors always load as dense tensors.
   bool dequantize = false;
 
+  /// Every loaded weight is checked for NaN/inf (a damaged or diverged checkpoint gives an error
+  /// naming the tensors); true turns the error into a warning, for models that hold inf masks on
+  /// purpose. Block-quantised GGUF weights are not scanned.
+  bool allow_nonfinite_weights = false;
+
   /// GGUF files: run inference with llama.cpp's CPU arithmetic (LlamaCppNumerics), to check that
   /// peft.cpp computes a GGUF model exactly as llama.cpp does. Keeps every projection in its GGUF
   /// encoding (incompatible with dequantize).
@@ -201,7 +206,13 @@ std::shared_ptr<PretrainedModel> load_model(const std::string& path, const LoadO
 std::shared_ptr<PretrainedModel> load_gguf_model(const std::string& path, const LoadOptions& opts = {});
 
 /// Copies a checkpoint's tensors into `model` by HF key, with the same checks as load_model.
-void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype = "float32");
+void load_weights(PretrainedModel& model, const std::string& path, const std::string& dtype = "float32",
+                  bool allow_nonfinite = false);
+
+/// Refuses a tokenizer that can produce ids the model's embedding has no row for: its size
+/// (vocabulary plus added tokens) above config.json's vocab_size. A smaller tokenizer is fine
+/// (checkpoints pad their vocabulary to a multiple of 64 or 128).
+void check_tokenizer_fits(const PretrainedModel& model, std::size_t tokenizer_size, const std::string& tokenizer_source);
 
 /// Builds an architecture from a config alone (weights left at their initial values).
 std::shared_ptr<PretrainedModel> create_model(const ModelConfig& cfg, TaskHead head);

@@ -19,6 +19,11 @@ struct Row {
   int64_t line = 0;  ///< 1-based line where the record starts (JSON array files: 1-based element number)
 };
 
+/// What the readers do with bytes that are not UTF-8: an error naming file:line and the byte
+/// (default), or each ill-formed sequence replaced by U+FFFD with a warning giving the count
+/// (Python's errors="replace").
+enum class InvalidUtf8 { Error, Replace };
+
 /// Reads .jsonl/.json (one object per line, or a .json file holding one array of objects; blank lines
 /// skipped; string values kept as is, null values leave the column absent, other values — numbers, bools,
 /// lists, objects — are dumped as compact JSON text, so ["a","b"] stays `["a","b"]`), .csv (RFC 4180:
@@ -27,7 +32,8 @@ struct Row {
 /// no header row and names its columns; it is ignored for JSON. The format is chosen by the extension
 /// (.jsonl .json .csv .tsv, case-insensitive). A UTF-8 BOM and CRLF line ends are accepted. Empty files,
 /// malformed lines and rows whose field count differs from the header → FormatError "file:line: ...".
-std::vector<Row> read_rows(const std::string& path, const std::vector<std::string>& columns = {});
+std::vector<Row> read_rows(const std::string& path, const std::vector<std::string>& columns = {},
+                           InvalidUtf8 invalid_utf8 = InvalidUtf8::Error);
 
 /// CoNLL column format (token ... tag per line, whitespace separated, blank line between sentences,
 /// -DOCSTART- lines skipped): tokens + tags per sentence.
@@ -37,7 +43,8 @@ struct TaggedSentence {
   int64_t line = 0;  ///< line of the first token; token i is on line + i
 };
 /// `tag_column` is 0-based; -1 = the last column. No sentences → FormatError.
-std::vector<TaggedSentence> read_conll(const std::string& path, int tag_column = -1 /* last */);
+std::vector<TaggedSentence> read_conll(const std::string& path, int tag_column = -1 /* last */,
+                                       InvalidUtf8 invalid_utf8 = InvalidUtf8::Error);
 
 enum class TaskFormat { CausalLM, SeqCls, TokenCls, Seq2Seq };
 /// "CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM" (PEFT's TaskType strings).

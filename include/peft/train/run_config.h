@@ -47,6 +47,8 @@ struct RunConfig {
   int64_t num_labels = 0;
   int64_t eval_generate = 0, max_new_tokens = 48;
   bool skip_bad_rows = false;
+  /// Data bytes that are not UTF-8: "error" (naming file:line) or "replace" (U+FFFD, a warning).
+  std::string invalid_utf8 = "error";
   double ddp_timeout = 300;  ///< seconds a rank may hang before the others stop (data-parallel runs)
   TrainingArguments args;
   // QLoRA: transformers' BitsAndBytesConfig names; method qlora turns load_in_4bit on.
@@ -54,6 +56,8 @@ struct RunConfig {
   std::string bnb_4bit_quant_type = "nf4", bnb_4bit_compute_dtype = "float32";
   /// GGUF models: decode block-quantised projections to fp32 instead of keeping them quantised.
   bool dequantize = false;
+  /// Load a base whose weights hold NaN/inf with a warning (LoadOptions::allow_nonfinite_weights).
+  bool allow_nonfinite_weights = false;
   /// The 4-bit options above come from the adapter's base_quantization.json (`adapter` was
   /// trained on a 4-bit base and the config set none of them).
   bool base_quantization_from_adapter = false;

@@ -168,4 +168,8 @@ void write_llama2c_tokenizer_json(const std::string& bin_path, const std::string
   write_file_atomic(out_json_path, detail::llama2c_tokenizer_json(bin_path) + "\n");
 }
 
+std::size_t llama2c_tokenizer_entries(const std::string& bin_path) {
+  return detail::read_llama2c(bin_path).pieces.size();
+}
+
 }  // namespace peft::io

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "io/tokenizer/unicode_impl.h"
+#include "peft/core/utf8.h"
 #include "peft/core/check.h"
 
 namespace peft::io::detail {
@@ -39,22 +40,7 @@ void append_utf8(std::string& out, char32_t c) {
   }
 }
 
-std::size_t find_invalid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    auto b = static_cast<unsigned char>(s[i]);
-    if (b < 0x80) {
-      ++i;
-      continue;
-    }
-    utf8proc_int32_t cp = 0;
-    auto n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i),
-                              static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
-    if (n <= 0 || cp < 0) return i;
-    i += static_cast<std::size_t>(n);
-  }
-  return std::string_view::npos;
-}
+std::size_t find_invalid_utf8(std::string_view s) { return peft::find_invalid_utf8(s); }
 
 static utf8proc_category_t cat(char32_t c) {
   return utf8proc_category(static_cast<utf8proc_int32_t>(c));
