@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "peft/core/error.h"
+#include "peft/core/utf8.h"
 
 namespace peft {
 
@@ -81,14 +82,8 @@ std::string printable(const std::string& m) {
       continue;
     }
     // A well-formed UTF-8 sequence (no overlongs, surrogates or values past U+10FFFF) stays.
-    std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    bool ok = n != 0 && i + n <= m.size();
-    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(m[i + k]) & 0xc0) == 0x80;
-    if (ok && n >= 3) {
-      const auto c1 = static_cast<unsigned char>(m[i + 1]);
-      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 >= 0x90))
-        ok = false;
-    }
+    const std::size_t n = utf8_sequence_length(m, i);
+    const bool ok = n != 0;
     if (!ok) {
       hex(c);
       ++i;

@@ -4,10 +4,7 @@
 
 namespace peft {
 
-namespace {
-
-// Bytes of the well-formed sequence starting at s[i] (0 when ill-formed).
-std::size_t valid_length(std::string_view s, std::size_t i) {
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   const auto b = static_cast<unsigned char>(s[i]);
   if (b < 0x80) return 1;
   utf8proc_int32_t cp = 0;
@@ -15,6 +12,8 @@ std::size_t valid_length(std::string_view s, std::size_t i) {
                                   static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
   return n <= 0 || cp < 0 ? 0 : static_cast<std::size_t>(n);
 }
+
+namespace {
 
 // The maximal subpart of an ill-formed sequence at s[i] (Unicode 3.9, U+FFFD substitution of
 // maximal subparts): the lead byte and the continuation bytes that could still have completed it.
@@ -38,7 +37,7 @@ std::size_t maximal_subpart(std::string_view s, std::size_t i) {
 
 std::size_t find_invalid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = valid_length(s, i);
+    const std::size_t n = utf8_sequence_length(s, i);
     if (n == 0) return i;
     i += n;
   }
@@ -50,7 +49,7 @@ std::string replace_invalid_utf8(std::string_view s, std::size_t* replaced) {
   out.reserve(s.size());
   std::size_t count = 0;
   for (std::size_t i = 0; i < s.size();) {
-    if (const std::size_t n = valid_length(s, i)) {
+    if (const std::size_t n = utf8_sequence_length(s, i)) {
       out.append(s.data() + i, n);
       i += n;
     } else {
