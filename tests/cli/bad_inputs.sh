@@ -294,6 +294,8 @@ yaml_case prefix_vt_huge num_virtual_tokens "method: prefix_tuning" "num_virtual
 yaml_case adalora_target_r target_r "method: adalora" "target_r: -1"
 yaml_case qlora_quant bnb_4bit_quant_type "method: qlora" "bnb_4bit_quant_type: int3"
 yaml_case on_nonfinite on_nonfinite "on_nonfinite: explode"
+yaml_case invalid_utf8_policy invalid_utf8 "invalid_utf8: ignore"
+yaml_case allow_nonfinite_type allow_nonfinite_weights "allow_nonfinite_weights: perhaps"
 yaml_case eval_missing no_eval.csv "eval_file: no_eval.csv" "eval_steps: 1"
 check yaml.override_not_kv "override" "$PEFT" train run.yaml nonsense
 check yaml.override_unknown learning_rat "$PEFT" train run.yaml learning_rat=3
@@ -350,6 +352,9 @@ cp "$L2C" l_extra.bin && printf 'junk' >>l_extra.bin && check llama2c.trailing_b
 head -c 200 "$TOKBIN" >t_trunc.bin && check llama2c.tokenizer_truncated t_trunc.bin "$PEFT" convert "$L2C" l_out7 --tokenizer t_trunc.bin
 head -c 3000 /dev/urandom >t_garbage.bin && check llama2c.tokenizer_garbage t_garbage.bin "$PEFT" convert "$L2C" l_out8 --tokenizer t_garbage.bin
 { head -c 4 "$TOKBIN"; printf '\x00\x00\x00\x00\xff\xff\xff\x7f'; } >t_len.bin && check llama2c.tokenizer_length_huge t_len.bin "$PEFT" convert "$L2C" l_out9 --tokenizer t_len.bin
+# A well-formed tokenizer.bin of three entries: not this model's 512.
+{ printf '\x04\x00\x00\x00'; for p in a b c; do printf '\x00\x00\x00\x00\x01\x00\x00\x00%s' "$p"; done; } >t_few.bin &&
+  check llama2c.tokenizer_of_another_model vocab_size "$PEFT" convert "$L2C" l_out11 --tokenizer t_few.bin
 check llama2c.tokenizer_missing no_tok.bin "$PEFT" convert "$L2C" l_out10 --tokenizer no_tok.bin
 check llama2c.output_is_input stories260K.bin "$PEFT" convert "$L2C" "$L2C" --tokenizer "$TOKBIN"
 check llama2c.output_holds_input "$SRC/models" "$PEFT" convert "$L2C" "$SRC/models" --tokenizer "$TOKBIN"
