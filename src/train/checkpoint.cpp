@@ -11,6 +11,7 @@
 #include "peft/core/strings.h"
 #include "peft/core/check.h"
 #include "peft/io/tensor_bridge.h"
+#include "peft/train/trainer_state.h"
 #include "peft/tuners/tuner_model.h"
 #include "trainer_impl.h"
 
@@ -65,28 +66,33 @@ void save_checkpoint(const std::string& output_dir, PeftModel& model, const torc
     io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
   torch::save(opt, (tmp / "optimizer.pt").string());
   write_rng((tmp / "rng_state.safetensors").string());
-  write_json_file((tmp / "trainer_state.json").string(),
-                  {{"global_step", run.step}, {"epoch", run.epoch}, {"batch_pos", run.batch_pos},
-                   {"epoch_samples", std::min(run.examples, run.epoch_start + run.batch_pos * run.global_batch)},
-                   {"epoch_order_batch", run.order_batch}, {"world_size", run.world},
-                   {"step_losses", run.step_losses}, {"total_steps", run.total}});
+  TrainerState st;
+  st.global_step = run.step;
+  st.epoch = run.epoch;
+  st.batch_pos = run.batch_pos;
+  st.epoch_samples = std::min(run.examples, run.epoch_start + run.batch_pos * run.global_batch);
+  st.epoch_order_batch = run.order_batch;
+  st.world_size = run.world;
+  st.step_losses = run.step_losses;
+  st.total_steps = run.total;
+  write_json_file((tmp / "trainer_state.json").string(), trainer_state_json(st));
   fs::remove_all(dst);
   fs::rename(tmp, dst);
 }
 
 void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Optimizer& opt,
                      int64_t per_device_batch, RunState& run) {
-  const json st = read_json_file((fs::path(dir) / "trainer_state.json").string());
-  run.step = st.at("global_step").get<int64_t>();
-  run.epoch = st.at("epoch").get<int64_t>();
-  if (st.contains("epoch_samples")) {
-    run.epoch_start = st.at("epoch_samples").get<int64_t>();
-    run.order_batch = st.at("epoch_order_batch").get<int64_t>();
-  } else {  // written before data-parallel support: a single process
-    run.epoch_start = st.at("batch_pos").get<int64_t>() * per_device_batch;
-    run.order_batch = per_device_batch;
-  }
-  run.step_losses = st.at("step_losses").get<std::vector<double>>();
+  TrainerStateBounds b;
+  b.max_steps = run.total;
+  b.max_steps_from = run.total_from;
+  b.examples = run.examples;
+  b.legacy_batch = per_device_batch;  // written before data-parallel support: a single process
+  const TrainerState st = read_trainer_state((fs::path(dir) / "trainer_state.json").string(), b);
+  run.step = st.global_step;
+  run.epoch = st.epoch;
+  run.epoch_start = st.epoch_samples;
+  run.order_batch = st.epoch_order_batch;
+  run.step_losses = st.step_losses;
   // A tuner state (AdaLoRA: full-rank tensors and scores; its saved adapter is pruned) replaces
   // the adapter file when the checkpoint has one.
   const fs::path tuner_state = fs::path(dir) / "tuner_state.safetensors";

@@ -308,6 +308,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   run.world = s_->world();
   const detail::Schedule schedule = detail::make_schedule(a, run.examples, run.global_batch);
   run.total = schedule.total;
+  run.total_from = a.max_steps > 0 ? "max_steps" : "num_train_epochs";
   at::manual_seed(static_cast<uint64_t>(a.seed));
   if (!resume_from.empty()) {
     ErrorContext ctx("resuming from " + resume_from);

@@ -61,6 +61,7 @@ struct RunState {
   int64_t global_batch = 0;  ///< per-device batch x ranks
   int world = 1;
   int64_t total = 0;         ///< optimizer steps of the run
+  std::string total_from = "max_steps";  ///< the config key that set `total`
   int64_t step = 0;          ///< optimizer steps done
   int64_t epoch = 0;
   /// The epoch's batches start after epoch_start examples of an order drawn with order_batch; both
