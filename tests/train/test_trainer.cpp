@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -240,6 +241,99 @@ TEST(Trainer, KillAndResumeIsByteIdentical) {
             peft::read_file(ref_dir + "/adapter/adapter_model.safetensors"))
       << "killed at step " << kill_at << ", resumed from checkpoint-" << best;
   std::cout << "killed at step " << kill_at << ", resumed from checkpoint-" << best << ": adapter byte-identical\n";
+}
+
+// A resume from a checkpoint whose optimizer or RNG file is missing, truncated, garbage or of the
+// wrong shape stops with one line naming the file, saying the checkpoint is damaged and which
+// earlier checkpoint to resume from (none before checkpoint-2: start over).
+TEST(Trainer, DamagedCheckpointFilesAreNamedWithWhereToResume) {
+  const auto run = peft::test::tmp_dir("damaged_run");
+  {
+    auto s = setup(run);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    t.train();
+  }
+  ASSERT_TRUE(fs::exists(run + "/checkpoint-4/optimizer.pt"));
+  const std::string opt = peft::read_file(run + "/checkpoint-4/optimizer.pt");
+  const std::string rng = peft::read_file(run + "/checkpoint-4/rng_state.safetensors");
+  struct Case {
+    const char* name;
+    const char* checkpoint;
+    const char* file;
+    std::function<void(const std::string&)> damage;  // gets the file's path
+    const char* why;
+  };
+  const std::vector<Case> cases = {
+      {"opt_garbage", "checkpoint-4", "optimizer.pt",
+       [](const std::string& p) { peft::write_file_atomic(p, "not an archive"); }, "cannot be read as this run's optimizer state"},
+      {"opt_truncated", "checkpoint-4", "optimizer.pt",
+       [&](const std::string& p) { peft::write_file_atomic(p, opt.substr(0, opt.size() / 2)); }, "cannot be read as"},
+      {"opt_missing", "checkpoint-4", "optimizer.pt", [](const std::string& p) { fs::remove(p); }, "is missing"},
+      {"opt_empty", "checkpoint-4", "optimizer.pt", [](const std::string& p) { peft::write_file_atomic(p, ""); }, "is empty"},
+      {"rng_truncated", "checkpoint-4", "rng_state.safetensors",
+       [&](const std::string& p) { peft::write_file_atomic(p, rng.substr(0, 40)); }, "cannot be read ("},
+      {"rng_garbage", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::write_file_atomic(p, std::string(64, 'x')); }, "cannot be read ("},
+      {"rng_missing", "checkpoint-4", "rng_state.safetensors", [](const std::string& p) { fs::remove(p); }, "is missing"},
+      {"rng_float", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cpu_rng", torch::zeros({10})}}); },
+       "holds 'cpu_rng' as Float [10]; expected Byte ["},
+      {"rng_short", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cpu_rng", torch::zeros({7}, torch::kByte)}}); },
+       "holds 'cpu_rng' as Byte [7]; expected Byte ["},
+      {"rng_other_key", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cuda_rng", torch::zeros({7}, torch::kByte)}}); },
+       "holds no tensor 'cpu_rng'"},
+      {"first_opt_missing", "checkpoint-2", "optimizer.pt", [](const std::string& p) { fs::remove(p); }, "is missing"},
+  };
+  for (const auto& c : cases) {
+    const auto dir = peft::test::tmp_dir(std::string("damaged_") + c.name);
+    fs::copy(run, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    const std::string ck = dir + "/" + c.checkpoint, file = ck + "/" + c.file;
+    c.damage(file);
+    auto s = setup(dir);
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    const bool first = std::string(c.checkpoint) == "checkpoint-2";
+    try {
+      t.train(ck);
+      ADD_FAILURE() << c.name << ": the damaged checkpoint was resumed";
+    } catch (const peft::FormatError& e) {
+      const std::string m = e.what();
+      for (const std::string& want : {"[resume] " + file + " " + c.why, "the checkpoint " + ck + " is damaged",
+                                      first ? std::string("; start over without --resume")
+                                            : "resume from " + dir + "/checkpoint-2 instead"})
+        EXPECT_NE(m.find(want), std::string::npos) << c.name << ": '" << m << "' lacks '" << want << "'";
+      EXPECT_EQ(m.find('\n'), std::string::npos) << c.name << ": " << m;
+      EXPECT_EQ(m.find("PytorchStreamReader"), std::string::npos) << c.name << ": " << m;
+    }
+  }
+  // Moments of other shapes (an optimizer of other parameters, in as many of them): both shapes named.
+  {
+    const auto dir = peft::test::tmp_dir("damaged_other_rank");
+    fs::copy(run, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    auto s = setup(dir);
+    std::vector<at::Tensor> small;
+    for (const auto& [n, p] : s.pm->named_trainable_parameters())
+      small.push_back(torch::zeros({p.size(0) + 1}).requires_grad_());
+    torch::optim::AdamW other(small);
+    for (auto& p : small) p.mutable_grad() = torch::ones_like(p);
+    other.step();
+    torch::save(other, dir + "/checkpoint-4/optimizer.pt");
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    peft::test::expect_throw_with<peft::FormatError>([&] { t.train(dir + "/checkpoint-4"); },
+                                                     {"optimizer.pt holds Adam moments of shape [", "for trainable "
+                                                      "parameter 1 of shape [", "is damaged"});
+  }
+  // A checkpoint of a longer run than the config: the step and the allowed range are named.
+  {
+    auto s = setup(run);
+    s.args.max_steps = 6;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    peft::test::expect_throw_with<peft::ConfigError>(
+        [&] { t.train(run + "/checkpoint-8"); },
+        {run + "/checkpoint-8/trainer_state.json", "'global_step' is 8", "[0, 6]", "max_steps"});
+  }
 }
 
 // A NaN in the base weights after step 2 (checkpoint-2 saved) makes step 3's loss NaN: the run
