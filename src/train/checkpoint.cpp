@@ -9,6 +9,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "peft/core/file_util.h"
 #include "peft/core/json_file.h"
 #include "peft/core/strings.h"
 #include "peft/core/check.h"
@@ -166,24 +167,42 @@ void save_checkpoint(const std::string& output_dir, PeftModel& model, const torc
   const fs::path tmp = fs::path(output_dir) / (".checkpoint-" + std::to_string(run.step) + ".tmp");
   check_finite(model, dst.string());
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  save_active_adapter_flat(model, tmp);
-  if (auto ts = model.training_state(); !ts.empty())
-    io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
-  torch::save(opt, (tmp / "optimizer.pt").string());
-  write_rng((tmp / "rng_state.safetensors").string());
-  TrainerState st;
-  st.global_step = run.step;
-  st.epoch = run.epoch;
-  st.batch_pos = run.batch_pos;
-  st.epoch_samples = std::min(run.examples, run.epoch_start + run.batch_pos * run.global_batch);
-  st.epoch_order_batch = run.order_batch;
-  st.world_size = run.world;
-  st.step_losses = run.step_losses;
-  st.total_steps = run.total;
-  write_json_file((tmp / "trainer_state.json").string(), trainer_state_json(st));
-  fs::remove_all(dst);
-  fs::rename(tmp, dst);
+  try {
+    fs::create_directories(tmp);
+    save_active_adapter_flat(model, tmp);
+    if (auto ts = model.training_state(); !ts.empty())
+      io::save_safetensors((tmp / "tuner_state.safetensors").string(), ts);
+    torch::save(opt, (tmp / "optimizer.pt").string());
+    write_rng((tmp / "rng_state.safetensors").string());
+    TrainerState st;
+    st.global_step = run.step;
+    st.epoch = run.epoch;
+    st.batch_pos = run.batch_pos;
+    st.epoch_samples = std::min(run.examples, run.epoch_start + run.batch_pos * run.global_batch);
+    st.epoch_order_batch = run.order_batch;
+    st.world_size = run.world;
+    st.step_losses = run.step_losses;
+    st.total_steps = run.total;
+    write_json_file((tmp / "trainer_state.json").string(), trainer_state_json(st));
+    replace_folder(tmp.string(), dst.string());
+  } catch (...) {  // a failed write (disk full, ...) leaves no partial folder behind
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+void remove_stale_temp_folders(const std::string& output_dir) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(output_dir, ec)) {
+    const std::string n = e.path().filename().string(), pre = ".checkpoint-", suf = ".tmp";
+    const bool checkpoint = n.size() > pre.size() + suf.size() && n.rfind(pre, 0) == 0 &&
+                            n.compare(n.size() - suf.size(), suf.size(), suf) == 0 &&
+                            n.find_first_not_of("0123456789", pre.size()) == n.size() - suf.size();
+    if (checkpoint || n == ".adapter.tmp" || n == ".model.tmp") stale.push_back(e.path());
+  }
+  for (const auto& p : stale) fs::remove_all(p, ec);
 }
 
 void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Optimizer& opt,
@@ -209,13 +228,18 @@ void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Opt
 }
 
 void save_final_adapter(const std::string& dst, const PeftModel& model) {
-  // Written into a temp folder, then renamed, as checkpoints are.
+  // Written into a temp folder, then put in place, as checkpoints are.
   const fs::path tmp = fs::path(dst).parent_path() / ("." + fs::path(dst).filename().string() + ".tmp");
   check_finite(model, dst);
   fs::remove_all(tmp);
-  model.save_pretrained(tmp.string(), {model.active_adapters().front()});
-  fs::remove_all(dst);
-  fs::rename(tmp, dst);
+  try {
+    model.save_pretrained(tmp.string(), {model.active_adapters().front()});
+    replace_folder(tmp.string(), dst);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
 }
 
 std::string newest_checkpoint(const std::string& output_dir, int64_t max_step) {

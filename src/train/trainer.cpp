@@ -299,7 +299,10 @@ TrainResult Trainer::train(const std::string& resume_from) {
   // Rank 0 alone writes (logs, checkpoints, adapter). Every rank draws the same epoch order and
   // takes its slice of each global batch (world x per-device batch), so one process is world 1.
   const bool main_rank = s_->rank() == 0;
-  if (main_rank) fs::create_directories(a.output_dir);
+  if (main_rank) {
+    fs::create_directories(a.output_dir);
+    detail::remove_stale_temp_folders(a.output_dir);
+  }
   const DistributedSampler sampler(a.per_device_train_batch_size, s_->rank(), s_->world(), a.shuffle,
                                    static_cast<uint64_t>(a.seed), a.group_by_length);
   detail::RunState run;

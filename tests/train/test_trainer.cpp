@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -237,6 +239,8 @@ TEST(Trainer, KillAndResumeIsByteIdentical) {
     const auto r = t.train(dir + "/checkpoint-" + std::to_string(best));
     EXPECT_EQ(r.global_step, 10);
   }
+  for (const auto& e : fs::directory_iterator(dir))  // the killed run's temp folders are gone
+    EXPECT_NE(e.path().filename().string().rfind(".checkpoint-", 0), 0u) << e.path();
   EXPECT_EQ(peft::read_file(dir + "/adapter/adapter_model.safetensors"),
             peft::read_file(ref_dir + "/adapter/adapter_model.safetensors"))
       << "killed at step " << kill_at << ", resumed from checkpoint-" << best;
@@ -334,6 +338,88 @@ TEST(Trainer, DamagedCheckpointFilesAreNamedWithWhereToResume) {
         [&] { t.train(run + "/checkpoint-8"); },
         {run + "/checkpoint-8/trainer_state.json", "'global_step' is 8", "[0, 6]", "max_steps"});
   }
+}
+
+// While it lives, a write past `bytes` fails with EFBIG: a full disk, which root meets too.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);  // the write fails instead of the signal killing us
+    rlimit r = old_;
+    r.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &r);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_{};
+  void (*old_handler_)(int) = nullptr;
+};
+
+std::vector<std::string> temp_entries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string()[0] == '.') out.push_back(e.path().filename().string());
+  return out;
+}
+
+// A checkpoint write that fails (the disk full at step 4) leaves no .checkpoint-4.tmp folder and
+// no checkpoint-4; checkpoint-2 stays whole, and a resume from it finishes the run.
+TEST(Trainer, AFailedCheckpointWriteLeavesNoTempFolder) {
+  const auto dir = peft::test::tmp_dir("failed_checkpoint");
+  {
+    auto s = setup(dir);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    std::optional<FileSizeLimit> full;
+    t.on_step = [&](int64_t step, double, double) {
+      if (step == 4) full.emplace(16);  // after step 4's training, before its checkpoint
+    };
+    try {
+      t.train();
+      full.reset();
+      FAIL() << "the checkpoint write did not fail";
+    } catch (const std::exception& e) {
+      full.reset();
+      std::cout << "failed as expected: " << e.what() << "\n";
+    }
+  }
+  EXPECT_EQ(temp_entries(dir), std::vector<std::string>{});
+  EXPECT_FALSE(fs::exists(dir + "/checkpoint-4"));
+  for (const char* f : {"adapter_model.safetensors", "optimizer.pt", "rng_state.safetensors", "trainer_state.json"})
+    EXPECT_TRUE(fs::exists(dir + "/checkpoint-2/" + f)) << f;
+  auto s = setup(dir);
+  s.args.save_steps = 2;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  EXPECT_EQ(t.train(dir + "/checkpoint-2").global_step, 10);
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-10/trainer_state.json"));
+  EXPECT_EQ(temp_entries(dir), std::vector<std::string>{});
+}
+
+// A run (or a resume) first removes the temp folders a killed run left in its output_dir, by
+// their exact names, and nothing that merely resembles them.
+TEST(Trainer, TempFoldersOfAKilledRunAreRemovedAtTheStart) {
+  const auto dir = peft::test::tmp_dir("stale_temp");
+  const std::vector<std::string> stale = {".checkpoint-6.tmp", ".checkpoint-12.tmp", ".adapter.tmp", ".model.tmp"};
+  const std::vector<std::string> kept = {".checkpoint-6.tmp.keep", ".checkpoint-.tmp", ".checkpoint-x.tmp",
+                                         "checkpoint-6.tmp",       ".checkpoint-6.tmpx", ".adapter.tmp2",
+                                         ".checkpoint-6",          "notes.tmp"};
+  for (const auto& n : stale) {
+    fs::create_directories(dir + "/" + n + "/sub");
+    peft::write_file_atomic(dir + "/" + n + "/sub/optimizer.pt", "partial");
+  }
+  for (const auto& n : kept) fs::create_directories(dir + "/" + n);
+  auto s = setup(dir);
+  s.args.max_steps = 2;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  t.train();
+  for (const auto& n : stale) EXPECT_FALSE(fs::exists(dir + "/" + n)) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(dir + "/" + n)) << n;
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-2/trainer_state.json"));
 }
 
 // A NaN in the base weights after step 2 (checkpoint-2 saved) makes step 3's loss NaN: the run
