@@ -255,6 +255,16 @@ void check_output_folder(const std::string& tag, const std::string& out, const R
   PEFT_CHECK(!ec, ConfigError, "[", tag, "] output ", out, ": cannot list the folder: ", ec.message());
 }
 
+void check_output_file(const std::string& tag, const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  PEFT_CHECK(!fs::is_directory(out, ec), ConfigError, "[", tag, "] output ", out,
+             " is a folder; a file is written there. Give a file path");
+  const fs::path parent = fs::path(out).parent_path();
+  PEFT_CHECK(parent.empty() || fs::is_directory(parent, ec), ConfigError, "[", tag, "] output ", out, ": the folder ",
+             parent.string(), " does not exist");
+}
+
 void write_folder_atomic(const std::string& tag, const std::string& out, const ReplaceableEntry& replaceable,
                          const std::function<void(const std::string& tmp_dir)>& body) {
   namespace fs = std::filesystem;

@@ -62,6 +62,10 @@ bool is_model_folder_file(const std::string& name);
 /// are all regular files `replaceable` accepts. Commands call it before their work, to fail fast.
 void check_output_folder(const std::string& tag, const std::string& out, const ReplaceableEntry& replaceable);
 
+/// Throws ConfigError ("[<tag>] output <out> ...") unless write_file_atomic can put a file at
+/// `out`: it is not a folder, and the folder it goes in exists. Commands call it before their work.
+void check_output_file(const std::string& tag, const std::string& out);
+
 /// Writes the folder `out` as a whole: `body` fills a fresh temp sibling `.<name>.tmp-<pid>`,
 /// which takes `out`'s place (replace_folder) only when `body` returns; when anything throws the
 /// temp folder is removed and `out` is left as it was. check_output_folder runs first; temp
