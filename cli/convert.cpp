@@ -27,13 +27,16 @@ void add_convert_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->callback([a] {
     check_output_apart("convert", a->out, {a->model, a->tokenizer});
+    check_output_folder("convert", a->out, is_model_folder_file);  // before the work
     using K = io::ModelPathKind;
     const auto what = io::require_model_path(a->model, {K::GgufModel, K::Llama2cCheckpoint}, "convert");
     if (!a->tokenizer.empty()) io::require_model_path(a->tokenizer, {K::Llama2cTokenizer}, "convert");
     if (what.kind == K::GgufModel) {
       if (!a->tokenizer.empty())
         throw ConfigError("[convert] --tokenizer applies to llama2.c checkpoints; a GGUF file carries its own");
-      models::convert_gguf_to_hf(a->model, a->out);
+      // Written beside the output and put in place when complete (a previous output replaced whole).
+      write_folder_atomic("convert", a->out, is_model_folder_file,
+                          [&](const std::string& tmp) { models::convert_gguf_to_hf(a->model, tmp); });
       std::cout << "wrote " << a->out
                 << " (config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json)\n";
       return;
@@ -41,7 +44,8 @@ void add_convert_command(CLI::App& app) {
     if (a->tokenizer.empty() && !what.tokenizer_beside.empty())
       std::cerr << "note: " << what.tokenizer_beside << " beside it is a llama2.c tokenizer; add --tokenizer "
                 << what.tokenizer_beside << " to convert it too\n";
-    io::convert_llama2c(a->model, a->tokenizer, a->out);
+    write_folder_atomic("convert", a->out, is_model_folder_file,
+                        [&](const std::string& tmp) { io::convert_llama2c(a->model, a->tokenizer, tmp); });
     std::cout << "wrote " << a->out << " (config.json, generation_config.json, model.safetensors"
               << (a->tokenizer.empty() ? "" : ", tokenizer.json, tokenizer.bin") << ")\n";
   });

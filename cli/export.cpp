@@ -36,6 +36,7 @@ void add_export_command(CLI::App& app) {
       "--format gguf.");
   cmd->callback([a] {
     check_output_apart("export", a->out, {a->adapter, a->base});
+    check_output_file("export", a->out);  // written beside it, renamed when complete (write_file_atomic)
     exporter::GgufLoraExportOptions o;
     o.type = a->type == "f16" ? io::GgmlType::F16 : io::GgmlType::F32;
     o.name = a->name;

@@ -147,6 +147,9 @@ void add_merge_command(CLI::App& app) {
   cmd->callback([a] {
     check_output_apart("merge", a->out, {a->model, a->adapter});
     const bool to_gguf = a->format == "gguf";
+    // Before the work: the file or folder can go there (a previous merge is replaced whole).
+    if (to_gguf) check_output_file("merge", a->out);
+    else check_output_folder("merge", a->out, is_model_folder_file);
     PEFT_CHECK(to_gguf || a->type.empty(), ConfigError, "[merge] --type applies to --format gguf");
     if (to_gguf) {
       PEFT_CHECK(fs::is_regular_file(a->model) && io::is_gguf_file(a->model), NotSupported, "[merge] --format gguf: ",
@@ -183,15 +186,18 @@ void add_merge_command(CLI::App& app) {
                 << (r.untied_output ? " (output.weight written: the merge changed the tied lm_head)" : "") << "\n";
       return;
     }
-    models::save_pretrained(*merged, a->out);
-    if (fs::is_regular_file(a->model) && io::is_gguf_file(a->model)) {  // a GGUF base carries its tokenizer
-      const auto g = io::GgufFile::open(a->model);
-      write_json_file((fs::path(a->out) / "generation_config.json").string(), models::gguf_generation_config(g));
-      if (g.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(g, a->out);
-    }
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})
-      if (fs::is_directory(a->model) && fs::exists(fs::path(a->model) / f))
-        fs::copy_file(fs::path(a->model) / f, fs::path(a->out) / f, fs::copy_options::overwrite_existing);
+    // Written beside the output and put in place when complete: a failure leaves no partial folder.
+    write_folder_atomic("merge", a->out, is_model_folder_file, [&](const std::string& tmp) {
+      models::save_pretrained(*merged, tmp);
+      if (fs::is_regular_file(a->model) && io::is_gguf_file(a->model)) {  // a GGUF base carries its tokenizer
+        const auto g = io::GgufFile::open(a->model);
+        write_json_file((fs::path(tmp) / "generation_config.json").string(), models::gguf_generation_config(g));
+        if (g.has("tokenizer.ggml.model")) io::write_gguf_tokenizer(g, tmp);
+      }
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin", "generation_config.json"})
+        if (fs::is_directory(a->model) && fs::exists(fs::path(a->model) / f))
+          fs::copy_file(fs::path(a->model) / f, fs::path(tmp) / f, fs::copy_options::overwrite_existing);
+    });
     std::cout << "wrote merged model to " << a->out << "\n";
   });
 }

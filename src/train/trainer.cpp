@@ -299,7 +299,10 @@ TrainResult Trainer::train(const std::string& resume_from) {
   // Rank 0 alone writes (logs, checkpoints, adapter). Every rank draws the same epoch order and
   // takes its slice of each global batch (world x per-device batch), so one process is world 1.
   const bool main_rank = s_->rank() == 0;
-  if (main_rank) fs::create_directories(a.output_dir);
+  if (main_rank) {
+    fs::create_directories(a.output_dir);
+    detail::remove_stale_temp_folders(a.output_dir);
+  }
   const DistributedSampler sampler(a.per_device_train_batch_size, s_->rank(), s_->world(), a.shuffle,
                                    static_cast<uint64_t>(a.seed), a.group_by_length);
   detail::RunState run;
@@ -308,6 +311,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   run.world = s_->world();
   const detail::Schedule schedule = detail::make_schedule(a, run.examples, run.global_batch);
   run.total = schedule.total;
+  run.total_from = a.max_steps > 0 ? "max_steps" : "num_train_epochs";
   at::manual_seed(static_cast<uint64_t>(a.seed));
   if (!resume_from.empty()) {
     ErrorContext ctx("resuming from " + resume_from);

@@ -61,6 +61,7 @@ struct RunState {
   int64_t global_batch = 0;  ///< per-device batch x ranks
   int world = 1;
   int64_t total = 0;         ///< optimizer steps of the run
+  std::string total_from = "max_steps";  ///< the config key that set `total`
   int64_t step = 0;          ///< optimizer steps done
   int64_t epoch = 0;
   /// The epoch's batches start after epoch_start examples of an order drawn with order_batch; both
@@ -78,8 +79,9 @@ struct RunState {
 };
 
 /// Writes `output_dir/checkpoint-<step>/`: the active adapter, the tuner state (if any), the
-/// optimizer, the RNG and trainer_state.json, into a temp folder then renamed, so a kill leaves
-/// either the old state or the new.
+/// optimizer, the RNG and trainer_state.json, into a temp folder then put in place
+/// (replace_folder), so a kill leaves either the old state or the new; a failed write removes the
+/// temp folder before the error goes on.
 void save_checkpoint(const std::string& output_dir, PeftModel& model, const torch::optim::Optimizer& opt,
                      const RunState& run);
 
@@ -87,6 +89,10 @@ void save_checkpoint(const std::string& output_dir, PeftModel& model, const torc
 /// `run`'s position and losses (checkpoints from before data-parallel support: `per_device_batch`).
 void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Optimizer& opt,
                      int64_t per_device_batch, RunState& run);
+
+/// Removes what a killed run left in `output_dir`: the temp folders of a checkpoint or adapter
+/// being written (.checkpoint-<N>.tmp, .adapter.tmp, .model.tmp; only those names).
+void remove_stale_temp_folders(const std::string& output_dir);
 
 /// Saves the active adapter in the folder `dst` (written beside it, then renamed).
 void save_final_adapter(const std::string& dst, const PeftModel& model);

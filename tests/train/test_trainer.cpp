@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -236,10 +239,187 @@ TEST(Trainer, KillAndResumeIsByteIdentical) {
     const auto r = t.train(dir + "/checkpoint-" + std::to_string(best));
     EXPECT_EQ(r.global_step, 10);
   }
+  for (const auto& e : fs::directory_iterator(dir))  // the killed run's temp folders are gone
+    EXPECT_NE(e.path().filename().string().rfind(".checkpoint-", 0), 0u) << e.path();
   EXPECT_EQ(peft::read_file(dir + "/adapter/adapter_model.safetensors"),
             peft::read_file(ref_dir + "/adapter/adapter_model.safetensors"))
       << "killed at step " << kill_at << ", resumed from checkpoint-" << best;
   std::cout << "killed at step " << kill_at << ", resumed from checkpoint-" << best << ": adapter byte-identical\n";
+}
+
+// A resume from a checkpoint whose optimizer or RNG file is missing, truncated, garbage or of the
+// wrong shape stops with one line naming the file, saying the checkpoint is damaged and which
+// earlier checkpoint to resume from (none before checkpoint-2: start over).
+TEST(Trainer, DamagedCheckpointFilesAreNamedWithWhereToResume) {
+  const auto run = peft::test::tmp_dir("damaged_run");
+  {
+    auto s = setup(run);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    t.train();
+  }
+  ASSERT_TRUE(fs::exists(run + "/checkpoint-4/optimizer.pt"));
+  const std::string opt = peft::read_file(run + "/checkpoint-4/optimizer.pt");
+  const std::string rng = peft::read_file(run + "/checkpoint-4/rng_state.safetensors");
+  struct Case {
+    const char* name;
+    const char* checkpoint;
+    const char* file;
+    std::function<void(const std::string&)> damage;  // gets the file's path
+    const char* why;
+  };
+  const std::vector<Case> cases = {
+      {"opt_garbage", "checkpoint-4", "optimizer.pt",
+       [](const std::string& p) { peft::write_file_atomic(p, "not an archive"); }, "cannot be read as this run's optimizer state"},
+      {"opt_truncated", "checkpoint-4", "optimizer.pt",
+       [&](const std::string& p) { peft::write_file_atomic(p, opt.substr(0, opt.size() / 2)); }, "cannot be read as"},
+      {"opt_missing", "checkpoint-4", "optimizer.pt", [](const std::string& p) { fs::remove(p); }, "is missing"},
+      {"opt_empty", "checkpoint-4", "optimizer.pt", [](const std::string& p) { peft::write_file_atomic(p, ""); }, "is empty"},
+      {"rng_truncated", "checkpoint-4", "rng_state.safetensors",
+       [&](const std::string& p) { peft::write_file_atomic(p, rng.substr(0, 40)); }, "cannot be read ("},
+      {"rng_garbage", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::write_file_atomic(p, std::string(64, 'x')); }, "cannot be read ("},
+      {"rng_missing", "checkpoint-4", "rng_state.safetensors", [](const std::string& p) { fs::remove(p); }, "is missing"},
+      {"rng_float", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cpu_rng", torch::zeros({10})}}); },
+       "holds 'cpu_rng' as Float [10]; expected Byte ["},
+      {"rng_short", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cpu_rng", torch::zeros({7}, torch::kByte)}}); },
+       "holds 'cpu_rng' as Byte [7]; expected Byte ["},
+      {"rng_other_key", "checkpoint-4", "rng_state.safetensors",
+       [](const std::string& p) { peft::io::save_safetensors(p, {{"cuda_rng", torch::zeros({7}, torch::kByte)}}); },
+       "holds no tensor 'cpu_rng'"},
+      {"first_opt_missing", "checkpoint-2", "optimizer.pt", [](const std::string& p) { fs::remove(p); }, "is missing"},
+  };
+  for (const auto& c : cases) {
+    const auto dir = peft::test::tmp_dir(std::string("damaged_") + c.name);
+    fs::copy(run, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    const std::string ck = dir + "/" + c.checkpoint, file = ck + "/" + c.file;
+    c.damage(file);
+    auto s = setup(dir);
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    const bool first = std::string(c.checkpoint) == "checkpoint-2";
+    try {
+      t.train(ck);
+      ADD_FAILURE() << c.name << ": the damaged checkpoint was resumed";
+    } catch (const peft::FormatError& e) {
+      const std::string m = e.what();
+      for (const std::string& want : {"[resume] " + file + " " + c.why, "the checkpoint " + ck + " is damaged",
+                                      first ? std::string("; start over without --resume")
+                                            : "resume from " + dir + "/checkpoint-2 instead"})
+        EXPECT_NE(m.find(want), std::string::npos) << c.name << ": '" << m << "' lacks '" << want << "'";
+      EXPECT_EQ(m.find('\n'), std::string::npos) << c.name << ": " << m;
+      EXPECT_EQ(m.find("PytorchStreamReader"), std::string::npos) << c.name << ": " << m;
+    }
+  }
+  // Moments of other shapes (an optimizer of other parameters, in as many of them): both shapes named.
+  {
+    const auto dir = peft::test::tmp_dir("damaged_other_rank");
+    fs::copy(run, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    auto s = setup(dir);
+    std::vector<at::Tensor> small;
+    for (const auto& [n, p] : s.pm->named_trainable_parameters())
+      small.push_back(torch::zeros({p.size(0) + 1}).requires_grad_());
+    torch::optim::AdamW other(small);
+    for (auto& p : small) p.mutable_grad() = torch::ones_like(p);
+    other.step();
+    torch::save(other, dir + "/checkpoint-4/optimizer.pt");
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    peft::test::expect_throw_with<peft::FormatError>([&] { t.train(dir + "/checkpoint-4"); },
+                                                     {"optimizer.pt holds Adam moments of shape [", "for trainable "
+                                                      "parameter 1 of shape [", "is damaged"});
+  }
+  // A checkpoint of a longer run than the config: the step and the allowed range are named.
+  {
+    auto s = setup(run);
+    s.args.max_steps = 6;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    peft::test::expect_throw_with<peft::ConfigError>(
+        [&] { t.train(run + "/checkpoint-8"); },
+        {run + "/checkpoint-8/trainer_state.json", "'global_step' is 8", "[0, 6]", "max_steps"});
+  }
+}
+
+// While it lives, a write past `bytes` fails with EFBIG: a full disk, which root meets too.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);  // the write fails instead of the signal killing us
+    rlimit r = old_;
+    r.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &r);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_{};
+  void (*old_handler_)(int) = nullptr;
+};
+
+std::vector<std::string> temp_entries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string()[0] == '.') out.push_back(e.path().filename().string());
+  return out;
+}
+
+// A checkpoint write that fails (the disk full at step 4) leaves no .checkpoint-4.tmp folder and
+// no checkpoint-4; checkpoint-2 stays whole, and a resume from it finishes the run.
+TEST(Trainer, AFailedCheckpointWriteLeavesNoTempFolder) {
+  const auto dir = peft::test::tmp_dir("failed_checkpoint");
+  {
+    auto s = setup(dir);
+    s.args.save_steps = 2;
+    peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+    std::optional<FileSizeLimit> full;
+    t.on_step = [&](int64_t step, double, double) {
+      if (step == 4) full.emplace(16);  // after step 4's training, before its checkpoint
+    };
+    try {
+      t.train();
+      full.reset();
+      FAIL() << "the checkpoint write did not fail";
+    } catch (const std::exception& e) {
+      full.reset();
+      std::cout << "failed as expected: " << e.what() << "\n";
+    }
+  }
+  EXPECT_EQ(temp_entries(dir), std::vector<std::string>{});
+  EXPECT_FALSE(fs::exists(dir + "/checkpoint-4"));
+  for (const char* f : {"adapter_model.safetensors", "optimizer.pt", "rng_state.safetensors", "trainer_state.json"})
+    EXPECT_TRUE(fs::exists(dir + "/checkpoint-2/" + f)) << f;
+  auto s = setup(dir);
+  s.args.save_steps = 2;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  EXPECT_EQ(t.train(dir + "/checkpoint-2").global_step, 10);
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-10/trainer_state.json"));
+  EXPECT_EQ(temp_entries(dir), std::vector<std::string>{});
+}
+
+// A run (or a resume) first removes the temp folders a killed run left in its output_dir, by
+// their exact names, and nothing that merely resembles them.
+TEST(Trainer, TempFoldersOfAKilledRunAreRemovedAtTheStart) {
+  const auto dir = peft::test::tmp_dir("stale_temp");
+  const std::vector<std::string> stale = {".checkpoint-6.tmp", ".checkpoint-12.tmp", ".adapter.tmp", ".model.tmp"};
+  const std::vector<std::string> kept = {".checkpoint-6.tmp.keep", ".checkpoint-.tmp", ".checkpoint-x.tmp",
+                                         "checkpoint-6.tmp",       ".checkpoint-6.tmpx", ".adapter.tmp2",
+                                         ".checkpoint-6",          "notes.tmp"};
+  for (const auto& n : stale) {
+    fs::create_directories(dir + "/" + n + "/sub");
+    peft::write_file_atomic(dir + "/" + n + "/sub/optimizer.pt", "partial");
+  }
+  for (const auto& n : kept) fs::create_directories(dir + "/" + n);
+  auto s = setup(dir);
+  s.args.max_steps = 2;
+  peft::train::Trainer t(s.pm, s.args, s.data, nullptr, 0);
+  t.train();
+  for (const auto& n : stale) EXPECT_FALSE(fs::exists(dir + "/" + n)) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(dir + "/" + n)) << n;
+  EXPECT_TRUE(fs::exists(dir + "/checkpoint-2/trainer_state.json"));
 }
 
 // A NaN in the base weights after step 2 (checkpoint-2 saved) makes step 3's loss NaN: the run

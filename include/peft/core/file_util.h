@@ -42,4 +42,35 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 /// skipped. Commands call this before writing anything.
 void check_output_apart(const std::string& tag, const std::string& out, const std::vector<std::string>& inputs);
 
+/// Puts the complete folder `tmp` at `dst`: a rename when `dst` does not exist; otherwise the two
+/// are swapped in one step (renameat2 RENAME_EXCHANGE; two renames on a filesystem without it)
+/// and the old folder, now at `tmp`, removed. A crash leaves `dst` whole, the old or the new one.
+/// Throws std::runtime_error naming both paths when a rename fails.
+void replace_folder(const std::string& tmp, const std::string& dst);
+
+/// Which entries an existing output folder may hold to be replaced as a whole (a previous output).
+using ReplaceableEntry = std::function<bool(const std::string& name)>;
+
+/// A file of a Hugging Face model folder as merge and convert write it: config.json,
+/// generation_config.json, model*.safetensors, model.safetensors.index.json, tokenizer.json,
+/// tokenizer_config.json, tokenizer.model, tokenizer.bin, special_tokens_map.json,
+/// added_tokens.json, or a temp file of an interrupted write_file_atomic of one of them.
+bool is_model_folder_file(const std::string& name);
+
+/// Throws ConfigError ("[<tag>] output <out> ...") unless `out` can be written as a whole folder:
+/// it does not exist, or is a folder (not the current folder or one holding it) whose entries
+/// are all regular files `replaceable` accepts. Commands call it before their work, to fail fast.
+void check_output_folder(const std::string& tag, const std::string& out, const ReplaceableEntry& replaceable);
+
+/// Throws ConfigError ("[<tag>] output <out> ...") unless write_file_atomic can put a file at
+/// `out`: it is not a folder, and the folder it goes in exists. Commands call it before their work.
+void check_output_file(const std::string& tag, const std::string& out);
+
+/// Writes the folder `out` as a whole: `body` fills a fresh temp sibling `.<name>.tmp-<pid>`,
+/// which takes `out`'s place (replace_folder) only when `body` returns; when anything throws the
+/// temp folder is removed and `out` is left as it was. check_output_folder runs first; temp
+/// siblings of processes that no longer run (`.<name>.tmp-<pid>`, a killed write) are removed.
+void write_folder_atomic(const std::string& tag, const std::string& out, const ReplaceableEntry& replaceable,
+                         const std::function<void(const std::string& tmp_dir)>& body);
+
 }  // namespace peft
