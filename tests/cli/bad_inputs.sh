@@ -403,7 +403,9 @@ check export.output_is_adapter "$ADAPTER" "$PEFT" export "$ADAPTER" "$ADAPTER/ad
 check export.output_is_base base "$PEFT" export "$ADAPTER" base/model.safetensors --base base
 check export.no_adapter no_such_adapter "$PEFT" export no_such_adapter out.gguf --base base
 check export.base_missing no_such_base "$PEFT" export "$ADAPTER" out.gguf --base no_such_base
-check generate.dtype_float16 float16 "$PEFT" generate base -p Once -n 2 --dtype float16
+# float16 on the CPU: a clear refusal where the LibTorch build lacks it (1.13), a run where it has it.
+if "$PEFT" generate base -p Once -n 2 --dtype float16 >/dev/null 2>&1; then n_pass=$((n_pass + 1))
+else check generate.dtype_float16 float16 "$PEFT" generate base -p Once -n 2 --dtype float16; fi
 check generate.dtype_unknown float7 "$PEFT" generate base -p Once -n 2 --dtype float7
 check generate.model_missing no_such_model "$PEFT" generate no_such_model -p Once -n 2
 check generate.model_dev_null /dev/null "$PEFT" generate /dev/null -p Once -n 2
