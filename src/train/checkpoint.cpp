@@ -62,8 +62,9 @@ std::string earlier_checkpoint(const fs::path& dir) {
     const std::string c = newest_checkpoint(parent.empty() ? "." : parent.string(), below);
     if (c.empty()) return "";
     bool complete = true;
+    std::error_code ec;
     for (const char* f : {"trainer_state.json", "optimizer.pt", "rng_state.safetensors"})
-      complete = complete && fs::is_regular_file(fs::path(c) / f) && fs::file_size(fs::path(c) / f) > 0;
+      complete = complete && fs::is_regular_file(fs::path(c) / f, ec) && fs::file_size(fs::path(c) / f, ec) > 0 && !ec;
     if (complete) return c;
     below = folder_step(c) - 1;
   }
@@ -213,6 +214,7 @@ void load_checkpoint(const std::string& dir, PeftModel& model, torch::optim::Opt
   b.examples = run.examples;
   b.legacy_batch = per_device_batch;  // written before data-parallel support: a single process
   const TrainerState st = read_trainer_state((fs::path(dir) / "trainer_state.json").string(), b);
+  for (const char* f : {"optimizer.pt", "rng_state.safetensors"}) require_file(dir, f);  // before anything changes
   run.step = st.global_step;
   run.epoch = st.epoch;
   run.epoch_start = st.epoch_samples;
