@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 MODEL_DIR := $(BUILD)/models/stories260K
 
-.PHONY: all deps configure build test test-wheel demo fuzz-smoke install clean bench compare
+.PHONY: all deps configure build test test-wheel demo fuzz-build fuzz-smoke fuzz install clean bench compare
 
 all: build
 
@@ -25,18 +25,39 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Fuzz the safetensors and GGUF readers under ASan+UBSan (torch-free build with clang's libFuzzer).
-fuzz-smoke: deps
+# libFuzzer targets over the input readers, under ASan + UBSan (torch-free build with clang in
+# $(FUZZ_BUILD)): one name per tests/fuzz/fuzz_<name>.cpp, listed in tests/fuzz/CMakeLists.txt
+# too; a listed name without its .cpp is skipped. `make fuzz FUZZ_TARGETS="gguf data"` picks some.
+FUZZ_TARGETS ?= \
+  safetensors \
+  gguf \
+  model_config \
+  adapter_config \
+  tokenizer_json \
+  yaml_config \
+  data \
+  llama2c \
+  sentencepiece \
+  model_path \
+  trainer_state
+FUZZ_TIME ?= 600
+FUZZ_SMOKE_TIME ?= 5
+FUZZ_BUILT := $(foreach t,$(FUZZ_TARGETS),$(if $(wildcard tests/fuzz/fuzz_$(t).cpp),$(t)))
+
+fuzz-build: deps
 	@cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DPEFT_WITH_TORCH=OFF \
 	  -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(FUZZ_BUILD) --target fuzz_safetensors fuzz_gguf -j $(JOBS)
-	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus_gguf && mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus_gguf
-	@cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
-	@cp tests/fuzz/corpus_gguf/* $(FUZZ_BUILD)/corpus_gguf/
-	@$(FUZZ_BUILD)/tests/fuzz/fuzz_safetensors -runs=100000 -max_len=4096 -seed=1 \
-	  $(FUZZ_BUILD)/corpus 2>&1 | tail -n 3
-	@$(FUZZ_BUILD)/tests/fuzz/fuzz_gguf -runs=100000 -max_len=4096 -seed=1 -rss_limit_mb=1024 \
-	  $(FUZZ_BUILD)/corpus_gguf 2>&1 | tail -n 3
+	@cmake --build $(FUZZ_BUILD) --target $(addprefix fuzz_,$(FUZZ_BUILT)) -j $(JOBS)
+
+# Each target for FUZZ_SMOKE_TIME seconds from a fresh copy of its seed corpus (tests/fuzz/corpus_*,
+# copied into $(FUZZ_BUILD)/smoke); fails when any target crashes.
+fuzz-smoke: fuzz-build
+	@scripts/fuzz.sh smoke $(FUZZ_BUILD) $(FUZZ_SMOKE_TIME) $(FUZZ_BUILT)
+
+# Each target for FUZZ_TIME seconds, one after another; the grown corpora stay in
+# $(FUZZ_BUILD)/corpus/<name>, crashing inputs go to $(FUZZ_BUILD)/artifacts.
+fuzz: fuzz-build
+	@scripts/fuzz.sh long $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_BUILT)
 
 test: build fuzz-smoke
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
