@@ -39,6 +39,9 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/gguf_tokenizer.cpp
   ${S}/io/tokenizer/tokenizer.cpp
   ${S}/train/data.cpp
+  ${S}/train/training_args.cpp
+  # The run config's keys (YAML, yaml-cpp); the rest of train/run_config is LibTorch's.
+  ${S}/train/run_config_keys.cpp
   ${S}/train/sampler.cpp
   ${S}/train/trainer_state.cpp
   ${S}/train/metrics.cpp
@@ -70,7 +73,7 @@ set_source_files_properties(${S}/models/cpu_attention_train.cpp PROPERTIES COMPI
 # Tier-0 headers: compiled alone without LibTorch by the header check.
 file(GLOB PEFT_TIER0_HEADERS CONFIGURE_DEPENDS
   ${I}/core/*.h ${I}/config/*.h ${I}/io/*.h ${I}/tuners/*/config.h
-  ${I}/train/data.h ${I}/train/sampler.h ${I}/train/trainer_state.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
+  ${I}/train/data.h ${I}/train/training_args.h ${I}/train/run_config.h ${I}/train/sampler.h ${I}/train/trainer_state.h ${I}/train/metrics.h ${I}/train/event_writer.h ${I}/train/plot.h
   ${I}/models/model_config.h ${I}/models/gguf_model.h ${I}/models/llama.h ${I}/models/gemma.h ${I}/models/gpt2.h
   ${I}/models/bert.h ${I}/models/t5.h ${I}/models/phi3.h ${I}/tuners/target_match.h
   ${I}/quant/quantize.h ${I}/quant/ggml_quants.h ${I}/quant/ggml_cpu.h ${I}/export/gguf.h)

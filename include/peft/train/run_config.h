@@ -15,8 +15,11 @@
 #include <nlohmann/json.hpp>
 
 #include "peft/config/peft_config.h"
-#include "peft/models/model.h"
-#include "peft/train/trainer.h"
+#include "peft/train/training_args.h"
+
+namespace peft::models {
+struct LoadOptions;  // models/model.h
+}
 
 namespace peft::train {
 
