@@ -54,10 +54,12 @@ fuzz-build: deps
 fuzz-smoke: fuzz-build
 	@scripts/fuzz.sh smoke $(FUZZ_BUILD) $(FUZZ_SMOKE_TIME) $(FUZZ_BUILT)
 
-# Each target for FUZZ_TIME seconds, one after another; the grown corpora stay in
-# $(FUZZ_BUILD)/corpus/<name>, crashing inputs go to $(FUZZ_BUILD)/artifacts.
+# Each target for FUZZ_TIME seconds (0: no limit), one after another, or until FUZZ_RUNS inputs
+# when given; the grown corpora stay in $(FUZZ_BUILD)/corpus/<name>, crashing inputs go to
+# $(FUZZ_BUILD)/artifacts.
+FUZZ_RUNS ?=
 fuzz: fuzz-build
-	@scripts/fuzz.sh long $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_BUILT)
+	@FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh long $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_BUILT)
 
 test: build fuzz-smoke
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

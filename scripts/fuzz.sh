@@ -30,7 +30,7 @@ printf '%-22s %12s %9s %10s %8s  %s\n' target execs seconds exec/s corpus result
 for name in "$@"; do
   bin=$build/tests/fuzz/fuzz_$name
   if [ ! -x "$bin" ]; then
-    printf '%-22s %s\n' "fuzz_$name" "skipped (not built: no tests/fuzz/fuzz_$name.cpp)"
+    printf '%-22s %s\n' "fuzz_$name" "skipped (no $bin: tests/fuzz/fuzz_$name.cpp missing or not built)"
     continue
   fi
   seeds=tests/fuzz/corpus_$name
@@ -68,7 +68,7 @@ for name in "$@"; do
   printf '%-22s %12s %9s %10s %8s  %s\n' "fuzz_$name" "${execs:-?}" "$secs" "$rate" "$files" "$result"
   if [ $rc -ne 0 ]; then
     grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|artifact_prefix|Test unit written|==[0-9]+== ERROR: libFuzzer)' "$log" |
-      head -n 8 | sed 's/^/    /'
+      head -n 8 | awk '{ print "    " $0 }'
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
