@@ -1,7 +1,10 @@
 #include "peft/core/yaml_bounds.h"
 
+#include <algorithm>
+
 #include "peft/core/error.h"
 #include "peft/core/file_util.h"
+#include "peft/core/utf8.h"
 
 namespace peft {
 
@@ -17,6 +20,13 @@ void check_yaml_bounds(std::string_view text, const std::string& source, const Y
   if (text.size() > lim.max_bytes)
     fail(source, std::to_string(text.size()) + " bytes of YAML; a config holds at most " +
                      std::to_string(lim.max_bytes));
+  // YAML is UTF-8 text; yaml-cpp passes other bytes on, into JSON files and the tokenizer.
+  if (const std::size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
+    const std::size_t line_start = bad == 0 ? 0 : text.rfind('\n', bad - 1) + 1;  // npos + 1 == 0
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(line_start), '\n');
+    fail(source, "not valid UTF-8 at line " + std::to_string(line) + " (byte " + std::to_string(bad - line_start + 1) +
+                     " of the line); a config file is UTF-8 text");
+  }
   int flow = 0;  // open [ and { carried across lines
   std::size_t line = 1;
   std::size_t i = 0;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <type_traits>
 
 #include "peft/core/check.h"
 #include "peft/core/strings.h"
@@ -21,30 +22,72 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using detail::MethodKeys;
 
+/// `n` in an error message: a scalar's text (cut short), or what kind of node it is. Never the
+/// whole node: YAML aliases can make a few lines stand for billions of values.
+std::string shown(const YAML::Node& n) {
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  if (!n.IsScalar()) return "nothing";
+  const std::string& s = n.Scalar();
+  return "'" + (s.size() > 80 ? s.substr(0, 80) + "..." : s) + "'";
+}
+
+/// A scalar's text, which JSON and the tokenizers need as UTF-8 (a YAML escape can spell half of
+/// a character).
+const std::string& utf8(const std::string& s, const std::string& key) {
+  if (const std::size_t bad = find_invalid_utf8(s); bad != std::string::npos)
+    throw ConfigError("[config] key '" + key + "': the value is not valid UTF-8 (byte " + std::to_string(bad + 1) +
+                      "; an escape such as \\uD800 is half of a character)");
+  return s;
+}
+
+/// A mapping key: a plain name (a list or mapping as a key, YAML's "? [a, b]", is refused).
+std::string key_of(const YAML::Node& k, const std::string& where) {
+  PEFT_CHECK(k.IsScalar(), ConfigError, "[config] ", where, ": a key must be a name, got ", shown(k));
+  return utf8(k.Scalar(), where);
+}
+
 template <typename T>
 T as(const YAML::Node& n, const std::string& key, const char* what) {
   try {
-    return n.as<T>();
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+      return utf8(n.Scalar(), key);
+    } else {
+      return n.as<T>();
+    }
   } catch (const YAML::Exception&) {
-    throw ConfigError("[config] key '" + key + "': expected " + what + ", got '" + YAML::Dump(n) + "'");
+    throw ConfigError("[config] key '" + key + "': expected " + what + ", got " + shown(n));
   }
 }
 
+/// At most this many values in one key's value: a run config holds a few dozen, and YAML aliases
+/// (&a ... *a) let a few lines repeat a node exponentially often.
+constexpr std::size_t kMaxValues = std::size_t{1} << 14;
+constexpr int kMaxDepth = 64;
+
 /// A YAML value as JSON: quoted scalars stay strings; plain ones become null, booleans, integers
-/// or numbers when they read as such.
-json to_json(const YAML::Node& n) {
+/// or numbers when they read as such. `budget` counts the values left (kMaxValues in all).
+json to_json(const YAML::Node& n, const std::string& key, std::size_t& budget, int depth = 0) {
+  PEFT_CHECK(budget > 0, ConfigError, "[config] key '", key, "': more than ", kMaxValues,
+             " values (YAML aliases repeating a list or mapping?)");
+  // check_yaml_bounds caps the nesting the text spells; an alias inside its own anchor
+  // (&a [*a]) nests without end.
+  PEFT_CHECK(depth <= kMaxDepth, ConfigError, "[config] key '", key, "': nested deeper than ", kMaxDepth,
+             " levels (a YAML alias inside its own anchor?)");
+  --budget;
   if (n.IsNull()) return nullptr;
   if (n.IsSequence()) {
     json a = json::array();
-    for (const auto& e : n) a.push_back(to_json(e));
+    for (const auto& e : n) a.push_back(to_json(e, key, budget, depth + 1));
     return a;
   }
   if (n.IsMap()) {
     json o = json::object();
-    for (const auto& kv : n) o[kv.first.as<std::string>()] = to_json(kv.second);
+    for (const auto& kv : n) o[key_of(kv.first, "key '" + key + "'")] = to_json(kv.second, key, budget, depth + 1);
     return o;
   }
-  const std::string s = n.Scalar();
+  const std::string& s = utf8(n.Scalar(), key);
   if (n.Tag() == "!") return s;
   if (s == "true" || s == "True") return true;
   if (s == "false" || s == "False") return false;
@@ -96,13 +139,15 @@ void set_tasks(RunConfig& c, const YAML::Node& n, const fs::path& base) {
     TaskEntry e;
     e.base_dir = base.string();
     for (const auto& kv : t) {
-      const auto k = kv.first.as<std::string>();
+      const auto k = key_of(kv.first, "key 'tasks': entry " + std::to_string(i));
       if (k == "name") {
         e.name = as<std::string>(kv.second, "tasks[" + std::to_string(i) + "].name", "a string");
         continue;
       }
       PEFT_CHECK(kTaskKeys.count(k), ConfigError, "[config] key 'tasks': entry ", i, ": unknown key '", k,
                  "' (valid keys: name, ", join(std::vector<std::string>(kTaskKeys.begin(), kTaskKeys.end()), 99), ")");
+      PEFT_CHECK(kv.second.IsScalar() || kv.second.IsNull(), ConfigError, "[config] key 'tasks': entry ", i,
+                 ": key '", k, "' takes one value, got ", shown(kv.second));
       e.keys.emplace_back(k, YAML::Dump(kv.second));
     }
     PEFT_CHECK(!e.name.empty(), ConfigError, "[config] key 'tasks': entry ", i, " has no 'name'");
@@ -175,7 +220,8 @@ void apply(RunConfig& c, const std::string& key, const YAML::Node& v, const std:
   }
   for (const auto& [method, keys] : method_keys)
     if (keys.count(key)) {
-      c.method_fields[key] = to_json(v);
+      std::size_t budget = kMaxValues;
+      c.method_fields[key] = to_json(v, key, budget);
       if (kPathKeys.count(key) && c.method_fields[key].is_string())
         c.method_fields[key] = resolve_path(key, c.method_fields[key].get<std::string>(), base, where);
       return;
@@ -220,7 +266,7 @@ std::set<std::string> apply_run_yaml(RunConfig& c, const std::string& text, cons
   PEFT_CHECK(root.IsMap() || root.IsNull(), ConfigError, "[config] ", source, ": expected a mapping of key: value");
   std::set<std::string> given;
   for (const auto& kv : root) {
-    const auto key = kv.first.as<std::string>();
+    const auto key = key_of(kv.first, source);
     apply(c, key, kv.second, source, base_dir, method_keys);
     given.insert(key);
   }

@@ -118,6 +118,16 @@ TEST(YamlBounds, DeepFlowSequencesAndIndentationAreRefusedNamingTheLine) {
                                        {"e2e_lora.yaml", "at most 100"});
 }
 
+// yaml-cpp passes bytes that are not UTF-8 on as they are (into JSON files, which then fail to
+// write, and the tokenizer): the bounds check refuses them, naming the line.
+TEST(YamlBounds, TextThatIsNotUtf8IsRefusedNamingTheLine) {
+  expect_throw_with<peft::ConfigError>([&] { peft::check_yaml_bounds("model: m\nrun_name: caf\xe9\n", "l.yaml"); },
+                                       {"[config] l.yaml", "not valid UTF-8 at line 2", "byte 14"});
+  expect_throw_with<peft::ConfigError>([&] { peft::check_yaml_bounds("a: \xed\xa0\x80\n", "s.yaml"); },
+                                       {"s.yaml", "line 1"});  // a surrogate
+  peft::check_yaml_bounds("run_name: caf\xc3\xa9 \xf0\x9f\x99\x82\n", "ok.yaml");
+}
+
 TEST(YamlBounds, ReadYamlTextNamesFoldersAndMissingFiles) {
   const fs::path d = scratch("yaml");
   expect_throw_with<peft::ConfigError>([&] { peft::read_yaml_text(d.string()); }, {d.string(), "is a folder"});

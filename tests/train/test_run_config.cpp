@@ -2,6 +2,7 @@
 // the qlora / p_tuning_v2 variants, and the errors a user sees.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -91,6 +92,36 @@ TEST(RunConfig, ErrorsNameTheKey) {
   EXPECT_NE(error_of(p, {"task=regression"}).find("key 'task'"), std::string::npos);
   EXPECT_NE(error_of(yaml_file("no_model.yaml", "r: 4\n"), {}).find("key 'model'"), std::string::npos);
   EXPECT_NE(error_of(p, {"method=adalora", "max_steps=-1"}).find("total_step"), std::string::npos);
+}
+
+// Hostile YAML found by tests/fuzz/fuzz_yaml_config: each is one ConfigError naming the key or
+// the line, where before a byte that is not UTF-8 reached nlohmann's dump (type_error 316 when
+// the adapter config is written), a list used as a key escaped as yaml-cpp's "bad conversion",
+// aliases repeating a list ten times per level hung the reader expanding 10^8 values, and an
+// alias inside its own anchor recursed until the stack overflowed.
+TEST(RunConfig, HostileYamlIsOneErrorNamingTheKey) {
+  EXPECT_NE(error_of(yaml_file("latin1.yaml", "model: m\ntarget_modules: caf\xe9\n"), {})
+                .find("not valid UTF-8 at line 2"),
+            std::string::npos);
+  EXPECT_NE(error_of(yaml_file("list_key.yaml", "model: m\n[a, b]: 1\n"), {}).find("a key must be a name, got a list"),
+            std::string::npos);
+  std::string bomb = "model: m\ntarget_modules:\n  - &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n";
+  for (char c = 'b'; c <= 'h'; ++c) {
+    const std::string prev = std::string(1, static_cast<char>(c - 1));
+    bomb += std::string("  - &") + c + " [*" + prev;
+    for (int i = 1; i < 10; ++i) bomb += ", *" + prev;
+    bomb += "]\n";
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_NE(error_of(yaml_file("bomb.yaml", bomb), {}).find("key 'target_modules': more than"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_NE(error_of(yaml_file("self_alias.yaml", "model: m\ntarget_modules: &a [q_proj, *a]\n"), {})
+                .find("key 'target_modules': nested deeper than"),
+            std::string::npos);
+  EXPECT_NE(error_of(yaml_file("task_list.yaml", "model: m\ntask: seq_cls\ntasks:\n  - name: a\n    train_file: [x, y]\n"),
+                     {})
+                .find("key 'train_file' takes one value, got a list"),
+            std::string::npos);
 }
 
 TEST(RunConfig, RelativePathsInAFileAreRelativeToItsFolder) {

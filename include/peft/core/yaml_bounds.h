@@ -14,10 +14,10 @@ struct YamlLimits {
   int max_depth = 128;                           ///< nesting levels (flow brackets, "- ", indentation)
 };
 
-/// Throws ConfigError "[config] <source>: ..." when `text` is larger than `lim.max_bytes` or nests
-/// deeper than `lim.max_depth` levels, naming the line. The depth is an upper bound read line by
-/// line: open flow brackets ([ {) plus the block-sequence indicators ("- ") that start the line
-/// plus its indentation in columns; a linear scan with no recursion.
+/// Throws ConfigError "[config] <source>: ..." when `text` is larger than `lim.max_bytes`, is not
+/// UTF-8 or nests deeper than `lim.max_depth` levels, naming the line. The depth is an upper bound
+/// read line by line: open flow brackets ([ {) plus the block-sequence indicators ("- ") that
+/// start the line plus its indentation in columns; a linear scan with no recursion.
 void check_yaml_bounds(std::string_view text, const std::string& source, const YamlLimits& lim = {});
 
 /// Reads a YAML file within the limits (a folder, an unreadable or oversized file is one
