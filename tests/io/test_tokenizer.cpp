@@ -428,6 +428,34 @@ TEST(TokenizerErrors, UnigramBadUnkIdAndWordPieceMissingUnk) {
   expect_load_error<peft::FormatError>(minimal_bpe("model", wp), {"model WordPiece", "[UNK]"});
 }
 
+// A Unigram model without unk_id meeting a character no piece holds fails as HF tokenizers does
+// (MissingUnkId), as a FormatError naming the file and the character (found by
+// tests/fuzz/fuzz_tokenizer_json; the message used to name neither).
+TEST(TokenizerErrors, UnigramWithoutUnkIdNamesTheFileAndTheCharacter) {
+  json uni = {{"type", "Unigram"}, {"vocab", json::array({json::array({"a", -1.0}), json::array({"b", -2.0})})}};
+  const auto t = Tokenizer::from_file(write_tmp("tokenizer.json", minimal_bpe("model", uni)));
+  EXPECT_EQ(t.encode("ab", false).ids.size(), 2u);
+  peft::test::expect_throw_with<peft::FormatError>(
+      [&] { t.encode("abc"); }, {"[io::tokenizer]", "tokenizer.json", "model Unigram", "cannot encode 'c'", "no unk_id"});
+}
+
+// A SentencePiece model the library cannot encode valid UTF-8 with is a FormatError naming the
+// file (found by tests/fuzz/fuzz_sentencepiece: libsentencepiece 0.1.97 fails on text holding a
+// CHAR model's control piece; the std::invalid_argument it became said the text was at fault).
+TEST(TokenizerErrors, SentencePieceModelThatCannotEncode) {
+  const auto t = Tokenizer::from_sentencepiece(tok_fixture("sentencepiece/control_piece.model"));
+  for (const std::string text : {"Hello world", "\xf0\x9f\x99\x82 and \xc3\xa9t\xc3\xa9", "  \t\xf0\x9f\x99\x82 \n"}) {
+    try {
+      (void)t.encode(text);  // newer libsentencepiece versions encode it
+    } catch (const peft::FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("control_piece.model: this SentencePiece model cannot encode"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_THROW(t.encode("\xff"), std::invalid_argument);  // the text's fault stays invalid_argument
+}
+
 TEST(TokenizerErrors, TruncatedLlama2cBin) {
   std::string full = peft::read_file(peft::test::source_path("models/stories260K/tok512.bin"));
   for (std::size_t n : {std::size_t{2}, std::size_t{10}, full.size() - 3}) {

@@ -64,6 +64,9 @@ class Tokenizer {
   /// defaults: special tokens parsed in the text, BOS/EOS as the file says).
   static Tokenizer from_gguf(const std::string& path);
 
+  /// std::invalid_argument when `text` is not UTF-8; FormatError naming the file when the
+  /// tokenizer cannot encode it (a Unigram model without unk_id meeting a character it has no
+  /// piece for, as HF tokenizers fails; a SentencePiece model that fails on it).
   Encoding encode(const std::string& text, bool add_special_tokens = true) const;
   Encoding encode_pair(const std::string& a, const std::string& b,
                        bool add_special_tokens = true) const;

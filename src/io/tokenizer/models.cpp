@@ -334,7 +334,7 @@ class WordPiece : public Model {
 // ------------------------------------------------------------------ Unigram
 class Unigram : public Model {
  public:
-  Unigram(const json& j, const LoadContext& ctx) {
+  Unigram(const json& j, const LoadContext& ctx) : ctx_(ctx) {
     const char* c = "model Unigram";
     const json& v = field(j, "vocab", c, ctx);
     if (!v.is_array()) ctx.format_error(c, ": 'vocab' must be an array of [piece, score]");
@@ -384,8 +384,9 @@ class Unigram : public Model {
         if (len == mblen) single = true;
       }
       if (!single) {
-        if (!unk_id_) {
-          throw FormatError("[io::tokenizer] model Unigram: unknown character but no unk_id");
+        if (!unk_id_) {  // HF tokenizers fails the same way (Unigram's MissingUnkId)
+          ctx_.format_error("model Unigram: cannot encode '", s.substr(st, mblen),
+                            "': no piece holds it and the model has no unk_id");
         }
         Node& t = best[st + mblen];
         double cand = here + unk_score;
@@ -448,6 +449,7 @@ class Unigram : public Model {
  private:
   std::vector<std::pair<std::string, double>> pieces_;
   std::unordered_map<std::string_view, TokenId> to_id_;  // views into pieces_
+  LoadContext ctx_;  // names the file in encoding errors
   double min_score_ = 0;
   std::size_t max_len_ = 0;
   std::optional<TokenId> unk_id_;

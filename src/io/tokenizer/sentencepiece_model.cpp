@@ -201,8 +201,9 @@ class SentencePieceBackend : public TokenizerBackend {
     Encoding e;
     char err[kErrLen] = {0};
     if (api_.encode(h_, text.data(), text.size(), &append_piece, &e, err, sizeof err) != 0) {
-      throw std::invalid_argument(peft::detail::str_cat(
-          "[io::tokenizer] ", path_, ": SentencePiece encode failed: ", err));
+      // The text is UTF-8 (Tokenizer::encode checked it): the model is at fault.
+      throw FormatError(peft::detail::str_cat("[io::tokenizer] ", path_,
+                                              ": this SentencePiece model cannot encode the text: ", err));
     }
     e.type_ids.assign(e.ids.size(), type_id);
     e.attention_mask.assign(e.ids.size(), 1);
@@ -240,8 +241,8 @@ class SentencePieceBackend : public TokenizerBackend {
     std::string out;
     char err[kErrLen] = {0};
     if (api_.decode(h_, v.data(), v.size(), &append_string, &out, err, sizeof err) != 0) {
-      throw std::invalid_argument(peft::detail::str_cat(
-          "[io::tokenizer] ", path_, ": SentencePiece decode failed: ", err));
+      throw FormatError(peft::detail::str_cat("[io::tokenizer] ", path_,
+                                              ": this SentencePiece model cannot decode the ids: ", err));
     }
     return out;
   }
