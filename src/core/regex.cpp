@@ -26,15 +26,23 @@ std::shared_ptr<Compiled> compile(const std::string& pattern, bool full) {
   if (it != cache.end()) return it->second;
   int err = 0;
   PCRE2_SIZE off = 0;
-  // fullmatch: anchored at both ends; search: as written.
-  const std::string src = full ? "(?:" + pattern + ")\\z" : pattern;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(src.c_str()), src.size(),
-                                   (full ? PCRE2_ANCHORED : 0) | PCRE2_UTF, &err, &off, nullptr);
-  if (code == nullptr) {
+  auto fail = [&] {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof(buf));
     throw ConfigError("[regex] pattern '" + pattern + "' does not compile: " + reinterpret_cast<char*>(buf));
+  };
+  // fullmatch: anchored at both ends; search: as written. The pattern must compile on its own
+  // first: "a)|(?:b" wrapped as "(?:a)|(?:b)\z" would compile and match any text starting with a.
+  if (full) {
+    pcre2_code* alone = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF, &err,
+                                      &off, nullptr);
+    if (alone == nullptr) fail();
+    pcre2_code_free(alone);
   }
+  const std::string src = full ? "(?:" + pattern + ")\\z" : pattern;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(src.c_str()), src.size(),
+                                   (full ? PCRE2_ANCHORED : 0) | PCRE2_UTF, &err, &off, nullptr);
+  if (code == nullptr) fail();
   auto c = std::make_shared<Compiled>();
   c->code = code;
   cache.emplace(std::make_pair(pattern, full), c);

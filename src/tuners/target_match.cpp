@@ -168,17 +168,19 @@ void read_target_fields(TargetFields& c, json& rest, const std::string& source, 
   }
   if (!layer_fields) return;
   if (auto it = rest.find("layers_to_transform"); it != rest.end()) {
+    const bool ints = it->is_array() && std::all_of(it->begin(), it->end(), [](const json& e) { return e.is_number_integer(); });
     if (it->is_number_integer()) c.layers_to_transform = std::vector<int64_t>{it->get<int64_t>()};
-    else if (it->is_array()) c.layers_to_transform = it->get<std::vector<int64_t>>();
+    else if (ints) c.layers_to_transform = it->get<std::vector<int64_t>>();
     else if (!it->is_null())
       throw ConfigError("[config] " + source + ": field 'layers_to_transform' must be an int or a list of ints, got " + it->dump());
     rest.erase(it);
   }
   if (auto it = rest.find("layers_pattern"); it != rest.end()) {
+    const bool strings = it->is_array() && std::all_of(it->begin(), it->end(), [](const json& e) { return e.is_string(); });
     if (it->is_string()) c.layers_pattern = std::vector<std::string>{it->get<std::string>()};
-    else if (it->is_array()) c.layers_pattern = it->get<std::vector<std::string>>();
+    else if (strings) c.layers_pattern = it->get<std::vector<std::string>>();
     else if (!it->is_null())
-      throw ConfigError("[config] " + source + ": field 'layers_pattern' must be a string or a list, got " + it->dump());
+      throw ConfigError("[config] " + source + ": field 'layers_pattern' must be a string or a list of strings, got " + it->dump());
     rest.erase(it);
   }
 }

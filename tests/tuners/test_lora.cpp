@@ -353,4 +353,36 @@ TEST(LoraConfigJson, RoundTripKeepsUnknownKeysAndDefaults) {
   EXPECT_EQ(m.init_lora_weights, "true");
 }
 
+// A whole lora_alpha too large for an integer stays a number in to_json (it was cast to int64_t:
+// undefined behaviour, caught by tests/fuzz/fuzz_adapter_config under UBSan).
+TEST(LoraConfigJson, HugeWholeAlphaStaysANumber) {
+  const auto c = peft::peft_config_from_json({{"peft_type", "LORA"}, {"lora_alpha", 1e300}}, "huge");
+  const auto j = c->to_json();
+  ASSERT_TRUE(j["lora_alpha"].is_number_float());
+  EXPECT_EQ(j["lora_alpha"].get<double>(), 1e300);
+  EXPECT_TRUE(c->to_json()["r"].is_number_integer());
+  EXPECT_TRUE(peft::peft_config_from_json({{"peft_type", "LORA"}, {"lora_alpha", 32.0}}, "whole")
+                  ->to_json()["lora_alpha"]
+                  .is_number_integer());
+}
+
+// Lists and pattern values are checked element by element, naming the field (found by
+// tests/fuzz/fuzz_adapter_config: layers_to_transform ["r"] escaped as nlohmann's type_error 302
+// with no file or field, and a rank_pattern of 1e300 was cast to an integer).
+TEST(LoraConfigJson, ListElementsAndPatternValuesAreTyped) {
+  using peft::test::expect_throw_with;
+  auto parse = [](const nlohmann::json& j) { return peft::peft_config_from_json(j, "a.json"); };
+  expect_throw_with<peft::ConfigError>([&] { parse({{"peft_type", "LORA"}, {"layers_to_transform", {1, "r"}}}); },
+                                       {"a.json", "'layers_to_transform' must be an int or a list of ints", "\"r\""});
+  expect_throw_with<peft::ConfigError>([&] { parse({{"peft_type", "LORA"}, {"layers_pattern", {"layers", 3}}}); },
+                                       {"a.json", "'layers_pattern' must be a string or a list of strings"});
+  expect_throw_with<peft::ConfigError>([&] { parse({{"peft_type", "LORA"}, {"rank_pattern", {{"q_proj", 1e300}}}}); },
+                                       {"a.json", "rank_pattern['q_proj'] must be an integer"});
+  const auto ok = parse({{"peft_type", "LORA"}, {"layers_to_transform", {0, 2}}, {"layers_pattern", {"layers"}},
+                         {"target_modules", {"q_proj"}}, {"alpha_pattern", {{"q_proj", 2.5}}}});
+  const auto& l = dynamic_cast<const peft::LoraConfig&>(*ok);
+  EXPECT_EQ(*l.layers_to_transform, (std::vector<int64_t>{0, 2}));
+  EXPECT_DOUBLE_EQ(l.alpha_for("model.layers.0.self_attn.q_proj"), 2.5);
+}
+
 }  // namespace

@@ -37,7 +37,8 @@ void LoraConfig::validate() const {
 json LoraConfig::to_json() const {
   json j = PeftConfig::to_json();
   j["r"] = r;
-  if (lora_alpha == std::floor(lora_alpha)) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
+  // Whole alphas as integers (as PEFT writes them), when they fit one.
+  if (lora_alpha == std::floor(lora_alpha) && std::fabs(lora_alpha) < 9.0e18) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
   else j["lora_alpha"] = lora_alpha;
   j["lora_dropout"] = lora_dropout;
   detail::write_target_fields(*this, j, /*layer_fields=*/true);
@@ -79,9 +80,10 @@ LoraConfig LoraConfig::from_json(const json& in, const std::string& source) {
     if (!it->is_null()) {
       PEFT_CHECK(it->is_object(), ConfigError, "[config] ", source, ": field '", key, "' must be an object");
       for (auto e = it->begin(); e != it->end(); ++e) {
-        PEFT_CHECK(e->is_number(), ConfigError, "[config] ", source, ": ", key, "['", e.key(),
-                   "'] must be a number, got ", e->dump());
-        if (std::string(key) == "rank_pattern") c.rank_pattern[e.key()] = e->get<int64_t>();
+        const bool rank = std::string(key) == "rank_pattern";
+        PEFT_CHECK(rank ? e->is_number_integer() : e->is_number(), ConfigError, "[config] ", source, ": ", key, "['",
+                   e.key(), "'] must be ", rank ? "an integer" : "a number", ", got ", e->dump());
+        if (rank) c.rank_pattern[e.key()] = e->get<int64_t>();
         else c.alpha_pattern[e.key()] = e->get<double>();
       }
     }
