@@ -47,7 +47,7 @@ FUZZ_BUILT := $(foreach t,$(FUZZ_TARGETS),$(if $(wildcard tests/fuzz/fuzz_$(t).c
 fuzz-build: deps
 	@cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DPEFT_WITH_TORCH=OFF \
 	  -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(FUZZ_BUILD) --target $(addprefix fuzz_,$(FUZZ_BUILT)) -j $(JOBS)
+	@cmake --build $(FUZZ_BUILD) --target fuzz_all -j $(JOBS)
 
 # Each target for FUZZ_SMOKE_TIME seconds from a fresh copy of its seed corpus (tests/fuzz/corpus_*,
 # copied into $(FUZZ_BUILD)/smoke); fails when any target crashes.
