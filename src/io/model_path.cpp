@@ -92,7 +92,7 @@ bool sniff_llama2c_tokenizer(const std::string& path, uint64_t size, ModelPathIn
   const uint8_t* b = m.data;
   int32_t max_len = 0;
   std::memcpy(&max_len, b, 4);
-  if (max_len <= 0 || max_len > (1 << 20)) return false;
+  if (max_len <= 0 || max_len > kMaxLlama2cTokenBytes) return false;  // as the tokenizer reader
   std::size_t pos = 4;
   int64_t count = 0;
   auto broke = [&](const std::string& what) {

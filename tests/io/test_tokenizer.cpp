@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 
 #include "peft/core/error.h"
 #include "peft/core/file_util.h"
+#include "peft/io/model_path.h"
 #include "peft/io/tokenizer.h"
 #include "test_utils.h"
 
@@ -463,6 +466,30 @@ TEST(TokenizerErrors, TruncatedLlama2cBin) {
     peft::test::expect_throw_with<peft::FormatError>(
         [&] { Tokenizer::from_llama2c(p); }, {"[io::tokenizer]", "tokenizer.bin", "truncated"});
   }
+}
+
+// A tokenizer.bin declaring tokens longer than any real one is refused before its tokens are read:
+// building the merges costs the square of a token's length, and one 200 KB token took minutes.
+TEST(TokenizerErrors, Llama2cTokensLongerThanAnyRealOneAreRefused) {
+  auto bin = [](int32_t max_len, std::size_t long_token) {
+    std::string b(4, '\0');
+    std::memcpy(b.data(), &max_len, 4);
+    for (const std::string& t : {std::string("<unk>"), std::string("<s>"), std::string("</s>"), std::string(long_token, 'a')}) {
+      const float score = 0;
+      const auto len = static_cast<int32_t>(t.size());
+      b.append(reinterpret_cast<const char*>(&score), 4).append(reinterpret_cast<const char*>(&len), 4).append(t);
+    }
+    return b;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  peft::test::expect_throw_with<peft::FormatError>(
+      [&] { Tokenizer::from_llama2c(write_tmp("tokenizer.bin", bin(1 << 20, 200000))); },
+      {"tokenizer.bin", "max_token_length 1048576", "1 to 1024 bytes"});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_EQ(peft::io::detect_model_path(write_tmp("tokenizer.bin", bin(1 << 20, 200000))).kind,
+            peft::io::ModelPathKind::Unknown);
+  const auto ok = Tokenizer::from_llama2c(write_tmp("tokenizer.bin", bin(1024, 1024)));
+  EXPECT_EQ(ok.vocab_size(), 4u);
 }
 
 TEST(TokenizerErrors, BadSentencePieceAndEmptyDir) {

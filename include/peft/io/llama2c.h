@@ -10,6 +10,11 @@
 
 namespace peft::io {
 
+/// The longest token a llama2.c tokenizer.bin may declare (its max_token_length header), in bytes.
+/// Real ones hold a few dozen (Llama 2's: 27); building the merges costs the square of a token's
+/// length, so a longer one is refused before it is read.
+constexpr int32_t kMaxLlama2cTokenBytes = 1024;
+
 /// The 7-int llama2.c header plus what the format version says.
 struct Llama2cConfig {
   int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0,

@@ -10,6 +10,7 @@
 #include "io/tokenizer/unicode_impl.h"
 #include "peft/core/check.h"
 #include "peft/core/file_util.h"
+#include "peft/io/llama2c.h"
 
 namespace peft::io {
 namespace detail {
@@ -31,7 +32,8 @@ Llama2cVocab read_llama2c(const std::string& path) {
   if (data.size() < 4) fail("is truncated: ", data.size(), " bytes, no max_token_length header");
   std::int32_t max_len = 0;
   std::memcpy(&max_len, data.data(), 4);
-  if (max_len <= 0 || max_len > (1 << 20)) fail("has an invalid max_token_length ", max_len);
+  if (max_len <= 0 || max_len > kMaxLlama2cTokenBytes)
+    fail("has an invalid max_token_length ", max_len, " (expected 1 to ", kMaxLlama2cTokenBytes, " bytes)");
   Llama2cVocab v;
   std::size_t pos = 4;
   while (pos < data.size()) {
