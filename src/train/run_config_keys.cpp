@@ -12,6 +12,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/strings.h"
+#include "peft/core/utf8.h"
 #include "peft/core/yaml_bounds.h"
 
 namespace peft::train {
