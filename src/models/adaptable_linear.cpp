@@ -135,6 +135,14 @@ const at::Tensor& AutocastWeightCache::get(const at::Tensor& weight) {
   return cast_;
 }
 
+at::Tensor AdaptableLinearImpl::plain_weight() const {
+  if (quantized_ || !weight.defined() || ScopedAdapterRouting::current() != nullptr) return {};
+  if (!adapters.disabled)
+    for (const auto& name : adapters.active())
+      if (!adapters.is_merged(name)) return {};
+  return weight_out_in();
+}
+
 at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
   PEFT_CHECK(x.size(-1) == in_features_, std::invalid_argument, "[AdaptableLinear] input has ",
              x.size(-1), " features, expected ", in_features_);

@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -18,6 +19,7 @@
 
 #include "cpu_kernels.h"
 #include "peft/core/check.h"
+#include "peft/quant/quantized_base.h"
 
 namespace peft::models {
 
@@ -324,6 +326,33 @@ at::Tensor mean_cross_entropy(const at::Tensor& logits, const at::Tensor& target
                                 at::Reduction::Mean, -100);
 }
 
+// Mean cross-entropy of h·Wᵀ + b against targets without the logits: the forward computes the
+// loss and, for the inputs that need one, the gradient of the mean (kernels::linear_cross_entropy,
+// chunk by chunk), which the backward only scales by the incoming gradient. What autograd would
+// keep otherwise, the [N, V] logits and their gradient, never exists.
+struct LinearCrossEntropyFn : public torch::autograd::Function<LinearCrossEntropyFn> {
+  // `b` is [V], or empty for no bias (an undefined tensor cannot be a Function's input on 1.13);
+  // `need` says which of h, w, b get a gradient (ctx->needs_input_grad fails when none does).
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                               const at::Tensor& targets, std::array<bool, 3> need) {
+    const at::Tensor bias = b.numel() > 0 ? b : at::Tensor();
+    auto r = kernels::linear_cross_entropy(h, w, bias, targets, need[0], need[1], bias.defined() && need[2]);
+    if (r.dh.defined()) ctx->saved_data["dh"] = r.dh;
+    if (r.dw.defined()) ctx->saved_data["dw"] = r.dw;
+    if (r.db.defined()) ctx->saved_data["db"] = r.db;
+    return {at::scalar_tensor(r.count ? r.sum / static_cast<double>(r.count) : std::nan(""),
+                              h.options().dtype(at::kFloat))};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor& g = grads[0];
+    auto scaled = [&](const char* k) {
+      const auto it = ctx->saved_data.find(k);
+      return it == ctx->saved_data.end() ? at::Tensor() : it->second.toTensor() * g;
+    };
+    return {scaled("dh"), scaled("dw"), scaled("db"), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
@@ -335,6 +364,23 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
   at::Tensor y = at::full({labels.size(0), T}, -100, labels.options().dtype(at::kLong).device(logits.device()));
   y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
   return mean_cross_entropy(logits, y);
+}
+
+at::Tensor causal_lm_loss_from_hidden(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
+                                      const at::Tensor& labels) {
+  if (!h.defined() || h.dim() != 3 || !labels.defined() || labels.dim() != 2 || labels.size(0) != h.size(0) ||
+      labels.size(1) != h.size(1) || quant::cpu_autocast_dtype())
+    return {};
+  const int64_t B = h.size(0), T = h.size(1);
+  const at::Tensor h2 = h.reshape({B * T, h.size(2)});
+  at::Tensor y = at::full({B, T}, -100, labels.options().dtype(at::kLong).device(h.device()));
+  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
+  y = y.view({B * T});
+  if (!kernels::linear_cross_entropy_applicable(h2, weight, bias, y)) return {};
+  const bool grad = at::GradMode::is_enabled();
+  const std::array<bool, 3> need = {grad && h2.requires_grad(), grad && weight.requires_grad(),
+                                    grad && bias.defined() && bias.requires_grad()};
+  return LinearCrossEntropyFn::apply(h2, weight, bias.defined() ? bias : at::empty({0}, weight.options()), y, need)[0];
 }
 
 at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels) {

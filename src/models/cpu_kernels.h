@@ -132,6 +132,25 @@ std::pair<double, int64_t> cross_entropy_rows(const at::Tensor& logits, const at
 at::Tensor cross_entropy_rows_backward(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
                                        double scale);
 
+/// Mean cross-entropy of the logits h·Wᵀ + b against `targets` without the [N, V] logits: the
+/// counted rows (target ≠ -100) go through in chunks of at most `chunk_rows` rows (0: equal chunks
+/// whose logits fill at most 64 MB), each chunk's logits computed, reduced to its losses and
+/// turned in place into (softmax − onehot)/count, then multiplied into the gradients asked for.
+/// `sum` and `count` are as cross_entropy_rows gives them; dh [N, D] (0 for skipped rows), dw
+/// [V, D] and db [V] are the gradients of sum/count, undefined when not asked for.
+struct LinearCrossEntropy {
+  double sum = 0.0;
+  int64_t count = 0;
+  at::Tensor dh, dw, db;
+};
+/// True when linear_cross_entropy applies: h [N, D], w [V, D] (and b [V] when defined) fp32 CPU
+/// contiguous tensors, targets [N] int64.
+bool linear_cross_entropy_applicable(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                                     const at::Tensor& targets);
+LinearCrossEntropy linear_cross_entropy(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                                        const at::Tensor& targets, bool need_dh, bool need_dw, bool need_db,
+                                        int64_t chunk_rows = 0);
+
 /// elementwise_f32_trainable for bf16 CPU tensors.
 bool elementwise_bf16_trainable(std::initializer_list<const at::Tensor*> ts);
 /// at::gelu(x, "tanh") of a bf16 tensor, computed in fp32.

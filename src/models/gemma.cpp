@@ -313,10 +313,16 @@ class Gemma : public PretrainedModel {
     if (head_ == TaskHead::CausalLM) {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
-      out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
-      if (c_.final_logit_softcapping > 0)
-        out.logits = at::tanh(out.logits / c_.final_logit_softcapping) * c_.final_logit_softcapping;
-      if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
+      // Soft-capped logits (Gemma 2) are not a plain projection: they take the logits path.
+      if (in.loss_only && in.labels.defined() && c_.final_logit_softcapping <= 0)
+        out.loss = causal_lm_loss_from_hidden(h, lm_head ? lm_head->plain_weight() : embed_tokens->weight,
+                                              lm_head ? lm_head->bias : at::Tensor(), in.labels);
+      if (!out.loss.defined()) {
+        out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
+        if (c_.final_logit_softcapping > 0)
+          out.logits = at::tanh(out.logits / c_.final_logit_softcapping) * c_.final_logit_softcapping;
+        if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
+      }
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = score->forward(h);
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);

@@ -207,8 +207,13 @@ class GPT2 : public PretrainedModel {
     ModelOutput out;
     out.last_hidden_state = x;
     if (head_ == TaskHead::CausalLM) {
-      out.logits = lm_head ? lm_head->forward(x) : tied_lm_head(x);
-      if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
+      if (in.loss_only && in.labels.defined())
+        out.loss = causal_lm_loss_from_hidden(x, lm_head ? lm_head->plain_weight() : wte->weight,
+                                              lm_head ? lm_head->bias : at::Tensor(), in.labels);
+      if (!out.loss.defined()) {
+        out.logits = lm_head ? lm_head->forward(x) : tied_lm_head(x);
+        if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
+      }
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = classifier->forward(at::dropout(x, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);

@@ -176,7 +176,6 @@ std::string describe_sizes(const ModelConfig& cfg) {
 }
 
 void check_model_size(const ModelConfig& cfg, double bytes_per_param, double weight_bytes) {
-  const nlohmann::json& j = cfg.json();
   const double params = min_parameter_count(cfg);
   auto sizes = [&] { return describe_sizes(cfg); };
   // A quantised checkpoint stores >= 1 bit per parameter; anything far above that is not the

@@ -63,7 +63,10 @@ at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const
   models::ModelInputs in = to_model_inputs(b, task);
   if (!d.tasks.empty() && (task == TaskFormat::SeqCls || task == TaskFormat::TokenCls))
     return detail::multitask_loss(model, std::move(in), b.seq_tasks, task, d.tasks);
-  if (task != TaskFormat::SeqCls) return model.forward(in).loss;
+  if (task != TaskFormat::SeqCls) {
+    in.loss_only = true;  // no [B, T, vocab] logits when the model can do without
+    return model.forward(in).loss;
+  }
   const at::Tensor labels = in.labels;
   in.labels = at::Tensor();
   return models::sequence_classification_loss(model.forward(in).logits, labels, problem_type(d));

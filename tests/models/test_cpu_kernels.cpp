@@ -354,6 +354,72 @@ TEST(FusedTraining, CrossEntropyLossesAndGradients) {
   EXPECT_THROW(peft::models::token_loss(torch::randn({1, 2, 5}), torch::tensor({{1L, 5L}})), std::invalid_argument);
 }
 
+// The loss from hidden states (no [B, T, V] logits) against at::linear + causal_lm_loss on plain
+// ATen: the loss and the gradients of h, W and b, for each combination of what is trained.
+TEST(FusedTraining, LinearCrossEntropyFromHiddenStates) {
+  torch::manual_seed(8);
+  for (const int64_t V : {301, 16}) {
+    const at::Tensor h = torch::randn({3, 9, 24}), w = torch::randn({V, 24}) * 0.5, b = torch::randn({V});
+    at::Tensor labels = torch::randint(0, V, {3, 9}, at::kLong);
+    labels[0][2] = -100;  // ignored positions inside a sequence: the counted rows are gathered
+    labels[2][5] = -100;
+    const at::Tensor dense = torch::randint(0, V, {3, 9}, at::kLong);  // every row counted but the last
+    for (const bool bias : {false, true})
+      for (const auto& lab : {labels, dense})
+        for (const std::vector<bool>& train : std::vector<std::vector<bool>>{{true, false, false}, {true, true, true},
+                                                                             {false, true, true}}) {
+          const std::string tag = "V=" + std::to_string(V) + (bias ? " bias" : "") +
+                                  (lab.equal(labels) ? " gaps" : " dense") + " train h/w/b=" +
+                                  std::to_string(train[0]) + std::to_string(train[1]) + std::to_string(train[2]);
+          SCOPED_TRACE(tag);
+          auto fused = [&](const std::vector<at::Tensor>& t) {
+            const at::Tensor l = peft::models::causal_lm_loss_from_hidden(t[0], t[1], bias ? t[2] : at::Tensor(), lab);
+            EXPECT_TRUE(l.defined());
+            return l;
+          };
+          auto ref = [&](const std::vector<at::Tensor>& t) {
+            return peft::models::causal_lm_loss(at::linear(t[0], t[1], bias ? c10::optional<at::Tensor>(t[2]) : c10::nullopt), lab);
+          };
+          const auto a = run_op(fused, {h, w, b}, train, true);
+          const auto r = run_op(ref, {h, w, b}, train, false);
+          EXPECT_NE(a.node.find("LinearCrossEntropyFn"), std::string::npos) << a.node;
+          EXPECT_TRUE(close(a.out, r.out, kTol, kTol)) << a.out.item<double>() << " vs " << r.out.item<double>();
+          for (std::size_t i = 0; i < 3; ++i) {
+            if (i == 2 && !bias) continue;
+            ASSERT_EQ(a.grads[i].defined(), r.grads[i].defined()) << "input " << i;
+            if (r.grads[i].defined()) EXPECT_TRUE(close(a.grads[i], r.grads[i], kTol, kTol)) << "gradient " << i;
+          }
+        }
+  }
+  namespace k = peft::models::kernels;
+  // Chunks of 1, 4 and 5 rows (the last one partial) give the one-chunk result.
+  const at::Tensor h = torch::randn({14, 10}), w = torch::randn({33, 10}), b = torch::randn({33});
+  at::Tensor t = torch::randint(0, 33, {14}, at::kLong);
+  t[3] = -100;
+  const auto one = k::linear_cross_entropy(h, w, b, t, true, true, true, 14);
+  EXPECT_EQ(one.count, 13);
+  for (const int64_t chunk : {1, 4, 5}) {
+    const auto c = k::linear_cross_entropy(h, w, b, t, true, true, true, chunk);
+    EXPECT_NEAR(c.sum, one.sum, 1e-9) << chunk;
+    EXPECT_TRUE(close(c.dh, one.dh, kTol, kTol)) << chunk;
+    EXPECT_TRUE(close(c.dw, one.dw, kTol, kTol)) << chunk;
+    EXPECT_TRUE(close(c.db, one.db, kTol, kTol)) << chunk;
+  }
+  EXPECT_EQ(one.dh[3].abs().sum().item<double>(), 0.0);  // an ignored row gets no gradient
+  // Every position ignored: NaN, as causal_lm_loss; a target outside the vocabulary is named.
+  EXPECT_TRUE(std::isnan(peft::models::causal_lm_loss_from_hidden(torch::randn({2, 4, 10}), w, {},
+                                                                  at::full({2, 4}, -100, at::kLong)).item<double>()));
+  EXPECT_THROW(peft::models::causal_lm_loss_from_hidden(torch::randn({1, 3, 10}), w, {}, torch::tensor({{1L, 2L, 33L}})),
+               std::invalid_argument);
+  // Not applicable (the caller computes logits): bf16, a strided weight, fused kernels off.
+  EXPECT_FALSE(peft::models::causal_lm_loss_from_hidden(torch::randn({1, 3, 10}).to(at::kBFloat16),
+                                                        w.to(at::kBFloat16), {}, torch::tensor({{1L, 2L, 3L}})).defined());
+  EXPECT_FALSE(peft::models::causal_lm_loss_from_hidden(torch::randn({1, 3, 10}), torch::randn({10, 33}).t(), {},
+                                                        torch::tensor({{1L, 2L, 3L}})).defined());
+  k::ScopedPlainAten plain;
+  EXPECT_FALSE(peft::models::causal_lm_loss_from_hidden(torch::randn({1, 3, 10}), w, {}, torch::tensor({{1L, 2L, 3L}})).defined());
+}
+
 TEST(FusedTraining, RotaryForwardAndGradients) {
   torch::manual_seed(4);
   for (const int64_t D : {8, 12, 16, 34}) {
@@ -444,6 +510,13 @@ TEST(FusedTraining, LoraStepMatchesPlainAten) {
       const std::string what = std::string(name) + (ckpt ? " checkpointed" : "");
       const Step fused = train_step(*pm, in, params, true), ref = train_step(*pm, in, params, false);
       expect_same_step(fused, ref, what);
+      // The trainer's forward: the loss from the hidden states, no logits (Gemma 2/3's soft-capped
+      // logits excepted: the fixtures set final_logit_softcapping).
+      auto loss_only = in;
+      loss_only.loss_only = true;
+      expect_same_step(train_step(*pm, loss_only, params, true), ref, what + " loss_only");
+      const bool softcapped = std::string(name).rfind("gemma", 0) == 0;
+      EXPECT_EQ(pm->forward(loss_only).logits.defined(), softcapped) << what;
     }
   }
 }
@@ -465,6 +538,11 @@ TEST(FusedTraining, FullFineTuningStepMatchesPlainAten) {
     in.labels = c["labels"];
     const Step fused = train_step(*m, in, params, true), ref = train_step(*m, in, params, false);
     expect_same_step(fused, ref, name);
+    // The loss from the hidden states: the output projection's (or tied embedding's) gradient
+    // made in the forward.
+    in.loss_only = true;
+    expect_same_step(train_step(*m, in, params, true), ref, std::string(name) + " loss_only");
+    EXPECT_FALSE(m->forward(in).logits.defined()) << name;
   }
 }
 

@@ -120,6 +120,9 @@ class AdaptableLinearImpl : public torch::nn::Module {
   bool fan_in_fan_out() const { return fan_in_fan_out_; }
   /// The weight in [out, in] layout whatever the storage layout (a view, no copy).
   at::Tensor weight_out_in() const;
+  /// weight_out_in() when forward(x) is x·Wᵀ + bias and nothing else (a full-precision weight, no
+  /// active unmerged adapter, no per-row routing); undefined otherwise.
+  at::Tensor plain_weight() const;
 
   AdapterSet<LinearAdapter> adapters;
 

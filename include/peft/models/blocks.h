@@ -47,6 +47,13 @@ at::Tensor default_position_ids(int64_t batch, int64_t T, int64_t past, c10::Dev
 
 /// Mean next-token cross-entropy: logits[:, :-1] against labels[:, 1:], -100 ignored.
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels);
+/// causal_lm_loss of the logits h·Wᵀ + b (h [B, T, D] final hidden states, W [V, D] the output
+/// projection, b [V] or undefined) computed without the [B, T, V] logits or their gradient: the
+/// positions that carry a label go through in chunks, and the gradients of h, W and b are made
+/// in the forward. Undefined when that path does not apply (tensors other than fp32 contiguous
+/// on the CPU, autocast on, fused kernels off): the caller computes the logits and causal_lm_loss.
+at::Tensor causal_lm_loss_from_hidden(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
+                                      const at::Tensor& labels);
 /// Mean cross-entropy over all positions, -100 ignored (token classification, seq2seq).
 at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels);
 /// Sequence classification loss as transformers picks it: MSE when num_labels == 1

@@ -47,6 +47,10 @@ struct ModelInputs {
   /// Causal LMs: logits for the last `logits_to_keep` positions only (0 = all), as transformers'
   /// argument of that name; generation asks for 1.
   int64_t logits_to_keep = 0;
+  /// Only the loss is wanted (the trainer's step): a causal LM whose output projection is a
+  /// plain fp32 matrix then computes it from the final hidden states without the [B, T, vocab]
+  /// logits (models::causal_lm_loss_from_hidden) and leaves `logits` undefined.
+  bool loss_only = false;
 
   // Encoder-decoder models only.
   at::Tensor decoder_input_ids;
