@@ -400,7 +400,8 @@ TEST(FusedTraining, LinearCrossEntropyFromHiddenStates) {
   EXPECT_EQ(one.count, 13);
   for (const int64_t chunk : {1, 4, 5}) {
     const auto c = k::linear_cross_entropy(h, w, b, t, true, true, true, chunk);
-    EXPECT_NEAR(c.sum, one.sum, 1e-9) << chunk;
+    // The same rows; the logits may round differently (MKL's GEMM blocks by the row count).
+    EXPECT_NEAR(c.sum, one.sum, 1e-6 * one.sum) << chunk;
     EXPECT_TRUE(close(c.dh, one.dh, kTol, kTol)) << chunk;
     EXPECT_TRUE(close(c.dw, one.dw, kTol, kTol)) << chunk;
     EXPECT_TRUE(close(c.db, one.db, kTol, kTol)) << chunk;
