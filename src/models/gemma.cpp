@@ -11,6 +11,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "causal_lm_head.h"
 #include "peft/core/check.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -314,15 +315,11 @@ class Gemma : public PretrainedModel {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
       // Soft-capped logits (Gemma 2) are not a plain projection: they take the logits path.
-      if (in.loss_only && in.labels.defined() && c_.final_logit_softcapping <= 0)
-        out.loss = causal_lm_loss_from_hidden(h, lm_head ? lm_head->plain_weight() : embed_tokens->weight,
-                                              lm_head ? lm_head->bias : at::Tensor(), in.labels);
-      if (!out.loss.defined()) {
-        out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
-        if (c_.final_logit_softcapping > 0)
-          out.logits = at::tanh(out.logits / c_.final_logit_softcapping) * c_.final_logit_softcapping;
-        if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
-      }
+      const double cap = c_.final_logit_softcapping;
+      causal_lm_output(out, h, in, lm_head, embed_tokens->weight, cap <= 0, [&](const at::Tensor& x) {
+        const at::Tensor logits = lm_head ? lm_head->forward(x) : at::linear(x, tied_cast_.get(embed_tokens->weight));
+        return cap > 0 ? at::tanh(logits / cap) * cap : logits;
+      });
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = score->forward(h);
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "causal_lm_head.h"
 #include "peft/core/check.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -207,13 +208,9 @@ class GPT2 : public PretrainedModel {
     ModelOutput out;
     out.last_hidden_state = x;
     if (head_ == TaskHead::CausalLM) {
-      if (in.loss_only && in.labels.defined())
-        out.loss = causal_lm_loss_from_hidden(x, lm_head ? lm_head->plain_weight() : wte->weight,
-                                              lm_head ? lm_head->bias : at::Tensor(), in.labels);
-      if (!out.loss.defined()) {
-        out.logits = lm_head ? lm_head->forward(x) : tied_lm_head(x);
-        if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
-      }
+      causal_lm_output(out, x, in, lm_head, wte->weight, true, [&](const at::Tensor& y) {
+        return lm_head ? lm_head->forward(y) : tied_lm_head(y);
+      });
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = classifier->forward(at::dropout(x, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "causal_lm_head.h"
 #include "peft/core/check.h"
 #include "peft/models/adaptable_linear.h"
 #include "peft/models/architectures.h"
@@ -289,13 +290,9 @@ class Phi3 : public PretrainedModel {
     if (head_ == TaskHead::CausalLM) {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
-      if (in.loss_only && in.labels.defined())
-        out.loss = causal_lm_loss_from_hidden(h, lm_head ? lm_head->plain_weight() : embed_tokens->weight,
-                                              lm_head ? lm_head->bias : at::Tensor(), in.labels);
-      if (!out.loss.defined()) {
-        out.logits = lm_head ? lm_head->forward(h) : at::linear(h, tied_cast_.get(embed_tokens->weight));
-        if (in.labels.defined()) out.loss = causal_lm_loss(out.logits, in.labels);
-      }
+      causal_lm_output(out, h, in, lm_head, embed_tokens->weight, true, [&](const at::Tensor& x) {
+        return lm_head ? lm_head->forward(x) : at::linear(x, tied_cast_.get(embed_tokens->weight));
+      });
     } else if (head_ == TaskHead::TokenCls) {
       const bool drop = is_training() && c_.classifier_dropout > 0;
       out.logits = score->forward(drop ? at::dropout(h, c_.classifier_dropout, true) : h);
