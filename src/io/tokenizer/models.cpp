@@ -15,12 +15,17 @@ using nlohmann::json;
 
 /// Vocabulary token -> id with the reverse table (ids may be sparse).
 struct Vocab {
+  static constexpr TokenId kMaxId = TokenId{1} << 23;
   std::unordered_map<std::string, TokenId> to_id;
   std::vector<std::string> to_token;
   std::vector<bool> present;
 
   void add(const std::string& t, TokenId id, const char* component, const LoadContext& ctx) {
     if (id < 0) ctx.format_error(component, ": negative id ", id, " for token '", t, "'");
+    // The reverse table is indexed by id: a stray huge id would allocate gigabytes.
+    if (id >= kMaxId)
+      ctx.format_error(component, ": id ", id, " for token '", t, "' is past ", kMaxId - 1,
+                       " (vocabularies hold at most 2^23 tokens)");
     to_id[t] = id;
     if (static_cast<std::size_t>(id) >= to_token.size()) {
       to_token.resize(id + 1);
