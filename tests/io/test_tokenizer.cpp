@@ -423,6 +423,35 @@ TEST(TokenizerErrors, TemplateUsesUnknownSpecialToken) {
                                        {"post_processor TemplateProcessing", "[CLS]"});
 }
 
+// Ids index tables: a huge id would size them to gigabytes, and a float or out-of-range number
+// must not be narrowed into an int (found by fuzz_tokenizer_json).
+TEST(TokenizerErrors, IdsOutsideTheTokenRangeAreRefusedByName) {
+  expect_load_error<peft::FormatError>(minimal_bpe("model.vocab", {{"a", 0}, {"b", 100000000}}),
+                                       {"model BPE", "'b'", "100000000", "2^23"});
+  expect_load_error<peft::FormatError>(minimal_bpe("model.vocab", {{"a", -1}}),
+                                       {"model BPE", "'a'", "-1"});
+  expect_load_error<peft::FormatError>(minimal_bpe("model.vocab", {{"a", 1.5}}),
+                                       {"model BPE", "'a'", "integer"});
+  json tp = {{"type", "TemplateProcessing"},
+             {"single", {{{"Sequence", {{"id", "A"}, {"type_id", 1.44444e95}}}}}},
+             {"pair", json::array()},
+             {"special_tokens", json::object()}};
+  expect_load_error<peft::FormatError>(minimal_bpe("post_processor", tp),
+                                       {"post_processor TemplateProcessing", "type_id"});
+  tp["single"] = {{{"SpecialToken", {{"id", "[CLS]"}, {"type_id", 0}}}}};
+  tp["special_tokens"] = {{"[CLS]", {{"id", "[CLS]"}, {"ids", {4294967296LL}}, {"tokens", {"[CLS]"}}}}};
+  expect_load_error<peft::FormatError>(minimal_bpe("post_processor", tp),
+                                       {"post_processor TemplateProcessing", "[CLS]", "4294967296"});
+  json bert = {{"type", "BertProcessing"}, {"sep", {"b", 1}}, {"cls", {"a", -7}}};
+  expect_load_error<peft::FormatError>(minimal_bpe("post_processor", bert),
+                                       {"post_processor BertProcessing", "'cls'", "-7"});
+  expect_load_error<peft::FormatError>(
+      minimal_bpe("added_tokens", json::array({{{"id", 18446744073709551615ULL}, {"content", "x"}}})),
+      {"added_tokens", "18446744073709551615"});
+  expect_load_error<peft::FormatError>(minimal_bpe("padding", {{"pad_id", -2}}),
+                                       {"padding", "pad_id", "-2"});
+}
+
 TEST(TokenizerErrors, UnigramBadUnkIdAndWordPieceMissingUnk) {
   json uni = {
       {"type", "Unigram"}, {"vocab", json::array({json::array({"a", -1.0})})}, {"unk_id", 5}};

@@ -33,6 +33,12 @@ std::string get_string(const nlohmann::json& j, const char* key, const char* com
                        const LoadContext& ctx, std::optional<std::string> def = std::nullopt);
 bool get_bool(const nlohmann::json& j, const char* key, const char* component,
               const LoadContext& ctx, std::optional<bool> def = std::nullopt);
+/// Token ids and type ids index tables, so they are bounded: at most 2^23 tokens.
+inline constexpr TokenId kMaxTokenId = TokenId{1} << 23;
+/// `v` as an id in [0, kMaxTokenId): FormatError naming `component` and `what` for anything else
+/// (a float, a negative or huge number, a string), before any narrowing conversion.
+TokenId to_token_id(const nlohmann::json& v, const char* component, const std::string& what,
+                    const LoadContext& ctx);
 std::string type_of(const nlohmann::json& j, const char* component, const LoadContext& ctx);
 SplitBehavior parse_behavior(const nlohmann::json& j, const char* component,
                              const LoadContext& ctx);

@@ -117,7 +117,7 @@ class HfTokenizer : public TokenizerBackend {
     load_added_tokens(j.value("added_tokens", json::array()));
     const json& pad = j.value("padding", json());
     if (pad.is_object() && pad.contains("pad_id") && pad["pad_id"].is_number_integer()) {
-      pad_id = pad["pad_id"].get<TokenId>();
+      pad_id = to_token_id(pad["pad_id"], "padding", "pad_id", ctx_);
     }
   }
 
@@ -220,7 +220,7 @@ class HfTokenizer : public TokenizerBackend {
         ctx_.format_error(c, ": each entry needs an integer 'id', got ", a.dump());
       }
       AddedToken t;
-      t.id = a["id"].get<TokenId>();
+      t.id = to_token_id(a["id"], c, "id", ctx_);
       t.content = get_string(a, "content", c, ctx_);
       t.special = get_bool(a, "special", c, ctx_, false);
       t.single_word = get_bool(a, "single_word", c, ctx_, false);

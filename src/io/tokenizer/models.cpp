@@ -15,17 +15,16 @@ using nlohmann::json;
 
 /// Vocabulary token -> id with the reverse table (ids may be sparse).
 struct Vocab {
-  static constexpr TokenId kMaxId = TokenId{1} << 23;
   std::unordered_map<std::string, TokenId> to_id;
   std::vector<std::string> to_token;
   std::vector<bool> present;
 
   void add(const std::string& t, TokenId id, const char* component, const LoadContext& ctx) {
-    if (id < 0) ctx.format_error(component, ": negative id ", id, " for token '", t, "'");
     // The reverse table is indexed by id: a stray huge id would allocate gigabytes.
-    if (id >= kMaxId)
-      ctx.format_error(component, ": id ", id, " for token '", t, "' is past ", kMaxId - 1,
-                       " (vocabularies hold at most 2^23 tokens)");
+    if (id < 0 || id >= kMaxTokenId) {
+      ctx.format_error(component, ": id ", id, " for token '", t, "' is outside [0, ",
+                       kMaxTokenId - 1, "] (vocabularies hold at most 2^23 tokens)");
+    }
     to_id[t] = id;
     if (static_cast<std::size_t>(id) >= to_token.size()) {
       to_token.resize(id + 1);
@@ -52,10 +51,8 @@ Vocab read_vocab_object(const json& j, const char* component, const LoadContext&
   Vocab v;
   v.to_id.reserve(j.size());
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (!it.value().is_number_integer()) {
-      ctx.format_error(component, ": id of token '", it.key(), "' is not an integer");
-    }
-    v.add(it.key(), it.value().get<TokenId>(), component, ctx);
+    v.add(it.key(), to_token_id(it.value(), component, "id of token '" + it.key() + "'", ctx),
+          component, ctx);
   }
   return v;
 }
@@ -361,7 +358,7 @@ class Unigram : public Model {
         ctx.format_error(c, ": unk_id ", j["unk_id"].dump(), " is not an index into the vocab (",
                          pieces_.size(), " pieces)");
       }
-      unk_id_ = j["unk_id"].get<TokenId>();
+      unk_id_ = to_token_id(j["unk_id"], c, "unk_id", ctx);
     }
     byte_fallback_ = get_bool(j, "byte_fallback", c, ctx, false);
   }

@@ -38,6 +38,22 @@ bool get_bool(const json& j, const char* key, const char* component, const LoadC
   return j[key].get<bool>();
 }
 
+TokenId to_token_id(const json& v, const char* component, const std::string& what,
+                    const LoadContext& ctx) {
+  if (!v.is_number_integer()) {
+    ctx.format_error(component, ": ", what, " must be an integer, got ", v.dump());
+  }
+  // Compared as 64-bit before narrowing: is_number_integer covers int64 and uint64.
+  const bool in_range = v.is_number_unsigned() ? v.get<std::uint64_t>() < std::uint64_t(kMaxTokenId)
+                                               : (v.get<std::int64_t>() >= 0 &&
+                                                  v.get<std::int64_t>() < kMaxTokenId);
+  if (!in_range) {
+    ctx.format_error(component, ": ", what, " ", v.dump(), " is outside [0, ", kMaxTokenId - 1,
+                     "] (vocabularies hold at most 2^23 tokens)");
+  }
+  return static_cast<TokenId>(v.get<std::int64_t>());
+}
+
 std::string type_of(const json& j, const char* component, const LoadContext& ctx) {
   if (!j.is_object()) ctx.format_error(component, " must be an object or null, got ", j.dump());
   return get_string(j, "type", component, ctx);
@@ -211,7 +227,9 @@ class TemplateProcessing : public PostProcessor {
                          "equal length");
       }
       Special s;
-      for (auto& x : ids) s.ids.push_back(x.get<TokenId>());
+      for (auto& x : ids) {
+        s.ids.push_back(to_token_id(x, c, "id of special token '" + it.key() + "'", ctx));
+      }
       for (auto& x : toks) s.tokens.push_back(x.get<std::string>());
       specials_[it.key()] = std::move(s);
     }
@@ -265,7 +283,7 @@ class TemplateProcessing : public PostProcessor {
       }
       const json& v = special ? p["SpecialToken"] : p["Sequence"];
       Piece x{special, get_string(v, "id", c, ctx),
-              v.contains("type_id") ? v["type_id"].get<TokenId>() : 0};
+              v.contains("type_id") ? to_token_id(v["type_id"], c, "template 'type_id'", ctx) : 0};
       if (special && !specials_.count(x.id)) {
         ctx.format_error(c, ": template uses special token '", x.id,
                          "' missing from 'special_tokens'");
@@ -292,7 +310,7 @@ class ClsSepProcessing : public PostProcessor {
         ctx.format_error(c, ": '", key, "' must be [token, id], got ", v.dump());
       }
       tok = v[0].get<std::string>();
-      id = v[1].get<TokenId>();
+      id = to_token_id(v[1], c, std::string("id of '") + key + "'", ctx);
     };
     pair("cls", cls_, cls_id_);
     pair("sep", sep_, sep_id_);
