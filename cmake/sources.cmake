@@ -67,6 +67,9 @@ set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTION
 # ggml's rounding: a*b+c is fused exactly where ggml's binary fuses it (std::fma), nowhere else.
 set_source_files_properties(${S}/quant/ggml_cpu.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 
+# AdaLoRA's score EMAs round each product and sum as torch's tensor ops (no FMA).
+set_source_files_properties(${S}/tuners/adalora/layer.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+
 # The training attention's vector loops are written as a*b+c: multiply-adds.
 set_source_files_properties(${S}/models/cpu_attention_train.cpp PROPERTIES COMPILE_OPTIONS "-ffp-contract=fast;-Wno-psabi")
 

@@ -111,6 +111,45 @@ TEST(AdaLoraConfig, InvalidSchedulesAreClearErrors) {
                                  {"DoRA"});
 }
 
+// The fp32 regulariser (one GEMM per matrix each way) against the plain autograd graph in fp64:
+// the value and the gradients of A and B, including a matrix with G = I exactly (zero norm, zero
+// gradient) and rank 0.
+TEST(AdaLora, OrthogonalRegularizationMatchesThePlainGraph) {
+  torch::manual_seed(7);
+  std::vector<peft::adalora::AdaLoraTensors> f32, f64;
+  auto add = [&](at::Tensor A, at::Tensor B) {
+    peft::adalora::AdaLoraTensors a, b;
+    a.A = A.clone().requires_grad_(true);
+    a.B = B.clone().requires_grad_(true);
+    b.A = A.to(at::kDouble).requires_grad_(true);
+    b.B = B.to(at::kDouble).requires_grad_(true);
+    f32.push_back(a);
+    f64.push_back(b);
+  };
+  add(torch::randn({6, 40}) * 0.3, torch::randn({24, 6}) * 0.2);
+  add(torch::randn({12, 64}), torch::randn({64, 12}));
+  add(torch::eye(5, 32), torch::eye(48, 5));  // orthonormal rows and columns: G - I = 0
+  add(torch::zeros({0, 16}), torch::zeros({16, 0}));
+  const at::Tensor r32 = peft::adalora::orthogonal_regularization(f32);
+  const at::Tensor r64 = peft::adalora::orthogonal_regularization(f64);
+  EXPECT_EQ(r32.scalar_type(), at::kFloat);
+  EXPECT_NEAR(r32.item<double>(), r64.item<double>(), 1e-6 * r64.item<double>());
+  (r32 * 3.0).backward();
+  (r64 * 3.0).backward();
+  for (std::size_t i = 0; i < f32.size(); ++i) {
+    SCOPED_TRACE("module " + std::to_string(i));
+    for (int k = 0; k < 2; ++k) {
+      const at::Tensor& g32 = k == 0 ? f32[i].A.grad() : f32[i].B.grad();
+      const at::Tensor& g64 = k == 0 ? f64[i].A.grad() : f64[i].B.grad();
+      ASSERT_TRUE(g32.defined());
+      const double scale = std::max(1.0, g64.numel() ? g64.abs().max().item<double>() : 0.0);
+      EXPECT_TRUE(close(g32.to(at::kDouble), g64, 1e-5 * scale));
+    }
+  }
+  EXPECT_EQ(f32[2].A.grad().abs().max().item<float>(), 0.0f);
+  EXPECT_GT(f32[1].A.grad().abs().max().item<float>(), 0.0f);
+}
+
 // 30 steps of PEFT's update_and_allocate in a plain SGD loop, replayed here from the same initial
 // adapter and data: loss, budget, masks and triplet scores at every step, final tensors.
 TEST(AdaLora, ThirtyStepAllocationMatchesPeft) {

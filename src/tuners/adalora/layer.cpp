@@ -5,12 +5,15 @@
 #include "peft/tuners/adalora/layer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/module.h>
 
 #include <cmath>
 #include <limits>
 
 #include "peft/core/check.h"
+#include "peft/quant/quantized_base.h"
 
 namespace peft::adalora {
 
@@ -91,22 +94,87 @@ AdaLoraTensors adalora_tensors(models::AdaptableLinearImpl& slot, const std::str
   return t;
 }
 
-at::Tensor orthogonal_regularization(const std::vector<AdaLoraTensors>& modules) {
-  at::Tensor sum;
-  int64_t n = 0;
-  for (const auto& m : modules) {
-    for (int which = 0; which < 2; ++which) {
-      const at::Tensor& p = which == 0 ? m.A : m.B;
-      const at::Tensor cov = which == 0 ? at::matmul(p, p.t()) : at::matmul(p.t(), p);
-      // Made in fp32 and cast: under bf16 autocast cov is bf16, for which LibTorch 1.13 has no eye.
-      const at::Tensor I = at::eye(cov.size(0), cov.options().dtype(at::kFloat)).to(cov.scalar_type());
-      const at::Tensor term = at::norm(cov - I);  // Frobenius norm over all elements (p = 2)
-      sum = sum.defined() ? sum + term : term;
-      ++n;
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+bool fp32_cpu(const at::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat; }
+
+// Σ ‖G − I‖_F / N over matrices given as (A, B) pairs, G = A·Aᵀ and Bᵀ·B, in fp32 on the CPU.
+// The forward is one GEMM per matrix and one pass over the r × r G; it keeps the normalised
+// residual (G − I)/‖G − I‖ (zero where the norm is zero, as the norm's gradient) so the backward is
+// one more GEMM per matrix: ∂‖G − I‖/∂A = (R + Rᵀ)·A and ∂/∂B = B·(R + Rᵀ). The plain path builds
+// eye, sub, norm and their autograd nodes per matrix (about 20 operator calls each way).
+struct OrthRegFn : public torch::autograd::Function<OrthRegFn> {
+  static variable_list forward(AutogradContext* ctx, at::TensorList ps) {
+    float total = 0.0f;  // accumulated in fp32 term by term, as the plain path's scalar tensor
+    std::vector<at::Tensor> residuals;
+    residuals.reserve(ps.size());
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      const at::Tensor& P = ps[i];
+      at::Tensor G = (i % 2 == 0 ? at::mm(P, P.t()) : at::mm(P.t(), P)).contiguous();
+      float* g = G.data_ptr<float>();
+      const int64_t r = G.size(0);
+      double ss = 0.0;
+      for (int64_t j = 0; j < r; ++j) g[j * r + j] -= 1.0f;
+      for (int64_t j = 0; j < r * r; ++j) ss += static_cast<double>(g[j]) * g[j];
+      const float norm = static_cast<float>(std::sqrt(ss));
+      const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
+      for (int64_t j = 0; j < r * r; ++j) g[j] *= inv;
+      total += norm;
+      residuals.push_back(std::move(G));
     }
+    std::vector<at::Tensor> saved(ps.begin(), ps.end());
+    saved.insert(saved.end(), residuals.begin(), residuals.end());
+    ctx->save_for_backward(saved);
+    const float n = static_cast<float>(ps.size());
+    return {at::scalar_tensor(ps.empty() ? 0.0f : total / n, at::TensorOptions().dtype(at::kFloat))};
   }
-  if (n == 0) return at::zeros({});
-  return sum / static_cast<double>(n);
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const std::size_t n = saved.size() / 2;
+    const float go = grads[0].item<float>() / static_cast<float>(n);
+    variable_list out(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!ctx->needs_input_grad(i)) continue;
+      const at::Tensor& P = saved[i];
+      const at::Tensor& R = saved[n + i];
+      const int64_t r = R.size(0);
+      at::Tensor S = at::empty({r, r}, R.options());
+      const float* a = R.data_ptr<float>();
+      float* d = S.data_ptr<float>();
+      for (int64_t j = 0; j < r; ++j)
+        for (int64_t k = 0; k < r; ++k) d[j * r + k] = go * a[j * r + k] + go * a[k * r + j];
+      out[i] = i % 2 == 0 ? at::mm(S, P) : at::mm(P, S);
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+at::Tensor orthogonal_regularization(const std::vector<AdaLoraTensors>& modules) {
+  if (modules.empty()) return at::zeros({});
+  bool fused = !quant::cpu_autocast_dtype();
+  std::vector<at::Tensor> ps;
+  for (const auto& m : modules) {
+    fused = fused && fp32_cpu(m.A) && fp32_cpu(m.B);
+    ps.push_back(m.A);
+    ps.push_back(m.B);
+  }
+  // Under autocast the GEMMs run in its dtype (as PEFT's matmuls): the plain path below.
+  if (fused) return OrthRegFn::apply(at::TensorList(ps))[0];
+  at::Tensor sum;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    const at::Tensor& p = ps[i];
+    const at::Tensor cov = i % 2 == 0 ? at::matmul(p, p.t()) : at::matmul(p.t(), p);
+    // Made in fp32 and cast: under bf16 autocast cov is bf16, for which LibTorch 1.13 has no eye.
+    const at::Tensor I = at::eye(cov.size(0), cov.options().dtype(at::kFloat)).to(cov.scalar_type());
+    const at::Tensor term = at::norm(cov - I);  // Frobenius norm over all elements (p = 2)
+    sum = sum.defined() ? sum + term : term;
+  }
+  return sum / static_cast<double>(ps.size());
 }
 
 // ---------------------------------------------------------------- RankAllocator
@@ -133,16 +201,38 @@ std::pair<int64_t, bool> RankAllocator::budget_schedule(int64_t step) const {
 void RankAllocator::update_ipt() {
   at::NoGradGuard ng;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+  // The scalars round to fp32 as in torch's `beta * tensor` on fp32 tensors.
+  const float fb1 = static_cast<float>(b1), fc1 = static_cast<float>(1 - b1);
+  const float fb2 = static_cast<float>(b2), fc2 = static_cast<float>(1 - b2);
   for (std::size_t i = 0; i < modules_.size(); ++i) {
     const at::Tensor* ps[3] = {&modules_[i].A, &modules_[i].E, &modules_[i].B};
     for (int k = 0; k < 3; ++k) {
       const at::Tensor& p = *ps[k];
       Ema& e = ema_[i][k];
       if (!e.ipt.defined()) {
-        e.ipt = at::zeros_like(p);
-        e.unc = at::zeros_like(p);
+        e.ipt = at::zeros_like(p, at::MemoryFormat::Contiguous);
+        e.unc = at::zeros_like(p, at::MemoryFormat::Contiguous);
       }
       const at::Tensor g = p.grad().defined() ? p.grad() : at::zeros_like(p);
+      if (fp32_cpu(p) && fp32_cpu(g) && p.is_contiguous() && g.is_contiguous() && fp32_cpu(e.ipt) &&
+          fp32_cpu(e.unc) && e.ipt.is_contiguous() && e.unc.is_contiguous()) {
+        // One pass in place, each product and sum rounded to fp32 as the tensor ops below.
+        const float* pp = p.data_ptr<float>();
+        const float* gg = g.data_ptr<float>();
+        float* ei = e.ipt.data_ptr<float>();
+        float* eu = e.unc.data_ptr<float>();
+        at::parallel_for(0, p.numel(), 4096, [&](int64_t begin, int64_t end) {
+          for (int64_t j = begin; j < end; ++j) {
+            const float ipt = std::fabs(pp[j] * gg[j]);
+            const float a = fb1 * ei[j], b = fc1 * ipt;
+            const float ema = a + b;
+            const float c = fb2 * eu[j], d = fc2 * std::fabs(ipt - ema);
+            ei[j] = ema;
+            eu[j] = c + d;
+          }
+        });
+        continue;
+      }
       const at::Tensor ipt = (p * g).abs();
       e.ipt = b1 * e.ipt + (1 - b1) * ipt;                 // sensitivity smoothing
       e.unc = b2 * e.unc + (1 - b2) * (ipt - e.ipt).abs(); // uncertainty
@@ -209,8 +299,9 @@ std::map<std::string, at::Tensor> RankAllocator::state() const {
   static const char* kPart[3] = {"A", "E", "B"};
   for (std::size_t i = 0; i < modules_.size(); ++i)
     for (int k = 0; k < 3; ++k) {
-      out[modules_[i].name + "." + kPart[k] + ".ipt"] = ema_[i][k].ipt;
-      out[modules_[i].name + "." + kPart[k] + ".unc"] = ema_[i][k].unc;
+      // Copies: the scores are updated in place at every step.
+      out[modules_[i].name + "." + kPart[k] + ".ipt"] = ema_[i][k].ipt.clone();
+      out[modules_[i].name + "." + kPart[k] + ".unc"] = ema_[i][k].unc.clone();
     }
   return out;
 }
