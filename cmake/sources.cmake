@@ -40,6 +40,7 @@ set(PEFT_CORE_SOURCES
   ${S}/io/tokenizer/tokenizer.cpp
   ${S}/train/data.cpp
   ${S}/train/training_args.cpp
+  ${S}/train/adamw_kernel.cpp
   # The run config's keys (YAML, yaml-cpp); the rest of train/run_config is LibTorch's.
   ${S}/train/run_config_keys.cpp
   ${S}/train/sampler.cpp
@@ -66,6 +67,9 @@ set_source_files_properties(${S}/quant/ggml_quants_hwy.cpp PROPERTIES INCLUDE_DI
 set_source_files_properties(${S}/quant/ggml_quants.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 # ggml's rounding: a*b+c is fused exactly where ggml's binary fuses it (std::fma), nowhere else.
 set_source_files_properties(${S}/quant/ggml_cpu.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+
+# The fused optimizer's loops vectorise only at -O3 and with sqrt free of errno.
+set_source_files_properties(${S}/train/adamw_kernel.cpp PROPERTIES COMPILE_OPTIONS "-O3;-fno-math-errno")
 
 # AdaLoRA's score EMAs round each product and sum as torch's tensor ops (no FMA).
 set_source_files_properties(${S}/tuners/adalora/layer.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)

@@ -1,10 +1,17 @@
 // The optimiser and the learning-rate schedule. Mirrors transformers' Trainer.create_optimizer
 // (no weight decay on biases and norm weights) and optimization.get_scheduler.
+#include <ATen/Parallel.h>
+#include <torch/types.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
+#include <type_traits>
 
+#include "adamw_kernel.h"
+#include "models/cpu_kernels.h"
 #include "peft/core/check.h"
 #include "trainer_impl.h"
 
@@ -20,6 +27,146 @@ double lr_lambda(const std::string& type, int64_t step, int64_t warmup, int64_t 
 }
 
 namespace detail {
+
+namespace {
+
+bool fp32_dense_cpu(const at::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.layout() == at::kStrided &&
+         t.is_contiguous();
+}
+
+// Elements per task of at::parallel_for: below this a parameter's update runs on one thread.
+constexpr int64_t kGrain = 1 << 15;
+
+// LibTorch's AdamW with the update of each fp32 CPU parameter as one pass over the parameter, its
+// gradient and its two moments, instead of nine tensor operations and their temporaries. The
+// state stays LibTorch's (AdamWParamState under LibTorch's key), so optimizer.pt is the same file
+// either way; amsgrad, other dtypes and devices, and PEFT_FUSED_KERNELS=0 take AdamW::step.
+class FusedAdamW : public torch::optim::AdamW {
+ public:
+  using AdamW::AdamW;
+
+  at::Tensor step(LossClosure closure = nullptr) override {
+    if (!fusable()) return AdamW::step(std::move(closure));
+    at::NoGradGuard no_grad;
+    at::Tensor loss;
+    if (closure != nullptr) {
+      at::AutoGradMode enable_grad(true);
+      loss = closure();
+    }
+    for (auto& group : param_groups_) {
+      const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+      for (auto& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        auto& st = state_of(p);
+        st.step(st.step() + 1);
+        const double b1 = std::get<0>(o.betas()), b2 = std::get<1>(o.betas());
+        const double bc1 = 1 - std::pow(b1, st.step()), bc2 = 1 - std::pow(b2, st.step());
+        AdamWStep s;
+        s.decay = o.weight_decay() != 0 ? static_cast<float>(1 - o.lr() * o.weight_decay()) : 1.0f;
+        s.beta1 = static_cast<float>(b1);
+        s.one_minus_beta1 = static_cast<float>(1 - b1);
+        s.beta2 = static_cast<float>(b2);
+        s.one_minus_beta2 = static_cast<float>(1 - b2);
+        s.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bc2));
+        s.eps = static_cast<float>(o.eps());
+        s.neg_step_size = static_cast<float>(-(o.lr() / bc1));
+        float* pp = p.data_ptr<float>();
+        const float* g = p.grad().data_ptr<float>();
+        float* m = st.exp_avg().data_ptr<float>();
+        float* v = st.exp_avg_sq().data_ptr<float>();
+        at::parallel_for(0, p.numel(), kGrain,
+                         [&](int64_t begin, int64_t end) { adamw_update(pp, g, m, v, begin, end, s); });
+      }
+    }
+    return loss;
+  }
+
+ private:
+  // LibTorch 1.13 keys the state by the TensorImpl's address printed to a string, 2.x by the
+  // address itself.
+  template <typename Map>
+  static typename Map::key_type key_in(const Map&, const at::Tensor& p) {
+    using Key = typename Map::key_type;
+    if constexpr (std::is_same_v<Key, std::string>) {
+      std::ostringstream k;
+      k << p.unsafeGetTensorImpl();
+      return k.str();
+    } else {
+      return static_cast<Key>(p.unsafeGetTensorImpl());
+    }
+  }
+  auto key_of(const at::Tensor& p) const { return key_in(state_, p); }
+
+  torch::optim::AdamWParamState& state_of(const at::Tensor& p) {
+    auto& entry = state_[key_of(p)];
+    if (!entry) {
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(0);
+      st->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+      st->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+      entry = std::move(st);
+    }
+    return static_cast<torch::optim::AdamWParamState&>(*entry);
+  }
+
+  // Every parameter with a gradient is a dense contiguous fp32 CPU tensor, as its gradient and
+  // any moments already held, and no group uses amsgrad.
+  bool fusable() {
+    if (!models::kernels::enabled()) return false;
+    for (auto& group : param_groups_) {
+      if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
+      for (auto& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        if (!fp32_dense_cpu(p) || !fp32_dense_cpu(p.grad())) return false;
+        auto it = state_.find(key_of(p));
+        if (it == state_.end()) continue;
+        const auto* st = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());
+        if (st == nullptr || !fp32_dense_cpu(st->exp_avg()) || !fp32_dense_cpu(st->exp_avg_sq()) ||
+            st->exp_avg().numel() != p.numel() || st->exp_avg_sq().numel() != p.numel())
+          return false;
+      }
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<torch::optim::AdamW> make_fused_adamw(const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                                                      const torch::optim::AdamWOptions& defaults) {
+  return std::make_unique<FusedAdamW>(groups, defaults);
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  bool fused = models::kernels::enabled();
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    fused = fused && fp32_dense_cpu(p.grad());
+    grads.push_back(p.grad());
+  }
+  if (!fused) return torch::nn::utils::clip_grad_norm_(params, max_norm);
+  if (grads.empty()) return 0.0;
+  double sum = 0.0;
+  for (const auto& g : grads) {
+    const float* d = g.data_ptr<float>();
+    sum += at::parallel_reduce(
+        0, g.numel(), kGrain, 0.0, [&](int64_t b, int64_t e, double acc) { return acc + sum_of_squares(d, b, e); },
+        std::plus<double>());
+  }
+  // The norm and the coefficient round to fp32 as LibTorch's float tensors do: max_norm /
+  // (norm + 1e-6) is reciprocal() * max_norm there, clamped at 1 (a factor of 1 changes nothing).
+  const float total = static_cast<float>(std::sqrt(sum));
+  const float coef = (1.0f / (total + 1e-6f)) * static_cast<float>(max_norm);
+  if (!(coef >= 1.0f)) {  // NaN scales too, as LibTorch's clamp passes it on
+    for (auto& g : grads) {
+      float* d = g.data_ptr<float>();
+      at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) { scale_in_place(d, b, e, coef); });
+    }
+  }
+  return static_cast<double>(total);
+}
 
 std::unique_ptr<torch::optim::AdamW> make_optimizer(PeftModel& model, const TrainingArguments& args,
                                                     std::vector<at::Tensor>& params) {
@@ -48,7 +195,7 @@ std::unique_ptr<torch::optim::AdamW> make_optimizer(PeftModel& model, const Trai
     o->weight_decay(0.0);
     groups.emplace_back(no_decay, std::move(o));
   }
-  return std::make_unique<torch::optim::AdamW>(groups, opts);
+  return make_fused_adamw(groups, opts);
 }
 
 void set_learning_rate(torch::optim::AdamW& opt, double lr) {

@@ -179,7 +179,7 @@ Trainer::State::Step Trainer::State::optimizer_step(const std::vector<std::vecto
   if (dist) all_reduce_grads(*dist, params, out.loss);
   // The total gradient norm (clipped to max_grad_norm; an infinite bound only measures it). A NaN
   // or infinite loss or norm stops here, before the optimizer touches a weight.
-  out.grad_norm = torch::nn::utils::clip_grad_norm_(
+  out.grad_norm = detail::clip_grad_norm(
       params, args.max_grad_norm > 0 ? args.max_grad_norm : std::numeric_limits<double>::infinity());
   if (!std::isfinite(out.loss) || !std::isfinite(out.grad_norm)) {
     out.nonfinite = true;

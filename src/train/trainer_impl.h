@@ -18,7 +18,9 @@
 
 namespace torch::optim {
 class AdamW;
+struct AdamWOptions;
 class Optimizer;
+class OptimizerParamGroup;
 }  // namespace torch::optim
 
 namespace peft::train {
@@ -36,6 +38,15 @@ using TunerScalars = std::vector<std::pair<std::string, double>>;
 /// weights get no weight decay (transformers' grouping). `params` receives every one of them.
 std::unique_ptr<torch::optim::AdamW> make_optimizer(PeftModel& model, const TrainingArguments& args,
                                                     std::vector<at::Tensor>& params);
+
+/// LibTorch's AdamW (same options, state and optimizer.pt) whose step updates each fp32 CPU
+/// parameter in one fused pass; make_optimizer's optimizer.
+std::unique_ptr<torch::optim::AdamW> make_fused_adamw(const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                                                      const torch::optim::AdamWOptions& defaults);
+
+/// The gradients' total 2-norm, and each gradient scaled by max_norm / (norm + 1e-6) when that is
+/// below 1 (torch.nn.utils.clip_grad_norm_). fp32 CPU gradients in one pass each.
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
 /// The learning rate of every parameter group.
 void set_learning_rate(torch::optim::AdamW& opt, double lr);

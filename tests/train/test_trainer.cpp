@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../../src/train/trainer_impl.h"
 #include "golden.h"
 #include "peft/core/file_util.h"
 #include "peft/io/tensor_bridge.h"
@@ -679,4 +680,73 @@ TEST(Trainer, FullFineTuningRefusesAQuantisedBase) {
   peft::FullConfig cfg;
   peft::test::expect_throw_with<peft::NotSupported>([&] { peft::get_peft_model(base, cfg); },
                                                     {"quantised", "no gradient"});
+}
+
+// The fused AdamW step against LibTorch's AdamW on the same parameters and gradients: two groups
+// (with and without weight decay), a parameter large enough to be split over threads, one without
+// a gradient at some steps; and the fused gradient clipping against clip_grad_norm_, clipping and
+// not. The state is LibTorch's: the fused optimizer's saved state loads into a plain AdamW.
+TEST(Trainer, FusedAdamWAndClippingFollowLibTorch) {
+  torch::manual_seed(3);
+  const std::vector<std::vector<int64_t>> shapes = {{5, 7}, {300001}, {3}, {16, 8}};
+  std::vector<at::Tensor> ours, theirs;
+  for (const auto& s : shapes) {
+    at::Tensor p = torch::randn(s);
+    ours.push_back(p.clone().requires_grad_(true));
+    theirs.push_back(p.clone().requires_grad_(true));
+  }
+  auto opts = torch::optim::AdamWOptions(3e-3).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.05);
+  auto groups = [&](std::vector<at::Tensor>& ps) {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<at::Tensor>{ps[0], ps[1]}, std::make_unique<torch::optim::AdamWOptions>(opts));
+    auto nd = std::make_unique<torch::optim::AdamWOptions>(opts);
+    nd->weight_decay(0.0);
+    g.emplace_back(std::vector<at::Tensor>{ps[2], ps[3]}, std::move(nd));
+    return g;
+  };
+  auto fused = peft::train::detail::make_fused_adamw(groups(ours), opts);
+  torch::optim::AdamW plain(groups(theirs), opts);
+  for (int step = 0; step < 6; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      if (step == 2 && i == 3) continue;  // no gradient: the parameter is left alone
+      at::Tensor g = torch::randn(ours[i].sizes()) * (step + 1);
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    const double max_norm = step % 2 == 0 ? 1.0 : 1e9;  // clipped, then not
+    double exact = 0;  // in fp64: the fused norm is the fp32 rounding of it, LibTorch's sums in fp32
+    for (const auto& p : ours)
+      if (p.grad().defined()) exact += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    exact = std::sqrt(exact);
+    const double n1 = peft::train::detail::clip_grad_norm(ours, max_norm);
+    const double n2 = torch::nn::utils::clip_grad_norm_(theirs, max_norm);
+    EXPECT_NEAR(n1, exact, 1e-7 * exact);
+    EXPECT_NEAR(n1, n2, 1e-5 * n2);
+    for (std::size_t i = 0; i < ours.size(); ++i)
+      if (ours[i].grad().defined())
+        EXPECT_TRUE(close(ours[i].grad(), theirs[i].grad(), 1e-5 * theirs[i].grad().abs().max().item<double>())) << i;
+    fused->step();
+    plain.step();
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_TRUE(close(ours[i], theirs[i], 2e-6)) << i;
+      ours[i].mutable_grad() = at::Tensor();
+      theirs[i].mutable_grad() = at::Tensor();
+    }
+  }
+  // The parameters moved: the comparison above is not between two no-ops.
+  torch::manual_seed(3);
+  EXPECT_GT((ours[0] - torch::randn({5, 7})).abs().max().item<float>(), 1e-3f);
+  // The state round-trips through LibTorch's serialisation into a plain AdamW.
+  const std::string f = peft::test::tmp_dir("fused_adamw") + "/optimizer.pt";
+  torch::save(*fused, f);
+  torch::optim::AdamW reloaded(groups(theirs), opts);
+  torch::load(reloaded, f);
+  std::vector<int64_t> steps;
+  for (const auto& [k, st] : reloaded.state()) {
+    (void)k;
+    steps.push_back(static_cast<const torch::optim::AdamWParamState&>(*st).step());
+  }
+  std::sort(steps.begin(), steps.end());
+  EXPECT_EQ(steps, (std::vector<int64_t>{5, 6, 6, 6}));  // one parameter had no gradient once
 }
