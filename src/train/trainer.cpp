@@ -5,8 +5,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +14,7 @@
 #include <ctime>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "peft/core/check.h"
@@ -56,6 +57,31 @@ struct Trainer::State {
 };
 
 namespace {
+
+// bf16 autocast on the CPU for the training loop's lifetime, off again however the loop ends.
+struct ScopedCpuAutocast {
+  explicit ScopedCpuAutocast(bool on) : on_(on) {
+    if (on_) set(true);
+  }
+  ~ScopedCpuAutocast() {
+    if (on_) set(false);
+  }
+  ScopedCpuAutocast(const ScopedCpuAutocast&) = delete;
+  ScopedCpuAutocast& operator=(const ScopedCpuAutocast&) = delete;
+
+ private:
+  static void set(bool enabled) {
+#if TORCH_VERSION_MAJOR >= 2
+    at::autocast::set_autocast_enabled(at::kCPU, enabled);
+    if (enabled) at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+#else
+    at::autocast::set_cpu_enabled(enabled);
+    if (enabled) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+#endif
+  }
+  bool on_;
+};
+
 
 // The batch loss: the model's own; for sequence classification the loss of the data's problem type
 // (whatever config.json's problem_type says); for multi-task data the cross-entropy over each row's head.
@@ -312,10 +338,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
   TrainResult res;
   m.train();
   m.set_gradient_checkpointing(a.gradient_checkpointing);
-  if (a.bf16) {
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  }
+  std::optional<ScopedCpuAutocast> autocast(std::in_place, a.bf16);
   while (run.step < run.total) {
     const auto batches = sampler.rank_batches(s_->train, run.epoch, run.order_batch, run.epoch_start);
     while (run.step < run.total && run.batch_pos + a.gradient_accumulation_steps <= static_cast<int64_t>(batches.size())) {
@@ -363,7 +386,7 @@ TrainResult Trainer::train(const std::string& resume_from) {
     if (run.step < run.total) run.next_epoch();
   }
   s_->progress.end_bar();
-  if (a.bf16) at::autocast::set_cpu_enabled(false);
+  autocast.reset();
   m.eval();
   if (s_->dist) s_->dist->barrier();  // every rank finished: nothing is written after a lost rank
   checkpoint();
