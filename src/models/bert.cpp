@@ -76,7 +76,7 @@ torch::nn::LayerNorm layer_norm(const BertConfig& c) {
 }
 
 at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return training && p > 0 ? at::dropout(x, p, true) : x;
+  return models::dropout(x, p, training);
 }
 
 class BertEmbeddingsImpl : public torch::nn::Module {

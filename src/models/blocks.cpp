@@ -85,6 +85,20 @@ struct GeluTanhFn : public torch::autograd::Function<GeluTanhFn> {
   }
 };
 
+// Dropout with its uint8 keep mask saved (a quarter of at::dropout's fp32 mask).
+struct DropoutFn : public torch::autograd::Function<DropoutFn> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, double p) {
+    auto [y, mask] = kernels::dropout_cpu(x, p);
+    ctx->save_for_backward({mask});
+    ctx->saved_data["p"] = p;
+    return {y};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {kernels::dropout_backward_cpu(grads[0], saved[0], ctx->saved_data["p"].toDouble()), at::Tensor()};
+  }
+};
+
 // gelu(x, "tanh") of a bf16 tensor (autocast training); saves x.
 struct GeluTanhBf16Fn : public torch::autograd::Function<GeluTanhBf16Fn> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x) {
@@ -240,8 +254,15 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor dead = bias.amax(-1, true) < kernels::kDeadRowBias;
     if (dead.any().item<bool>()) probs = probs.masked_fill(dead, 0);
   }
-  if (training && dropout > 0) probs = at::dropout(probs, dropout, true);
+  probs = models::dropout(probs, dropout, training);
   return at::matmul(probs, vv);
+}
+
+at::Tensor dropout(const at::Tensor& x, double p, bool training) {
+  if (!training || p == 0) return x;
+  if (!kernels::dropout_applicable(x, p)) return at::dropout(x, p, true);
+  if (at::GradMode::is_enabled() && x.requires_grad()) return DropoutFn::apply(x, p)[0];
+  return kernels::dropout_cpu(x, p).first;
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

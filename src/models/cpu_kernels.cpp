@@ -5,7 +5,9 @@
 #include "peft/core/check.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -663,6 +666,90 @@ at::Tensor gelu_tanh_bf16(const at::Tensor& x) { return map_bf16(x, {}, loops().
 
 at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x) {
   return map_bf16(x, dy, nullptr, loops().gelu_tanh_backward);
+}
+
+// ---------------------------------------------------------------- dropout
+
+namespace {
+
+// splitmix64's finaliser: a bijective 64-bit mix; of consecutive counters it gives independent
+// looking words (the generator of SplitMix64 and the seeding of xoshiro).
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The dtype's value of at::dropout's mask entry 1/(1 - p): a one divided by 1 - p in fp32 and
+// stored in the tensor's dtype.
+template <typename T>
+float kept_scale(double p) {
+  return static_cast<float>(static_cast<T>(1.0f / static_cast<float>(1.0 - p)));
+}
+
+template <typename T>
+void dropout_loop(const T* x, T* y, uint8_t* m, int64_t n, double p, uint64_t seed) {
+  const float scale = kept_scale<T>(p);
+  // Keep when a 32-bit uniform is below (1 - p)·2³².
+  const auto threshold = static_cast<uint64_t>(std::ldexp(1.0 - p, 32));
+  // Two elements per 64-bit word; tasks start at even indices so a word is never split.
+  at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const uint64_t bits = mix64(seed + static_cast<uint64_t>(w) * 0x9e3779b97f4a7c15ULL);
+      for (int64_t k = 0; k < 2; ++k) {
+        const int64_t j = 2 * w + k;
+        if (j >= n) break;
+        const bool keep = ((bits >> (32 * k)) & 0xffffffffULL) < threshold;
+        m[j] = keep ? 1 : 0;
+        y[j] = keep ? static_cast<T>(static_cast<float>(x[j]) * scale) : static_cast<T>(0.0f);
+      }
+    }
+  });
+}
+
+template <typename T>
+void dropout_backward_loop(const T* dy, const uint8_t* m, T* dx, int64_t n, double p) {
+  const float scale = kept_scale<T>(p);
+  at::parallel_for(0, n, 16384, [&](int64_t a, int64_t b) {
+    for (int64_t j = a; j < b; ++j)
+      dx[j] = m[j] ? static_cast<T>(static_cast<float>(dy[j]) * scale) : static_cast<T>(0.0f);
+  });
+}
+
+}  // namespace
+
+bool dropout_applicable(const at::Tensor& x, double p) {
+  return enabled() && x.defined() && x.device().is_cpu() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && p > 0 && p < 1;
+}
+
+std::pair<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x_in, double p) {
+  const at::Tensor x = x_in.contiguous();
+  uint64_t seed;
+  {
+    auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    seed = gen->random64();
+  }
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor mask = at::empty(x.sizes(), x.options().dtype(at::kByte));
+  if (x.scalar_type() == at::kFloat)
+    dropout_loop(x.data_ptr<float>(), y.data_ptr<float>(), mask.data_ptr<uint8_t>(), x.numel(), p, seed);
+  else
+    dropout_loop(x.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), mask.data_ptr<uint8_t>(), x.numel(), p,
+                 seed);
+  return {y, mask};
+}
+
+at::Tensor dropout_backward_cpu(const at::Tensor& dy_in, const at::Tensor& mask, double p) {
+  const at::Tensor dy = dy_in.contiguous();
+  at::Tensor dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
+  if (dy.scalar_type() == at::kFloat)
+    dropout_backward_loop(dy.data_ptr<float>(), mask.data_ptr<uint8_t>(), dx.data_ptr<float>(), dy.numel(), p);
+  else
+    dropout_backward_loop(dy.data_ptr<at::BFloat16>(), mask.data_ptr<uint8_t>(), dx.data_ptr<at::BFloat16>(),
+                          dy.numel(), p);
+  return dx;
 }
 
 }  // namespace peft::models::kernels

@@ -153,6 +153,19 @@ LinearCrossEntropy linear_cross_entropy(const at::Tensor& h, const at::Tensor& w
 
 /// elementwise_f32_trainable for bf16 CPU tensors.
 bool elementwise_bf16_trainable(std::initializer_list<const at::Tensor*> ts);
+
+// ---- dropout (fp32 and bf16 CPU tensors, with or without autograd)
+
+/// True when dropout_cpu applies: x fp32 or bf16 on the CPU and 0 < p < 1.
+bool dropout_applicable(const at::Tensor& x, double p);
+/// Inverted dropout: each element kept with probability 1 - p and multiplied by 1/(1 - p) rounded
+/// to x's dtype (at::dropout's mask value), else 0. The keep decisions come from one 64-bit draw
+/// of the default CPU generator, expanded by a counter-based hash, so they do not depend on the
+/// number of threads and repeat when the generator's state is restored. Returns {y contiguous,
+/// mask: uint8 of x's shape, 1 = kept}.
+std::pair<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x, double p);
+/// dy · mask / (1 - p), in dy's dtype (fp32 or bf16), as at::dropout's backward.
+at::Tensor dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& mask, double p);
 /// at::gelu(x, "tanh") of a bf16 tensor, computed in fp32.
 at::Tensor gelu_tanh_bf16(const at::Tensor& x);
 /// Its gradient (bf16 dy and x; computed in fp32, rounded once).

@@ -65,7 +65,7 @@ torch::nn::LayerNorm layer_norm(int64_t dim) {
 }
 
 at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return training && p > 0 ? at::dropout(x, p, true) : x;
+  return models::dropout(x, p, training);
 }
 
 /// sin at even columns, cos at odd ones, of pos / 10000^(2 * (j / 2) / dim), computed in double.

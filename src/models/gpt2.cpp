@@ -100,7 +100,7 @@ class GPT2AttentionImpl : public torch::nn::Module {
     // the softmax in fp32.
     at::Tensor o = attend(heads(qkv[0]), kv.key, kv.value, bias, scaling_, c_.attn_pdrop, is_training());
     o = c_proj->forward(o.transpose(1, 2).reshape({B, T, c_.n_embd}));
-    return at::dropout(o, c_.resid_pdrop, is_training());
+    return models::dropout(o, c_.resid_pdrop, is_training());
   }
   AdaptableLinear c_attn{nullptr}, c_proj{nullptr};
 
@@ -117,7 +117,7 @@ class GPT2MLPImpl : public torch::nn::Module {
     c_proj = register_module("c_proj", AdaptableLinear(c.n_inner, c.n_embd, true, /*fan_in_fan_out=*/true));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return at::dropout(c_proj->forward(activation(act_, c_fc->forward(x))), pdrop_, is_training());
+    return models::dropout(c_proj->forward(activation(act_, c_fc->forward(x))), pdrop_, is_training());
   }
   AdaptableLinear c_fc{nullptr}, c_proj{nullptr};
 
@@ -190,7 +190,7 @@ class GPT2 : public PretrainedModel {
                " is beyond the model's n_positions (", c_.n_positions, ")");
     x = x + wpe->forward(pos).to(x.scalar_type());
     if (in.token_type_ids.defined()) x = x + embed(in.token_type_ids);
-    x = at::dropout(x, c_.embd_pdrop, is_training());
+    x = models::dropout(x, c_.embd_pdrop, is_training());
     const at::Tensor bias = attention_bias(in.attention_mask, B, T, past, P, /*causal=*/true, x.scalar_type(), x.device());
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       if (!gradient_checkpointing() || in.cache) {
@@ -212,7 +212,7 @@ class GPT2 : public PretrainedModel {
         return lm_head ? lm_head->forward(y) : tied_lm_head(y);
       });
     } else if (head_ == TaskHead::TokenCls) {
-      out.logits = classifier->forward(at::dropout(x, c_.classifier_dropout, is_training()));
+      out.logits = classifier->forward(models::dropout(x, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     } else if (head_ == TaskHead::SeqCls) {
       PEFT_CHECK(c_.pad_token_id >= 0 || B == 1, std::invalid_argument,

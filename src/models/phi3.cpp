@@ -213,9 +213,9 @@ class Phi3DecoderLayerImpl : public torch::nn::Module {
                      const KeyValue* prefix, KVCache* cache, std::size_t layer) {
     const bool train = is_training();
     at::Tensor a = self_attn->forward(input_layernorm->forward(x), rope, bias, prefix, cache, layer);
-    at::Tensor h = x + (train && resid_pdrop_ > 0 ? at::dropout(a, resid_pdrop_, true) : a);
+    at::Tensor h = x + (train && resid_pdrop_ > 0 ? models::dropout(a, resid_pdrop_, true) : a);
     at::Tensor m = mlp->forward(post_attention_layernorm->forward(h));
-    return h + (train && resid_pdrop_ > 0 ? at::dropout(m, resid_pdrop_, true) : m);
+    return h + (train && resid_pdrop_ > 0 ? models::dropout(m, resid_pdrop_, true) : m);
   }
   Phi3Attention self_attn{nullptr};
   Phi3MLP mlp{nullptr};
@@ -295,7 +295,7 @@ class Phi3 : public PretrainedModel {
       });
     } else if (head_ == TaskHead::TokenCls) {
       const bool drop = is_training() && c_.classifier_dropout > 0;
-      out.logits = score->forward(drop ? at::dropout(h, c_.classifier_dropout, true) : h);
+      out.logits = score->forward(drop ? models::dropout(h, c_.classifier_dropout, true) : h);
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     } else if (head_ == TaskHead::SeqCls) {
       at::Tensor all = score->forward(h);

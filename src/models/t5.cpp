@@ -103,7 +103,7 @@ T5Config T5Config::from(const ModelConfig& cfg) {
 namespace {
 
 at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return training && p > 0 ? at::dropout(x, p, true) : x;
+  return models::dropout(x, p, training);
 }
 
 // Additive cross-attention mask [B, 1, 1, S] from an encoder mask [B, S] (undefined: no mask).

@@ -5,10 +5,13 @@
 // (ScopedPlainAten), op by op and over whole LoRA / full fine-tuning steps.
 #include <gtest/gtest.h>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <torch/torch.h>
 
 #include "../../src/models/cpu_kernels.h"
 #include "golden.h"
+#include "peft/core/json_file.h"
 #include "peft/models/blocks.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
@@ -18,6 +21,7 @@ namespace {
 using peft::models::attend;
 using peft::models::attention_bias;
 using peft::test::close;
+namespace fs = std::filesystem;
 
 struct Case {
   int64_t B, H, KVH, T, past, prefix, D;
@@ -500,11 +504,28 @@ TEST(FusedTraining, LoraStepMatchesPlainAten) {
   // tanh GELU), GPT-2 (gelu_new); checkpointing on and off.
   for (const char* name : {"llama_all_linear", "qwen3_default", "gemma2_default", "gemma3_default", "gpt2_default"}) {
     const auto g = peft::test::load_case(std::string("lora/") + name);
-    const std::string base = peft::test::fixture(g.meta["base"].get<std::string>());
+    std::string base = peft::test::fixture(g.meta["base"].get<std::string>());
+    const auto in = peft::test::inputs_of(g);
+    if (std::string(name) == "gpt2_default") {
+      // GPT-2's dropout draws other masks in the fused pass than at::dropout: first check that the
+      // fused masks repeat under checkpointing, then compare the kernels with dropout off.
+      auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(base), g.dir, "default", true);
+      pm->base_model().train();
+      const auto params = pm->named_trainable_parameters();
+      const Step plain_graph = train_step(*pm, in, params, true);
+      pm->base_model().set_gradient_checkpointing(true);
+      expect_same_step(train_step(*pm, in, params, true), plain_graph, "gpt2 dropout checkpointed");
+      const std::string dir = peft::test::tmp_dir("gpt2_no_dropout");
+      for (const auto& f : fs::directory_iterator(base))
+        fs::copy_file(f.path(), dir + "/" + f.path().filename().string(), fs::copy_options::overwrite_existing);
+      auto cfg = peft::read_json_file(dir + "/config.json");
+      for (const char* k : {"resid_pdrop", "embd_pdrop", "attn_pdrop"}) cfg[k] = 0.0;
+      std::ofstream(dir + "/config.json") << cfg.dump();
+      base = dir;
+    }
     auto pm = peft::PeftModel::from_pretrained(peft::models::load_model(base), g.dir, "default", true);
     auto& m = pm->base_model();
     m.train();
-    const auto in = peft::test::inputs_of(g);
     const auto params = pm->named_trainable_parameters();
     for (const bool ckpt : {false, true}) {
       m.set_gradient_checkpointing(ckpt);
@@ -573,3 +594,52 @@ TEST(FusedKernels, EveryArchitectureMatchesTransformersWithPaddingMasks) {
 }
 
 }  // namespace
+
+// The fused dropout: the kept fraction is 1 - p, kept values are x times at::dropout's mask
+// value in the tensor's dtype, the backward is the same mask, the mask repeats under the same
+// seed whatever the number of threads, and PEFT_FUSED_KERNELS' plain path is at::dropout.
+TEST(CpuKernels, DropoutKeepsOneMinusPAndScalesAsATen) {
+  for (const auto dt : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dt));
+    const double p = 0.1;
+    const at::Tensor x = torch::randn({64, 1001}).to(dt).requires_grad_(true);
+    torch::manual_seed(11);
+    const at::Tensor y = peft::models::dropout(x, p, true);
+    const at::Tensor kept = y != 0;
+    const double frac = kept.to(at::kDouble).mean().item<double>();
+    EXPECT_NEAR(frac, 1 - p, 5 * std::sqrt(p * (1 - p) / x.numel()));  // 5 sigma
+    // at::dropout's mask value: ones divided by 1 - p in the tensor's dtype.
+    const at::Tensor mask_value = (torch::ones({1}, dt) / (1 - p));
+    const at::Tensor expect = x.detach() * mask_value;
+    EXPECT_TRUE(torch::equal(y.detach().masked_select(kept), expect.masked_select(kept)));
+    // Neighbouring elements are not correlated (the words are split in two halves).
+    const at::Tensor k = kept.view(-1).to(at::kDouble);
+    const double both = (k.slice(0, 0, -1) * k.slice(0, 1)).mean().item<double>();
+    EXPECT_NEAR(both, (1 - p) * (1 - p), 0.01);
+    // Backward: the same mask and value.
+    const at::Tensor dy = torch::randn(x.sizes()).to(dt);
+    y.backward(dy);
+    EXPECT_TRUE(torch::equal(x.grad(), at::where(kept, dy * mask_value, torch::zeros({}, dt))));
+    // The same seed gives the same mask with one thread or two, with or without autograd.
+    const int threads = at::get_num_threads();
+    at::set_num_threads(1);
+    torch::manual_seed(11);
+    at::Tensor y1;
+    {
+      torch::NoGradGuard ng;
+      y1 = peft::models::dropout(x, p, true);
+    }
+    at::set_num_threads(2);
+    torch::manual_seed(11);
+    const at::Tensor y2 = peft::models::dropout(x, p, true);
+    at::set_num_threads(threads);
+    EXPECT_TRUE(torch::equal(y1, y.detach()));
+    EXPECT_TRUE(torch::equal(y2.detach(), y.detach()));
+    // Another draw gives another mask; eval mode and p = 0 give x itself.
+    EXPECT_FALSE(torch::equal(peft::models::dropout(x, p, true).detach(), y.detach()));
+    EXPECT_TRUE(peft::models::dropout(x, p, false).is_same(x));
+    EXPECT_TRUE(peft::models::dropout(x, 0.0, true).is_same(x));
+  }
+  // p = 1 keeps nothing (at::dropout's path).
+  EXPECT_EQ(peft::models::dropout(torch::ones({10}), 1.0, true).abs().sum().item<float>(), 0.0f);
+}
