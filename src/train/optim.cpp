@@ -77,6 +77,9 @@ class FusedAdamW : public torch::optim::AdamW {
         float* v = st.exp_avg_sq().data_ptr<float>();
         at::parallel_for(0, p.numel(), kGrain,
                          [&](int64_t begin, int64_t end) { adamw_update(pp, g, m, v, begin, end, s); });
+        // Written in place as LibTorch's in-place ops would, so bump the versions as they do: a
+        // graph still holding the old values then fails loudly instead of using the new ones.
+        for (const at::Tensor* t : {&p, &st.exp_avg(), &st.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
       }
     }
     return loss;
@@ -163,6 +166,7 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
     for (auto& g : grads) {
       float* d = g.data_ptr<float>();
       at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) { scale_in_place(d, b, e, coef); });
+      g.unsafeGetTensorImpl()->bump_version();
     }
   }
   return static_cast<double>(total);

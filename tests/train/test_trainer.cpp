@@ -726,8 +726,10 @@ TEST(Trainer, FusedAdamWAndClippingFollowLibTorch) {
     for (std::size_t i = 0; i < ours.size(); ++i)
       if (ours[i].grad().defined())
         EXPECT_TRUE(close(ours[i].grad(), theirs[i].grad(), 1e-5 * theirs[i].grad().abs().max().item<double>())) << i;
+    const auto version = ours[0]._version();
     fused->step();
     plain.step();
+    EXPECT_GT(ours[0]._version(), version);  // an in-place update, as autograd must see it
     for (std::size_t i = 0; i < ours.size(); ++i) {
       EXPECT_TRUE(close(ours[i], theirs[i], 2e-6)) << i;
       ours[i].mutable_grad() = at::Tensor();
