@@ -75,10 +75,6 @@ torch::nn::LayerNorm layer_norm(const BertConfig& c) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
 }
 
-at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return models::dropout(x, p, training);
-}
-
 class BertEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit BertEmbeddingsImpl(const BertConfig& c) : c_(c) {
@@ -104,7 +100,7 @@ class BertEmbeddingsImpl : public torch::nn::Module {
                      const at::Tensor& position_ids) {
     at::Tensor h = inputs_embeds + token_type_embeddings->forward(token_type_ids);
     h = h + position_embeddings->forward(position_ids);
-    return maybe_dropout(LayerNorm->forward(h), c_.hidden_dropout_prob, is_training());
+    return models::dropout(LayerNorm->forward(h), c_.hidden_dropout_prob, is_training());
   }
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
@@ -147,7 +143,7 @@ class BertResidualOutputImpl : public torch::nn::Module {
     LayerNorm = register_module("LayerNorm", layer_norm(c));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
-    return LayerNorm->forward(maybe_dropout(dense->forward(x), p_, is_training()) + residual);
+    return LayerNorm->forward(models::dropout(dense->forward(x), p_, is_training()) + residual);
   }
   AdaptableLinear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
@@ -246,8 +242,8 @@ class RobertaClassificationHeadImpl : public torch::nn::Module {
     out_proj = register_module("out_proj", AdaptableLinear(c.hidden_size, c.num_labels, true));
   }
   at::Tensor forward(const at::Tensor& h) {
-    at::Tensor x = maybe_dropout(h.select(1, 0), p_, is_training());
-    x = maybe_dropout(at::tanh(dense->forward(x)), p_, is_training());
+    at::Tensor x = models::dropout(h.select(1, 0), p_, is_training());
+    x = models::dropout(at::tanh(dense->forward(x)), p_, is_training());
     return out_proj->forward(x);
   }
   AdaptableLinear dense{nullptr}, out_proj{nullptr};
@@ -341,10 +337,10 @@ class Bert : public PretrainedModel {
       out.logits = roberta_head->forward(h);
       if (in.labels.defined()) out.loss = sequence_classification_loss(out.logits, in.labels, c_.problem_type);
     } else if (head_ == TaskHead::SeqCls) {
-      out.logits = classifier->forward(maybe_dropout(out.pooler_output, c_.classifier_dropout, is_training()));
+      out.logits = classifier->forward(models::dropout(out.pooler_output, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = sequence_classification_loss(out.logits, in.labels, c_.problem_type);
     } else if (head_ == TaskHead::TokenCls) {
-      out.logits = classifier->forward(maybe_dropout(h, c_.classifier_dropout, is_training()));
+      out.logits = classifier->forward(models::dropout(h, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     }
     return out;

@@ -259,7 +259,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 }
 
 at::Tensor dropout(const at::Tensor& x, double p, bool training) {
-  if (!training || p == 0) return x;
+  if (!training || p <= 0) return x;
   if (!kernels::dropout_applicable(x, p)) return at::dropout(x, p, true);
   if (at::GradMode::is_enabled() && x.requires_grad()) return DropoutFn::apply(x, p)[0];
   return kernels::dropout_cpu(x, p).first;

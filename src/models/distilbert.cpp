@@ -64,10 +64,6 @@ torch::nn::LayerNorm layer_norm(int64_t dim) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-12));
 }
 
-at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return models::dropout(x, p, training);
-}
-
 /// sin at even columns, cos at odd ones, of pos / 10000^(2 * (j / 2) / dim), computed in double.
 at::Tensor sinusoidal_table(int64_t n_pos, int64_t dim) {
   at::Tensor pos = at::arange(n_pos, at::kDouble).unsqueeze(1);
@@ -96,7 +92,7 @@ class EmbeddingsImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& inputs_embeds, const at::Tensor& position_ids) {
     at::Tensor h = inputs_embeds + position_embeddings->forward(position_ids);
-    return maybe_dropout(LayerNorm->forward(h), p_, is_training());
+    return models::dropout(LayerNorm->forward(h), p_, is_training());
   }
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
@@ -138,7 +134,7 @@ class FFNImpl : public torch::nn::Module {
     lin2 = register_module("lin2", AdaptableLinear(c.hidden_dim, c.dim, true));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return maybe_dropout(lin2->forward(activation(act_, lin1->forward(x))), p_, is_training());
+    return models::dropout(lin2->forward(activation(act_, lin1->forward(x))), p_, is_training());
   }
   AdaptableLinear lin1{nullptr}, lin2{nullptr};
 
@@ -234,10 +230,10 @@ class DistilBert : public PretrainedModel {
     if (head_ == TaskHead::SeqCls) {
       // pre_classifier + ReLU on the first token, dropout, classifier.
       at::Tensor pooled = at::relu(pre_classifier->forward(h.select(1, 0)));
-      out.logits = classifier->forward(maybe_dropout(pooled, c_.seq_classif_dropout, is_training()));
+      out.logits = classifier->forward(models::dropout(pooled, c_.seq_classif_dropout, is_training()));
       if (in.labels.defined()) out.loss = sequence_classification_loss(out.logits, in.labels, c_.problem_type);
     } else if (head_ == TaskHead::TokenCls) {
-      out.logits = classifier->forward(maybe_dropout(h, c_.dropout, is_training()));
+      out.logits = classifier->forward(models::dropout(h, c_.dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     }
     return out;

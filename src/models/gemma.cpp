@@ -182,7 +182,7 @@ class GemmaAttentionImpl : public torch::nn::Module {
         s = at::tanh(s / c_.attn_logit_softcapping) * c_.attn_logit_softcapping;
       if (bias.defined()) s = s + bias;
       at::Tensor p = at::softmax(s, -1, at::kFloat).to(q.scalar_type());
-      if (is_training() && c_.attention_dropout > 0) p = models::dropout(p, c_.attention_dropout, true);
+      p = models::dropout(p, c_.attention_dropout, is_training());
       o = at::matmul(p, vv);
     } else {
       o = attend(q, kv.key, kv.value, bias, scale, c_.attention_dropout, is_training());

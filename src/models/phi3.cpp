@@ -213,9 +213,9 @@ class Phi3DecoderLayerImpl : public torch::nn::Module {
                      const KeyValue* prefix, KVCache* cache, std::size_t layer) {
     const bool train = is_training();
     at::Tensor a = self_attn->forward(input_layernorm->forward(x), rope, bias, prefix, cache, layer);
-    at::Tensor h = x + (train && resid_pdrop_ > 0 ? models::dropout(a, resid_pdrop_, true) : a);
+    at::Tensor h = x + models::dropout(a, resid_pdrop_, train);
     at::Tensor m = mlp->forward(post_attention_layernorm->forward(h));
-    return h + (train && resid_pdrop_ > 0 ? models::dropout(m, resid_pdrop_, true) : m);
+    return h + models::dropout(m, resid_pdrop_, train);
   }
   Phi3Attention self_attn{nullptr};
   Phi3MLP mlp{nullptr};
@@ -294,8 +294,7 @@ class Phi3 : public PretrainedModel {
         return lm_head ? lm_head->forward(x) : at::linear(x, tied_cast_.get(embed_tokens->weight));
       });
     } else if (head_ == TaskHead::TokenCls) {
-      const bool drop = is_training() && c_.classifier_dropout > 0;
-      out.logits = score->forward(drop ? models::dropout(h, c_.classifier_dropout, true) : h);
+      out.logits = score->forward(models::dropout(h, c_.classifier_dropout, is_training()));
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     } else if (head_ == TaskHead::SeqCls) {
       at::Tensor all = score->forward(h);

@@ -102,10 +102,6 @@ T5Config T5Config::from(const ModelConfig& cfg) {
 
 namespace {
 
-at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  return models::dropout(x, p, training);
-}
-
 // Additive cross-attention mask [B, 1, 1, S] from an encoder mask [B, S] (undefined: no mask).
 at::Tensor cross_attention_bias(const at::Tensor& mask, int64_t batch, int64_t S, at::ScalarType dtype,
                                 c10::Device device) {
@@ -182,7 +178,7 @@ class T5DenseImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor h = gated_ ? act(act_, wi_0->forward(x)) * wi_1->forward(x) : act(act_, wi->forward(x));
-    h = maybe_dropout(h, p_, is_training());
+    h = models::dropout(h, p_, is_training());
     // transformers keeps wo in float32 for 8-bit/half models and casts its input to wo's dtype.
     if (h.scalar_type() != wo->weight.scalar_type()) h = h.to(wo->weight.scalar_type());
     return wo->forward(h);
@@ -269,7 +265,7 @@ class T5LayerSelfAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& h, const at::Tensor& bias, const KeyValue* prefix, KVCache* cache,
                      std::size_t layer) {
     at::Tensor a = SelfAttention->forward(layer_norm->forward(h), {}, bias, prefix, cache, layer);
-    return h + maybe_dropout(a, p_, is_training());
+    return h + models::dropout(a, p_, is_training());
   }
   T5Attention SelfAttention{nullptr};
   T5LayerNorm layer_norm{nullptr};
@@ -288,7 +284,7 @@ class T5LayerCrossAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& h, const at::Tensor& enc, const at::Tensor& bias, KVCache* cache,
                      std::size_t layer) {
     at::Tensor a = EncDecAttention->forward(layer_norm->forward(h), enc, bias, nullptr, cache, layer);
-    return h + maybe_dropout(a, p_, is_training());
+    return h + models::dropout(a, p_, is_training());
   }
   T5Attention EncDecAttention{nullptr};
   T5LayerNorm layer_norm{nullptr};
@@ -305,7 +301,7 @@ class T5LayerFFImpl : public torch::nn::Module {
     layer_norm = register_module("layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon));
   }
   at::Tensor forward(const at::Tensor& h) {
-    return h + maybe_dropout(DenseReluDense->forward(layer_norm->forward(h)), p_, is_training());
+    return h + models::dropout(DenseReluDense->forward(layer_norm->forward(h)), p_, is_training());
   }
   T5Dense DenseReluDense{nullptr};
   T5LayerNorm layer_norm{nullptr};
@@ -373,7 +369,7 @@ class T5StackImpl : public torch::nn::Module {
     at::Tensor cross_bias;
     if (enc.defined()) cross_bias = cross_attention_bias(enc_mask, B, enc.size(1), h.scalar_type(), h.device());
 
-    h = maybe_dropout(h, c_.dropout_rate, is_training());
+    h = models::dropout(h, c_.dropout_rate, is_training());
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       // Only encoder blocks are recomputed: a decoder block's recompute would backpropagate into
       // the encoder output once per block.
@@ -388,7 +384,7 @@ class T5StackImpl : public torch::nn::Module {
         return b->forward(x, bias, has_prefix ? &pk : nullptr, nullptr, i, at::Tensor(), at::Tensor());
       }, h, true);
     }
-    return maybe_dropout(final_layer_norm->forward(h), c_.dropout_rate, is_training());
+    return models::dropout(final_layer_norm->forward(h), c_.dropout_rate, is_training());
   }
 
   torch::nn::ModuleList block{nullptr};

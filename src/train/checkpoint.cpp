@@ -98,20 +98,6 @@ void require_file(const fs::path& dir, const std::string& file) {
 
 // The optimizer's state, refused when it does not fit the run's parameters (Adam moments of the
 // parameter's shape and dtype, no more steps than the run made).
-// An optimizer's state entry for a parameter: LibTorch 1.13 keys the state by the TensorImpl's
-// address printed to a string, LibTorch 2.x by the address itself.
-template <typename Map>
-auto find_param_state(const Map& state, const at::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream key;
-    key << p.unsafeGetTensorImpl();
-    return state.find(key.str());
-  } else {
-    return state.find(static_cast<Key>(p.unsafeGetTensorImpl()));
-  }
-}
-
 void read_optimizer(const fs::path& dir, torch::optim::Optimizer& opt, int64_t global_step) {
   const std::string file = "optimizer.pt";
   require_file(dir, file);
@@ -124,7 +110,8 @@ void read_optimizer(const fs::path& dir, torch::optim::Optimizer& opt, int64_t g
   int64_t k = 0;
   for (const auto& group : opt.param_groups())
     for (const auto& p : group.params()) {
-      const auto it = find_param_state(opt.state(), p);
+      const auto& state = opt.state();
+      const auto it = state.find(optimizer_state_key<typename std::decay_t<decltype(state)>::key_type>(p));
       ++k;
       if (it == opt.state().end()) continue;  // no step touched it yet
       const auto* st = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());

@@ -7,8 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
-#include <type_traits>
+#include <initializer_list>
 
 #include "adamw_kernel.h"
 #include "models/cpu_kernels.h"
@@ -45,92 +44,75 @@ constexpr int64_t kGrain = 1 << 15;
 class FusedAdamW : public torch::optim::AdamW {
  public:
   using AdamW::AdamW;
+  using Key = std::decay_t<decltype(std::declval<torch::optim::AdamW&>().state())>::key_type;
 
   at::Tensor step(LossClosure closure = nullptr) override {
-    if (!fusable()) return AdamW::step(std::move(closure));
+    // The parameters to update, each with its state (null before its first step); any that does
+    // not fit the fused loop, a closure (it makes the gradients this check reads) or amsgrad sends
+    // the whole step to LibTorch's.
+    struct Item {
+      at::Tensor p;
+      const torch::optim::AdamWOptions* o;
+      Key key;
+      torch::optim::AdamWParamState* st;
+    };
+    std::vector<Item> items;
+    bool fused = closure == nullptr && models::kernels::enabled();
+    for (auto& group : param_groups_) {
+      const auto* o = static_cast<const torch::optim::AdamWOptions*>(&group.options());
+      fused = fused && !o->amsgrad();
+      for (auto& p : group.params()) {
+        if (!fused) break;
+        if (!p.grad().defined()) continue;
+        Key key = optimizer_state_key<Key>(p);
+        torch::optim::AdamWParamState* st = nullptr;
+        if (auto it = state_.find(key); it != state_.end()) {
+          st = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get());
+          fused = st != nullptr && fp32_dense_cpu(st->exp_avg()) && fp32_dense_cpu(st->exp_avg_sq()) &&
+                  st->exp_avg().numel() == p.numel() && st->exp_avg_sq().numel() == p.numel();
+        }
+        fused = fused && fp32_dense_cpu(p) && fp32_dense_cpu(p.grad());
+        items.push_back({p, o, std::move(key), st});
+      }
+    }
+    if (!fused) return AdamW::step(std::move(closure));
     at::NoGradGuard no_grad;
-    at::Tensor loss;
-    if (closure != nullptr) {
-      at::AutoGradMode enable_grad(true);
-      loss = closure();
-    }
-    for (auto& group : param_groups_) {
-      const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
-      for (auto& p : group.params()) {
-        if (!p.grad().defined()) continue;
-        auto& st = state_of(p);
-        st.step(st.step() + 1);
-        const double b1 = std::get<0>(o.betas()), b2 = std::get<1>(o.betas());
-        const double bc1 = 1 - std::pow(b1, st.step()), bc2 = 1 - std::pow(b2, st.step());
-        AdamWStep s;
-        s.decay = o.weight_decay() != 0 ? static_cast<float>(1 - o.lr() * o.weight_decay()) : 1.0f;
-        s.beta1 = static_cast<float>(b1);
-        s.one_minus_beta1 = static_cast<float>(1 - b1);
-        s.beta2 = static_cast<float>(b2);
-        s.one_minus_beta2 = static_cast<float>(1 - b2);
-        s.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bc2));
-        s.eps = static_cast<float>(o.eps());
-        s.neg_step_size = static_cast<float>(-(o.lr() / bc1));
-        float* pp = p.data_ptr<float>();
-        const float* g = p.grad().data_ptr<float>();
-        float* m = st.exp_avg().data_ptr<float>();
-        float* v = st.exp_avg_sq().data_ptr<float>();
-        at::parallel_for(0, p.numel(), kGrain,
-                         [&](int64_t begin, int64_t end) { adamw_update(pp, g, m, v, begin, end, s); });
-        // Written in place as LibTorch's in-place ops would, so bump the versions as they do: a
-        // graph still holding the old values then fails loudly instead of using the new ones.
-        for (const at::Tensor* t : {&p, &st.exp_avg(), &st.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
+    for (auto& it : items) {
+      const at::Tensor& p = it.p;
+      const auto& o = *it.o;
+      if (it.st == nullptr) {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(0);
+        st->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+        st->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+        it.st = st.get();
+        state_[it.key] = std::move(st);
       }
+      auto& st = *it.st;
+      st.step(st.step() + 1);
+      const double b1 = std::get<0>(o.betas()), b2 = std::get<1>(o.betas());
+      const double bc1 = 1 - std::pow(b1, st.step()), bc2 = 1 - std::pow(b2, st.step());
+      AdamWStep s;
+      s.decay = o.weight_decay() != 0 ? static_cast<float>(1 - o.lr() * o.weight_decay()) : 1.0f;
+      s.beta1 = static_cast<float>(b1);
+      s.one_minus_beta1 = static_cast<float>(1 - b1);
+      s.beta2 = static_cast<float>(b2);
+      s.one_minus_beta2 = static_cast<float>(1 - b2);
+      s.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bc2));
+      s.eps = static_cast<float>(o.eps());
+      s.neg_step_size = static_cast<float>(-(o.lr() / bc1));
+      float* pp = p.data_ptr<float>();
+      const float* g = p.grad().data_ptr<float>();
+      float* m = st.exp_avg().data_ptr<float>();
+      float* v = st.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), kGrain,
+                       [&](int64_t begin, int64_t end) { adamw_update(pp, g, m, v, begin, end, s); });
+      // Written in place as LibTorch's in-place ops would, so bump the versions as they do: a
+      // graph still holding the old values then fails loudly instead of using the new ones.
+      for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&p, &st.exp_avg(), &st.exp_avg_sq()})
+        t->unsafeGetTensorImpl()->bump_version();
     }
-    return loss;
-  }
-
- private:
-  // LibTorch 1.13 keys the state by the TensorImpl's address printed to a string, 2.x by the
-  // address itself.
-  template <typename Map>
-  static typename Map::key_type key_in(const Map&, const at::Tensor& p) {
-    using Key = typename Map::key_type;
-    if constexpr (std::is_same_v<Key, std::string>) {
-      std::ostringstream k;
-      k << p.unsafeGetTensorImpl();
-      return k.str();
-    } else {
-      return static_cast<Key>(p.unsafeGetTensorImpl());
-    }
-  }
-  auto key_of(const at::Tensor& p) const { return key_in(state_, p); }
-
-  torch::optim::AdamWParamState& state_of(const at::Tensor& p) {
-    auto& entry = state_[key_of(p)];
-    if (!entry) {
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(0);
-      st->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
-      st->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
-      entry = std::move(st);
-    }
-    return static_cast<torch::optim::AdamWParamState&>(*entry);
-  }
-
-  // Every parameter with a gradient is a dense contiguous fp32 CPU tensor, as its gradient and
-  // any moments already held, and no group uses amsgrad.
-  bool fusable() {
-    if (!models::kernels::enabled()) return false;
-    for (auto& group : param_groups_) {
-      if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
-      for (auto& p : group.params()) {
-        if (!p.grad().defined()) continue;
-        if (!fp32_dense_cpu(p) || !fp32_dense_cpu(p.grad())) return false;
-        auto it = state_.find(key_of(p));
-        if (it == state_.end()) continue;
-        const auto* st = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());
-        if (st == nullptr || !fp32_dense_cpu(st->exp_avg()) || !fp32_dense_cpu(st->exp_avg_sq()) ||
-            st->exp_avg().numel() != p.numel() || st->exp_avg_sq().numel() != p.numel())
-          return false;
-      }
-    }
-    return true;
+    return {};
   }
 };
 

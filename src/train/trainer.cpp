@@ -82,7 +82,6 @@ struct ScopedCpuAutocast {
   bool on_;
 };
 
-
 // The batch loss: the model's own; for sequence classification the loss of the data's problem type
 // (whatever config.json's problem_type says); for multi-task data the cross-entropy over each row's head.
 at::Tensor forward_loss(PeftModel& model, const Batch& b, TaskFormat task, const Dataset& d) {

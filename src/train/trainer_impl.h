@@ -10,7 +10,9 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,6 +40,20 @@ using TunerScalars = std::vector<std::pair<std::string, double>>;
 /// weights get no weight decay (transformers' grouping). `params` receives every one of them.
 std::unique_ptr<torch::optim::AdamW> make_optimizer(PeftModel& model, const TrainingArguments& args,
                                                     std::vector<at::Tensor>& params);
+
+/// A parameter's key in a LibTorch optimizer's state map (`Key`: the map's key_type). LibTorch
+/// 1.13 keys the state by the TensorImpl's address printed to a string, LibTorch 2.x by the
+/// address itself.
+template <typename Key>
+Key optimizer_state_key(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;
+    key << p.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
 
 /// LibTorch's AdamW (same options, state and optimizer.pt) whose step updates each fp32 CPU
 /// parameter in one fused pass; make_optimizer's optimizer.

@@ -61,7 +61,8 @@ at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels);
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
                                         const std::string& problem_type);
 
-/// torch.nn.functional.dropout(x, p, training): x itself unless training and p > 0. fp32 and
+/// torch.nn.functional.dropout(x, p, training): x itself unless training and p > 0 (a p <= 0
+/// from a config means no dropout). fp32 and
 /// bf16 CPU tensors take one fused pass (a uint8 keep mask saved for the backward, the decisions
 /// drawn from the default CPU generator); other dtypes, devices and PEFT_FUSED_KERNELS=0 take
 /// at::dropout.

@@ -19,12 +19,9 @@ struct Vocab {
   std::vector<std::string> to_token;
   std::vector<bool> present;
 
-  void add(const std::string& t, TokenId id, const char* component, const LoadContext& ctx) {
-    // The reverse table is indexed by id: a stray huge id would allocate gigabytes.
-    if (id < 0 || id >= kMaxTokenId) {
-      ctx.format_error(component, ": id ", id, " for token '", t, "' is outside [0, ",
-                       kMaxTokenId - 1, "] (vocabularies hold at most 2^23 tokens)");
-    }
+  /// `id` comes checked by to_token_id: the reverse table is indexed by it, so a stray huge id
+  /// would allocate gigabytes.
+  void add(const std::string& t, TokenId id) {
     to_id[t] = id;
     if (static_cast<std::size_t>(id) >= to_token.size()) {
       to_token.resize(id + 1);
@@ -51,8 +48,7 @@ Vocab read_vocab_object(const json& j, const char* component, const LoadContext&
   Vocab v;
   v.to_id.reserve(j.size());
   for (auto it = j.begin(); it != j.end(); ++it) {
-    v.add(it.key(), to_token_id(it.value(), component, "id of token '" + it.key() + "'", ctx),
-          component, ctx);
+    v.add(it.key(), to_token_id(it.value(), component, "id of token '" + it.key() + "'", ctx));
   }
   return v;
 }
