@@ -11,10 +11,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace peft::models::kernels {
@@ -40,11 +43,14 @@ struct TrainArgs {
   const int32_t* hi;  // marks a row that attends nowhere
 };
 
+// Query rows the backward handles together.
+constexpr int kTrainRows = 4;
+
 // Scratch of one worker: K and V of one (batch, kv head) transposed to [D, Sp] (Sp = S rounded
-// up to 16, plus 16; zero past S), dK and dV likewise, one row of scores, one row of bias, and
-// D 16-lane dQ accumulators for head sizes without a compiled-in copy.
+// up to 16, plus 16; zero past S), dK and dV likewise, kTrainRows rows of scores, of bias and of
+// score gradients, and D zeros (the q and dO of the rows that fill a last block).
 struct TrainBuffers {
-  float *kt, *vt, *dkt, *dvt, *sc, *bb, *dqa;
+  float *kt, *vt, *dkt, *dvt, *sc, *bb, *ds, *zero;
   int64_t Sp;
 };
 
@@ -79,22 +85,33 @@ namespace baseline {
 
 using RangeFn = void (*)(const TrainArgs&, const TrainBuffers&, int64_t, int64_t);
 struct TrainLoops {
+  const char* isa;
   RangeFn forward, backward;
 };
 
-const TrainLoops& train_loops() {
-  static const TrainLoops l = [] {
+// The compiled copies this CPU can run, best first.
+const std::vector<TrainLoops>& runnable_loops() {
+  static const std::vector<TrainLoops> l = [] {
+    std::vector<TrainLoops> r;
 #if PEFT_TRAIN_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-      return TrainLoops{&avx512::forward_range, &avx512::backward_range};
+      r.push_back({"avx512", &avx512::forward_range, &avx512::backward_range});
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return TrainLoops{&avx2::forward_range, &avx2::backward_range};
+      r.push_back({"avx2", &avx2::forward_range, &avx2::backward_range});
 #endif
-    return TrainLoops{&baseline::forward_range, &baseline::backward_range};
+    r.push_back({"portable", &baseline::forward_range, &baseline::backward_range});
+    return r;
   }();
   return l;
+}
+
+std::atomic<const TrainLoops*> chosen_loops{nullptr};
+
+const TrainLoops& train_loops() {
+  const TrainLoops* l = chosen_loops.load(std::memory_order_acquire);
+  return l != nullptr ? *l : runnable_loops().front();
 }
 
 bool fp32_cpu(const at::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat; }
@@ -132,11 +149,16 @@ void run_tasks(const TrainArgs& a, RangeFn fn) {
   at::parallel_for(0, a.B * a.KVH, 1, [&](int64_t begin, int64_t end) {
     const int64_t Sp = (a.S + 15) / 16 * 16 + 16;
     const auto n = static_cast<std::size_t>(a.D * Sp);
-    std::vector<float> buf(4 * n + 2 * static_cast<std::size_t>(Sp) + 16 * static_cast<std::size_t>(a.D) + 16, 0.0f);
-    float* p = buf.data();
-    // The dQ accumulators are read as 16-lane vectors: 64-byte aligned.
-    const auto dqa = (reinterpret_cast<std::uintptr_t>(p + 4 * n + 2 * Sp) + 63) & ~std::uintptr_t{63};
-    const TrainBuffers w{p, p + n, p + 2 * n, p + 3 * n, p + 4 * n, p + 4 * n + Sp, reinterpret_cast<float*>(dqa), Sp};
+    const auto sp = static_cast<std::size_t>(Sp), rows = static_cast<std::size_t>(kTrainRows);
+    std::vector<float> buf(4 * n + 3 * rows * sp + static_cast<std::size_t>(a.D) + 16, 0.0f);
+    // Every buffer is read and written as 16-lane vectors at multiples of 16 floats from its
+    // start: with the base 64-byte aligned no access splits a cache line (a split store and the
+    // load that reads it back cost several times an aligned pair on recent Intel cores).
+    const auto base = (reinterpret_cast<std::uintptr_t>(buf.data()) + 63) & ~std::uintptr_t{63};
+    float* p = reinterpret_cast<float*>(base);
+    float* rest = p + 4 * n;
+    const TrainBuffers w{p,    p + n,          p + 2 * n,          p + 3 * n,
+                         rest, rest + rows * sp, rest + 2 * rows * sp, rest + 3 * rows * sp, Sp};
     fn(a, w, begin, end);
   });
 }
@@ -199,6 +221,25 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
 };
 
 }  // namespace
+
+std::vector<std::string> attention_train_isas() {
+  std::vector<std::string> r;
+  for (const TrainLoops& l : runnable_loops()) r.emplace_back(l.isa);
+  return r;
+}
+
+void use_attention_train_isa(const std::string& isa) {
+  if (isa.empty()) {
+    chosen_loops.store(nullptr, std::memory_order_release);
+    return;
+  }
+  for (const TrainLoops& l : runnable_loops())
+    if (isa == l.isa) {
+      chosen_loops.store(&l, std::memory_order_release);
+      return;
+    }
+  throw std::invalid_argument("use_attention_train_isa: '" + isa + "' is not a copy this CPU runs");
+}
 
 bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& bias) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 #include <vector>
 #include <utility>
 
@@ -89,6 +90,12 @@ bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, co
 /// treatment of masked keys and dead rows as attention_f32.
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, double scale);
+
+/// The instruction-set copies of attention_train_f32's loops this CPU can run, best first
+/// ("avx512", "avx2", "portable"), and a switch to one of them ("" restores the best): for tests
+/// that check every copy on one machine.
+std::vector<std::string> attention_train_isas();
+void use_attention_train_isa(const std::string& isa);
 
 // ---- training: the same forward loops (so a result rounds as at inference) plus the backward ----
 

@@ -124,8 +124,16 @@ TEST(FusedTrainingAttention, OutputAndGradientsMatchAtenChain) {
       {"no bias at all, long rows", 1, 2, 1, 37, 0, 8, false, false, false, true},
       {"generic head size 12", 2, 2, 2, 18, 3, 12, true, true, false, true},
       {"one query row", 2, 4, 2, 1, 4, 16, true, false, false, false},
+      {"generic head size 40, GQA 6/2, prefix", 2, 6, 2, 23, 2, 40, true, true, false, true},
+      {"head size 128, a last block of 2 rows", 1, 2, 1, 34, 0, 128, true, true, true, false},
   };
-  for (const auto& c : cases) check(c);
+  // Every compiled copy of the loops this CPU runs (AVX-512, AVX2, portable).
+  for (const std::string& isa : kernels::attention_train_isas()) {
+    SCOPED_TRACE(isa);
+    kernels::use_attention_train_isa(isa);
+    for (const auto& c : cases) check(c);
+  }
+  kernels::use_attention_train_isa("");
 }
 
 TEST(FusedTrainingAttention, OnlyTheGradientsAskedFor) {
