@@ -124,10 +124,11 @@ Rows rows_of(const at::Tensor& t) {
           t.size(2) == 1 ? 0 : t.stride(2)};
 }
 
-// q, k, v, bias (already with contiguous rows) into the arguments; lo/hi receive the key span of
-// every bias row (one scan, shared by the heads when the bias is [B, 1, T, S]).
+// q, k, v, bias (already with contiguous rows) into the arguments. `spans` holds the key span of
+// every bias row as int32 [2, rows] (first key, one past the last): the forward scans the bias
+// for them (one scan, shared by the heads when the bias is [B, 1, T, S]) and the backward reuses them.
 TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
-                    double scale, std::vector<int32_t>& lo, std::vector<int32_t>& hi) {
+                    double scale, at::Tensor& spans) {
   TrainArgs a{};
   a.B = q.size(0), a.H = q.size(1), a.T = q.size(2), a.D = q.size(3), a.KVH = k.size(1), a.S = k.size(2);
   a.q = rows_of(q);
@@ -137,9 +138,16 @@ TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   if (bias.defined()) {
     a.bias = rows_of(bias);
     a.bias_heads = bias.size(1);
-    bias_key_spans(a.bias.p, a.B, a.bias_heads, a.T, a.S, a.bias.s0, a.bias.s1, a.bias.s2, lo, hi);
-    a.lo = lo.data();
-    a.hi = hi.data();
+    const int64_t rows = a.B * a.bias_heads * a.T;
+    if (!spans.defined()) {
+      std::vector<int32_t> lo, hi;
+      bias_key_spans(a.bias.p, a.B, a.bias_heads, a.T, a.S, a.bias.s0, a.bias.s1, a.bias.s2, lo, hi);
+      spans = at::empty({2, rows}, at::kInt);
+      std::copy(lo.begin(), lo.end(), spans.data_ptr<int32_t>());
+      std::copy(hi.begin(), hi.end(), spans.data_ptr<int32_t>() + rows);
+    }
+    a.lo = spans.data_ptr<int32_t>();
+    a.hi = a.lo + rows;
   }
   return a;
 }
@@ -172,15 +180,18 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     const at::Tensor bias_in = bias_opt.value_or(at::Tensor());
     const at::Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
     const at::Tensor bias = bias_in.defined() ? with_contiguous_rows(bias_in) : at::Tensor();
-    std::vector<int32_t> lo, hi;
-    TrainArgs a = make_args(q, k, v, bias, scale, lo, hi);
+    at::Tensor spans;
+    TrainArgs a = make_args(q, k, v, bias, scale, spans);
     at::Tensor out = at::empty({a.B, a.T, a.H, a.D}, q.options());
     at::Tensor lse = at::empty({a.B, a.H, a.T}, q.options());
     a.out = rows_of(out.permute({0, 2, 1, 3}));
     a.lse = lse.data_ptr<float>();
     run_tasks(a, train_loops().forward);
     ctx->save_for_backward({q_in, k_in, v_in, out, lse});
-    if (bias_in.defined()) ctx->saved_data["bias"] = bias_in;
+    if (bias_in.defined()) {
+      ctx->saved_data["bias"] = bias_in;
+      ctx->saved_data["spans"] = spans;
+    }
     ctx->saved_data["scale"] = scale;
     return {out};
   }
@@ -196,8 +207,9 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     const double scale = ctx->saved_data["scale"].toDouble();
     const bool want_q = ctx->needs_input_grad(0), want_k = ctx->needs_input_grad(1),
                want_v = ctx->needs_input_grad(2);
-    std::vector<int32_t> lo, hi;
-    TrainArgs a = make_args(q, k, v, bias, scale, lo, hi);
+    const auto sp = ctx->saved_data.find("spans");
+    at::Tensor spans = sp != ctx->saved_data.end() ? sp->second.toTensor() : at::Tensor();
+    TrainArgs a = make_args(q, k, v, bias, scale, spans);
     a.out = rows_of(out.permute({0, 2, 1, 3}));
     a.lse = lse.data_ptr<float>();
     const at::Tensor dout = with_contiguous_rows(grads[0].permute({0, 2, 1, 3}));

@@ -195,9 +195,10 @@ void bias_key_spans(const float* bias, int64_t B, int64_t heads, int64_t T, int6
         int64_t first = 0, last = S;
         while (first < S && br[first] < kMasked) ++first;
         while (last > first && br[last - 1] < kMasked) --last;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = first; j < last; ++j) mx = std::max(mx, br[j]);
-        const bool dead = first >= last || mx < kDeadRow;
+        // Dead when no key reaches kDeadRow (NaN entries count for nothing): stop at the first that does.
+        int64_t j = first;
+        while (j < last && !(br[j] >= kDeadRow)) ++j;
+        const bool dead = j >= last;
         lo[row] = dead ? 1 : static_cast<int32_t>(first);
         hi[row] = dead ? 0 : static_cast<int32_t>(last);
       }
