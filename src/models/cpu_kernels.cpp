@@ -18,7 +18,9 @@
 #include <initializer_list>
 #include <limits>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -180,6 +182,16 @@ bool enabled() {
     return e == nullptr || std::string(e) != "0";
   }();
   return on && g_disabled == 0;
+}
+
+int parallel_for_threads(int64_t n) {
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    const std::lock_guard<std::mutex> lock(m);
+    ids.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(ids.size());
 }
 
 void bias_key_spans(const float* bias, int64_t B, int64_t heads, int64_t T, int64_t S, int64_t s0, int64_t s1,

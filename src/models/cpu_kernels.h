@@ -16,6 +16,11 @@ namespace peft::models::kernels {
 /// plain-ATen path, for comparisons and benchmarks) or inside a ScopedPlainAten on this thread.
 bool enabled();
 
+/// How many threads an at::parallel_for over n single-element tasks, as the kernels issue it,
+/// actually ran on: at most at::get_num_threads(), and 1 if the library was built without
+/// OpenMP (the loop then runs serially whatever the setting says).
+int parallel_for_threads(int64_t n);
+
 /// Plain-ATen paths on this thread while alive: gradient checkpointing runs a layer's forward
 /// without autograd and recomputes it with autograd, and both runs must round identically.
 struct ScopedPlainAten {

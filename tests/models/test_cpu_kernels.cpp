@@ -598,6 +598,16 @@ TEST(FusedKernels, EveryArchitectureMatchesTransformersWithPaddingMasks) {
 // The fused dropout: the kept fraction is 1 - p, kept values are x times at::dropout's mask
 // value in the tensor's dtype, the backward is the same mask, the mask repeats under the same
 // seed whatever the number of threads, and PEFT_FUSED_KERNELS' plain path is at::dropout.
+TEST(CpuKernels, ParallelLoopsUseLibTorchsThreads) {
+  // The kernels' at::parallel_for only forks where the library is compiled with OpenMP.
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  EXPECT_EQ(peft::models::kernels::parallel_for_threads(64), 2);
+  at::set_num_threads(1);
+  EXPECT_EQ(peft::models::kernels::parallel_for_threads(64), 1);
+  at::set_num_threads(before);
+}
+
 TEST(CpuKernels, DropoutKeepsOneMinusPAndScalesAsATen) {
   for (const auto dt : {at::kFloat, at::kBFloat16}) {
     SCOPED_TRACE(c10::toString(dt));
