@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace peft::models::kernels {
 
 namespace {
@@ -152,6 +156,23 @@ TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   return a;
 }
 
+// Subnormal floats flushed to zero (results and inputs) while alive, on this thread. The
+// backward multiplies probabilities near e^-86 by small output gradients and makes subnormals
+// by the thousand; on Intel cores every operation on one takes a microcode assist of ~100
+// cycles (a LoRA step on stories260K spent 3x longer in this backward than its data needed).
+// Flushing changes only values below 1.2e-38, which are 0 against the fp32 tolerance anyway.
+struct FlushDenormals {
+#if defined(__SSE2__)
+  unsigned saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040u); }  // FTZ (bit 15) and DAZ (bit 6)
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#else
+  FlushDenormals() = default;
+#endif
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+};
+
 // One worker's scratch per call of `fn` over a range of (batch, kv head) tasks.
 void run_tasks(const TrainArgs& a, RangeFn fn) {
   at::parallel_for(0, a.B * a.KVH, 1, [&](int64_t begin, int64_t end) {
@@ -167,6 +188,7 @@ void run_tasks(const TrainArgs& a, RangeFn fn) {
     float* rest = p + 4 * n;
     const TrainBuffers w{p,    p + n,          p + 2 * n,          p + 3 * n,
                          rest, rest + rows * sp, rest + 2 * rows * sp, rest + 3 * rows * sp, Sp};
+    const FlushDenormals ftz;
     fn(a, w, begin, end);
   });
 }
