@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -86,19 +87,39 @@ void restart_with_suitable_blas(char** argv) {
   ::unsetenv("OPENBLAS_CORETYPE");  // exec failed: go on with the detected kernels
 }
 
+namespace {
+std::atomic<bool> g_gemm_rows_split{false};
+
+// OpenBLAS's thread count setter when OpenBLAS is loaded, else null.
+using SetThreadsFn = void (*)(int);
+SetThreadsFn openblas_set_threads() {
+  return reinterpret_cast<SetThreadsFn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+}  // namespace
+
+bool gemm_rows_split() { return g_gemm_rows_split.load(std::memory_order_relaxed); }
+void set_gemm_rows_split(bool on) { g_gemm_rows_split.store(on, std::memory_order_relaxed); }
+
 RuntimeInfo init_runtime(int threads) {
   static std::once_flag once;
   static RuntimeInfo info;
   std::call_once(once, [&] {
-    // Debian's LibTorch runs fp32 GEMM on OpenBLAS's own thread pool; LibTorch's OpenMP workers
-    // busy-wait beside it and, on small models, make training ~2x slower (measured on
-    // stories260K: 15.6 s vs 7.2 s for 20 LoRA steps). So there LibTorch gets one thread unless
-    // asked (threads > 0 or OMP_NUM_THREADS); bf16 matmuls (oneDNN) scale with LibTorch's threads,
-    // so bf16 users should pass threads. PyPI's LibTorch runs GEMM on MKL inside its own OpenMP
-    // pool: it gets one thread per core this process may use, as torch does.
-    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
-      threads = at::hasMKL() ? usable_cores() : 1;
+    // Debian's LibTorch runs fp32 GEMM on OpenBLAS's own pthreads; LibTorch's OpenMP workers
+    // busy-wait beside them, and on small models two pools made training ~2x slower (measured
+    // on stories260K: 15.6 s vs 7.2 s for 20 LoRA steps). So one pool: OpenBLAS one thread, and
+    // the library's large products (linear layers and their backward, the chunked loss) split
+    // their rows over LibTorch's threads. An OPENBLAS_NUM_THREADS / GOTO_NUM_THREADS in the
+    // environment keeps OpenBLAS's threads as asked, and LibTorch then gets one thread unless
+    // told otherwise. PyPI's LibTorch runs GEMM on MKL inside its own OpenMP pool already.
+    const SetThreadsFn set_blas_threads = at::hasMKL() ? nullptr : openblas_set_threads();
+    const bool blas_env = std::getenv("OPENBLAS_NUM_THREADS") != nullptr || std::getenv("GOTO_NUM_THREADS") != nullptr;
+    const bool one_pool = at::hasMKL() || (set_blas_threads != nullptr && !blas_env);
+    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = one_pool ? usable_cores() : 1;
     if (threads > 0) at::set_num_threads(threads);
+    if (set_blas_threads != nullptr && !blas_env) {
+      set_blas_threads(1);
+      set_gemm_rows_split(true);
+    }
     info.intra_op_threads = at::get_num_threads();
     // glibc serves blocks above 32 MB with fresh mmaps, so a large output allocated every call
     // (GPT-2's [4, 128, 50257] logits: 103 MB) page-faults in full each time: ~5% of that

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "cpu_kernels.h"
 #include "peft/core/check.h"
 
 namespace peft::models {
@@ -160,6 +161,7 @@ at::Tensor AdaptableLinearImpl::base_forward(const at::Tensor& x) {
     return y.view(sizes);
   }
   const at::Tensor& w = autocast_weight_.get(weight);
+  if (kernels::linear_rows_applicable(x, w, bias)) return kernels::linear_rows(x, w, bias, fan_in_fan_out_);
   if (fan_in_fan_out_) {
     // GPT-2 Conv1D: addmm(bias, x.view(-1, in), weight).
     auto sizes = x.sizes().vec();

@@ -3,12 +3,14 @@
 #include "cpu_kernels.h"
 
 #include "peft/core/check.h"
+#include "peft/core/runtime.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -638,10 +640,8 @@ LinearCrossEntropy linear_cross_entropy(const at::Tensor& h, const at::Tensor& w
     const at::Tensor ix = index.narrow(0, start, c);
     const at::Tensor hc = dense ? h.narrow(0, rc[0], c) : h.index_select(0, ix);
     at::Tensor lg = buf.narrow(0, 0, c);
-    if (b.defined())
-      at::addmm_out(lg, b, hc, w.t());
-    else
-      at::mm_out(lg, hc, w.t());
+    if (b.defined()) lg.copy_(b.expand({c, V}));
+    mm_rows(lg, hc, w.t(), b.defined() ? 1.0f : 0.0f);
     float* lp = lg.data_ptr<float>();
     at::parallel_for(0, c, 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -655,17 +655,110 @@ LinearCrossEntropy linear_cross_entropy(const at::Tensor& h, const at::Tensor& w
     });
     for (int64_t i = 0; i < c; ++i) out.sum += loss[static_cast<std::size_t>(i)];
     if (out.dh.defined()) {
-      if (dense) {
-        at::Tensor dst = out.dh.narrow(0, rc[0], c);
-        at::mm_out(dst, lg, w);
-      } else {
-        out.dh.index_copy_(0, ix, at::mm(lg, w));
-      }
+      at::Tensor dst = dense ? out.dh.narrow(0, rc[0], c) : at::empty({c, h.size(1)}, h.options());
+      mm_rows(dst, lg, w);
+      if (!dense) out.dh.index_copy_(0, ix, dst);
     }
-    if (out.dw.defined()) out.dw.addmm_(lg.t(), hc);
+    if (out.dw.defined()) mm_rows(out.dw, lg.t(), hc, 1.0f);
     if (out.db.defined()) out.db.add_(lg.sum(0));
   }
   return out;
+}
+
+// ---------------------------------------------------------------- products split by rows
+
+namespace {
+// Below this many multiply-adds a product stays whole: a fork costs a few microseconds, and
+// OpenBLAS's packing overhead grows as the parts shrink.
+constexpr int64_t kSplitMinMacs = int64_t{1} << 21;
+constexpr int64_t kSplitMinRows = 16;
+}  // namespace
+
+void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta, float alpha) {
+  const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
+  auto part = [&](int64_t r0, int64_t r1) {
+    // Grad mode is thread-local and on in a fresh worker: these products are never recorded.
+    const at::NoGradGuard no_grad;
+    at::Tensor o = out.narrow(0, r0, r1 - r0);
+    const at::Tensor ap = a.narrow(0, r0, r1 - r0);
+    if (K == 0) {
+      if (beta == 0.0f) o.zero_();
+      else o.mul_(beta);
+    } else if (beta == 0.0f && alpha == 1.0f) {
+      at::mm_out(o, ap, b);
+    } else {
+      o.addmm_(ap, b, beta, alpha);
+    }
+  };
+  const int64_t threads = at::get_num_threads();
+  if (!gemm_rows_split() || threads < 2 || at::in_parallel_region() || M < 2 * kSplitMinRows ||
+      M * N * K < kSplitMinMacs) {
+    if (M > 0) part(0, M);
+    return;
+  }
+  const int64_t parts = std::min(threads, M / kSplitMinRows);
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) part(M * p / parts, M * (p + 1) / parts);
+  });
+}
+
+bool linear_rows_applicable(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  if (!enabled() || !gemm_rows_split() || at::get_num_threads() < 2) return false;
+  auto f32 = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  if (!f32(x) || !f32(w) || w.dim() != 2 || x.dim() < 1 || (bias.defined() && (!f32(bias) || bias.dim() != 1)))
+    return false;
+  const int64_t K = x.size(-1), M = K > 0 ? x.numel() / K : 0;
+  return M >= 2 * kSplitMinRows && M * w.numel() >= kSplitMinMacs;
+}
+
+namespace {
+
+struct LinearRowsFn : public torch::autograd::Function<LinearRowsFn> {
+  // x2 [M, K]; w [N, K] or, with w_in_out, [K, N]; bias [N] or an empty tensor for none (no
+  // undefined autograd inputs in LibTorch 1.13).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x2,
+                                                const at::Tensor& w, const at::Tensor& bias, bool w_in_out) {
+    const int64_t M = x2.size(0), N = w_in_out ? w.size(1) : w.size(0);
+    at::Tensor y = at::empty({M, N}, x2.options());
+    const bool has_bias = bias.numel() > 0;
+    if (has_bias) y.copy_(bias.expand({M, N}));
+    mm_rows(y, x2, w_in_out ? w : w.t(), has_bias ? 1.0f : 0.0f);
+    ctx->save_for_backward({w});
+    if (w.requires_grad()) ctx->saved_data["x"] = x2;  // only the weight's gradient needs the input
+    ctx->saved_data["w_in_out"] = w_in_out;
+    ctx->saved_data["has_bias"] = has_bias;
+    return {y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor w = ctx->get_saved_variables()[0];
+    const bool w_in_out = ctx->saved_data["w_in_out"].toBool();
+    const at::Tensor dy = grads[0].contiguous();
+    at::Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::empty({dy.size(0), w_in_out ? w.size(0) : w.size(1)}, dy.options());
+      mm_rows(dx, dy, w_in_out ? w.t() : w);
+    }
+    if (ctx->needs_input_grad(1)) {
+      const at::Tensor x2 = ctx->saved_data["x"].toTensor();
+      dw = at::empty(w.sizes(), w.options());
+      if (w_in_out) mm_rows(dw, x2.t(), dy);  // [K, N] = xᵀ·dy
+      else mm_rows(dw, dy.t(), x2);           // [N, K] = dyᵀ·x
+    }
+    if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) db = dy.sum(0);
+    return {dx, dw, db, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor linear_rows(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool w_in_out) {
+  const int64_t K = x.size(-1);
+  auto sizes = x.sizes().vec();
+  sizes.back() = w_in_out ? w.size(1) : w.size(0);
+  const at::Tensor b = bias.defined() ? bias : at::empty({0}, w.options());
+  return LinearRowsFn::apply(x.reshape({-1, K}), w, b, w_in_out)[0].view(sizes);
 }
 
 bool elementwise_bf16_trainable(std::initializer_list<const at::Tensor*> ts) {

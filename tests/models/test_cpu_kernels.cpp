@@ -12,6 +12,7 @@
 #include "../../src/models/cpu_kernels.h"
 #include "golden.h"
 #include "peft/core/json_file.h"
+#include "peft/core/runtime.h"
 #include "peft/models/blocks.h"
 #include "peft/models/model.h"
 #include "peft/peft_model.h"
@@ -606,6 +607,60 @@ TEST(CpuKernels, ParallelLoopsUseLibTorchsThreads) {
   at::set_num_threads(1);
   EXPECT_EQ(peft::models::kernels::parallel_for_threads(64), 1);
   at::set_num_threads(before);
+}
+
+// Products split by rows (the one-pool thread policy of OpenBLAS builds) against ATen's whole
+// products: equal to float rounding, forward and gradients, both weight layouts.
+TEST(CpuKernels, ProductsSplitByRowsMatchAten) {
+  namespace k = peft::models::kernels;
+  const int threads = at::get_num_threads();
+  const bool split = peft::gemm_rows_split();
+  at::set_num_threads(2);
+  peft::set_gemm_rows_split(true);
+  torch::manual_seed(21);
+  {
+    torch::NoGradGuard ng;
+    const at::Tensor a = torch::randn({203, 96}), b = torch::randn({150, 96});
+    at::Tensor out = torch::randn({203, 150});
+    const at::Tensor want = at::addmm(out, a, b.t(), 0.5, 2.0);
+    k::mm_rows(out, a, b.t(), 0.5f, 2.0f);
+    EXPECT_TRUE(close(out, want, 1e-5, 1e-5));
+    at::Tensor fresh = at::empty({150, 203});
+    k::mm_rows(fresh, b, a.t());
+    EXPECT_TRUE(close(fresh, at::mm(b, a.t()), 1e-5, 1e-5));
+  }
+  for (const bool w_in_out : {false, true}) {
+    SCOPED_TRACE(w_in_out ? "weight [in, out]" : "weight [out, in]");
+    const at::Tensor x0 = torch::randn({3, 90, 96}), w0 = torch::randn({128, 96}) * 0.1, b0 = torch::randn({128});
+    auto run = [&](bool fused, bool train_w) {
+      const at::Tensor x = x0.clone().requires_grad_(true);
+      const at::Tensor w = (w_in_out ? w0.t().contiguous() : w0.clone()).requires_grad_(train_w);
+      const at::Tensor b = b0.clone().requires_grad_(train_w);
+      at::Tensor y;
+      if (fused) {
+        EXPECT_TRUE(k::linear_rows_applicable(x, w, b));
+        y = k::linear_rows(x, w, b, w_in_out);
+      } else {
+        y = w_in_out ? at::addmm(b, x.reshape({-1, 96}), w).view({3, 90, 128}) : at::linear(x, w, b);
+      }
+      (y * y).sum().backward();
+      return std::vector<at::Tensor>{y.detach(), x.grad(), train_w ? w.grad() : at::Tensor(),
+                                     train_w ? b.grad() : at::Tensor()};
+    };
+    for (const bool train_w : {false, true}) {
+      const auto f = run(true, train_w), p = run(false, train_w);
+      for (std::size_t i = 0; i < f.size(); ++i) {
+        ASSERT_EQ(f[i].defined(), p[i].defined()) << i;
+        if (f[i].defined()) EXPECT_TRUE(close(f[i], p[i], 1e-5, 1e-4)) << "output/dx/dw/db " << i;
+      }
+    }
+  }
+  // Too small to split, or the policy off: the layer keeps at::linear.
+  EXPECT_FALSE(k::linear_rows_applicable(torch::randn({4, 8}), torch::randn({8, 8}), at::Tensor()));
+  peft::set_gemm_rows_split(false);
+  EXPECT_FALSE(k::linear_rows_applicable(torch::randn({512, 64}), torch::randn({64, 64}), at::Tensor()));
+  peft::set_gemm_rows_split(split);
+  at::set_num_threads(threads);
 }
 
 TEST(CpuKernels, DropoutKeepsOneMinusPAndScalesAsATen) {

@@ -1,4 +1,8 @@
 // Llama against transformers (tests/fixtures/models/llama_*; tools/reference/gen_models_llama.py).
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -184,6 +188,27 @@ TEST(Runtime, AFastBlasServesGemm) {
     // Debian's LibTorch calls the system BLAS: scripts/install_deps.sh selects OpenBLAS, and the
     // probe must see it.
     EXPECT_NE(info.blas_library.find("openblas"), std::string::npos) << info.blas_library;
+  }
+}
+
+TEST(Runtime, OnePoolOfThreads) {
+  // Without thread settings in the environment: LibTorch's pool takes one thread per usable core
+  // and, where OpenBLAS runs GEMM on its own pthreads, OpenBLAS is held to one thread while the
+  // library's large products split their rows over LibTorch's pool.
+  const auto info = peft::init_runtime();
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) GTEST_SKIP() << "OMP_NUM_THREADS is set";
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(info.intra_op_threads, CPU_COUNT(&set));
+  using GetFn = int (*)();
+  const auto get = reinterpret_cast<GetFn>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  const bool blas_env = std::getenv("OPENBLAS_NUM_THREADS") != nullptr || std::getenv("GOTO_NUM_THREADS") != nullptr;
+  if (at::hasMKL() || get == nullptr) {
+    EXPECT_FALSE(peft::gemm_rows_split());
+  } else if (!blas_env) {
+    EXPECT_EQ(get(), 1);
+    EXPECT_TRUE(peft::gemm_rows_split());
   }
 }
 

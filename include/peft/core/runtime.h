@@ -31,13 +31,23 @@ std::string blas_coretype_advice();
 /// call it; tests do not (they run with the environment's BLAS as it is).
 void restart_with_suitable_blas(char** argv);
 
-/// Sets LibTorch's intra-op thread count. threads <= 0 without OMP_NUM_THREADS: one thread when
-/// fp32 matrix products use OpenBLAS's own threads, which LibTorch's spinning workers slow down
-/// (Debian's LibTorch); one per usable core when they run on LibTorch's own pool (PyPI's, MKL). Also
+/// Sets the threads: one pool of workers for everything. LibTorch's intra-op pool gets `threads`
+/// (threads <= 0: OMP_NUM_THREADS, else one per usable core). Where fp32 GEMM runs on OpenBLAS's
+/// own pthreads (Debian's LibTorch), two pools of spinning workers would fight over the cores, so
+/// OpenBLAS gets one thread and the library's large fp32 products split their rows across
+/// LibTorch's pool instead (gemm_rows_split() is then true) — unless OPENBLAS_NUM_THREADS or
+/// GOTO_NUM_THREADS is set, which keeps OpenBLAS's own threads and gives LibTorch one thread (or
+/// `threads`). With MKL (PyPI's LibTorch) GEMM already runs on LibTorch's pool. Also
 /// checks which BLAS serves fp32 GEMM and warns once on stderr when it is the slow reference BLAS.
 /// Also keeps malloc blocks up to 256 MB out of fresh mmaps (see runtime.cpp) unless
 /// MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set. Idempotent; the CLI calls it first thing.
 RuntimeInfo init_runtime(int threads = 0);
+
+/// Whether the library splits the rows of its large fp32 matrix products across LibTorch's
+/// intra-op threads (init_runtime decides; false until it runs). set_gemm_rows_split overrides it,
+/// for tests and benchmarks that compare both ways.
+bool gemm_rows_split();
+void set_gemm_rows_split(bool on);
 
 /// This process's peak resident set in MiB (Linux VmHWM; 0 where unavailable). Unlike
 /// getrusage's ru_maxrss it starts afresh at exec, so a child of a large parent reports its own peak.
