@@ -1,5 +1,8 @@
 #include "peft/core/runtime.h"
 
+#include "gemm_rows.h"
+
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
@@ -99,6 +102,45 @@ SetThreadsFn openblas_set_threads() {
 
 bool gemm_rows_split() { return g_gemm_rows_split.load(std::memory_order_relaxed); }
 void set_gemm_rows_split(bool on) { g_gemm_rows_split.store(on, std::memory_order_relaxed); }
+
+namespace {
+// Below this many multiply-adds a product stays whole: a fork costs a few microseconds, and
+// OpenBLAS's packing overhead grows as the parts shrink.
+constexpr int64_t kSplitMinMacs = int64_t{1} << 21;
+constexpr int64_t kSplitMinRows = 16;
+}  // namespace
+
+bool gemm_rows_worth_splitting(int64_t M, int64_t N, int64_t K) {
+  return M >= 2 * kSplitMinRows && M * N * K >= kSplitMinMacs;
+}
+
+void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta, float alpha) {
+  const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
+  auto part = [&](int64_t r0, int64_t r1) {
+    // Grad mode is thread-local and on in a fresh worker: these products are never recorded.
+    const at::NoGradGuard no_grad;
+    at::Tensor o = out.narrow(0, r0, r1 - r0);
+    const at::Tensor ap = a.narrow(0, r0, r1 - r0);
+    if (K == 0) {
+      if (beta == 0.0f) o.zero_();
+      else o.mul_(beta);
+    } else if (beta == 0.0f && alpha == 1.0f) {
+      at::mm_out(o, ap, b);
+    } else {
+      o.addmm_(ap, b, beta, alpha);
+    }
+  };
+  const int64_t threads = at::get_num_threads();
+  if (!gemm_rows_split() || threads < 2 || at::in_parallel_region() || !gemm_rows_worth_splitting(M, N, K)) {
+    if (M > 0) part(0, M);
+    return;
+  }
+  const int64_t parts = std::min(threads, M / kSplitMinRows);
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) part(M * p / parts, M * (p + 1) / parts);
+  });
+}
+
 
 RuntimeInfo init_runtime(int threads) {
   static std::once_flag once;

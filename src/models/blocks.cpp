@@ -258,6 +258,11 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return at::matmul(probs, vv);
 }
 
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (kernels::linear_rows_applicable(x, weight, bias)) return kernels::linear_rows(x, weight, bias, false);
+  return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+}
+
 at::Tensor dropout(const at::Tensor& x, double p, bool training) {
   if (!training || p <= 0) return x;
   if (!kernels::dropout_applicable(x, p)) return at::dropout(x, p, true);

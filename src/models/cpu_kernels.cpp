@@ -4,6 +4,7 @@
 
 #include "peft/core/check.h"
 #include "peft/core/runtime.h"
+#include "../core/gemm_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -667,48 +668,13 @@ LinearCrossEntropy linear_cross_entropy(const at::Tensor& h, const at::Tensor& w
 
 // ---------------------------------------------------------------- products split by rows
 
-namespace {
-// Below this many multiply-adds a product stays whole: a fork costs a few microseconds, and
-// OpenBLAS's packing overhead grows as the parts shrink.
-constexpr int64_t kSplitMinMacs = int64_t{1} << 21;
-constexpr int64_t kSplitMinRows = 16;
-}  // namespace
-
-void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta, float alpha) {
-  const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
-  auto part = [&](int64_t r0, int64_t r1) {
-    // Grad mode is thread-local and on in a fresh worker: these products are never recorded.
-    const at::NoGradGuard no_grad;
-    at::Tensor o = out.narrow(0, r0, r1 - r0);
-    const at::Tensor ap = a.narrow(0, r0, r1 - r0);
-    if (K == 0) {
-      if (beta == 0.0f) o.zero_();
-      else o.mul_(beta);
-    } else if (beta == 0.0f && alpha == 1.0f) {
-      at::mm_out(o, ap, b);
-    } else {
-      o.addmm_(ap, b, beta, alpha);
-    }
-  };
-  const int64_t threads = at::get_num_threads();
-  if (!gemm_rows_split() || threads < 2 || at::in_parallel_region() || M < 2 * kSplitMinRows ||
-      M * N * K < kSplitMinMacs) {
-    if (M > 0) part(0, M);
-    return;
-  }
-  const int64_t parts = std::min(threads, M / kSplitMinRows);
-  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) part(M * p / parts, M * (p + 1) / parts);
-  });
-}
-
 bool linear_rows_applicable(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   if (!enabled() || !gemm_rows_split() || at::get_num_threads() < 2) return false;
   auto f32 = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
   if (!f32(x) || !f32(w) || w.dim() != 2 || x.dim() < 1 || (bias.defined() && (!f32(bias) || bias.dim() != 1)))
     return false;
   const int64_t K = x.size(-1), M = K > 0 ? x.numel() / K : 0;
-  return M >= 2 * kSplitMinRows && M * w.numel() >= kSplitMinMacs;
+  return gemm_rows_worth_splitting(M, w.numel() / std::max<int64_t>(K, 1), K);
 }
 
 namespace {

@@ -96,12 +96,6 @@ bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, co
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, double scale);
 
-/// out = beta·out + alpha·(a·b) for fp32 CPU matrices a [M, K], b [K, N] (any strides) and a
-/// contiguous out [M, N], outside autograd. When gemm_rows_split() (OpenBLAS on one thread, see
-/// init_runtime) and the product is large, the rows of out are split across LibTorch's intra-op
-/// threads, one single-threaded GEMM each; otherwise one at::mm_out / addmm_.
-void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta = 0.0f, float alpha = 1.0f);
-
 /// True when linear_rows should serve a linear layer: fused kernels on, gemm_rows_split(), fp32
 /// CPU x and w, a bias (if any) fp32, and a product large enough to be worth splitting.
 bool linear_rows_applicable(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);

@@ -317,7 +317,7 @@ class Gemma : public PretrainedModel {
       // Soft-capped logits (Gemma 2) are not a plain projection: they take the logits path.
       const double cap = c_.final_logit_softcapping;
       causal_lm_output(out, h, in, lm_head, embed_tokens->weight, cap <= 0, [&](const at::Tensor& x) {
-        const at::Tensor logits = lm_head ? lm_head->forward(x) : at::linear(x, tied_cast_.get(embed_tokens->weight));
+        const at::Tensor logits = lm_head ? lm_head->forward(x) : models::linear(x, tied_cast_.get(embed_tokens->weight));
         return cap > 0 ? at::tanh(logits / cap) * cap : logits;
       });
     } else if (head_ == TaskHead::TokenCls) {

@@ -232,7 +232,7 @@ class GPT2 : public PretrainedModel {
   // an M = 1 sgemm over the [vocab, n_embd] table.
   at::Tensor tied_lm_head(const at::Tensor& x) {
     if (x.numel() != c_.n_embd || x.scalar_type() != at::kFloat || !x.device().is_cpu())
-      return at::linear(x, tied_cast_.get(wte->weight));
+      return models::linear(x, tied_cast_.get(wte->weight));
     return at::mv(wte->weight, x.reshape({c_.n_embd})).view({1, 1, c_.vocab_size});
   }
 

@@ -274,7 +274,7 @@ class Llama : public PretrainedModel {
       if (in.logits_to_keep > 0 && in.logits_to_keep < T && !in.labels.defined())
         h = h.narrow(1, T - in.logits_to_keep, in.logits_to_keep);
       causal_lm_output(out, h, in, lm_head, embed_tokens->weight, true, [&](const at::Tensor& x) {
-        return lm_head ? lm_head->forward(x) : at::linear(x, tied_cast_.get(embed_tokens->weight));
+        return lm_head ? lm_head->forward(x) : models::linear(x, tied_cast_.get(embed_tokens->weight));
       });
     } else if (head_ == TaskHead::TokenCls) {
       out.logits = score->forward(h);

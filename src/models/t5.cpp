@@ -460,7 +460,7 @@ class T5 : public PretrainedModel {
     out.last_hidden_state = h;
     if (head_ == TaskHead::Seq2SeqLM) {
       at::Tensor s = c_.scale_decoder_outputs ? h * std::pow(static_cast<double>(c_.d_model), -0.5) : h;
-      out.logits = lm_head ? lm_head->forward(s) : at::linear(s, shared->weight);
+      out.logits = lm_head ? lm_head->forward(s) : models::linear(s, shared->weight);
       if (in.labels.defined()) out.loss = token_loss(out.logits, in.labels);
     }
     return out;

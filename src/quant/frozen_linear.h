@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include "../core/gemm_rows.h"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -37,11 +39,13 @@ at::Tensor tiled_matmul(int64_t out, int64_t in, const at::Tensor& x2, Dequant&&
     const int64_t r1 = std::min(out, r0 + R);
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);
     dequant(r0, r1, tile);
+    // Products split by rows across LibTorch's threads where OpenBLAS is held to one
+    // (peft::gemm_rows_split, see init_runtime).
     if (R >= out) {
-      at::mm_out(y, x2, tile.t());
+      peft::mm_rows(y, x2, tile.t());
     } else {
       at::Tensor cols = y.narrow(1, r0, r1 - r0);
-      at::mm_out(cols, x2, tile.t());
+      peft::mm_rows(cols, x2, tile.t());
     }
   }
   return y;
@@ -59,8 +63,7 @@ at::Tensor tiled_matmul_t(int64_t out, int64_t in, const at::Tensor& g2, Dequant
     at::Tensor tile = buf.narrow(0, 0, r1 - r0);
     dequant(r0, r1, tile);
     const at::Tensor gs = g2.narrow(1, r0, r1 - r0);
-    if (r0 == 0) at::mm_out(gx, gs, tile);
-    else gx.addmm_(gs, tile);
+    peft::mm_rows(gx, gs, tile, r0 == 0 ? 0.0f : 1.0f);
   }
   return gx;
 }

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <torch/torch.h>
 
+#include "../../src/core/gemm_rows.h"
 #include "../../src/models/cpu_kernels.h"
 #include "golden.h"
 #include "peft/core/json_file.h"
@@ -623,10 +624,10 @@ TEST(CpuKernels, ProductsSplitByRowsMatchAten) {
     const at::Tensor a = torch::randn({203, 96}), b = torch::randn({150, 96});
     at::Tensor out = torch::randn({203, 150});
     const at::Tensor want = at::addmm(out, a, b.t(), 0.5, 2.0);
-    k::mm_rows(out, a, b.t(), 0.5f, 2.0f);
+    peft::mm_rows(out, a, b.t(), 0.5f, 2.0f);
     EXPECT_TRUE(close(out, want, 1e-5, 1e-5));
     at::Tensor fresh = at::empty({150, 203});
-    k::mm_rows(fresh, b, a.t());
+    peft::mm_rows(fresh, b, a.t());
     EXPECT_TRUE(close(fresh, at::mm(b, a.t()), 1e-5, 1e-5));
   }
   for (const bool w_in_out : {false, true}) {

@@ -61,6 +61,11 @@ at::Tensor token_loss(const at::Tensor& logits, const at::Tensor& labels);
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels,
                                         const std::string& problem_type);
 
+/// at::linear(x, weight, bias) (weight [out, in]); on OpenBLAS builds under init_runtime's one
+/// pool of threads a large fp32 product splits its rows across LibTorch's threads, forward and
+/// backward (peft::gemm_rows_split). bias may be undefined.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+
 /// torch.nn.functional.dropout(x, p, training): x itself unless training and p > 0 (a p <= 0
 /// from a config means no dropout). fp32 and
 /// bf16 CPU tensors take one fused pass (a uint8 keep mask saved for the backward, the decisions
