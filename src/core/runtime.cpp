@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 #include <sched.h>
 #include <dlfcn.h>
 #include <malloc.h>
@@ -118,7 +119,7 @@ void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float be
   const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
   auto part = [&](int64_t r0, int64_t r1) {
     // Grad mode is thread-local and on in a fresh worker: these products are never recorded.
-    const at::NoGradGuard no_grad;
+    const c10::AutoGradMode no_grad(false);
     at::Tensor o = out.narrow(0, r0, r1 - r0);
     const at::Tensor ap = a.narrow(0, r0, r1 - r0);
     if (K == 0) {
