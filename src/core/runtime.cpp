@@ -99,17 +99,15 @@ using SetThreadsFn = void (*)(int);
 SetThreadsFn openblas_set_threads() {
   return reinterpret_cast<SetThreadsFn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
 }
-}  // namespace
 
-bool gemm_rows_split() { return g_gemm_rows_split.load(std::memory_order_relaxed); }
-void set_gemm_rows_split(bool on) { g_gemm_rows_split.store(on, std::memory_order_relaxed); }
-
-namespace {
 // Below this many multiply-adds a product stays whole: a fork costs a few microseconds, and
 // OpenBLAS's packing overhead grows as the parts shrink.
 constexpr int64_t kSplitMinMacs = int64_t{1} << 21;
 constexpr int64_t kSplitMinRows = 16;
 }  // namespace
+
+bool gemm_rows_split() { return g_gemm_rows_split.load(std::memory_order_relaxed); }
+void set_gemm_rows_split(bool on) { g_gemm_rows_split.store(on, std::memory_order_relaxed); }
 
 bool gemm_rows_worth_splitting(int64_t M, int64_t N, int64_t K) {
   return M >= 2 * kSplitMinRows && M * N * K >= kSplitMinMacs;
@@ -141,7 +139,6 @@ void mm_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float be
     for (int64_t p = p0; p < p1; ++p) part(M * p / parts, M * (p + 1) / parts);
   });
 }
-
 
 RuntimeInfo init_runtime(int threads) {
   static std::once_flag once;
