@@ -12,7 +12,8 @@ PEFT (`PeftConfig.save_pretrained`), and in every round two fresh processes trai
 backward, clip_grad_norm_, AdamW, linear schedule; AdaLoRA's update_and_allocate after backward).
 Same model files, data (deterministic ids, labels = inputs), batch, sequence length, learning rate
 and optimiser. Threads: by default torch.set_num_threads(all cores) in Python and peft.cpp's default runtime
-(LibTorch one thread, OpenBLAS its own pool over all cores). --threads N gives both sides N threads
+(one pool: LibTorch's threads over all cores; on OpenBLAS builds OpenBLAS held to one thread and the
+large products split by rows across LibTorch's pool). --threads N gives both sides N threads
 in every pool (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and the frameworks' own
 setting): the like-for-like comparison on a shared machine.
 
