@@ -153,10 +153,10 @@ RuntimeInfo init_runtime(int threads) {
     // told otherwise. PyPI's LibTorch runs GEMM on MKL inside its own OpenMP pool already.
     const SetThreadsFn set_blas_threads = at::hasMKL() ? nullptr : openblas_set_threads();
     const bool blas_env = std::getenv("OPENBLAS_NUM_THREADS") != nullptr || std::getenv("GOTO_NUM_THREADS") != nullptr;
-    const bool one_pool = at::hasMKL() || (set_blas_threads != nullptr && !blas_env);
-    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = one_pool ? usable_cores() : 1;
+    const bool split = set_blas_threads != nullptr && !blas_env;
+    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = at::hasMKL() || split ? usable_cores() : 1;
     if (threads > 0) at::set_num_threads(threads);
-    if (set_blas_threads != nullptr && !blas_env) {
+    if (split) {
       set_blas_threads(1);
       set_gemm_rows_split(true);
     }
