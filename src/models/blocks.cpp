@@ -203,13 +203,26 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   // row's log-sum-exp instead of keeping [B, H, T, S] of them. On LibTorch 2.x only for small
   // heads: at head_dim 8 (stories260K) it trains 1.6-1.9x faster than SDPA, at 64 (GPT-2) SDPA
   // is 3% ahead (docs/benchmarks.md).
+  // With dropout on the probabilities (GPT-2's attn_pdrop) it is ours on every LibTorch: PyTorch's
+  // fused CPU attention takes no dropout and falls back to its plain chain.
+  const double p = training ? dropout : 0.0;
 #if TORCH_VERSION_MAJOR >= 2
-  const bool ours = q.size(3) <= 32;
+  const bool ours = q.size(3) <= 32 || p > 0;
 #else
   const bool ours = true;
 #endif
-  if (ours && !(training && dropout > 0) && softcap <= 0 && kernels::attention_train_f32_applicable(q, k, v, bias))
-    return kernels::attention_train_f32(q, k, v, bias, scale);
+  if (ours && softcap <= 0 && kernels::attention_train_f32_applicable(q, k, v, bias))
+    return kernels::attention_train_f32(q, k, v, bias, scale, p);
+  // Training in bf16 (autocast, or a bf16 model), where the fp32 kernel is ours: the same kernel
+  // on fp32 copies of q, k and v, its output rounded once to bf16. That is how PyTorch's fused
+  // attention computes bf16 (fp32 scores, probabilities and sums; transformers' default), and
+  // 1.13's bf16 chain below is slower and rounds the scores and probabilities to bf16.
+  if (ours && softcap <= 0 && kernels::attention_train_bf16_candidate(q, k, v)) {
+    const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
+    const at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : bias;
+    if (kernels::attention_train_f32_applicable(qf, kf, vf, bf))
+      return kernels::attention_train_f32(qf, kf, vf, bf, scale, p).to(q.scalar_type());
+  }
 #if TORCH_VERSION_MAJOR >= 2
   // Training and fp32 on LibTorch 2.x: PyTorch's fused attention (SDPA: flash attention on the
   // CPU, whose backward recomputes the probabilities instead of keeping [B, H, T, S] of them), as

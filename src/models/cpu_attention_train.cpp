@@ -45,6 +45,8 @@ struct TrainArgs {
   float scale;
   const int32_t* lo;  // per bias row: first and one-past-last key that is not masked; lo >= hi
   const int32_t* hi;  // marks a row that attends nowhere
+  const uint8_t* keep = nullptr;  // dropout: [B, H, T, S] keep bytes (1 kept), 16 readable bytes past the end
+  float keep_scale = 1.0f;        // 1/(1 - dropout)
 };
 
 // Query rows the backward handles together.
@@ -197,7 +199,8 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
   // Returns [B, T, H, D] (attention_train_f32 hands out its [B, H, T, D] view).
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q_in,
                                                 const at::Tensor& k_in, const at::Tensor& v_in,
-                                                const c10::optional<at::Tensor>& bias_opt, double scale) {
+                                                const c10::optional<at::Tensor>& bias_opt, double scale,
+                                                double dropout) {
     // The bias is no autograd input (it gets no gradient, and may be undefined).
     const at::Tensor bias_in = bias_opt.value_or(at::Tensor());
     const at::Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
@@ -208,6 +211,14 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     at::Tensor lse = at::empty({a.B, a.H, a.T}, q.options());
     a.out = rows_of(out.permute({0, 2, 1, 3}));
     a.lse = lse.data_ptr<float>();
+    at::Tensor keep;
+    if (dropout > 0) {
+      keep = dropout_keep_mask(a.B * a.H * a.T * a.S, dropout);
+      a.keep = keep.data_ptr<uint8_t>();
+      a.keep_scale = 1.0f / static_cast<float>(1.0 - dropout);
+      ctx->saved_data["keep"] = keep;
+      ctx->saved_data["keep_scale"] = static_cast<double>(a.keep_scale);
+    }
     run_tasks(a, train_loops().forward);
     ctx->save_for_backward({q_in, k_in, v_in, out, lse});
     if (bias_in.defined()) {
@@ -234,6 +245,12 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     TrainArgs a = make_args(q, k, v, bias, scale, spans);
     a.out = rows_of(out.permute({0, 2, 1, 3}));
     a.lse = lse.data_ptr<float>();
+    at::Tensor keep;
+    if (const auto kp = ctx->saved_data.find("keep"); kp != ctx->saved_data.end()) {
+      keep = kp->second.toTensor();
+      a.keep = keep.data_ptr<uint8_t>();
+      a.keep_scale = static_cast<float>(ctx->saved_data["keep_scale"].toDouble());
+    }
     const at::Tensor dout = with_contiguous_rows(grads[0].permute({0, 2, 1, 3}));
     a.dout = rows_of(dout);
     at::Tensor dq, dk, dv;
@@ -250,7 +267,7 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
       a.dv = rows_of(dv);
     }
     run_tasks(a, train_loops().backward);
-    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -292,10 +309,18 @@ bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, co
   return q.numel() > 0 && k.size(2) > 0 && k.size(2) < std::numeric_limits<int32_t>::max();
 }
 
+bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (!enabled() || !at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : {&q, &k, &v})
+    if (!t->defined() || t->scalar_type() != at::kBFloat16 || !t->device().is_cpu()) return false;
+  return q.requires_grad() || k.requires_grad() || v.requires_grad();
+}
+
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const at::Tensor& bias, double scale) {
+                               const at::Tensor& bias, double scale, double dropout) {
+  TORCH_CHECK(dropout >= 0 && dropout < 1, "attention_train_f32: dropout must be in [0, 1), got ", dropout);
   const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
-  return AttentionTrainFn::apply(q, k, v, b, scale)[0].permute({0, 2, 1, 3});
+  return AttentionTrainFn::apply(q, k, v, b, scale, dropout)[0].permute({0, 2, 1, 3});
 }
 
 }  // namespace peft::models::kernels

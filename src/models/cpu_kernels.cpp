@@ -779,6 +779,25 @@ void dropout_loop(const T* x, T* y, uint8_t* m, int64_t n, double p, uint64_t se
   });
 }
 
+// The keep decisions of dropout_loop alone (same seed, same draws).
+void keep_mask_loop(uint8_t* m, int64_t n, double p, uint64_t seed) {
+  const auto threshold = static_cast<uint64_t>(std::ldexp(1.0 - p, 32));
+  at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const uint64_t bits = mix64(seed + static_cast<uint64_t>(w) * 0x9e3779b97f4a7c15ULL);
+      m[2 * w] = (bits & 0xffffffffULL) < threshold ? 1 : 0;
+      if (2 * w + 1 < n) m[2 * w + 1] = (bits >> 32) < threshold ? 1 : 0;
+    }
+  });
+}
+
+// One 64-bit draw of LibTorch's default CPU generator: the seed of a mask.
+uint64_t mask_seed() {
+  auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
+
 template <typename T>
 void dropout_backward_loop(const T* dy, const uint8_t* m, T* dx, int64_t n, double p) {
   const float scale = kept_scale<T>(p);
@@ -797,12 +816,7 @@ bool dropout_applicable(const at::Tensor& x, double p) {
 
 std::pair<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x_in, double p) {
   const at::Tensor x = x_in.contiguous();
-  uint64_t seed;
-  {
-    auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
-    std::lock_guard<std::mutex> lock(gen->mutex_);
-    seed = gen->random64();
-  }
+  const uint64_t seed = mask_seed();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
   at::Tensor mask = at::empty(x.sizes(), x.options().dtype(at::kByte));
   if (x.scalar_type() == at::kFloat)
@@ -811,6 +825,12 @@ std::pair<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x_in, double p) 
     dropout_loop(x.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), mask.data_ptr<uint8_t>(), x.numel(), p,
                  seed);
   return {y, mask};
+}
+
+at::Tensor dropout_keep_mask(int64_t n, double p) {
+  at::Tensor m = at::zeros({n + 16}, at::TensorOptions().dtype(at::kByte));
+  keep_mask_loop(m.data_ptr<uint8_t>(), n, p, mask_seed());
+  return m.narrow(0, 0, n);
 }
 
 at::Tensor dropout_backward_cpu(const at::Tensor& dy_in, const at::Tensor& mask, double p) {

@@ -89,12 +89,21 @@ at::Tensor gelu_tanh_f32(const at::Tensor& x);
 bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& bias);
 
+/// True when bf16 training attention may take attention_train_f32 on fp32 copies: fused kernels
+/// on, autograd recording, bf16 CPU q, k and v of which some need a gradient. The caller still
+/// asks attention_train_f32_applicable of the copies.
+bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
 /// attention_f32 as an autograd op: the forward keeps q, k, v, bias, the output and each row's
 /// log-sum-exp; the backward recomputes the probabilities from them (no [B, H, T, S] tensor is
 /// kept) and gives gradients to the inputs that need them (never to the bias). Shapes and the
 /// treatment of masked keys and dead rows as attention_f32.
+///
+/// dropout > 0 (training): each probability is kept with probability 1 - dropout and scaled by
+/// 1/(1 - dropout), as at::dropout on the probabilities before the product with V; the keep mask
+/// (dropout_keep_mask over [B, H, T, S], one byte per probability) is kept for the backward.
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const at::Tensor& bias, double scale);
+                               const at::Tensor& bias, double scale, double dropout = 0.0);
 
 /// True when linear_rows should serve a linear layer: fused kernels on, gemm_rows_split(), fp32
 /// CPU x and w, a bias (if any) fp32, and a product large enough to be worth splitting.
@@ -185,6 +194,10 @@ bool dropout_applicable(const at::Tensor& x, double p);
 /// number of threads and repeat when the generator's state is restored. Returns {y contiguous,
 /// mask: uint8 of x's shape, 1 = kept}.
 std::pair<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x, double p);
+/// The keep decisions (uint8, 1 = kept) of dropout_cpu on n elements, drawn alike: the same
+/// generator state gives the same mask. The storage holds 16 zero bytes past the n entries, so
+/// 16-lane loops may read a whole chunk at the end.
+at::Tensor dropout_keep_mask(int64_t n, double p);
 /// dy · mask / (1 - p), in dy's dtype (fp32 or bf16), as at::dropout's backward.
 at::Tensor dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& mask, double p);
 /// at::gelu(x, "tanh") of a bf16 tensor, computed in fp32.

@@ -160,11 +160,131 @@ TEST(FusedTrainingAttention, NotUsedWhereItDoesNotApply) {
     torch::NoGradGuard ng;
     EXPECT_FALSE(kernels::attention_train_f32_applicable(q, k, v, bias));
   }
-  // Dropout and soft-capping keep attend() on the ATen chain.
-  EXPECT_FALSE(graph_has(attend(q, k, v, bias, 0.35, 0.1, true), "AttentionTrainFn"));
+  // Soft-capping keeps attend() on the ATen chain; dropout on the probabilities does not.
   EXPECT_FALSE(graph_has(attend(q, k, v, bias, 0.35, 0.0, true, 50.0), "AttentionTrainFn"));
+  EXPECT_TRUE(graph_has(attend(q, k, v, bias, 0.35, 0.1, true), "AttentionTrainFn"));
   // Small heads (8 here) take it on every LibTorch (on 2.x larger ones take SDPA).
   EXPECT_TRUE(graph_has(attend(q, k, v, bias, 0.35, 0.1, false), "AttentionTrainFn"));
+}
+
+// Dropout on the probabilities inside the fused kernel: against the ATen chain
+// softmax(q·kᵀ·scale + bias) · mask/(1 - p) · V with the same keep mask (the kernel draws it as
+// kernels::dropout_keep_mask does from the same generator state), output and gradients, on every
+// compiled copy; the mask keeps about 1 - p of the probabilities.
+TEST(FusedTrainingAttention, DropoutMatchesAtenChainWithTheSameMask) {
+  const std::vector<Case> cases = {
+      // name                         B  H  KVH T   P  D   causal padded per_head views
+      {"GQA, padded, dead rows", 2, 8, 4, 21, 0, 8, true, true, false, true},
+      {"prefix + causal, D 64", 2, 4, 2, 17, 5, 64, true, false, false, false},
+      {"per-head bias, D 40, a last block of 1 row", 1, 2, 2, 13, 0, 40, false, false, true, true},
+  };
+  for (const std::string& isa : kernels::attention_train_isas()) {
+    SCOPED_TRACE(isa);
+    kernels::use_attention_train_isa(isa);
+    for (const double p : {0.1, 0.5}) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(c.name) + ", p " + std::to_string(p));
+        torch::manual_seed(c.T * 31 + c.D);
+        const int64_t S = c.P + c.T;
+        const at::Tensor q0 = torch::randn({c.B, c.H, c.T, c.D}), k0 = torch::randn({c.B, c.KVH, S, c.D}),
+                         v0 = torch::randn({c.B, c.KVH, S, c.D}), go = torch::randn({c.B, c.H, c.T, c.D});
+        at::Tensor mask;
+        if (c.padded) {
+          mask = torch::ones({c.B, c.T}, torch::kLong);
+          mask[0].narrow(0, 0, 3).zero_();
+        }
+        at::Tensor bias = attention_bias(mask, c.B, c.T, 0, c.P, c.causal, at::kFloat, at::kCPU);
+        if (c.per_head_bias) bias = torch::randn({c.B, c.H, c.T, S}) * 2;
+        const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+        auto leaf = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
+
+        const at::Tensor q = leaf(q0), k = leaf(k0), v = leaf(v0);
+        const uint64_t seed = 1234 + static_cast<uint64_t>(p * 10);
+        torch::manual_seed(seed);
+        const at::Tensor out = attend(q, k, v, bias, scale, p, true);
+        EXPECT_TRUE(graph_has(out, "AttentionTrainFn"));
+        out.backward(go);
+
+        torch::manual_seed(seed);
+        const at::Tensor keep = kernels::dropout_keep_mask(c.B * c.H * c.T * S, p).view({c.B, c.H, c.T, S});
+        const double kept = keep.to(at::kDouble).mean().item<double>();
+        EXPECT_NEAR(kept, 1.0 - p, 0.03);
+        const at::Tensor qr = leaf(q0), kr = leaf(k0), vr = leaf(v0);
+        const int64_t rep = c.H / c.KVH;
+        const at::Tensor ke = kr.repeat_interleave(rep, 1), ve = vr.repeat_interleave(rep, 1);
+        at::Tensor probs = at::softmax(at::matmul(qr, ke.transpose(2, 3)) * scale + bias, -1);
+        probs = probs.masked_fill(bias.amax(-1, true) < kernels::kDeadRowBias, 0);
+        const at::Tensor want = at::matmul(probs * keep.to(at::kFloat) * static_cast<float>(1.0f / (1.0f - p)), ve);
+        want.backward(go);
+
+        EXPECT_TRUE(close(out, want, 1e-5)) << "output";
+        EXPECT_TRUE(close(q.grad(), qr.grad(), 1e-5)) << "dq";
+        EXPECT_TRUE(close(k.grad(), kr.grad(), 1e-5)) << "dk";
+        EXPECT_TRUE(close(v.grad(), vr.grad(), 1e-5)) << "dv";
+        // A different draw gives a different output: the mask is not fixed.
+        const at::Tensor again = attend(q0, k0, v0.clone().requires_grad_(true), bias, scale, p, true);
+        EXPECT_FALSE(close(again.detach(), want.detach(), 1e-3));
+      }
+    }
+  }
+  kernels::use_attention_train_isa("");
+}
+
+// bf16 training (autocast): where the fp32 kernel is ours, attend() runs it on fp32 copies of
+// the bf16 q, k and v and rounds its output once, as PyTorch's fused attention computes bf16. The
+// reference: the fp32 ATen chain on the same (bf16-exact) values, output and gradients rounded
+// to bf16; on LibTorch 2.x also SDPA on the bf16 tensors themselves.
+TEST(FusedTrainingAttention, Bf16TrainingComputesInFp32) {
+  for (const Case& c : {Case{"GQA, padded, prefix", 2, 8, 4, 21, 3, 8, true, true, false, true},
+                        Case{"per-head bias, D 16", 2, 4, 2, 9, 0, 16, true, false, true, false}}) {
+    SCOPED_TRACE(c.name);
+    torch::manual_seed(7 + c.D);
+    const int64_t S = c.P + c.T;
+    auto bf = [](at::IntArrayRef shape) { return torch::randn(shape).to(at::kBFloat16); };
+    const at::Tensor q = bf({c.B, c.H, c.T, c.D}), k = bf({c.B, c.KVH, S, c.D}), v = bf({c.B, c.KVH, S, c.D});
+    const at::Tensor go = bf({c.B, c.H, c.T, c.D});
+    at::Tensor mask;
+    if (c.padded) {
+      mask = torch::ones({c.B, c.T}, torch::kLong);
+      mask[0].narrow(0, 0, 3).zero_();
+    }
+    at::Tensor bias = attention_bias(mask, c.B, c.T, 0, c.P, c.causal, at::kFloat, at::kCPU);
+    if (c.per_head_bias) bias = torch::randn({c.B, c.H, c.T, S}) * 2;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+    auto leaf = [](const at::Tensor& t, at::ScalarType dt) { return t.detach().to(dt).requires_grad_(true); };
+
+    const at::Tensor qb = leaf(q, at::kBFloat16), kb = leaf(k, at::kBFloat16), vb = leaf(v, at::kBFloat16);
+    const at::Tensor out = attend(qb, kb, vb, bias, scale, 0.0, true);
+    EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(graph_has(out, "AttentionTrainFn"));
+    out.backward(go);
+    EXPECT_EQ(qb.grad().scalar_type(), at::kBFloat16);
+
+    const at::Tensor qf = leaf(q, at::kFloat), kf = leaf(k, at::kFloat), vf = leaf(v, at::kFloat);
+    at::Tensor want;
+    {
+      kernels::ScopedPlainAten plain;
+      want = attend(qf, kf, vf, bias, scale, 0.0, true);
+    }
+    want.backward(go.to(at::kFloat));
+    // One bf16 rounding of values within 1e-5 of each other: at most one step of 2^-8 apart.
+    auto near = [](const at::Tensor& got, const at::Tensor& ref) {
+      const at::Tensor g = got.to(at::kFloat), r = ref.to(at::kBFloat16).to(at::kFloat);
+      return ((g - r).abs() <= r.abs() * (1.0 / 128) + 1e-6).all().item<bool>();
+    };
+    EXPECT_TRUE(near(out, want)) << "output";
+    EXPECT_TRUE(near(qb.grad(), qf.grad())) << "dq";
+    EXPECT_TRUE(near(kb.grad(), kf.grad())) << "dk";
+    EXPECT_TRUE(near(vb.grad(), vf.grad())) << "dv";
+    // Most values round to the same bf16 number: the bf16 chain's rounded scores would not.
+    const double same = (out.to(at::kFloat) == want.to(at::kBFloat16).to(at::kFloat)).to(at::kFloat).mean().item<double>();
+    EXPECT_GT(same, 0.95);
+#if TORCH_VERSION_MAJOR >= 2
+    const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v, bias.to(at::kBFloat16), 0.0, false, scale,
+                                                             /*enable_gqa=*/c.KVH != c.H);
+    EXPECT_TRUE(near(out, sdpa.to(at::kFloat))) << "against SDPA";
+#endif
+  }
 }
 
 // One LoRA step (forward, backward, SGD) of the tiny Llama and GPT-2 fixtures with the fused
