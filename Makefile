@@ -5,14 +5,18 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 MODEL_DIR := $(BUILD)/models/stories260K
 
-.PHONY: all deps configure build test test-wheel demo fuzz-build fuzz-smoke fuzz install clean bench compare
+.PHONY: all deps configure build test test-wheel test-debian test-other demo fuzz-build fuzz-smoke fuzz install clean bench compare
 
 all: build
 
 # The LibTorch to build against: debian (Debian's libtorch-dev 1.13, OpenBLAS) or wheel (LibTorch
 # 2.x from PyPI's torch wheel, CPU libraries only, MKL and SDPA, which scripts/install_deps.sh
-# fetches into ~/.cache/peft). docs/benchmarks.md ("Training speed") compares the two.
-PEFT_LIBTORCH ?= debian
+# fetches into ~/.cache/peft). By default the faster one on this CPU (docs/benchmarks.md,
+# "Training speed"): wheel on Intel x86_64 processors, where MKL's GEMM leads; debian elsewhere
+# (OpenBLAS led on an AMD Zen 4). `make test-other` builds and tests the other one.
+ifeq ($(origin PEFT_LIBTORCH),undefined)
+PEFT_LIBTORCH := $(if $(and $(filter x86_64,$(shell uname -m)),$(shell grep -m1 -o GenuineIntel /proc/cpuinfo 2>/dev/null)),wheel,debian)
+endif
 export PEFT_LIBTORCH
 
 deps:
@@ -78,7 +82,7 @@ demo: build $(MODEL_DIR)/config.json
 
 # Side-by-side training benchmark of every method against Python PEFT (needs the reference venv,
 # tools/reference/README.md); prints tokens/s, step times, peak RSS, MFU and the ratios.
-# With the other LibTorch's build present too (make test-wheel writes build-wheel), both run in
+# With the other LibTorch's build present too (make test-other writes build-<other>), both run in
 # the same interleaved rounds.
 PEFT_PY ?= /root/peft-venv/bin/python
 BENCH_ARGS ?=
@@ -89,11 +93,13 @@ BENCH_CPP ?= $(PEFT_LIBTORCH)=$(BUILD)/bench/bench_train$(if $(wildcard $(OTHER_
 bench: build $(MODEL_DIR)/config.json
 	@$(PEFT_PY) bench/python/bench_train.py --stories $(MODEL_DIR) --cpp $(BENCH_CPP) $(BENCH_ARGS)
 
-# The suite on LibTorch 2.x from PyPI (downloaded once), built in build-wheel; CI runs it after
-# `make test`.
-test-wheel:
-	@$(MAKE) --no-print-directory build BUILD=build-wheel PEFT_LIBTORCH=wheel
-	@cd build-wheel && ctest --output-on-failure -j $(JOBS)
+# The suite on one LibTorch in build-<name> (wheel: downloaded once); `make test-other` is the
+# one `make test` did not build, which CI runs after `make test`.
+test-wheel test-debian:
+	@$(MAKE) --no-print-directory build BUILD=build-$(@:test-%=%) PEFT_LIBTORCH=$(@:test-%=%)
+	@cd build-$(@:test-%=%) && ctest --output-on-failure -j $(JOBS)
+
+test-other: test-$(OTHER_LIBTORCH)
 
 # The seven methods on the bundled E2E task: writes build/compare/compare.md and compare.png.
 compare: build $(MODEL_DIR)/config.json

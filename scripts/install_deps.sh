@@ -2,11 +2,11 @@
 # Installs what peft.cpp builds against on Debian 12. Idempotent: installs only what is missing.
 #  - Debian packages; OpenBLAS is left selected as libblas.so.3 (Debian's LibTorch is ~15x slower
 #    on the reference BLAS).
-#  - With PEFT_LIBTORCH=wheel (make test-wheel): LibTorch 2.x, the CPU libraries of PyPI's
+#  - With PEFT_LIBTORCH=wheel (the Makefile's choice on Intel x86_64): LibTorch 2.x, the CPU libraries of PyPI's
 #    torch wheel (libtorch_cpu, libc10, the bundled libgomp, the headers) plus the two small CUDA
 #    runtime libraries libtorch_cpu.so names (libcudart, libcupti; never called on a CPU),
 #    unpacked to $PEFT_LIBTORCH_CACHE (default ~/.cache/peft). Checked against PyPI's sha256.
-#    PEFT_LIBTORCH=debian (the default) uses Debian's libtorch-dev 1.13 alone.
+#    PEFT_LIBTORCH=debian (this script's default) uses Debian's libtorch-dev 1.13 alone.
 set -euo pipefail
 
 PACKAGES=(
