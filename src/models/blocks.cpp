@@ -211,16 +211,17 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 #else
   const bool ours = true;
 #endif
-  if (ours && softcap <= 0 && kernels::attention_train_f32_applicable(q, k, v, bias))
+  if (ours && softcap <= 0 && kernels::attention_train_f32_applicable(q, k, v, bias, p > 0))
     return kernels::attention_train_f32(q, k, v, bias, scale, p);
   // Training in bf16 (autocast, or a bf16 model), where the fp32 kernel is ours: the same kernel
-  // on fp32 copies of q, k and v, its output rounded once to bf16. That is how PyTorch's fused
-  // attention computes bf16 (fp32 scores, probabilities and sums; transformers' default), and
-  // 1.13's bf16 chain below is slower and rounds the scores and probabilities to bf16.
-  if (ours && softcap <= 0 && kernels::attention_train_bf16_candidate(q, k, v)) {
+  // on fp32 copies of q, k and v, its output rounded once to bf16. PyTorch's fused attention
+  // (transformers' default) also keeps scores, softmax and sums in fp32, though it rounds the
+  // probabilities to bf16 for the product with V; 1.13's bf16 chain below is slower and rounds
+  // the scores and probabilities to bf16.
+  if (ours && softcap <= 0 && kernels::attention_train_bf16_candidate(q, k, v, p > 0)) {
     const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
     const at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : bias;
-    if (kernels::attention_train_f32_applicable(qf, kf, vf, bf))
+    if (kernels::attention_train_f32_applicable(qf, kf, vf, bf, p > 0))
       return kernels::attention_train_f32(qf, kf, vf, bf, scale, p).to(q.scalar_type());
   }
 #if TORCH_VERSION_MAJOR >= 2

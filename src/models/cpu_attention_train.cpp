@@ -293,15 +293,15 @@ void use_attention_train_isa(const std::string& isa) {
 }
 
 bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& bias) {
-  if (!enabled() || !at::GradMode::is_enabled()) return false;
-  if (!fp32_cpu(q) || !fp32_cpu(k) || !fp32_cpu(v)) return false;
-  if (!(q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
+                                    const at::Tensor& bias, bool dropout) {
+  if (!enabled() || !fp32_cpu(q) || !fp32_cpu(k) || !fp32_cpu(v)) return false;
+  const bool recording = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (!recording && !dropout) return false;
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || k.sizes() != v.sizes() || q.size(0) != k.size(0) ||
       q.size(3) != k.size(3) || k.size(1) == 0 || q.size(1) % k.size(1) != 0)
     return false;
   if (bias.defined()) {
-    if (!fp32_cpu(bias) || bias.requires_grad() || bias.dim() != 4) return false;
+    if (!fp32_cpu(bias) || (at::GradMode::is_enabled() && bias.requires_grad()) || bias.dim() != 4) return false;
     const bool heads_ok = bias.size(1) == 1 || bias.size(1) == q.size(1);
     if (!heads_ok || bias.size(0) != q.size(0) || bias.size(2) != q.size(2) || bias.size(3) != k.size(2))
       return false;
@@ -309,11 +309,11 @@ bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, co
   return q.numel() > 0 && k.size(2) > 0 && k.size(2) < std::numeric_limits<int32_t>::max();
 }
 
-bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!enabled() || !at::GradMode::is_enabled()) return false;
+bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool dropout) {
+  if (!enabled()) return false;
   for (const at::Tensor* t : {&q, &k, &v})
     if (!t->defined() || t->scalar_type() != at::kBFloat16 || !t->device().is_cpu()) return false;
-  return q.requires_grad() || k.requires_grad() || v.requires_grad();
+  return dropout || (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()));
 }
 
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

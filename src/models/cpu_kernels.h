@@ -83,16 +83,20 @@ at::Tensor rotary_f32_bthd(const at::Tensor& x, const at::Tensor& cos, const at:
 /// at::gelu(x, "tanh") in one vectorised pass.
 at::Tensor gelu_tanh_f32(const at::Tensor& x);
 
-/// True when attention_train_f32 may replace the ATen chain while autograd records: fp32 CPU
-/// tensors, some of q, k, v needing a gradient, bias (if any) fp32 without one and broadcastable
-/// as [B, 1 or H, T, S]. Dropout and soft-capping are the caller's to rule out.
+/// True when attention_train_f32 may replace the ATen chain: fp32 CPU tensors, bias (if any) fp32
+/// without a gradient and broadcastable as [B, 1 or H, T, S], and either autograd recording with
+/// some of q, k, v needing a gradient or `dropout` (training with dropout on the probabilities:
+/// then also without autograd, so that a checkpointed layer's no-grad forward and its
+/// recomputation draw the same mask and round alike). Soft-capping is the caller's to rule out.
 bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& bias);
+                                    const at::Tensor& bias, bool dropout = false);
 
 /// True when bf16 training attention may take attention_train_f32 on fp32 copies: fused kernels
-/// on, autograd recording, bf16 CPU q, k and v of which some need a gradient. The caller still
-/// asks attention_train_f32_applicable of the copies.
-bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+/// on, bf16 CPU q, k and v, and autograd recording with some of them needing a gradient, or
+/// `dropout` as in attention_train_f32_applicable. The caller still asks
+/// attention_train_f32_applicable of the copies.
+bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    bool dropout = false);
 
 /// attention_f32 as an autograd op: the forward keeps q, k, v, bias, the output and each row's
 /// log-sum-exp; the backward recomputes the probabilities from them (no [B, H, T, S] tensor is

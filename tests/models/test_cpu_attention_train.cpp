@@ -204,6 +204,12 @@ TEST(FusedTrainingAttention, DropoutMatchesAtenChainWithTheSameMask) {
         const at::Tensor out = attend(q, k, v, bias, scale, p, true);
         EXPECT_TRUE(graph_has(out, "AttentionTrainFn"));
         out.backward(go);
+        {
+          // Without autograd (a checkpointed layer's first forward) the same kernel and mask.
+          torch::NoGradGuard ng;
+          torch::manual_seed(seed);
+          EXPECT_TRUE(at::equal(attend(q, k, v, bias, scale, p, true), out.detach()));
+        }
 
         torch::manual_seed(seed);
         const at::Tensor keep = kernels::dropout_keep_mask(c.B * c.H * c.T * S, p).view({c.B, c.H, c.T, S});
@@ -231,9 +237,9 @@ TEST(FusedTrainingAttention, DropoutMatchesAtenChainWithTheSameMask) {
 }
 
 // bf16 training (autocast): where the fp32 kernel is ours, attend() runs it on fp32 copies of
-// the bf16 q, k and v and rounds its output once, as PyTorch's fused attention computes bf16. The
-// reference: the fp32 ATen chain on the same (bf16-exact) values, output and gradients rounded
-// to bf16; on LibTorch 2.x also SDPA on the bf16 tensors themselves.
+// the bf16 q, k and v and rounds its output once. The reference: the fp32 ATen chain on the same
+// (bf16-exact) values, output and gradients rounded to bf16; on LibTorch 2.x SDPA on the bf16
+// tensors themselves is no closer to it.
 TEST(FusedTrainingAttention, Bf16TrainingComputesInFp32) {
   for (const Case& c : {Case{"GQA, padded, prefix", 2, 8, 4, 21, 3, 8, true, true, false, true},
                         Case{"per-head bias, D 16", 2, 4, 2, 9, 0, 16, true, false, true, false}}) {
@@ -280,9 +286,14 @@ TEST(FusedTrainingAttention, Bf16TrainingComputesInFp32) {
     const double same = (out.to(at::kFloat) == want.to(at::kBFloat16).to(at::kFloat)).to(at::kFloat).mean().item<double>();
     EXPECT_GT(same, 0.95);
 #if TORCH_VERSION_MAJOR >= 2
+    // PyTorch's fused attention on the bf16 tensors also rounds the probabilities to bf16 before
+    // the product with V: ours is at least as close to the fp32 result.
     const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v, bias.to(at::kBFloat16), 0.0, false, scale,
                                                              /*enable_gqa=*/c.KVH != c.H);
-    EXPECT_TRUE(near(out, sdpa.to(at::kFloat))) << "against SDPA";
+    const at::Tensor exact = want.detach();
+    EXPECT_LE((out.to(at::kFloat) - exact).abs().max().item<float>(),
+              (sdpa.to(at::kFloat) - exact).abs().max().item<float>() + 1e-6f)
+        << "further from fp32 than SDPA";
 #endif
   }
 }
