@@ -167,6 +167,18 @@ TEST(FusedTrainingAttention, NotUsedWhereItDoesNotApply) {
   EXPECT_TRUE(graph_has(attend(q, k, v, bias, 0.35, 0.1, false), "AttentionTrainFn"));
 }
 
+// A case's bias: the causal / padding mask (batch 0 left-padded by 3 when `padded`), or with
+// per_head_bias a random [B, H, T, S] bias instead.
+at::Tensor mask_or_random_bias(const Case& c) {
+  if (c.per_head_bias) return torch::randn({c.B, c.H, c.T, c.P + c.T}) * 2;
+  at::Tensor mask;
+  if (c.padded) {
+    mask = torch::ones({c.B, c.T}, torch::kLong);
+    mask[0].narrow(0, 0, 3).zero_();
+  }
+  return attention_bias(mask, c.B, c.T, 0, c.P, c.causal, at::kFloat, at::kCPU);
+}
+
 // Dropout on the probabilities inside the fused kernel: against the ATen chain
 // softmax(q·kᵀ·scale + bias) · mask/(1 - p) · V with the same keep mask (the kernel draws it as
 // kernels::dropout_keep_mask does from the same generator state), output and gradients, on every
@@ -188,13 +200,7 @@ TEST(FusedTrainingAttention, DropoutMatchesAtenChainWithTheSameMask) {
         const int64_t S = c.P + c.T;
         const at::Tensor q0 = torch::randn({c.B, c.H, c.T, c.D}), k0 = torch::randn({c.B, c.KVH, S, c.D}),
                          v0 = torch::randn({c.B, c.KVH, S, c.D}), go = torch::randn({c.B, c.H, c.T, c.D});
-        at::Tensor mask;
-        if (c.padded) {
-          mask = torch::ones({c.B, c.T}, torch::kLong);
-          mask[0].narrow(0, 0, 3).zero_();
-        }
-        at::Tensor bias = attention_bias(mask, c.B, c.T, 0, c.P, c.causal, at::kFloat, at::kCPU);
-        if (c.per_head_bias) bias = torch::randn({c.B, c.H, c.T, S}) * 2;
+        const at::Tensor bias = mask_or_random_bias(c);
         const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
         auto leaf = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
 
@@ -249,13 +255,7 @@ TEST(FusedTrainingAttention, Bf16TrainingComputesInFp32) {
     auto bf = [](at::IntArrayRef shape) { return torch::randn(shape).to(at::kBFloat16); };
     const at::Tensor q = bf({c.B, c.H, c.T, c.D}), k = bf({c.B, c.KVH, S, c.D}), v = bf({c.B, c.KVH, S, c.D});
     const at::Tensor go = bf({c.B, c.H, c.T, c.D});
-    at::Tensor mask;
-    if (c.padded) {
-      mask = torch::ones({c.B, c.T}, torch::kLong);
-      mask[0].narrow(0, 0, 3).zero_();
-    }
-    at::Tensor bias = attention_bias(mask, c.B, c.T, 0, c.P, c.causal, at::kFloat, at::kCPU);
-    if (c.per_head_bias) bias = torch::randn({c.B, c.H, c.T, S}) * 2;
+    const at::Tensor bias = mask_or_random_bias(c);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
     auto leaf = [](const at::Tensor& t, at::ScalarType dt) { return t.detach().to(dt).requires_grad_(true); };
 
