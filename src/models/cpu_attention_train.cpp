@@ -158,6 +158,17 @@ TrainArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   return a;
 }
 
+// Dropout's keep bytes (dropout_keep_mask over [B, H, T, S]) and multiplier 1/(1 - p) into the arguments.
+void use_keep_mask(TrainArgs& a, const at::Tensor& keep, double p) {
+  a.keep = keep.data_ptr<uint8_t>();
+  a.keep_scale = 1.0f / static_cast<float>(1.0 - p);
+}
+
+// Whether autograd records a product of q, k and v.
+bool records_gradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+}
+
 // Subnormal floats flushed to zero (results and inputs) while alive, on this thread. The
 // backward multiplies probabilities near e^-86 by small output gradients and makes subnormals
 // by the thousand; on Intel cores every operation on one takes a microcode assist of ~100
@@ -214,10 +225,9 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     at::Tensor keep;
     if (dropout > 0) {
       keep = dropout_keep_mask(a.B * a.H * a.T * a.S, dropout);
-      a.keep = keep.data_ptr<uint8_t>();
-      a.keep_scale = 1.0f / static_cast<float>(1.0 - dropout);
+      use_keep_mask(a, keep, dropout);
       ctx->saved_data["keep"] = keep;
-      ctx->saved_data["keep_scale"] = static_cast<double>(a.keep_scale);
+      ctx->saved_data["dropout"] = dropout;
     }
     run_tasks(a, train_loops().forward);
     ctx->save_for_backward({q_in, k_in, v_in, out, lse});
@@ -248,8 +258,7 @@ struct AttentionTrainFn : public torch::autograd::Function<AttentionTrainFn> {
     at::Tensor keep;
     if (const auto kp = ctx->saved_data.find("keep"); kp != ctx->saved_data.end()) {
       keep = kp->second.toTensor();
-      a.keep = keep.data_ptr<uint8_t>();
-      a.keep_scale = static_cast<float>(ctx->saved_data["keep_scale"].toDouble());
+      use_keep_mask(a, keep, ctx->saved_data["dropout"].toDouble());
     }
     const at::Tensor dout = with_contiguous_rows(grads[0].permute({0, 2, 1, 3}));
     a.dout = rows_of(dout);
@@ -295,8 +304,7 @@ void use_attention_train_isa(const std::string& isa) {
 bool attention_train_f32_applicable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& bias, bool dropout) {
   if (!enabled() || !fp32_cpu(q) || !fp32_cpu(k) || !fp32_cpu(v)) return false;
-  const bool recording = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (!recording && !dropout) return false;
+  if (!dropout && !records_gradient(q, k, v)) return false;
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || k.sizes() != v.sizes() || q.size(0) != k.size(0) ||
       q.size(3) != k.size(3) || k.size(1) == 0 || q.size(1) % k.size(1) != 0)
     return false;
@@ -313,7 +321,7 @@ bool attention_train_bf16_candidate(const at::Tensor& q, const at::Tensor& k, co
   if (!enabled()) return false;
   for (const at::Tensor* t : {&q, &k, &v})
     if (!t->defined() || t->scalar_type() != at::kBFloat16 || !t->device().is_cpu()) return false;
-  return dropout || (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()));
+  return dropout || records_gradient(q, k, v);
 }
 
 at::Tensor attention_train_f32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -759,15 +759,22 @@ float kept_scale(double p) {
   return static_cast<float>(static_cast<T>(1.0f / static_cast<float>(1.0 - p)));
 }
 
+// Keep when a 32-bit uniform is below (1 - p)·2³².
+inline uint64_t keep_threshold(double p) { return static_cast<uint64_t>(std::ldexp(1.0 - p, 32)); }
+
+// The 64-bit word of draws for elements 2w and 2w + 1 (low and high half): two elements per
+// word, so tasks start at even indices and a word is never split.
+inline uint64_t mask_word(uint64_t seed, int64_t w) {
+  return mix64(seed + static_cast<uint64_t>(w) * 0x9e3779b97f4a7c15ULL);
+}
+
 template <typename T>
 void dropout_loop(const T* x, T* y, uint8_t* m, int64_t n, double p, uint64_t seed) {
   const float scale = kept_scale<T>(p);
-  // Keep when a 32-bit uniform is below (1 - p)·2³².
-  const auto threshold = static_cast<uint64_t>(std::ldexp(1.0 - p, 32));
-  // Two elements per 64-bit word; tasks start at even indices so a word is never split.
+  const uint64_t threshold = keep_threshold(p);
   at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t w0, int64_t w1) {
     for (int64_t w = w0; w < w1; ++w) {
-      const uint64_t bits = mix64(seed + static_cast<uint64_t>(w) * 0x9e3779b97f4a7c15ULL);
+      const uint64_t bits = mask_word(seed, w);
       for (int64_t k = 0; k < 2; ++k) {
         const int64_t j = 2 * w + k;
         if (j >= n) break;
@@ -781,10 +788,10 @@ void dropout_loop(const T* x, T* y, uint8_t* m, int64_t n, double p, uint64_t se
 
 // The keep decisions of dropout_loop alone (same seed, same draws).
 void keep_mask_loop(uint8_t* m, int64_t n, double p, uint64_t seed) {
-  const auto threshold = static_cast<uint64_t>(std::ldexp(1.0 - p, 32));
+  const uint64_t threshold = keep_threshold(p);
   at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t w0, int64_t w1) {
     for (int64_t w = w0; w < w1; ++w) {
-      const uint64_t bits = mix64(seed + static_cast<uint64_t>(w) * 0x9e3779b97f4a7c15ULL);
+      const uint64_t bits = mask_word(seed, w);
       m[2 * w] = (bits & 0xffffffffULL) < threshold ? 1 : 0;
       if (2 * w + 1 < n) m[2 * w + 1] = (bits >> 32) < threshold ? 1 : 0;
     }
